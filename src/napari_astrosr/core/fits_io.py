@@ -1,0 +1,442 @@
+"""FITS <-> arrays, headers, WCS, masks and units.
+
+The reader returns native-byte-order, C-contiguous float32 (float64 on request) arrays
+with BSCALE/BZERO applied and blank/NaN pixels kept as NaN (and reported as a mask).
+It never allocates more than the file can hold: a header that claims more data than
+the file contains is rejected before any data are read.
+
+The writer is atomic (temporary file in the target folder, then rename), refuses to
+overwrite an input unless asked, and records provenance in the header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from .._version import __version__
+from ..exceptions import AstroSRError, WCSWarning
+
+PathLike = Union[str, os.PathLike]
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz")
+"""File name endings the reader claims (each also with ``.gz``)."""
+
+
+@dataclass
+class FitsImage:
+    """One image (2-D) or cube (3-D) read from a FITS HDU."""
+
+    data: np.ndarray
+    header: fits.Header
+    wcs: Optional[WCS] = None
+    path: Optional[str] = None
+    name: str = ""
+    hdu_index: int = 0
+    unit: Optional[str] = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """True where a pixel is blank/NaN/inf (not usable)."""
+        return ~np.isfinite(self.data)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The napari layer metadata for this image."""
+        return {
+            "header": self.header,
+            "wcs": self.wcs,
+            "bunit": self.unit,
+            "path": self.path,
+            "hdu": self.hdu_index,
+            "extname": self.name,
+        }
+
+
+def is_fits_path(path: PathLike) -> bool:
+    """True if ``path`` has a FITS file-name ending (optionally gzipped)."""
+    name = str(path).lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return name.endswith(FITS_SUFFIXES)
+
+
+def _expected_bytes(header: fits.Header) -> int:
+    naxis = int(header.get("NAXIS", 0) or 0)
+    if naxis == 0:
+        return 0
+    n = 1
+    for i in range(1, naxis + 1):
+        n *= int(header.get(f"NAXIS{i}", 0) or 0)
+    return n * abs(int(header.get("BITPIX", 8))) // 8
+
+
+def _is_image_hdu(hdu: Any) -> bool:
+    return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+
+
+def _open(path: PathLike) -> fits.HDUList:
+    p = Path(path)
+    if not p.exists():
+        raise AstroSRError(f"{p}: no such file. Check the path.")
+    if p.is_dir():
+        raise AstroSRError(f"{p}: is a folder, not a FITS file.")
+    if not os.access(p, os.R_OK):
+        raise AstroSRError(f"{p}: cannot be read (permission denied).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # memmap=False for gzip; lazy_load_hdus so a broken late HDU fails only when touched
+            hdul = fits.open(p, memmap=not str(p).lower().endswith(".gz"), lazy_load_hdus=True)
+            len(hdul)  # forces reading all headers: a truncated header fails here
+    except AstroSRError:
+        raise
+    except Exception as exc:  # astropy raises OSError, ValueError, TypeError, ...
+        raise AstroSRError(f"{p}: not a readable FITS file ({_short(exc)}).") from exc
+    return hdul
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _make_wcs(header: fits.Header, naxis: int, where: str) -> tuple[Optional[WCS], list[str]]:
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header, naxis=2 if naxis >= 2 else naxis)
+        if not wcs.has_celestial and not wcs.wcs.ctype[0]:
+            return None, notes
+        # evaluate once: a broken distortion or projection fails here, not later in a widget
+        wcs.pixel_to_world_values(0.0, 0.0)
+        if not wcs.has_celestial:
+            return None, notes
+        return wcs, notes
+    except Exception as exc:
+        msg = f"{where}: WCS in header is invalid ({_short(exc)}); image opened without WCS."
+        warnings.warn(msg, WCSWarning, stacklevel=3)
+        notes.append(msg)
+        return None, notes
+
+
+def _to_float(raw: np.ndarray, header: fits.Header, dtype: np.dtype) -> np.ndarray:
+    blank = header.get("BLANK")
+    data = np.asarray(raw)
+    if data.dtype.kind in "iu" and blank is not None:
+        # astropy leaves BLANK in integer data when no scaling applies
+        bad = data == blank
+        data = data.astype(dtype)
+        data[bad] = np.nan
+    else:
+        data = data.astype(dtype, copy=True)
+    return np.ascontiguousarray(data.astype(data.dtype.newbyteorder("="), copy=False))
+
+
+def list_image_hdus(path: PathLike) -> list[tuple[int, str, tuple[int, ...]]]:
+    """(index, name, shape) for each HDU holding image data, without reading the data."""
+    hdul = _open(path)
+    try:
+        out = []
+        for i, hdu in enumerate(hdul):
+            if _is_image_hdu(hdu) and hdu.header.get("NAXIS", 0):
+                shape = tuple(int(hdu.header[f"NAXIS{k}"]) for k in range(hdu.header["NAXIS"], 0, -1))
+                if isinstance(hdu, fits.CompImageHDU):
+                    shape = tuple(hdu.shape)
+                if all(s > 0 for s in shape):
+                    out.append((i, hdu.name or f"HDU{i}", shape))
+        return out
+    finally:
+        hdul.close()
+
+
+def read_fits(
+    path: PathLike,
+    *,
+    hdu: Optional[Union[int, str]] = None,
+    dtype: Union[str, np.dtype] = np.float32,
+    allow_cube: bool = True,
+) -> FitsImage:
+    """Read one image HDU.
+
+    Parameters
+    ----------
+    path
+        FITS file (``.fits``, ``.fit``, ``.fts``, optionally ``.gz``; tile-compressed OK).
+    hdu
+        Index or EXTNAME; default: the first HDU with image data.
+    dtype
+        ``float32`` (default) or ``float64``.
+    allow_cube
+        Accept 3-D data (a cube); 4-D and higher are refused (unless the extra axes have length 1).
+
+    Returns
+    -------
+    FitsImage
+        Native-byte-order, C-contiguous float array; blanks as NaN.
+
+    Raises
+    ------
+    AstroSRError
+        Unreadable file, no image data, unsupported dimensionality, truncated data.
+    """
+    images = _read(path, hdu=hdu, dtype=np.dtype(dtype), allow_cube=allow_cube, first_only=True)
+    return images[0]
+
+
+def read_fits_all(
+    path: PathLike,
+    *,
+    dtype: Union[str, np.dtype] = np.float32,
+    allow_cube: bool = True,
+) -> list[FitsImage]:
+    """Read every image HDU of a (multi-extension) file, in file order."""
+    return _read(path, hdu=None, dtype=np.dtype(dtype), allow_cube=allow_cube, first_only=False)
+
+
+def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise AstroSRError(f"dtype={dtype}: use float32 or float64.")
+    p = Path(path)
+    hdul = _open(p)
+    try:
+        if hdu is not None:
+            try:
+                candidates = [(hdul.index_of(hdu), hdul[hdu])]
+            except (KeyError, IndexError) as exc:
+                raise AstroSRError(f"{p}: has no HDU {hdu!r}.") from exc
+        else:
+            candidates = list(enumerate(hdul))
+        out: list[FitsImage] = []
+        reasons: list[str] = []
+        file_size = p.stat().st_size
+        gz = str(p).lower().endswith(".gz")
+        for idx, h in candidates:
+            if not _is_image_hdu(h):
+                reasons.append(f"HDU {idx} is a {type(h).__name__}")
+                continue
+            header = h.header
+            naxis = int(header.get("NAXIS", 0) or 0)
+            if isinstance(h, fits.CompImageHDU):
+                naxis = len(h.shape)
+            if naxis == 0:
+                reasons.append(f"HDU {idx} has no data")
+                continue
+            if not isinstance(h, fits.CompImageHDU) and not gz and _expected_bytes(header) > file_size:
+                raise AstroSRError(
+                    f"{p}: HDU {idx} header claims {_expected_bytes(header):,} bytes of data but the file "
+                    f"holds {file_size:,}; the file is truncated or the header is wrong."
+                )
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    raw = h.data
+            except Exception as exc:
+                raise AstroSRError(f"{p}: HDU {idx} data cannot be read ({_short(exc)}).") from exc
+            if raw is None:
+                reasons.append(f"HDU {idx} has no data")
+                continue
+            raw = np.asarray(raw)
+            if raw.ndim > 3:
+                squeezed = raw.reshape([s for s in raw.shape if s != 1] or [1])
+                if squeezed.ndim > 3 or squeezed.ndim < 2:
+                    raise AstroSRError(
+                        f"{p}: HDU {idx} has {raw.ndim}-D data {raw.shape}; only 2-D images and 3-D cubes are supported."
+                    )
+                raw = squeezed
+            if raw.ndim == 1:
+                reasons.append(f"HDU {idx} holds 1-D data {raw.shape} (a spectrum?), not an image")
+                if hdu is not None or first_only:
+                    continue
+                continue
+            if raw.ndim == 3 and not allow_cube:
+                raise AstroSRError(f"{p}: HDU {idx} is a 3-D cube {raw.shape}; pick one plane or use a stack.")
+            data = _to_float(raw, header, dtype)
+            where = f"{p.name}[{idx}]"
+            wcs, notes = _make_wcs(header, raw.ndim, where)
+            if not np.isfinite(data).any():
+                notes.append(f"{where}: every pixel is NaN or blank.")
+            unit = header.get("BUNIT")
+            out.append(
+                FitsImage(
+                    data=data,
+                    header=header.copy(),
+                    wcs=wcs,
+                    path=str(p),
+                    name=(h.name if h.name and h.name != "PRIMARY" else "") or (p.name if idx == 0 else f"HDU{idx}"),
+                    hdu_index=idx,
+                    unit=str(unit).strip() if unit else None,
+                    warnings=notes,
+                )
+            )
+            if first_only:
+                break
+        if not out:
+            why = "; ".join(reasons) or "no HDU holds image data"
+            raise AstroSRError(f"{p}: no 2-D image in this file ({why}).")
+        return out
+    finally:
+        hdul.close()
+
+
+def provenance_cards(
+    *, method: Optional[str] = None, parameters: Optional[dict[str, Any]] = None,
+    checkpoint_hash: Optional[str] = None, inputs: Sequence[str] = (),
+) -> list[tuple[str, Any, str]]:
+    """Header cards recording what produced an output."""
+    cards: list[tuple[str, Any, str]] = [("ASRVERS", __version__, "napari-astrosr version")]
+    if method:
+        cards.append(("ASRMETH", method, "astrosr method"))
+    if checkpoint_hash:
+        cards.append(("ASRMODEL", checkpoint_hash[:16], "model checkpoint sha256 (prefix)"))
+    if parameters:
+        cards.append(("ASRPARAM", json.dumps(parameters, sort_keys=True, default=str), "method parameters (JSON)"))
+    for i, inp in enumerate(inputs[:99]):
+        cards.append((f"ASRIN{i + 1}", Path(inp).name, "input file"))
+    return cards
+
+
+def write_fits(
+    path: PathLike,
+    data: np.ndarray,
+    *,
+    header: Optional[fits.Header] = None,
+    wcs: Optional[WCS] = None,
+    overwrite: bool = False,
+    provenance: Optional[dict[str, Any]] = None,
+    protect: Iterable[PathLike] = (),
+) -> Path:
+    """Write an image atomically, carrying the header and WCS over.
+
+    Parameters
+    ----------
+    path
+        Output file. Written to a temporary file in the same folder, then renamed.
+    data
+        2-D image or 3-D cube.
+    header
+        Header to carry (its WCS keywords are replaced when ``wcs`` is given).
+    wcs
+        WCS of ``data``'s grid.
+    overwrite
+        Replace an existing file.
+    provenance
+        Keyword arguments of :func:`provenance_cards`.
+    protect
+        Input files that must never be overwritten, even with ``overwrite=True``.
+    """
+    out = Path(path)
+    for src in protect:
+        try:
+            if out.exists() and Path(src).exists() and os.path.samefile(out, src):
+                raise AstroSRError(f"{out}: is an input file; refusing to overwrite it. Choose another output name.")
+        except OSError:
+            pass
+    if out.exists() and not overwrite:
+        raise AstroSRError(f"{out}: already exists. Choose another name or pass overwrite=True (--overwrite).")
+    if not out.parent.exists():
+        raise AstroSRError(f"{out.parent}: output folder does not exist.")
+    data = np.asarray(data)
+    if data.ndim not in (2, 3):
+        raise AstroSRError(f"{out}: can only write 2-D images or 3-D cubes, got shape {data.shape}.")
+    hdr = fits.Header() if header is None else header.copy()
+    for key in ("BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM"):
+        hdr.remove(key, ignore_missing=True, remove_all=True)
+    if wcs is not None:
+        _strip_wcs(hdr)
+        hdr.update(wcs.to_header(relax=True))
+    for key, value, comment in provenance_cards(**(provenance or {})):
+        hdr[key] = (value, comment)
+    if data.dtype.kind == "f":
+        data = data.astype(data.dtype.newbyteorder("="), copy=False)
+    hdu = fits.PrimaryHDU(data=np.ascontiguousarray(data), header=hdr)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdu.writeto(tmp, overwrite=True, output_verify="silentfix")
+        os.replace(tmp, out)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise AstroSRError(f"{out}: could not be written ({_short(exc)}); nothing was left behind.") from exc
+        raise
+    return out
+
+
+def _strip_wcs(hdr: fits.Header) -> None:
+    """Remove WCS keywords so a new WCS replaces, not mixes with, the old one."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            old = WCS(hdr, naxis=2).to_header(relax=True)
+        for key in old:
+            hdr.remove(key, ignore_missing=True, remove_all=True)
+    except Exception:
+        pass
+    prefixes = ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT", "CD1_", "CD2_", "PC1_", "PC2_", "PV1_", "PV2_",
+                "A_", "B_", "AP_", "BP_")
+    for key in list(hdr.keys()):
+        if key.startswith(prefixes) or key in ("A_ORDER", "B_ORDER", "LONPOLE", "LATPOLE", "WCSAXES", "RADESYS", "EQUINOX"):
+            hdr.remove(key, ignore_missing=True, remove_all=True)
+
+
+def describe(path: PathLike) -> str:
+    """A human-readable summary of a FITS file (``astrosr info``)."""
+    p = Path(path)
+    hdul = _open(p)
+    lines = [f"{p}  ({p.stat().st_size:,} bytes, {len(hdul)} HDU{'s' if len(hdul) != 1 else ''})"]
+    try:
+        for i, h in enumerate(hdul):
+            hdr = h.header
+            kind = type(h).__name__
+            if _is_image_hdu(h):
+                naxis = int(hdr.get("NAXIS", 0) or 0)
+                if isinstance(h, fits.CompImageHDU):
+                    shape = tuple(h.shape)
+                else:
+                    shape = tuple(int(hdr.get(f"NAXIS{k}", 0)) for k in range(naxis, 0, -1))
+                bitpix = int(hdr.get("BITPIX", 0))
+                dtype = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}.get(bitpix, str(bitpix))
+                scaled = " (BSCALE/BZERO)" if ("BSCALE" in hdr or "BZERO" in hdr) else ""
+                desc = f"[{i}] {h.name or '-':<10} {kind:<13} shape={shape if shape else '()'} dtype={dtype}{scaled}"
+                if hdr.get("BUNIT"):
+                    desc += f" unit={hdr['BUNIT']}"
+                lines.append(desc)
+                if naxis >= 2:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        wcs, notes = _make_wcs(hdr, naxis, f"{p.name}[{i}]")
+                    if wcs is not None:
+                        from astropy.wcs.utils import proj_plane_pixel_scales
+
+                        scales = proj_plane_pixel_scales(wcs.celestial) * 3600.0
+                        ny, nx = shape[-2:]
+                        c = wcs.celestial.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
+                        lines.append(
+                            f"     WCS {'/'.join(list(wcs.wcs.ctype)[:2])}  centre=({float(c[0]):.6f}, {float(c[1]):.6f}) deg"
+                            f"  pixel scale={scales[0]:.4f}\"x{scales[1]:.4f}\""
+                        )
+                    else:
+                        lines.append("     WCS none" + (f" ({notes[0]})" if notes else ""))
+            else:
+                extra = f" rows={hdr.get('NAXIS2', '?')} cols={hdr.get('TFIELDS', '?')}" if "TFIELDS" in hdr else ""
+                lines.append(f"[{i}] {h.name or '-':<10} {kind:<13}{extra}")
+    finally:
+        hdul.close()
+    return "\n".join(lines)
