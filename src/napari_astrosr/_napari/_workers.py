@@ -1,0 +1,467 @@
+"""Thread-worker plumbing shared by every widget.
+
+Every long backend call is a *job generator* (see :mod:`napari_astrosr.progress`):
+it yields :class:`~napari_astrosr.progress.Progress` events, returns its result and
+checks a ``stop`` flag between steps. :class:`JobPanel` runs one such job in a napari
+thread worker and owns the widget's progress bar, status line and Stop button:
+
+- the job runs in a worker thread; its events reach the main thread as batches
+  (at most one batch every ``interval`` seconds, so a job that yields thousands of
+  events cannot flood the event loop);
+- Stop sets the job's stop flag; the job then returns its best result so far
+  (e.g. the current DIP latent) or raises :class:`~napari_astrosr.exceptions.StoppedError`;
+- an error closes the progress bar, is shown with
+  :func:`napari.utils.notifications.show_error` and leaves the widget usable;
+- the result comes back with the :class:`SourceTag` captured when the job started,
+  so it is placed over the image it was computed from even if the user selected,
+  moved or deleted layers meanwhile.
+
+Layer data must be copied on the main thread *before* :meth:`JobPanel.start`
+(:func:`layer_array` does that); workers never touch layers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Iterable, Optional, Sequence
+
+import numpy as np
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..exceptions import AstroSRError, StoppedError
+from ..progress import Progress, StopFlag
+
+__all__ = [
+    "SourceTag",
+    "tag_layer",
+    "find_layer",
+    "layer_array",
+    "aligned_geometry",
+    "LayerCombo",
+    "JobPanel",
+    "error_message",
+    "notify_error",
+    "checkpoint_registry",
+]
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+@dataclass
+class SourceTag:
+    """What a result needs to know about the layer it was computed from.
+
+    Captured on the main thread when a job starts. ``layer_id`` is napari's
+    ``Layer.unique_id``; the geometry and metadata are snapshots so a result can
+    still be placed correctly when the source layer was deleted meanwhile.
+    """
+
+    layer_id: Any
+    name: str
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    shape: tuple[int, ...]
+    metadata: dict = field(default_factory=dict)
+
+
+def tag_layer(layer: Any) -> SourceTag:
+    """Snapshot a layer's identity, geometry and metadata (main thread only)."""
+    return SourceTag(
+        layer_id=getattr(layer, "unique_id", id(layer)),
+        name=str(layer.name),
+        scale=tuple(float(s) for s in layer.scale),
+        translate=tuple(float(t) for t in layer.translate),
+        shape=tuple(int(n) for n in np.shape(layer.data)),
+        metadata=dict(layer.metadata),
+    )
+
+
+def find_layer(viewer: Any, tag: SourceTag) -> Optional[Any]:
+    """The layer a :class:`SourceTag` was taken from, or None if it is gone."""
+    for layer in viewer.layers:
+        if getattr(layer, "unique_id", id(layer)) == tag.layer_id:
+            return layer
+    return None
+
+
+def layer_array(layer: Any, *, dtype: Any = np.float32) -> np.ndarray:
+    """A private, C-contiguous copy of a layer's data (call on the main thread).
+
+    The worker then owns its input: editing or deleting the layer while the job
+    runs cannot change what the job sees.
+    """
+    data = np.asarray(layer.data)
+    if data.ndim > 2 and getattr(layer, "rgb", False):
+        raise AstroSRError(f"layer '{layer.name}' is RGB; choose a single-band image")
+    return np.array(data, dtype=dtype, copy=True, order="C")
+
+
+def aligned_geometry(
+    scale: Sequence[float], translate: Sequence[float], factor: float
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Scale/translate of a result on a grid ``factor`` times finer than its input.
+
+    Output pixel ``j`` has its centre at input pixel coordinate ``(j + 0.5)/factor - 0.5``
+    (pixel *edges* coincide), so in world coordinates
+
+    ``scale_out = scale_in / factor`` and
+    ``translate_out = translate_in + scale_in * (0.5/factor - 0.5)``.
+
+    ``factor < 1`` (a coarser result, e.g. a block sum) uses the same formula.
+    """
+    s = np.asarray(scale, dtype=float)
+    t = np.asarray(translate, dtype=float)
+    f = float(factor)
+    return tuple((s / f).tolist()), tuple((t + s * (0.5 / f - 0.5)).tolist())
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for the user: AstroSRError as is, anything else with its type."""
+    if isinstance(exc, AstroSRError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else 'unexpected error'}"
+
+
+def notify_error(exc: BaseException, *, context: str = "") -> None:
+    """Show an error as a napari notification (never raises)."""
+    msg = error_message(exc)
+    show_error(f"{context}: {msg}" if context else msg)
+
+
+# ----------------------------------------------------------------------------- layer chooser
+
+
+class LayerCombo(QComboBox):
+    """A combo box listing the viewer's layers of some types, kept up to date.
+
+    Unlike a magicgui layer combo it needs no ``reset_choices`` call from the dock:
+    it follows ``viewer.layers`` insert/remove/reorder events and layer renames.
+    """
+
+    def __init__(
+        self,
+        viewer: Any,
+        layer_types: Sequence[type] | type,
+        *,
+        allow_none: bool = False,
+        predicate: Optional[Callable[[Any], bool]] = None,
+        parent: Optional[QWidget] = None,
+    ) -> None:
+        super().__init__(parent)
+        self._viewer = viewer
+        self._types = tuple(layer_types) if isinstance(layer_types, (list, tuple)) else (layer_types,)
+        self._allow_none = allow_none
+        self._predicate = predicate
+        self._layers: list[Any] = []
+        ev = viewer.layers.events
+        ev.inserted.connect(self._on_inserted)
+        ev.removed.connect(self.refresh)
+        ev.reordered.connect(self.refresh)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+        self.destroyed.connect(self._disconnect)
+
+    def _disconnect(self, *_: Any) -> None:
+        ev = self._viewer.layers.events
+        for sig, cb in ((ev.inserted, self._on_inserted), (ev.removed, self.refresh), (ev.reordered, self.refresh)):
+            try:
+                sig.disconnect(cb)
+            except Exception:  # noqa: BLE001 - viewer already closed
+                pass
+
+    def _on_inserted(self, event: Any = None) -> None:
+        layer = getattr(event, "value", None)
+        if layer is not None:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+
+    def _wanted(self, layer: Any) -> bool:
+        if not isinstance(layer, self._types):
+            return False
+        return self._predicate is None or bool(self._predicate(layer))
+
+    def refresh(self, *_: Any) -> None:
+        """Re-list the layers, keeping the current choice when it still exists."""
+        try:
+            current = self.value()
+        except RuntimeError:  # the Qt object is being deleted
+            return
+        layers = [lyr for lyr in reversed(list(self._viewer.layers)) if self._wanted(lyr)]
+        self.blockSignals(True)
+        self.clear()
+        self._layers = ([None] if self._allow_none else []) + layers
+        for lyr in self._layers:
+            self.addItem("(none)" if lyr is None else lyr.name)
+        if current is not None and current in self._layers:
+            self.setCurrentIndex(self._layers.index(current))
+        self.blockSignals(False)
+        self.currentIndexChanged.emit(self.currentIndex())
+
+    def value(self) -> Optional[Any]:
+        """The chosen layer (or None)."""
+        i = self.currentIndex()
+        if 0 <= i < len(self._layers):
+            return self._layers[i]
+        return None
+
+    def set_value(self, layer: Any) -> None:
+        """Select ``layer`` (must be listed)."""
+        self.setCurrentIndex(self._layers.index(layer))
+
+    def layers(self) -> list[Any]:
+        """All listed layers."""
+        return [lyr for lyr in self._layers if lyr is not None]
+
+
+# ----------------------------------------------------------------------------- the job panel
+
+
+def _drive(job: Generator[Progress, None, Any], interval: float) -> Generator[list, None, Any]:
+    """Run a job generator, passing its events on in batches (worker thread)."""
+    batch: list[Progress] = []
+    last = 0.0
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as done:
+            if batch:
+                yield batch
+            return done.value
+        batch.append(event)
+        now = time.monotonic()
+        if now - last >= interval:
+            yield batch
+            batch = []
+            last = now
+
+
+class JobPanel(QWidget):
+    """Progress bar, status line and Stop button running one job at a time.
+
+    Parameters
+    ----------
+    busy_widgets
+        Widgets disabled while a job runs (typically the Run button).
+    interval
+        Minimum seconds between progress batches delivered to the main thread.
+
+    Signals
+    -------
+    finished(str)
+        Emitted on the main thread after every job with ``"done"``, ``"stopped"``
+        or ``"error"``.
+    """
+
+    finished = Signal(str)
+
+    def __init__(
+        self,
+        *,
+        busy_widgets: Iterable[QWidget] = (),
+        interval: float = 0.05,
+        parent: Optional[QWidget] = None,
+    ) -> None:
+        super().__init__(parent)
+        self._busy_widgets = list(busy_widgets)
+        self._interval = float(interval)
+        self.worker: Any = None
+        self.stop_flag: Optional[StopFlag] = None
+        self.tag: Optional[SourceTag] = None
+        self.last_status = ""
+        self.last_error: Optional[BaseException] = None
+
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(True)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Ask the running job to stop; it keeps its best result so far when it can.")
+        self.stop_button.clicked.connect(self.stop)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.bar, 1)
+        row.addWidget(self.stop_button)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(row)
+        lay.addWidget(self.status)
+        self._set_running(False)
+
+    # -- state
+
+    def add_busy_widget(self, w: QWidget) -> None:
+        self._busy_widgets.append(w)
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def _set_running(self, running: bool) -> None:
+        self.bar.setVisible(running)
+        self.stop_button.setVisible(running)
+        self.stop_button.setEnabled(running)
+        for w in self._busy_widgets:
+            w.setEnabled(not running)
+        if running:
+            self.bar.setRange(0, 0)  # indeterminate until the first event with a total
+            self.bar.setValue(0)
+            self.bar.setFormat("%p%")
+
+    def set_status(self, text: str) -> None:
+        self.last_status = text
+        self.status.setText(text)
+
+    # -- running
+
+    def start(
+        self,
+        job_factory: Callable[[StopFlag], Generator[Progress, None, Any]],
+        *,
+        on_result: Callable[[Any, Optional[SourceTag]], None],
+        on_progress: Optional[Callable[[Progress, Optional[SourceTag]], None]] = None,
+        tag: Optional[SourceTag] = None,
+        label: str = "",
+    ) -> Any:
+        """Run ``job_factory(stop_flag)`` in a thread worker.
+
+        ``job_factory`` is called on the main thread; it must only *create* the
+        generator (generators do no work until iterated), from data already copied.
+        ``on_progress(event, tag)`` runs on the main thread for every event;
+        ``on_result(result, tag)`` once with the job's return value.
+        """
+        if self.busy:
+            raise AstroSRError("a job is already running in this widget; wait or press Stop")
+        self.stop_flag = StopFlag()
+        self.tag = tag
+        self.last_error = None
+        try:
+            job = job_factory(self.stop_flag)
+        except Exception as exc:  # bad options detected up front
+            self._fail(exc, label)
+            return None
+        self._set_running(True)
+        self.set_status(f"{label}: starting…" if label else "starting…")
+
+        worker = create_worker(_drive, job, self._interval, _ignore_errors=True, _start_thread=False)
+        self.worker = worker
+
+        def _yielded(batch: list) -> None:
+            if self.worker is not worker:  # a late batch from a finished job
+                return
+            for event in batch:
+                self._show_progress(event, label)
+                if on_progress is not None:
+                    try:
+                        on_progress(event, tag)
+                    except Exception as exc:  # noqa: BLE001 - never kill the loop for a preview
+                        notify_error(exc, context="progress display")
+
+        def _returned(result: Any) -> None:
+            stopped = self.stop_flag is not None and self.stop_flag.is_set()
+            try:
+                on_result(result, tag)
+            except Exception as exc:  # noqa: BLE001 - e.g. a layer could not be added
+                self._fail(exc, label)
+                return
+            self._finish("stopped" if stopped else "done", label)
+
+        def _errored(exc: BaseException) -> None:
+            if isinstance(exc, StoppedError):
+                self._finish("stopped", label, str(exc))
+            else:
+                self._fail(exc, label)
+
+        worker.yielded.connect(_yielded)
+        worker.returned.connect(_returned)
+        worker.errored.connect(_errored)
+        worker.start()
+        return worker
+
+    def _show_progress(self, event: Progress, label: str) -> None:
+        if event.total:
+            self.bar.setRange(0, int(event.total))
+            self.bar.setValue(min(int(event.step), int(event.total)))
+        msg = event.message or (f"{event.step}/{event.total}" if event.total else f"step {event.step}")
+        self.set_status(f"{label}: {msg}" if label else msg)
+
+    def stop(self) -> None:
+        """Ask the running job to stop (cooperative; returns immediately)."""
+        if self.stop_flag is not None:
+            self.stop_flag.set()
+            self.stop_button.setEnabled(False)
+            self.set_status("stopping…")
+
+    def _finish(self, how: str, label: str, extra: str = "") -> None:
+        self.worker = None
+        self._set_running(False)
+        text = {"done": "done", "stopped": "stopped", "error": "failed"}[how]
+        self.set_status(" ".join(x for x in (f"{label}:" if label else "", text, extra) if x))
+        if how == "stopped":
+            show_info(f"{label or 'job'} stopped" + (f": {extra}" if extra else ""))
+        self.finished.emit(how)
+
+    def _fail(self, exc: BaseException, label: str) -> None:
+        self.last_error = exc
+        notify_error(exc, context=label)
+        self._finish("error", label, error_message(exc))
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block (processing events) until the job finished; for scripts and tests."""
+        from qtpy.QtWidgets import QApplication
+
+        end = time.monotonic() + timeout
+        while self.busy and time.monotonic() < end:
+            QApplication.processEvents()
+            time.sleep(0.005)
+        if self.busy:
+            raise TimeoutError("job still running")
+
+
+# ----------------------------------------------------------------------------- trained checkpoints
+
+
+class _CheckpointRegistry(QObject):
+    """Checkpoints written during this session (Train widget -> Restore widget)."""
+
+    changed = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    def add(self, path: Any) -> None:
+        p = str(path)
+        if p not in self.paths:
+            self.paths.append(p)
+            self.changed.emit()
+
+
+_REGISTRY: Optional[_CheckpointRegistry] = None
+
+
+def checkpoint_registry() -> _CheckpointRegistry:
+    """The session-wide list of trained checkpoints (created on first use)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = _CheckpointRegistry()
+    return _REGISTRY

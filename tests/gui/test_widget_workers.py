@@ -1,0 +1,117 @@
+"""JobPanel: progress, result tagging, Stop and errors, with small real generator jobs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from napari.layers import Image
+
+from napari_astrosr._napari._workers import (
+    JobPanel,
+    LayerCombo,
+    aligned_geometry,
+    find_layer,
+    layer_array,
+    tag_layer,
+)
+from napari_astrosr.exceptions import AstroSRError, StoppedError
+from napari_astrosr.progress import Progress
+
+from widget_helpers import Notes, wait_idle
+
+
+def counting_job(n, *, delay=0.0, stop, fail_at=None, raise_on_stop=False):
+    total = 0
+    for i in range(n):
+        if stop.is_set():
+            if raise_on_stop:
+                raise StoppedError("stopped before the end")
+            return ("partial", total)
+        if fail_at is not None and i == fail_at:
+            raise AstroSRError("bad thing at step %d; fix the input" % i)
+        total += i
+        time.sleep(delay)
+        yield Progress(i + 1, n, f"step {i + 1}")
+    return ("full", total)
+
+
+def test_aligned_geometry_pixel_centres():
+    scale, translate = aligned_geometry((2.0, 3.0), (10.0, -4.0), 2)
+    assert scale == (1.0, 1.5)
+    # output pixel j centre in input pixel coordinates is (j+0.5)/2 - 0.5
+    for j in range(5):
+        world_out = np.array(translate) + np.array(scale) * j
+        in_coord = (world_out - np.array([10.0, -4.0])) / np.array([2.0, 3.0])
+        np.testing.assert_allclose(in_coord, (j + 0.5) / 2 - 0.5)
+
+
+def test_job_result_progress_and_tag(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((4, 5), np.float32), name="a", scale=(2, 2))
+    panel = JobPanel()
+    qtbot.addWidget(panel)
+    events, results = [], []
+    tag = tag_layer(layer)
+    panel.start(
+        lambda stop: counting_job(20, stop=stop),
+        on_result=lambda r, t: results.append((r, t)),
+        on_progress=lambda e, t: events.append(e.step),
+        tag=tag,
+        label="count",
+    )
+    assert panel.busy and not panel.bar.isHidden()
+    wait_idle(qtbot, panel)
+    assert results == [(("full", 190), tag)]
+    assert events[-1] == 20 and events == sorted(events)
+    assert panel.bar.isHidden() and panel.stop_button.isHidden()
+    assert find_layer(viewer, tag) is layer
+    assert tag.scale == (2.0, 2.0) and tag.shape == (4, 5)
+
+
+def test_stop_returns_partial_and_error_notifies(qtbot):
+    panel = JobPanel()
+    qtbot.addWidget(panel)
+    notes = Notes()
+    results = []
+    panel.start(lambda stop: counting_job(10_000, delay=0.002, stop=stop),
+                on_result=lambda r, t: results.append(r), label="long")
+    qtbot.waitUntil(lambda: panel.bar.maximum() == 10_000, timeout=5000)
+    panel.stop()
+    wait_idle(qtbot, panel)
+    assert results and results[0][0] == "partial"
+    assert "stopped" in panel.last_status
+
+    # a job raising StoppedError on stop is reported as stopped, not as an error
+    panel.start(lambda stop: counting_job(10_000, delay=0.002, stop=stop, raise_on_stop=True),
+                on_result=lambda r, t: results.append(r), label="long2")
+    panel.stop()
+    wait_idle(qtbot, panel)
+    assert len(results) == 1 and not notes.errors()
+
+    panel.start(lambda stop: counting_job(10, stop=stop, fail_at=3),
+                on_result=lambda r, t: results.append(r), label="failing")
+    wait_idle(qtbot, panel)
+    assert len(results) == 1
+    assert notes.errors() == ["failing: bad thing at step 3; fix the input"]
+    assert panel.bar.isHidden() and isinstance(panel.last_error, AstroSRError)
+
+
+def test_layer_combo_follows_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    combo = LayerCombo(viewer, Image)
+    assert combo.value() is None
+    a = viewer.add_image(np.ones((3, 3)), name="a")
+    viewer.add_points(np.zeros((1, 2)), name="pts")
+    b = viewer.add_image(np.ones((3, 3)), name="b")
+    assert [combo.itemText(i) for i in range(combo.count())] == ["b", "a"]
+    combo.set_value(a)
+    a.name = "renamed"
+    assert combo.itemText(1) == "renamed" and combo.value() is a
+    viewer.layers.remove(b)
+    assert combo.layers() == [a]
+    copy = layer_array(a)
+    copy[0, 0] = 7
+    assert a.data[0, 0] == 1
+    combo.deleteLater()
