@@ -44,6 +44,9 @@ class FitsImage:
     hdu_index: int = 0
     unit: Optional[str] = None
     warnings: list[str] = field(default_factory=list)
+    frame_headers: Optional[list] = None
+    """Per-frame headers when ``data`` is a stack of frames (see :func:`read_layers`)."""
+    frame_paths: Optional[list] = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -60,6 +63,7 @@ class FitsImage:
             "path": self.path,
             "hdu": self.hdu_index,
             "extname": self.name,
+            **({"headers": self.frame_headers, "paths": self.frame_paths} if self.frame_headers else {}),
         }
 
 
@@ -81,6 +85,42 @@ def _expected_bytes(header: fits.Header) -> int:
     return n * abs(int(header.get("BITPIX", 8))) // 8
 
 
+# Deflate cannot compress better than about 1032:1, so a gzipped file of n bytes never
+# expands to more than ~1032 n bytes: a cheap, exact-enough bound that stops a header
+# claiming terabytes from allocating anything.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _memory_limit() -> int:
+    """Half the physical memory (bytes); the most one image may take as float32."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // 2
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 1024**3
+
+
+def _check_size(p: Path, idx: int, h: Any, *, file_size: int, gz: bool) -> None:
+    """Refuse, before reading any data, an HDU whose header claims more than can exist."""
+    header = h.header
+    if isinstance(h, fits.CompImageHDU):
+        n = int(np.prod([int(s) for s in h.shape], dtype=np.float64)) if h.shape else 0
+        nbytes = n * 4
+    else:
+        nbytes = _expected_bytes(header)
+        n = nbytes // max(1, abs(int(header.get("BITPIX", 8))) // 8)
+        limit = file_size * _DEFLATE_MAX_RATIO if gz else file_size
+        if nbytes > limit:
+            raise AstroSRError(
+                f"{p}: HDU {idx} header claims {nbytes:,} bytes of data but the file holds "
+                f"{file_size:,}{' (compressed)' if gz else ''}; the file is truncated or the header is wrong."
+            )
+    if n * 4 > _memory_limit():
+        raise AstroSRError(
+            f"{p}: HDU {idx} holds {n:,} pixels ({n * 4 / 1024**3:.1f} GiB as float32), more than half this "
+            "machine's memory; cut it into smaller files first."
+        )
+
+
 def _is_image_hdu(hdu: Any) -> bool:
     return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
 
@@ -96,8 +136,10 @@ def _open(path: PathLike) -> fits.HDUList:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # memmap=False for gzip; lazy_load_hdus so a broken late HDU fails only when touched
-            hdul = fits.open(p, memmap=not str(p).lower().endswith(".gz"), lazy_load_hdus=True)
+            # memmap=False: astropy cannot memory-map scaled integer data with BLANK (and never
+            # maps gzip); the reader copies into float anyway. lazy_load_hdus: a broken late
+            # HDU fails only when touched.
+            hdul = fits.open(p, memmap=False, lazy_load_hdus=True)
             len(hdul)  # forces reading all headers: a truncated header fails here
     except AstroSRError:
         raise
@@ -233,11 +275,7 @@ def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
             if naxis == 0:
                 reasons.append(f"HDU {idx} has no data")
                 continue
-            if not isinstance(h, fits.CompImageHDU) and not gz and _expected_bytes(header) > file_size:
-                raise AstroSRError(
-                    f"{p}: HDU {idx} header claims {_expected_bytes(header):,} bytes of data but the file "
-                    f"holds {file_size:,}; the file is truncated or the header is wrong."
-                )
+            _check_size(p, idx, h, file_size=file_size, gz=gz)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -440,3 +478,100 @@ def describe(path: PathLike) -> str:
     finally:
         hdul.close()
     return "\n".join(lines)
+
+
+def probe(path: PathLike) -> Optional[str]:
+    """Cheaply tell whether ``path`` holds image data, reading headers only.
+
+    Returns
+    -------
+    str or None
+        None when at least one HDU has image data (2-D or more); otherwise the reason
+        the file holds no image (e.g. a table-only file), worded for the user.
+
+    Raises
+    ------
+    AstroSRError
+        The file cannot be opened as FITS at all.
+    """
+    hdus = list_image_hdus(path)
+    if any(len(shape) >= 2 for _, _, shape in hdus):
+        return None
+    hdul = _open(path)
+    try:
+        kinds = [type(h).__name__ for h in hdul]
+    finally:
+        hdul.close()
+    if hdus:
+        return f"{Path(path).name}: holds only 1-D data {hdus[0][2]} (a spectrum?), not an image."
+    return f"{Path(path).name}: holds no image data (HDUs: {', '.join(kinds)})."
+
+
+def _stack_key(img: FitsImage) -> str:
+    """EXTNAME without EXTVER: frames of one stack share it (e.g. 'FRAME', 'SCI')."""
+    return str(img.header.get("EXTNAME", "")).strip().upper()
+
+
+def read_layers(path: PathLike, *, dtype: Union[str, np.dtype] = np.float32) -> list[FitsImage]:
+    """Read a file the way the viewer shows it: one image per layer.
+
+    - one image HDU -> one image (a 3-D cube stays a cube);
+    - several 2-D image HDUs of the same shape *and* the same EXTNAME (ignoring
+      EXTVER, e.g. ``FRAME,1 .. FRAME,5`` or all unnamed) -> one 3-D stack, because
+      they are frames of one thing; the primary header card ``ASRSTACK = T`` forces
+      this for same-shape HDUs;
+    - otherwise one image per HDU (e.g. HST ``SCI``/``ERR``/``DQ`` stay separate).
+
+    A stack carries the first frame's header and WCS, and every frame's header under
+    ``FitsImage.frame_headers`` (also in ``metadata['headers']``).
+    """
+    images = read_fits_all(path, dtype=dtype)
+    if len(images) < 2:
+        return images
+    shapes = {im.data.shape for im in images}
+    same_shape = len(shapes) == 1 and images[0].data.ndim == 2
+    forced = False
+    try:
+        forced = bool(fits.getval(path, "ASRSTACK", ext=0))
+    except (KeyError, OSError, IndexError):
+        forced = False
+    same_name = len({_stack_key(im) for im in images}) == 1
+    if same_shape and (same_name or forced):
+        return [_stack_images(images, name=Path(path).name)]
+    return images
+
+
+def _stack_images(images: Sequence[FitsImage], *, name: str) -> FitsImage:
+    first = images[0]
+    data = np.stack([im.data for im in images])
+    notes = [n for im in images for n in im.warnings]
+    img = FitsImage(
+        data=data, header=first.header.copy(), wcs=first.wcs, path=first.path, name=name,
+        hdu_index=first.hdu_index, unit=first.unit, warnings=notes,
+    )
+    img.frame_headers = [im.header for im in images]
+    img.frame_paths = [im.path for im in images]
+    return img
+
+
+def read_stack(paths: Sequence[PathLike], *, dtype: Union[str, np.dtype] = np.float32) -> FitsImage:
+    """Read the first image of each file into one 3-D stack (frames, y, x).
+
+    Raises
+    ------
+    AstroSRError
+        No files, an unreadable file, or frames of different shapes (the message
+        names the first file whose shape differs).
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise AstroSRError("no files given to stack.")
+    images = [read_fits(p, dtype=dtype, allow_cube=False) for p in paths]
+    shape = images[0].data.shape
+    for p, im in zip(paths, images):
+        if im.data.shape != shape:
+            raise AstroSRError(
+                f"{p}: shape {im.data.shape} differs from {paths[0].name}'s {shape}; "
+                "only images of the same shape can be stacked. Open them separately."
+            )
+    return _stack_images(images, name=f"{paths[0].stem} (+{len(paths) - 1})" if len(paths) > 1 else paths[0].name)
