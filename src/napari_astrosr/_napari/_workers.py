@@ -54,6 +54,7 @@ __all__ = [
     "error_message",
     "notify_error",
     "checkpoint_registry",
+    "put_layer",
 ]
 
 
@@ -465,3 +466,28 @@ def checkpoint_registry() -> _CheckpointRegistry:
     if _REGISTRY is None:
         _REGISTRY = _CheckpointRegistry()
     return _REGISTRY
+
+
+# ----------------------------------------------------------------------------- result layers
+
+
+def put_layer(viewer: Any, layer: Any, *, source_id: Any) -> Any:
+    """Add a result layer, replacing the same-named one computed from the same source.
+
+    Re-running a widget on the same input then replaces its previous result (at the
+    same place in the layer list) instead of piling up ``name [1]``, ``name [2]``...
+    A same-named layer from another source is left alone (napari de-duplicates the
+    new name).
+    """
+    layer.metadata["astrosr_source"] = source_id
+    for i, old in enumerate(list(viewer.layers)):
+        if (
+            old.name == layer.name
+            and type(old) is type(layer)
+            and old.metadata.get("astrosr_source") == source_id
+        ):
+            viewer.layers.remove(old)
+            viewer.layers.insert(i, layer)
+            return layer
+    viewer.add_layer(layer)
+    return layer

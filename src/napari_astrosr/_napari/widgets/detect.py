@@ -1,0 +1,314 @@
+"""Detect widget: sep source extraction on an image layer.
+
+Runs :func:`napari_astrosr.core.detection.detect_sources` (and, on request,
+:func:`napari_astrosr.core.fluxmap.flux_map`) in a thread worker and shows:
+
+- ``<input> [sources]``: a Points layer at the source centroids whose ``features``
+  table is the catalog (napari's features-table widget then lists it);
+- ``<input> [ellipses]``: the sep ellipses (3 a x 3 b, the extent SExtractor plots)
+  as a Shapes layer, only up to :data:`MAX_ELLIPSES` sources (napari Shapes become
+  slow with thousands of shapes; beyond that the widget says it skipped them);
+- ``<input> [flux map]``: the flux-map Gaussians FISR uses as flux guidance (sums to
+  the total |flux| of the catalog).
+
+All layers share the input's world coordinates. The catalog can be exported as
+ECSV / FITS / CSV (:func:`core.catalogs.write_table`) or DS9 regions
+(:func:`core.catalogs.write_regions`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from napari.layers import Image, Points, Shapes
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...exceptions import AstroSRError
+from ...progress import Progress
+from .._layers import sources_to_points
+from .._workers import (
+    JobPanel,
+    LayerCombo,
+    SourceTag,
+    find_layer,
+    layer_array,
+    notify_error,
+    put_layer,
+    tag_layer,
+)
+
+#: Above this many sources no ellipse Shapes layer is drawn (napari Shapes get slow).
+MAX_ELLIPSES = 2000
+#: Ellipses are drawn at this multiple of sep's a, b (SExtractor's plotting convention).
+ELLIPSE_K = 3.0
+
+EXPORT_FORMATS = {
+    "ECSV": ".ecsv",
+    "FITS": ".fits",
+    "CSV": ".csv",
+    "DS9 regions": ".reg",
+}
+
+
+def _is_2d_image(layer: Any) -> bool:
+    return isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) == 2
+
+
+def ellipse_corners(table: Any, *, k: float = ELLIPSE_K) -> np.ndarray:
+    """The four (y, x) corners of each source's rotated bounding box, (N, 4, 2).
+
+    napari draws an ellipse inscribed in those four corners. ``theta`` is sep's angle
+    (radians, counter-clockwise from +x in pixel coordinates).
+    """
+    n = len(table)
+    if n == 0:
+        return np.zeros((0, 4, 2))
+    x, y, a, b, th = (np.asarray(table[c], dtype=float) for c in ("x", "y", "a", "b", "theta"))
+    A, B = k * a, k * b
+    c, s = np.cos(th), np.sin(th)
+    uv = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=float)
+    u, v = uv[:, 0][None, :], uv[:, 1][None, :]
+    xs = x[:, None] + A[:, None] * c[:, None] * u - B[:, None] * s[:, None] * v
+    ys = y[:, None] + A[:, None] * s[:, None] * u + B[:, None] * c[:, None] * v
+    return np.stack([ys, xs], axis=-1)
+
+
+class DetectWidget(QWidget):
+    """Detect sources on the chosen image layer (see the module docstring)."""
+
+    def __init__(self, napari_viewer: Any, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.catalog: Any = None  # the last catalog (astropy QTable)
+        self.catalog_tag: Optional[SourceTag] = None
+
+        self.input = LayerCombo(self.viewer, Image, predicate=_is_2d_image)
+        self.thresh = QDoubleSpinBox()
+        self.thresh.setRange(0.1, 1000)
+        self.thresh.setDecimals(2)
+        self.thresh.setValue(1.5)
+        self.thresh.setToolTip("Detection threshold in units of the background rms")
+        self.minarea = QSpinBox()
+        self.minarea.setRange(1, 10000)
+        self.minarea.setValue(5)
+        self.nthresh = QSpinBox()
+        self.nthresh.setRange(1, 256)
+        self.nthresh.setValue(32)
+        self.cont = QDoubleSpinBox()
+        self.cont.setDecimals(4)
+        self.cont.setRange(0.0, 1.0)
+        self.cont.setSingleStep(0.001)
+        self.cont.setValue(0.005)
+        self.cont.setToolTip("Deblending minimum contrast (1 = no deblending)")
+        self.box = QSpinBox()
+        self.box.setRange(4, 4096)
+        self.box.setValue(64)
+        self.box.setToolTip("Background mesh size in pixels")
+        self.filter_size = QSpinBox()
+        self.filter_size.setRange(1, 15)
+        self.filter_size.setValue(3)
+        self.subtract = QCheckBox("subtract background")
+        self.subtract.setChecked(True)
+        self.show_ellipses = QCheckBox(f"ellipses (up to {MAX_ELLIPSES} sources)")
+        self.show_ellipses.setChecked(True)
+        self.show_fluxmap = QCheckBox("flux map")
+        self.show_fluxmap.setChecked(True)
+        self.kernel = QComboBox()
+        self.kernel.addItems(["gaussian", "airy"])
+
+        self.run_button = QPushButton("Detect")
+        self.run_button.clicked.connect(self.run)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.export_format = QComboBox()
+        self.export_format.addItems(list(EXPORT_FORMATS))
+        self.export_button = QPushButton("Export catalog…")
+        self.export_button.clicked.connect(self._export_dialog)
+        self.export_button.setEnabled(False)
+
+        form = QFormLayout()
+        form.addRow("Input", self.input)
+        form.addRow("Threshold (σ)", self.thresh)
+        form.addRow("Min. area (px)", self.minarea)
+        form.addRow("Deblend thresholds", self.nthresh)
+        form.addRow("Deblend contrast", self.cont)
+        form.addRow("Background box", self.box)
+        form.addRow("Background filter", self.filter_size)
+        form.addRow("", self.subtract)
+        form.addRow("Show", self.show_ellipses)
+        fm = QHBoxLayout()
+        fm.addWidget(self.show_fluxmap)
+        fm.addWidget(self.kernel)
+        form.addRow("", fm)
+        exp = QHBoxLayout()
+        exp.addWidget(self.export_format)
+        exp.addWidget(self.export_button)
+
+        self.jobs = JobPanel(busy_widgets=[self.run_button, self.export_button])
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.run_button)
+        lay.addWidget(self.jobs)
+        lay.addWidget(self.summary)
+        lay.addLayout(exp)
+        lay.addStretch(1)
+
+    # ------------------------------------------------------------------ running
+
+    def options(self) -> dict:
+        """detect_sources keyword arguments chosen in the widget."""
+        return dict(
+            thresh=float(self.thresh.value()),
+            minarea=int(self.minarea.value()),
+            deblend_nthresh=int(self.nthresh.value()),
+            deblend_cont=float(self.cont.value()),
+            box=int(self.box.value()),
+            filter_size=int(self.filter_size.value()),
+            subtract_background=self.subtract.isChecked(),
+        )
+
+    def run(self) -> Any:
+        """Start detection on the chosen layer (returns the worker, or None on bad input)."""
+        layer = self.input.value()
+        try:
+            if layer is None:
+                raise AstroSRError("Input: open or choose a 2-D image layer first")
+            data = layer_array(layer)
+        except AstroSRError as exc:
+            notify_error(exc, context="Detect")
+            return None
+        tag = tag_layer(layer)
+        opts = self.options()
+        want_map = self.show_fluxmap.isChecked()
+        kernel = self.kernel.currentText()
+        wcs = tag.metadata.get("wcs")
+
+        def job(stop):
+            from ...core.detection import detect_sources
+
+            yield Progress(0, 2, "detecting sources")
+            table = detect_sources(data, wcs=wcs, **opts)
+            fmap = None
+            if want_map and not stop.is_set():
+                from ...core.fluxmap import flux_map
+
+                yield Progress(1, 2, f"drawing the flux map of {len(table)} sources")
+                fmap = flux_map(data.shape, table, kernel=kernel) if len(table) else np.zeros(data.shape, np.float32)
+            return table, fmap
+
+        return self.jobs.start(job, on_result=self._on_result, tag=tag, label="Detect")
+
+    def _on_result(self, out: tuple, tag: Optional[SourceTag]) -> None:
+        table, fmap = out
+        assert tag is not None
+        self.add_result_layers(table, fmap, tag)
+
+    def add_result_layers(self, table: Any, fmap: Optional[np.ndarray], tag: SourceTag) -> list:
+        """Turn a catalog (+ flux map) into Points / Shapes / Image layers over the source."""
+        src = find_layer(self.viewer, tag)
+        scale = tuple(src.scale) if src is not None else tag.scale
+        translate = tuple(src.translate) if src is not None else tag.translate
+        sy, sx = scale[-2:]
+        ty, tx = translate[-2:]
+        self.catalog, self.catalog_tag = table, tag
+        n = len(table)
+        layers = []
+
+        pts, features = sources_to_points(table, scale=(sy, sx), translate=(ty, tx))
+        size = (
+            np.clip(2 * ELLIPSE_K * np.asarray(table["a"], dtype=float), 3, 60) * abs(sx) if n else 5.0
+        )
+        points = Points(
+            pts,
+            name=f"{tag.name} [sources]",
+            features=features,
+            size=size,
+            face_color="transparent",
+            border_color="lime",
+            border_width=0.12,
+            metadata={"catalog": table, "wcs": tag.metadata.get("wcs"), "source_layer": tag.name},
+        )
+        layers.append(put_layer(self.viewer, points, source_id=tag.layer_id))
+
+        note = ""
+        if self.show_ellipses.isChecked() and n:
+            if n <= MAX_ELLIPSES:
+                corners = ellipse_corners(table)
+                corners = corners * np.array([sy, sx]) + np.array([ty, tx])
+                shapes = Shapes(
+                    list(corners),
+                    shape_type="ellipse",
+                    name=f"{tag.name} [ellipses]",
+                    edge_color="yellow",
+                    face_color="transparent",
+                    edge_width=0.5 * abs(sx),
+                    metadata={"source_layer": tag.name},
+                )
+                layers.append(put_layer(self.viewer, shapes, source_id=tag.layer_id))
+            else:
+                note = f"; ellipses skipped ({n} > {MAX_ELLIPSES} sources: Shapes would be slow)"
+                show_info(f"Detect: {n} sources — ellipses not drawn (limit {MAX_ELLIPSES}); the points show them all")
+        if fmap is not None:
+            fm = Image(
+                np.asarray(fmap, dtype=np.float32),
+                name=f"{tag.name} [flux map]",
+                scale=scale,
+                translate=translate,
+                colormap="magma",
+                blending="additive",
+                visible=True,
+                metadata={"wcs": tag.metadata.get("wcs"), "source_layer": tag.name},
+            )
+            layers.append(put_layer(self.viewer, fm, source_id=tag.layer_id))
+        rms = table.meta.get("globalrms")
+        self.summary.setText(
+            f"{n} sources in '{tag.name}'"
+            + (f" (background rms {rms:.4g})" if rms is not None else "")
+            + note
+        )
+        self.export_button.setEnabled(True)
+        return layers
+
+    # ------------------------------------------------------------------ export
+
+    def export(self, path: str | Path, *, fmt: Optional[str] = None, overwrite: bool = True) -> Path:
+        """Write the last catalog: ECSV/FITS/CSV table or DS9 regions (from the suffix by default)."""
+        if self.catalog is None:
+            raise AstroSRError("Export: run Detect first; there is no catalog yet")
+        from ...core.catalogs import write_regions, write_table
+
+        path = Path(path)
+        fmt = fmt or next((k for k, v in EXPORT_FORMATS.items() if path.suffix.lower() == v), "ECSV")
+        if fmt == "DS9 regions":
+            wcs = self.catalog_tag.metadata.get("wcs") if self.catalog_tag else None
+            return write_regions(self.catalog, path, wcs=wcs, overwrite=overwrite)
+        return write_table(self.catalog, path, format=EXPORT_FORMATS[fmt].lstrip("."), overwrite=overwrite)
+
+    def _export_dialog(self) -> None:
+        fmt = self.export_format.currentText()
+        suffix = EXPORT_FORMATS[fmt]
+        default = f"{self.catalog_tag.name if self.catalog_tag else 'catalog'}_sources{suffix}"
+        path, _ = QFileDialog.getSaveFileName(self, "Export catalog", default, f"{fmt} (*{suffix})")
+        if not path:
+            return
+        try:
+            out = self.export(path, fmt=fmt)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            notify_error(exc, context="Export")
+            return
+        show_info(f"wrote {out}")
