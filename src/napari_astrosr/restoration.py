@@ -1,0 +1,372 @@
+"""The single restoration entry point for the CLI, the widgets, batch and the demo.
+
+``restore_job(data, method=..., scale=...)`` is a long job (yields
+:class:`~napari_astrosr.progress.Progress`, returns :class:`RestoreResult`);
+``restore(...)`` runs it synchronously; ``list_methods()`` describes every method.
+
+Methods and what they do to flux (also in ``list_methods()[i]["flux"]``):
+
+==================  =========================================================================
+bicubic, lanczos    flux-conserving interpolation: each input pixel's flux = sum of its block
+richardson-lucy     RL deconvolution (needs ``psf``) then flux-conserving bicubic; total kept
+backprojection      bicubic + flux-exact projection through blur + block-sum (needs ``psf``)
+fisr                network: residual on flux-conserving bicubic, flux-guided; total approx.
+restormer           network on the bicubic-upsampled image (same-size); total approximately
+pix2wgan(-cascade)  GAN generator(s) on the bicubic-upsampled image; flux not constrained
+==================  =========================================================================
+
+``flux_exact=True`` (with ``psf``: the blur the input carries, on the output grid) projects
+any method's output onto the forward model (``core.projection.project_flux_exact``) so that
+blur + block-sum reproduce the input; it gains on clean data and fits the noise on noisy
+data (DESIGN.md section 8).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generator, Optional, Union
+
+import numpy as np
+
+from ._version import __version__
+from .exceptions import AstroSRError
+from .progress import NEVER, Progress, run
+
+CLASSICAL: dict[str, dict[str, Any]] = {
+    "bicubic": dict(
+        description="flux-conserving bicubic (cubic spline) upsampling",
+        flux="conserved exactly: block_sum(output) == input (every pixel, so every source)"),
+    "lanczos": dict(
+        description="flux-conserving Lanczos-3 upsampling",
+        flux="conserved exactly: block_sum(output) == input (every pixel, so every source)"),
+    "richardson-lucy": dict(
+        description="Richardson-Lucy deconvolution (skimage) with --psf, then flux-conserving bicubic",
+        flux="total conserved exactly (global rescale); per-source flux approximately"),
+    "backprojection": dict(
+        description="flux-conserving bicubic + flux-exact projection through the PSF forward model (--psf)",
+        flux="blur + block-sum of the output reproduce every input pixel (to CG tolerance)"),
+}
+NETWORKS: dict[str, dict[str, Any]] = {
+    "fisr": dict(flux="residual on a flux-conserving base; total approximately kept; use --flux-exact for exact"),
+    "restormer": dict(flux="runs on the flux-conserving bicubic image; total approximately kept; --flux-exact for exact"),
+    "pix2wgan": dict(flux="GAN translation: flux not constrained; --flux-exact to enforce the forward model"),
+    "pix2wgan-cascade": dict(flux="GAN translation: flux not constrained; --flux-exact to enforce the forward model"),
+}
+METHODS = tuple(CLASSICAL) + tuple(NETWORKS)
+
+
+@dataclass
+class RestoreResult:
+    """What a restoration returns (``data`` in the input's flux units per output pixel)."""
+
+    data: np.ndarray
+    wcs: Any = None
+    header: Any = None
+    method: str = ""
+    scale: int = 1
+    device: str = "cpu"
+    params: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    checkpoint_hash: Optional[str] = None
+
+    @property
+    def provenance(self) -> dict:
+        """Keyword arguments for ``core.fits_io.write_fits(provenance=...)``."""
+        return {"method": self.method, "parameters": self.params, "checkpoint_hash": self.checkpoint_hash}
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto`` -> cuda, then mps, then cpu; an explicit unavailable device is an error."""
+    from .training.inference import pick_device as _pick
+
+    return _pick(device)
+
+
+def _available_devices() -> list[str]:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return ["cpu"]
+    devs = ["cpu"]
+    if torch.cuda.is_available():
+        devs.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devs.append("mps")
+    return devs
+
+
+_COST_CACHE: dict = {}
+
+
+def _cost(arch: str, preset: Optional[str], scale: int, config: Optional[dict] = None) -> dict:
+    from .models.registry import model_cost
+
+    key = (arch, preset, scale, repr(sorted((config or {}).items())))
+    if key not in _COST_CACHE:
+        if config is not None:
+            _COST_CACHE[key] = model_cost(arch, preset=None, scale=scale, **config)
+        else:
+            _COST_CACHE[key] = model_cost(arch, preset=preset, scale=scale)
+    return _COST_CACHE[key]
+
+
+def list_methods(*, costs: bool = True) -> list[dict]:
+    """Every method: name, kind, scales, params, flops, devices, bundled weights, description, flux.
+
+    For networks, ``params``/``flops`` are those of the bundled x2 checkpoint (or of the
+    default ``small`` preset without one); ``presets`` lists every preset's cost. FLOPs are
+    counted by ``torch.utils.flop_counter.FlopCounterMode`` for one 64x64 network input
+    (the LR grid for FISR, the target grid for the same-size networks), multiply-add = 2.
+    """
+    out: list[dict] = []
+    for name, info in CLASSICAL.items():
+        out.append(dict(name=name, kind="classical", scales=[1, 2, 3, 4, 8] if name == "richardson-lucy"
+                         else [2, 3, 4, 8], params=0, flops=None, devices=["cpu"], bundled=[],
+                         needs_psf=name in ("richardson-lucy", "backprojection"), **info))
+    from .models.registry import MODELS
+    from .training.checkpoints import bundled_checkpoint, read_sidecar
+
+    devices = _available_devices()
+    for name, info in NETWORKS.items():
+        spec = MODELS[name]
+        bundled = [s for s in spec.scales if bundled_checkpoint(name, s) is not None]
+        entry: dict[str, Any] = dict(name=name, kind="network", scales=list(spec.scales), params=None,
+                                     flops=None, flops_input="64x64", devices=devices, bundled=bundled,
+                                     needs_psf=False, description=spec.description, paper=spec.paper,
+                                     preset=spec.default_preset, **info)
+        if costs:
+            ref = bundled_checkpoint(name, 2 if 2 in bundled else (bundled[0] if bundled else 2))
+            if ref is not None and bundled:
+                meta = read_sidecar(ref)
+                c = _cost(name, meta.get("preset"), int(meta["scale"]), meta["config"])
+                entry["preset"] = meta.get("preset")
+            else:
+                c = _cost(name, spec.default_preset, 2)
+            entry.update(params=c["params"], flops=c["flops"])
+            entry["presets"] = {p: {k: v for k, v in _cost(name, p, 2).items() if k != "flops_input"}
+                                for p in spec.presets}
+        out.append(entry)
+    return out
+
+
+def _psf_label(psf: Any) -> Optional[str]:
+    if psf is None:
+        return None
+    if isinstance(psf, np.ndarray):
+        return f"array{psf.shape}"
+    return str(psf)
+
+
+def _resolve_model(method: str, scale: int, model: Any, device: str):
+    """(module, meta) from a checkpoint path, a bundled checkpoint, or a module passed in."""
+    from .training.checkpoints import bundled_checkpoint, load_checkpoint
+
+    if model is not None and not isinstance(model, (str, Path)):
+        # an in-memory module (training validation, tests): normalisation from its attribute
+        meta = {"architecture": method, "scale": scale, "sha256": None, "preset": None,
+                "normalization": getattr(model, "normalization", {"kind": "median_std"}), "path": None}
+        return model, meta
+    path = Path(model) if model is not None else bundled_checkpoint(method, scale)
+    if path is None:
+        raise AstroSRError(f"no bundled weights for {method} x{scale}; train one with `astrosr train CONFIG.yaml` "
+                           f"(architecture {method}, scale {scale}) or pass --model CKPT.pt.")
+    return load_checkpoint(path, device="cpu", expect_name=method, expect_scale=scale)
+
+
+def restore_job(
+    data: np.ndarray,
+    *,
+    method: str,
+    scale: int = 2,
+    model: Union[str, Path, Any, None] = None,
+    device: str = "auto",
+    tile: Optional[int] = None,
+    flux_exact: bool = False,
+    psf: Union[str, np.ndarray, None] = None,
+    wcs: Any = None,
+    header: Any = None,
+    stop=NEVER,
+    overlap: Optional[int] = None,
+    precision: str = "auto",
+    threads: Optional[int] = None,
+    iterations: Optional[int] = None,
+    flux_thresh: float = 1.5,
+) -> Generator[Progress, None, RestoreResult]:
+    """Restore (and enlarge by ``scale``) a 2-D image with ``method``.
+
+    Parameters
+    ----------
+    data
+        2-D image in flux per pixel; NaN/blank pixels allowed (they come back as NaN).
+    method
+        One of ``bicubic, lanczos, richardson-lucy, backprojection, fisr, restormer,
+        pix2wgan, pix2wgan-cascade``.
+    scale
+        Integer enlargement. Networks must have been trained for it.
+    model
+        Checkpoint ``.pt`` (with its ``.json``); default: the bundled one for (method, scale).
+        An in-memory ``torch.nn.Module`` is accepted too (its ``normalization`` attribute,
+        default median/std).
+    device
+        ``auto`` (cuda, mps, cpu), ``cpu``, ``cuda``, ``mps``; the one used is in the result.
+    tile
+        Tile side in *input* pixels for networks (default: whole image up to 384 px, else 256).
+    flux_exact
+        Project the output through the forward model (needs ``psf``; pass ``"none"`` for
+        an input with no blur beyond its pixels).
+    psf
+        The blur the input carries, on the *output* grid: ``gaussian:1.0``, ``airy:2``,
+        ``PSF.fits``, an array, or ``"none"``. Needed by richardson-lucy, backprojection
+        and ``flux_exact``.
+    wcs, header
+        The input's WCS/header: the result carries the scaled WCS and a header with provenance.
+    stop
+        Stop flag (``is_set()``); a stop raises :class:`~napari_astrosr.exceptions.StoppedError`.
+    overlap, precision, threads
+        Tiling overlap (input pixels), GPU autocast precision, CPU thread count.
+    iterations
+        Richardson-Lucy iterations (default 30) / projection CG iterations (default 50).
+    flux_thresh
+        Detection threshold (sigma) of FISR's flux map.
+    """
+    from .training.inference import fill_invalid, validate_image
+
+    t_start = time.perf_counter()
+    if method not in METHODS:
+        raise AstroSRError(f"--method {method!r}: unknown; choose one of {', '.join(METHODS)}.")
+    if int(scale) != scale or scale < 1:
+        raise AstroSRError(f"--scale {scale}: must be a positive integer.")
+    scale = int(scale)
+    arr = validate_image(data, what="input image")
+    psf_given = psf is not None
+    psf_label = _psf_label(psf)
+    kernel = None
+    if psf_given:
+        from .core.psf import parse_psf
+
+        kernel = parse_psf(psf)
+    if flux_exact and not psf_given:
+        raise AstroSRError("--flux-exact needs --psf SPEC (the blur the input carries, in output pixels, "
+                           "e.g. gaussian:1.0); use --psf none for an unblurred input.")
+    if flux_exact and kernel is None and scale == 1:
+        raise AstroSRError("--flux-exact at --scale 1 with no PSF would just return the input; give --psf.")
+    params: dict[str, Any] = {"method": method, "scale": scale, "flux_exact": bool(flux_exact), "psf": psf_label,
+                              "version": __version__}
+    timings: dict[str, float] = {}
+    ckpt_hash = None
+    used_device = "cpu"
+
+    if method in CLASSICAL:
+        from .core import classical
+
+        yield Progress(0, 1, f"{method} x{scale}")
+        if stop.is_set():
+            from .exceptions import StoppedError
+            raise StoppedError(f"{method} stopped before it started.")
+        t0 = time.perf_counter()
+        if method in ("bicubic", "lanczos"):
+            if scale == 1:
+                raise AstroSRError(f"--scale 1 with {method} would return the input unchanged; use 2 or more.")
+            out = classical.interpolate(arr, scale=scale, method=method)
+        elif method == "richardson-lucy":
+            if kernel is None:
+                raise AstroSRError("richardson-lucy needs --psf SPEC (the blur the input carries, in output pixels).")
+            it = 30 if iterations is None else int(iterations)
+            params["iterations"] = it
+            out = classical.richardson_lucy(arr, kernel, scale=scale, iterations=it)
+        else:
+            if kernel is None:
+                raise AstroSRError("backprojection needs --psf SPEC (the blur the input carries, in output "
+                                   "pixels, e.g. gaussian:1.0).")
+            it = 50 if iterations is None else int(iterations)
+            params["iterations"] = it
+            out = classical.backprojection(arr, kernel, scale=scale, iterations=it)
+            flux_exact = False  # already projected
+        timings[method] = time.perf_counter() - t0
+        yield Progress(1, 1, f"{method} done")
+    else:
+        from .models.registry import get_spec
+        from .training.inference import infer_job
+
+        spec = get_spec(method)
+        if scale not in spec.scales:
+            raise AstroSRError(f"--scale {scale}: {method} supports {', '.join(map(str, spec.scales))}.")
+        net, meta = _resolve_model(method, scale, model, device)
+        ckpt_hash = meta.get("sha256")
+        params.update(checkpoint=Path(meta["path"]).name if meta.get("path") else None,
+                      preset=meta.get("preset"), normalization=meta.get("normalization"))
+        filled, _ = fill_invalid(arr)
+        flux_map = None
+        t0 = time.perf_counter()
+        if spec.upsamples:
+            net_in, net_scale = arr, scale
+            if spec.needs_flux_map:
+                from .core.fluxmap import flux_map_from_image
+
+                flux_map = flux_map_from_image(filled, thresh=flux_thresh)
+                timings["flux_map"] = time.perf_counter() - t0
+        else:
+            from .core.resample import upsample
+
+            # same-size networks work on the target grid: flux-conserving bicubic first
+            net_in = upsample(arr, scale, method="bicubic") if scale > 1 else arr
+            net_scale = 1
+            timings["upsample"] = time.perf_counter() - t0
+        net_tile = None if tile is None else int(tile) * (1 if spec.upsamples else scale)
+        net_overlap = None if overlap is None else int(overlap) * (1 if spec.upsamples else scale)
+        t0 = time.perf_counter()
+        out, info = yield from infer_job(net, net_in, scale=net_scale, flux_map=flux_map,
+                                         normalization=meta.get("normalization"), tile=net_tile,
+                                         overlap=net_overlap, device=device, precision=precision,
+                                         threads=threads, stop=stop)
+        timings["network"] = time.perf_counter() - t0
+        used_device = info["device"]
+        params.update(device=used_device, precision=info["precision"], tiles=info["tiles"], tile=info["tile"],
+                      overlap=info["overlap"])
+
+    if flux_exact:
+        from .core.projection import project_flux_exact
+
+        if stop.is_set():
+            from .exceptions import StoppedError
+            raise StoppedError("restoration stopped before the flux-exact projection.")
+        yield Progress(0, 1, "flux-exact projection")
+        t0 = time.perf_counter()
+        nan_out = ~np.isfinite(out)
+        it = 50 if iterations is None or method in CLASSICAL else int(iterations)
+        out = np.asarray(project_flux_exact(out, arr, scale=scale, psf=kernel, iterations=it), dtype=np.float32)
+        out[nan_out] = np.nan
+        timings["projection"] = time.perf_counter() - t0
+        yield Progress(1, 1, "flux-exact projection done")
+
+    out_wcs = None
+    if wcs is not None:
+        from .core.resample import scale_wcs
+
+        out_wcs = scale_wcs(wcs, scale)
+    out_header = _result_header(header, method=method, params=params, checkpoint_hash=ckpt_hash)
+    timings["total"] = time.perf_counter() - t_start
+    return RestoreResult(data=np.ascontiguousarray(out, dtype=np.float32), wcs=out_wcs, header=out_header,
+                         method=method, scale=scale, device=used_device, params=params, timings=timings,
+                         checkpoint_hash=ckpt_hash)
+
+
+def _result_header(header: Any, *, method: str, params: dict, checkpoint_hash: Optional[str]):
+    """A copy of the input header (WCS keywords dropped: the result's WCS replaces them) with provenance."""
+    from astropy.io import fits
+
+    from .core.fits_io import provenance_cards
+
+    hdr = fits.Header() if header is None else fits.Header(header).copy()
+    for key in ("NAXIS1", "NAXIS2", "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM"):
+        hdr.remove(key, ignore_missing=True, remove_all=True)
+    for key, value, comment in provenance_cards(method=method, parameters=params, checkpoint_hash=checkpoint_hash):
+        hdr[key] = (value, comment)
+    return hdr
+
+
+def restore(data: np.ndarray, **kwargs) -> RestoreResult:
+    """Synchronous :func:`restore_job` (same keyword arguments)."""
+    return run(restore_job(data, **kwargs))

@@ -1,0 +1,226 @@
+"""Checkpoints: a ``.pt`` file of state dicts plus a ``.json`` sidecar.
+
+``model.pt``  -> ``{"model": state_dict, "optimizer": state_dict (optional), "step": int}``
+loaded with ``torch.load(..., weights_only=True)`` (tensors and plain containers only;
+never arbitrary pickles).
+
+``model.json`` -> ``{"format": "napari-astrosr-checkpoint", "format_version": 1,
+"architecture": "fisr", "preset": "small", "config": {...full constructor config...},
+"scale": 2, "normalization": {"kind": "median_std"}, "package_version": "0.1.0",
+"step": 1234, "training": {...}, "sha256": "<of the .pt>"}``
+
+The sidecar is what makes a checkpoint self-describing: the network is rebuilt from
+``architecture`` + ``config``, the pipeline normalises inputs the way ``normalization``
+says, and a checkpoint of another architecture or scale is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .._version import __version__
+from ..exceptions import AstroSRError
+
+FORMAT = "napari-astrosr-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def sidecar_path(path: PathLike) -> Path:
+    """``model.pt`` -> ``model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 of a file (the checkpoint hash recorded in output provenance)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return obj.item()
+    return obj
+
+
+def save_checkpoint(path: PathLike, model, *, name: str, preset: Optional[str], scale: int, config: dict,
+                    normalization: dict, optimizer=None, step: int = 0, extra: Optional[dict] = None,
+                    state_dicts: Optional[dict] = None) -> Path:
+    """Write ``path`` (.pt, state dicts only) and its ``.json`` sidecar, both atomically.
+
+    Parameters
+    ----------
+    path
+        Output ``.pt`` file; the sidecar is the same name with ``.json``.
+    model
+        The network (its ``state_dict()`` is saved).
+    name, preset, scale, config
+        Registry name, preset it started from, SR factor, and the *full* constructor
+        config (``models.registry.resolve_config``) so :func:`load_checkpoint` can rebuild it.
+    normalization
+        How inputs were normalised in training, e.g. ``{"kind": "median_std"}``.
+    optimizer
+        Optional optimizer whose state is saved for resuming.
+    step
+        Training step.
+    extra
+        Training information for the sidecar (data, losses, metrics, time).
+    state_dicts
+        More state dicts to store (e.g. ``{"critic": critic.state_dict()}``).
+    """
+    import torch
+
+    from ..models.registry import get_spec
+
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise AstroSRError(f"{path}: checkpoint files must end in .pt.")
+    if not path.parent.exists():
+        raise AstroSRError(f"{path.parent}: folder does not exist.")
+    get_spec(name)
+    if "kind" not in normalization:
+        raise AstroSRError("normalization must be a dict with a 'kind' (e.g. {'kind': 'median_std'}).")
+    payload: dict[str, Any] = {"model": model.state_dict(), "step": int(step)}
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    for key, sd in (state_dicts or {}).items():
+        payload[key] = sd
+    _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "architecture": name, "preset": preset,
+        "config": _jsonable(config), "scale": int(scale), "normalization": _jsonable(normalization),
+        "package_version": __version__, "step": int(step), "training": _jsonable(extra or {}),
+        "sha256": file_sha256(path),
+    }
+    side = sidecar_path(path)
+    _atomic_write(side, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
+    return path
+
+
+def read_sidecar(path: PathLike) -> dict:
+    """The sidecar of checkpoint ``path``, validated; clear errors when missing or wrong."""
+    side = sidecar_path(path)
+    if not side.exists():
+        raise AstroSRError(f"{path}: no sidecar {side.name} next to it; a checkpoint needs its .json "
+                           "(written by astrosr train).")
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise AstroSRError(f"{side}: not a valid checkpoint sidecar ({exc}).") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise AstroSRError(f"{side}: not a napari-astrosr checkpoint sidecar (format field missing).")
+    fv = meta.get("format_version")
+    if not isinstance(fv, int) or fv > FORMAT_VERSION:
+        raise AstroSRError(f"{side}: checkpoint format version {fv} is newer than this napari-astrosr "
+                           f"({__version__}) supports ({FORMAT_VERSION}); upgrade napari-astrosr.")
+    for key in ("architecture", "config", "scale", "normalization"):
+        if key not in meta:
+            raise AstroSRError(f"{side}: sidecar lacks {key!r}.")
+    pv = str(meta.get("package_version", "0"))
+    if pv.split(".")[0] != __version__.split(".")[0]:
+        warnings.warn(f"{path}: written by napari-astrosr {pv}, running {__version__}", stacklevel=2)
+    return meta
+
+
+def load_checkpoint(path: PathLike, *, device: str = "cpu", expect_name: Optional[str] = None,
+                    expect_scale: Optional[int] = None, with_payload: bool = False):
+    """Rebuild the network of a checkpoint and load its weights.
+
+    Parameters
+    ----------
+    path
+        The ``.pt`` file (its ``.json`` sidecar must sit next to it).
+    device
+        Where to put the model.
+    expect_name, expect_scale
+        Refuse (``AstroSRError``) a checkpoint of another architecture or SR factor.
+    with_payload
+        Also return the raw payload (optimizer state, step) for resuming training.
+
+    Returns
+    -------
+    (model, meta) or (model, meta, payload)
+        The model in eval mode; ``meta`` is the sidecar plus ``"path"``.
+    """
+    import torch
+
+    from ..models.registry import MODELS, build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise AstroSRError(f"{path}: checkpoint file not found.")
+    meta = read_sidecar(path)
+    arch, scale = meta["architecture"], int(meta["scale"])
+    if arch not in MODELS:
+        raise AstroSRError(f"{path}: architecture {arch!r} is unknown to this version "
+                           f"(known: {', '.join(sorted(MODELS))}).")
+    if expect_name is not None and arch != expect_name:
+        raise AstroSRError(f"{path}: is a {arch} checkpoint, not {expect_name}; use --method {arch} "
+                           "or another --model.")
+    if expect_scale is not None and scale != int(expect_scale):
+        raise AstroSRError(f"{path}: was trained for x{scale}, not x{expect_scale}; use --scale {scale} "
+                           "or a checkpoint trained for that scale.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt/truncated/not a torch file/unsafe pickle
+        raise AstroSRError(f"{path}: could not be read as a weights-only torch checkpoint "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}).") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
+        raise AstroSRError(f"{path}: does not contain a 'model' state dict.")
+    try:
+        model = build_model(arch, preset=None, scale=scale, **meta["config"])
+    except AstroSRError as exc:
+        raise AstroSRError(f"{path}: its config cannot build {arch}: {exc}") from exc
+    try:
+        model.load_state_dict(payload["model"], strict=True)
+    except RuntimeError as exc:
+        raise AstroSRError(f"{path}: weights do not fit the {arch} config in its sidecar "
+                           f"({str(exc).splitlines()[0][:160]}).") from exc
+    model.to(device).eval()
+    meta = dict(meta, path=str(path), sha256=meta.get("sha256") or file_sha256(path))
+    return (model, meta, payload) if with_payload else (model, meta)
+
+
+def bundled_checkpoint(method: str, scale: int) -> Optional[Path]:
+    """The checkpoint shipped in ``napari_astrosr/weights`` for ``method`` at ``scale``, or None.
+
+    Looks for ``<method>_x<scale>.pt`` first, then any ``<method>_x<scale>_*.pt`` (sorted,
+    first wins), each needing its ``.json`` sidecar.
+    """
+    if not WEIGHTS_DIR.is_dir():
+        return None
+    exact = WEIGHTS_DIR / f"{method}_x{scale}.pt"
+    cands = [exact] if exact.exists() else sorted(WEIGHTS_DIR.glob(f"{method}_x{scale}_*.pt"))
+    for c in cands:
+        if sidecar_path(c).exists():
+            return c
+    return None

@@ -1,0 +1,328 @@
+"""Tiled network inference on images of any size.
+
+:func:`infer_job` runs a network over a 2-D image in overlapping tiles and blends them
+with raised-cosine (Hann) ramps, so memory is bounded by the tile size whatever the
+image size; per-tile progress events; a stop request ends the run between tiles
+(:class:`~napari_astrosr.exceptions.StoppedError`).
+
+Normalisation (the checkpoint sidecar's ``normalization``) uses statistics of the
+*whole* image (finite pixels), not of each tile, so tiles are normalised identically and
+the tiled result matches the untiled one:
+
+- ``{"kind": "median_std"}``: ``(x - median) / std``; undone as ``y * std + median``.
+- ``{"kind": "minmax", "range": [lo, hi]}`` (default range [0, 1]): ``x`` mapped from
+  [min, max] to [lo, hi]; undone by mapping back to the input's [min, max] (Park et al.
+  rescale the network output to the input's flux range in the same way).
+- ``{"kind": "none"}``.
+
+The network works in surface-brightness units; when it enlarges by ``scale`` the
+denormalised output is divided by ``scale**2`` so it is in flux per output pixel, like a
+flux-conserving upsample. NaN/inf pixels are filled with the nearest valid value before
+the network and come back as NaN (mask enlarged by ``scale``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Generator, Optional
+
+import numpy as np
+
+from ..exceptions import AstroSRError, StoppedError
+from ..progress import NEVER, Progress
+
+MIN_SIZE = 8
+"""Smallest accepted side (pixels) of an input image."""
+
+
+# --------------------------------------------------------------------------- devices
+def pick_device(device: str = "auto") -> str:
+    """Resolve ``"auto"`` to ``cuda``, then ``mps``, then ``cpu``; check an explicit choice exists."""
+    import torch
+
+    dev = (device or "auto").lower()
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if dev == "auto":
+        return "cuda" if cuda else ("mps" if mps else "cpu")
+    if dev.startswith("cuda"):
+        if not cuda:
+            raise AstroSRError(f"--device {device}: CUDA is not available here; use --device cpu or auto.")
+        return dev
+    if dev == "mps":
+        if not mps:
+            raise AstroSRError("--device mps: Apple MPS is not available here; use --device cpu or auto.")
+        return dev
+    if dev == "cpu":
+        return dev
+    raise AstroSRError(f"--device {device!r}: choose auto, cpu, cuda or mps.")
+
+
+def autocast_context(device: str, precision: str = "auto"):
+    """Mixed-precision context for GPU inference; a no-op on CPU.
+
+    ``precision``: ``auto`` (bf16 on CUDA when supported else fp16; fp16 on MPS; fp32 on
+    CPU), ``fp32``, ``bf16`` or ``fp16``. On CPU only fp32 is used: CPU autocast is
+    slower than fp32 for these convolutions and costs accuracy.
+    """
+    import torch
+
+    dtype_name = devtype = None
+    devtype = device.split(":")[0]
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise AstroSRError(f"precision {precision!r}: choose auto, fp32, bf16 or fp16.")
+    if devtype == "cpu" or precision == "fp32":
+        return contextlib.nullcontext(), "fp32"
+    if precision == "auto":
+        if devtype == "cuda":
+            dtype_name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            dtype_name = "fp16"
+    else:
+        dtype_name = precision
+    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float16
+    return torch.autocast(device_type=devtype, dtype=dtype), dtype_name
+
+
+# ------------------------------------------------------------------ normalisation
+def normalization_params(data: np.ndarray, normalization: Optional[dict]) -> dict:
+    """Statistics for :func:`normalize` from the finite pixels of ``data``."""
+    norm = dict(normalization or {"kind": "median_std"})
+    kind = norm.get("kind", "median_std")
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        raise AstroSRError("image has no finite pixels; nothing to restore.")
+    if kind == "median_std":
+        med = float(np.median(finite))
+        std = float(np.std(finite))
+        return {"kind": kind, "offset": med, "scale": std if std > 0 else 1.0}
+    if kind == "minmax":
+        lo_t, hi_t = norm.get("range", [0.0, 1.0])
+        mn, mx = float(finite.min()), float(finite.max())
+        span = mx - mn if mx > mn else 1.0
+        # x_n = (x - mn) / span * (hi_t - lo_t) + lo_t  ==  (x - offset) / scale
+        scale = span / (hi_t - lo_t)
+        return {"kind": kind, "offset": mn - lo_t * scale, "scale": scale, "min": mn, "max": mx}
+    if kind == "none":
+        return {"kind": kind, "offset": 0.0, "scale": 1.0}
+    raise AstroSRError(f"unknown normalisation kind {kind!r} (checkpoint sidecar); expected median_std, "
+                       "minmax or none.")
+
+
+def normalize(data: np.ndarray, params: dict) -> np.ndarray:
+    """``(data - offset) / scale`` as float32."""
+    return ((data - params["offset"]) / params["scale"]).astype(np.float32, copy=False)
+
+
+def denormalize(out: np.ndarray, params: dict, *, area: float = 1.0) -> np.ndarray:
+    """Undo :func:`normalize` and divide by ``area`` (``scale**2`` for enlarging networks)."""
+    out = out * np.float32(params["scale"]) + np.float32(params["offset"])
+    if area != 1.0:
+        out /= np.float32(area)
+    return out
+
+
+def normalize_flux_map(flux_map: np.ndarray, params: dict) -> np.ndarray:
+    """A flux map in the image's normalised units (divided by the scale; a map has no offset)."""
+    return (np.nan_to_num(flux_map) / params["scale"]).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------- NaN handling
+def fill_invalid(data: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Replace NaN/inf by the nearest valid pixel's value; return (filled, mask or None)."""
+    from scipy import ndimage
+
+    bad = ~np.isfinite(data)
+    if not bad.any():
+        return data, None
+    if bad.all():
+        raise AstroSRError("image is entirely NaN/blank; nothing to restore.")
+    idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
+    filled = data[tuple(idx)]
+    return filled, bad
+
+
+def enlarge_mask(mask: np.ndarray, scale: int) -> np.ndarray:
+    """Each pixel of ``mask`` becomes a ``scale x scale`` block."""
+    if scale == 1:
+        return mask
+    return np.repeat(np.repeat(mask, scale, axis=0), scale, axis=1)
+
+
+# ----------------------------------------------------------------------------- tiles
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``n`` with at least ``overlap``."""
+    if tile >= n:
+        return [0]
+    step = max(1, tile - overlap)
+    starts = list(range(0, n - tile, step))
+    starts.append(n - tile)
+    return sorted(set(starts))
+
+
+def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
+    """1-D weight: 1 inside, raised-cosine ramps (never exactly 0) on the overlapping sides."""
+    w = np.ones(length, dtype=np.float64)
+    r = min(ramp, length // 2)
+    if r > 0:
+        t = 0.5 - 0.5 * np.cos(np.pi * (np.arange(r) + 0.5) / r)
+        if rise:
+            w[:r] = t
+        if fall:
+            w[length - r:] = t[::-1]
+    return w
+
+
+def validate_image(data: Any, *, what: str = "image") -> np.ndarray:
+    """A 2-D float array of at least ``MIN_SIZE`` pixels a side, or a clear error."""
+    arr = np.asarray(data)
+    if arr.ndim != 2:
+        raise AstroSRError(f"{what}: expected a 2-D image, got an array of shape {arr.shape}; "
+                           "pick one plane of a cube first.")
+    if min(arr.shape) < MIN_SIZE:
+        raise AstroSRError(f"{what}: {arr.shape[0]}x{arr.shape[1]} pixels is too small to restore "
+                           f"(at least {MIN_SIZE}x{MIN_SIZE}).")
+    if arr.dtype.kind not in "fiu":
+        raise AstroSRError(f"{what}: data type {arr.dtype} is not numeric.")
+    if not np.isfinite(arr).any():
+        raise AstroSRError(f"{what}: all pixels are NaN/blank; nothing to restore.")
+    return arr.astype(np.float32, copy=False)
+
+
+def infer_job(
+    model,
+    data: np.ndarray,
+    *,
+    scale: int = 1,
+    flux_map: Optional[np.ndarray] = None,
+    normalization: Optional[dict] = None,
+    tile: Optional[int] = None,
+    overlap: Optional[int] = None,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: Optional[int] = None,
+    stop=NEVER,
+) -> Generator[Progress, None, tuple[np.ndarray, dict]]:
+    """Run ``model`` over ``data`` tile by tile; return ``(output, info)``.
+
+    Parameters
+    ----------
+    model
+        A torch module: ``forward(x)`` or, with ``flux_map``, ``forward(x, flux_map)``;
+        (B,1,h,w) -> (B,1,scale*h,scale*w).
+    data
+        2-D image (NaNs allowed) in flux units.
+    scale
+        The network's own enlargement (1 for same-size networks).
+    flux_map
+        Flux map on ``data``'s grid (FISR), in flux units; normalised like the image.
+    normalization
+        The checkpoint's normalisation dict (see module docstring).
+    tile, overlap
+        Tile side and overlap in input pixels. ``tile=None``: 256 when the image is larger
+        than 384 pixels on a side, else the whole image. ``overlap=None``: tile // 8, at least 16.
+    device
+        ``auto``/``cpu``/``cuda``/``mps``; the device used is in ``info["device"]``.
+    precision
+        Autocast on GPU (``auto``/``bf16``/``fp16``/``fp32``); CPU always runs fp32.
+    threads
+        ``torch.set_num_threads`` for this run on CPU (restored afterwards).
+    stop
+        ``is_set()`` checked before each tile; raises :class:`StoppedError`.
+
+    Returns
+    -------
+    (output, info)
+        ``output`` float32 (scale*H, scale*W) in the input's flux units per output pixel;
+        ``info`` has device, precision, tiles, tile, overlap, seconds, normalization.
+    """
+    import torch
+
+    arr = validate_image(data)
+    h, w = arr.shape
+    dev = pick_device(device)
+    filled, mask = fill_invalid(arr)
+    params = normalization_params(filled, normalization)
+    xn = normalize(filled, params)
+    fmn = None
+    if flux_map is not None:
+        if flux_map.shape != arr.shape:
+            raise AstroSRError(f"flux map shape {flux_map.shape} differs from image {arr.shape}.")
+        fmn = normalize_flux_map(flux_map, params)
+    if tile is None:
+        tile = 256 if max(h, w) > 384 else max(h, w)
+    tile = int(tile)
+    if tile < MIN_SIZE:
+        raise AstroSRError(f"--tile {tile}: tiles must be at least {MIN_SIZE} pixels.")
+    th, tw = min(tile, h), min(tile, w)
+    if overlap is None:
+        overlap = max(16, tile // 8)
+    overlap = int(min(overlap, tile // 2))
+    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+    n_tiles = len(ys) * len(xs)
+    s = int(scale)
+    ramp = overlap * s // 2 if n_tiles > 1 else 0
+    # separable weights: the total weight is the outer product of per-axis sums (tiles form a grid)
+    wy_list = [_ramp(th * s, ramp, y0 > 0, y0 + th < h) for y0 in ys]
+    wx_list = [_ramp(tw * s, ramp, x0 > 0, x0 + tw < w) for x0 in xs]
+    wy_tot = np.zeros(h * s)
+    wx_tot = np.zeros(w * s)
+    for y0, wy in zip(ys, wy_list):
+        wy_tot[y0 * s:(y0 + th) * s] += wy
+    for x0, wx in zip(xs, wx_list):
+        wx_tot[x0 * s:(x0 + tw) * s] += wx
+    out = np.zeros((h * s, w * s), dtype=np.float32)
+
+    old_threads = torch.get_num_threads()
+    if threads and dev == "cpu":
+        torch.set_num_threads(int(threads))
+    amp, prec = autocast_context(dev, precision)
+    t0 = time.perf_counter()
+    model = model.to(dev).eval()
+    try:
+        k = 0
+        for y0, wy in zip(ys, wy_list):
+            for x0, wx in zip(xs, wx_list):
+                if stop.is_set():
+                    raise StoppedError(f"restoration stopped after {k} of {n_tiles} tiles.")
+                xt = torch.from_numpy(np.ascontiguousarray(xn[y0:y0 + th, x0:x0 + tw]))[None, None].to(dev)
+                with torch.inference_mode(), amp:
+                    if fmn is not None:
+                        ft = torch.from_numpy(np.ascontiguousarray(fmn[y0:y0 + th, x0:x0 + tw]))[None, None]
+                        yt = model(xt, ft.to(dev))
+                    else:
+                        yt = model(xt)
+                yt = yt.float().cpu().numpy()[0, 0]
+                if yt.shape != (th * s, tw * s):
+                    raise AstroSRError(f"network returned {yt.shape} for a {th}x{tw} tile; expected x{s}. "
+                                       "Is --scale right for this model?")
+                if not np.isfinite(yt).all():
+                    raise AstroSRError("network produced NaN/inf (diverged weights or fp16 overflow); "
+                                       "try --device cpu.")
+                out[y0 * s:(y0 + th) * s, x0 * s:(x0 + tw) * s] += (yt * np.outer(wy, wx)).astype(np.float32)
+                k += 1
+                yield Progress(k, n_tiles, f"tile {k}/{n_tiles} on {dev}")
+    finally:
+        if threads and dev == "cpu":
+            torch.set_num_threads(old_threads)
+    if n_tiles > 1:
+        for r0 in range(0, out.shape[0], 512):  # in row blocks: no full-size weight array
+            out[r0:r0 + 512] /= np.outer(wy_tot[r0:r0 + 512], wx_tot).astype(np.float32)
+    # undo the normalisation in place (memory), then surface brightness -> flux per output pixel
+    out *= np.float32(params["scale"] / (s * s))
+    out += np.float32(params["offset"] / (s * s))
+    if mask is not None:
+        out[enlarge_mask(mask, s)] = np.nan
+    info = {"device": dev, "precision": prec, "tiles": n_tiles, "tile": tile, "overlap": overlap,
+            "seconds": time.perf_counter() - t0, "normalization": params,
+            "masked_pixels": int(mask.sum()) if mask is not None else 0}
+    return out, info
+
+
+def infer(model, data: np.ndarray, **kwargs) -> tuple[np.ndarray, dict]:
+    """Synchronous :func:`infer_job`."""
+    from ..progress import run
+
+    return run(infer_job(model, data, **kwargs))
