@@ -39,6 +39,25 @@ def _notify_warning(msg: str) -> None:
     show_warning(msg)
 
 
+def prepare_current_viewer() -> None:
+    """Lower-left origin and RA/Dec status on the current viewer, if there is one.
+
+    The reader and sample loaders cannot see the viewer their layers go to; napari's
+    ``current_viewer()`` is the viewer that asked, so FITS data always appear with the
+    FITS orientation even when the Display widget is not open.
+    """
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+        if viewer is not None:
+            from .widgets.display import setup_viewer
+
+            setup_viewer(viewer)
+    except Exception:  # noqa: BLE001 - display set-up must never block reading
+        pass
+
+
 def get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], list]]:
     """Return :func:`read_fits_layers` if ``path`` (or every path of a list) is a FITS image file."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
@@ -86,6 +105,8 @@ def read_fits_layers(path: PathOrPaths, stack: bool = False) -> list:
         for note in img.warnings:
             if "every pixel" in note:
                 _notify_warning(f"napari-astrosr: {note}")
+    if layers:
+        prepare_current_viewer()
     return layers or NOTHING
 
 

@@ -8,6 +8,9 @@ from ._layers import image_layer_tuple
 
 
 def _load(key: str, name: str) -> list:
+    from ._reader import prepare_current_viewer
+
+    prepare_current_viewer()
     return [image_layer_tuple(img, name=name) for img in read_layers(sample_path(key))]
 
 

@@ -92,3 +92,42 @@ def stretch_curve(name: str = "linear", *, n: int = 256) -> tuple[np.ndarray, np
         # quadratic spacing: more control points near 0, where log/asinh/sqrt are steep
         controls = np.linspace(0.0, 1.0, n) ** 2
     return controls, stretch(controls, name)
+
+
+def pixel_to_radec(wcs, x: float, y: float) -> "tuple[float, float] | None":
+    """RA, Dec (degrees) of 0-based pixel (x, y), or None without a usable celestial WCS."""
+    if wcs is None:
+        return None
+    try:
+        cel = wcs.celestial if wcs.naxis > 2 else wcs
+        if not cel.has_celestial:
+            return None
+        ra, dec = cel.pixel_to_world_values(float(x), float(y))
+        ra, dec = float(ra), float(dec)
+    except Exception:  # a WCS that fails at this position: show nothing rather than crash a status bar
+        return None
+    if not (np.isfinite(ra) and np.isfinite(dec)):
+        return None
+    return ra % 360.0, dec
+
+
+def format_radec(ra: float, dec: float) -> str:
+    """'RA 03:34:21.34 Dec -30:23:37.1 (3.589, -30.394)': sexagesimal, then degrees."""
+    h = (ra % 360.0) / 15.0
+    hh = int(h)
+    mm = int((h - hh) * 60)
+    ss = ((h - hh) * 60 - mm) * 60
+    if ss >= 59.995:  # carry so the string never shows 60.00 s
+        ss, mm = 0.0, mm + 1
+        if mm == 60:
+            mm, hh = 0, (hh + 1) % 24
+    sign = "-" if dec < 0 else "+"
+    d = abs(dec)
+    dd = int(d)
+    dm = int((d - dd) * 60)
+    ds = ((d - dd) * 60 - dm) * 60
+    if ds >= 59.95:
+        ds, dm = 0.0, dm + 1
+        if dm == 60:
+            dm, dd = 0, dd + 1
+    return f"RA {hh:02d}:{mm:02d}:{ss:05.2f} Dec {sign}{dd:02d}:{dm:02d}:{ds:04.1f} ({ra:.5f}, {dec:+.5f})"
