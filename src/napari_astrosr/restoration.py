@@ -112,11 +112,12 @@ def _cost(arch: str, preset: Optional[str], scale: int, config: Optional[dict] =
     return _COST_CACHE[key]
 
 
-def list_methods(*, costs: bool = True) -> list[dict]:
+def list_methods(*, costs: bool = True, presets: bool = False) -> list[dict]:
     """Every method: name, kind, scales, params, flops, devices, bundled weights, description, flux.
 
     For networks, ``params``/``flops`` are those of the bundled x2 checkpoint (or of the
-    default ``small`` preset without one); ``presets`` lists every preset's cost. FLOPs are
+    default ``small`` preset without one); with ``presets=True`` an entry ``presets`` lists
+    every preset's cost (a few seconds: ``astrosr methods`` shows them). FLOPs are
     counted by ``torch.utils.flop_counter.FlopCounterMode`` for one 64x64 network input
     (the LR grid for FISR, the target grid for the same-size networks), multiply-add = 2.
     """
@@ -145,6 +146,7 @@ def list_methods(*, costs: bool = True) -> list[dict]:
             else:
                 c = _cost(name, spec.default_preset, 2)
             entry.update(params=c["params"], flops=c["flops"])
+        if costs and presets:
             entry["presets"] = {p: {k: v for k, v in _cost(name, p, 2).items() if k != "flops_input"}
                                 for p in spec.presets}
         out.append(entry)

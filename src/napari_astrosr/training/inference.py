@@ -163,11 +163,17 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
 
 
 def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
-    """1-D weight: 1 inside, raised-cosine ramps (never exactly 0) on the overlapping sides."""
+    """1-D tile weight: 1 inside; on sides that overlap another tile, ``ramp`` pixels made of
+    zeros (the outer half: pixels whose receptive field met the tile's padding) then a
+    raised-cosine rise. The neighbour has weight 1 there, so every pixel stays covered,
+    and a network whose receptive field is within ``ramp // 2`` gives exactly the
+    untiled result."""
     w = np.ones(length, dtype=np.float64)
     r = min(ramp, length // 2)
     if r > 0:
-        t = 0.5 - 0.5 * np.cos(np.pi * (np.arange(r) + 0.5) / r)
+        z = r // 2
+        c = r - z
+        t = np.concatenate([np.zeros(z), 0.5 - 0.5 * np.cos(np.pi * (np.arange(c) + 0.5) / c)])
         if rise:
             w[:r] = t
         if fall:

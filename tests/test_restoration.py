@@ -1,0 +1,157 @@
+"""restoration.restore: classical baselines, networks via checkpoints, flux, WCS, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_astrosr.exceptions import AstroSRError, StoppedError
+from napari_astrosr.progress import StopFlag
+from napari_astrosr.restoration import METHODS, list_methods, restore, restore_job
+
+
+def _hr_field(rng, shape=(64, 64), n=12):
+    """Seeded HR star field (flux per pixel) on a sky of 5."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.full(shape, 5.0)
+    for _ in range(n):
+        y0, x0 = rng.uniform(4, shape[0] - 4), rng.uniform(4, shape[1] - 4)
+        f, s = rng.uniform(200, 3000), rng.uniform(0.6, 1.2)
+        img += f * np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * s * s)) / (2 * np.pi * s * s)
+    return img
+
+
+def _lr(rng, psf_sigma=1.0, scale=2, shape=(64, 64)):
+    from napari_astrosr.core.projection import forward_model
+    from napari_astrosr.core.psf import gaussian_psf
+
+    hr = _hr_field(rng, shape)
+    return hr, forward_model(hr, scale=scale, psf=gaussian_psf(psf_sigma)).astype(np.float32)
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    """Tiny untrained checkpoints written through the real save path."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from napari_astrosr.models.registry import build_model, resolve_config
+    from napari_astrosr.training.checkpoints import save_checkpoint
+
+    def make(name, scale=2, normalization=None):
+        torch.manual_seed(0)
+        cfg = resolve_config(name, preset="tiny")
+        m = build_model(name, preset=None, scale=scale, **cfg)
+        return save_checkpoint(tmp_path / f"{name}_x{scale}.pt", m, name=name, preset="tiny", scale=scale,
+                               config=cfg, normalization=normalization or {"kind": "median_std"})
+    return make
+
+
+@pytest.mark.parametrize("method", ["bicubic", "lanczos"])
+def test_interpolation_conserves_flux_per_pixel(rng, method):
+    from napari_astrosr.core.resample import block_sum
+
+    _, lr = _lr(rng)
+    r = restore(lr, method=method, scale=2)
+    assert r.data.shape == (64, 64) and r.device == "cpu"
+    np.testing.assert_allclose(block_sum(r.data, 2), lr, rtol=1e-5, atol=1e-5 * lr.max())
+
+
+def test_richardson_lucy_total_flux_and_sharpening(rng):
+    _, lr = _lr(rng)
+    r = restore(lr, method="richardson-lucy", scale=2, psf="gaussian:1.0", iterations=20)
+    assert np.isclose(r.data.sum(), lr.sum(), rtol=1e-5)
+    bic = restore(lr, method="bicubic", scale=2)
+    assert r.data.max() > 1.1 * bic.data.max()  # deconvolution sharpens the stars
+
+
+def test_backprojection_reproduces_input_through_forward_model(rng):
+    from napari_astrosr.core.metrics import psnr  # noqa: F401  (only if present)
+    from napari_astrosr.core.projection import forward_model
+    from napari_astrosr.core.psf import gaussian_psf
+
+    hr, lr = _lr(rng)
+    r = restore(lr, method="backprojection", scale=2, psf="gaussian:1.0")
+    fm = forward_model(r.data.astype(np.float64), scale=2, psf=gaussian_psf(1.0))
+    inner = (slice(4, -4), slice(4, -4))
+    assert np.max(np.abs(fm - lr)[inner]) / np.abs(lr).max() < 1e-5
+    bic = restore(lr, method="bicubic", scale=2)
+    assert np.mean((r.data - hr) ** 2) < np.mean((bic.data - hr) ** 2)
+
+
+def test_network_with_flux_exact_reproduces_input(rng, ckpt):
+    from napari_astrosr.core.projection import forward_model
+    from napari_astrosr.core.psf import gaussian_psf
+
+    _, lr = _lr(rng)
+    p = ckpt("restormer")
+    r = restore(lr, method="restormer", scale=2, model=p, flux_exact=True, psf="gaussian:1.0")
+    assert r.data.shape == (64, 64)
+    fm = forward_model(r.data.astype(np.float64), scale=2, psf=gaussian_psf(1.0))
+    inner = (slice(3, -3), slice(3, -3))
+    assert np.max(np.abs(fm - lr)[inner]) / np.abs(lr).max() < 1e-5
+    assert r.checkpoint_hash and r.header["ASRMETH"] == "restormer"
+    assert "projection" in r.timings and r.params["flux_exact"] is True
+
+
+@pytest.mark.parametrize("name", ["fisr", "pix2wgan", "pix2wgan-cascade"])
+def test_each_network_runs_odd_sizes_through_restore(rng, ckpt, name):
+    lr = _hr_field(rng, (23, 37)).astype(np.float32)
+    r = restore(lr, method=name, scale=2, model=ckpt(name), tile=16, overlap=4)
+    assert r.data.shape == (46, 74) and np.isfinite(r.data).all()
+    assert r.params["tiles"] > 1 and r.device == "cpu"
+
+
+def test_nan_regions_and_wcs(rng):
+    from napari_astrosr.core.resample import pixel_wcs
+
+    _, lr = _lr(rng)
+    lr[10:14, 3:6] = np.nan
+    w = pixel_wcs(lr.shape, pixel_scale_arcsec=0.06)
+    r = restore(lr, method="bicubic", scale=2, wcs=w)
+    assert np.isnan(r.data[20:28, 6:12]).all() and np.isfinite(r.data).sum() == r.data.size - 48
+    assert np.allclose(np.abs(r.wcs.wcs.cdelt), 0.03 / 3600)
+    ra0, dec0 = w.pixel_to_world_values(10.0, 20.0)
+    ra1, dec1 = r.wcs.pixel_to_world_values(10.0 * 2 + 0.5, 20.0 * 2 + 0.5)
+    assert abs(ra0 - ra1) < 1e-9 and abs(dec0 - dec1) < 1e-9
+
+
+def test_clear_errors(rng, ckpt):
+    _, lr = _lr(rng)
+    with pytest.raises(AstroSRError, match="2-D"):
+        restore(np.stack([lr, lr]), method="bicubic")
+    with pytest.raises(AstroSRError, match="too small"):
+        restore(lr[:4, :4], method="bicubic")
+    with pytest.raises(AstroSRError, match="NaN"):
+        restore(np.full((16, 16), np.nan), method="bicubic")
+    with pytest.raises(AstroSRError, match="unknown"):
+        restore(lr, method="magic")
+    with pytest.raises(AstroSRError, match="needs --psf"):
+        restore(lr, method="backprojection")
+    with pytest.raises(AstroSRError, match="--flux-exact needs --psf"):
+        restore(lr, method="bicubic", flux_exact=True)
+    with pytest.raises(AstroSRError, match="no bundled weights for fisr x2"):
+        restore(lr, method="fisr", scale=2)
+    p = ckpt("restormer", scale=2)
+    with pytest.raises(AstroSRError, match="trained for x2, not x3"):
+        restore(lr, method="restormer", scale=3, model=p)
+    with pytest.raises(AstroSRError, match="restormer checkpoint, not pix2wgan"):
+        restore(lr, method="pix2wgan", scale=2, model=p)
+
+
+def test_stop_ends_network_run(rng, ckpt):
+    lr = _hr_field(rng, (64, 64)).astype(np.float32)
+    flag = StopFlag()
+    job = restore_job(lr, method="restormer", scale=2, model=ckpt("restormer"), tile=16, overlap=4, stop=flag)
+    ev = next(job)
+    while "tile" not in ev.message:
+        ev = next(job)
+    flag.set()
+    with pytest.raises(StoppedError):
+        next(job)
+
+
+def test_list_methods_describes_everything():
+    ms = {m["name"]: m for m in list_methods(costs=False)}
+    assert set(ms) == set(METHODS)
+    assert all(m["flux"] for m in ms.values())
+    assert ms["fisr"]["kind"] == "network" and ms["fisr"]["scales"] == [2, 4]
