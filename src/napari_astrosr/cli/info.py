@@ -15,6 +15,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.fits_io import describe
+    from ..exceptions import AstroSRError
 
-    print(describe(args.file))
+    try:
+        text = describe(args.file)
+    except AstroSRError:
+        raise
+    except Exception as exc:  # astropy can fail in many ways on odd headers: one line, exit 2
+        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise AstroSRError(f"{args.file}: cannot be described as FITS ({msg}).") from exc
+    print(text)
     return 0

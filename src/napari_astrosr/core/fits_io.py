@@ -439,11 +439,14 @@ def describe(path: PathLike) -> str:
     p = Path(path)
     hdul = _open(p)
     lines = [f"{p}  ({p.stat().st_size:,} bytes, {len(hdul)} HDU{'s' if len(hdul) != 1 else ''})"]
+    gz = str(p).lower().endswith(".gz")
     try:
         for i, h in enumerate(hdul):
             hdr = h.header
             kind = type(h).__name__
             if _is_image_hdu(h):
+                # a header claiming more data than the file holds: corrupt, say so (exit 2)
+                _check_size(p, i, h, file_size=p.stat().st_size, gz=gz)
                 naxis = int(hdr.get("NAXIS", 0) or 0)
                 if isinstance(h, fits.CompImageHDU):
                     shape = tuple(h.shape)
