@@ -1,0 +1,316 @@
+"""Validated training configurations (pydantic, unknown keys rejected) and safe YAML I/O.
+
+A training run is fully described by one YAML file (``configs/*.yaml``) that
+:func:`load_config` turns into a :class:`TrainConfig`. Every model is strict
+(``extra="forbid"``) and every number is bounded, so a typo (``learning_rate`` for
+``lr``) or an absurd value (``steps: -3``) fails at once with a message naming the key
+and the file, instead of silently training something else for minutes.
+
+YAML is read with :func:`yaml.safe_load` only (no arbitrary Python objects).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .exceptions import AstroSRError
+
+__all__ = [
+    "PsfSpec",
+    "NoiseSpec",
+    "DataSource",
+    "DataConfig",
+    "ModelConfig",
+    "LossConfig",
+    "OptimConfig",
+    "GanConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_config",
+    "config_from_dict",
+    "save_config",
+    "resolve_data_root",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PsfSpec(_Strict):
+    """The blur applied to HR images before downsampling (STAR's degradation).
+
+    ``kind="random"`` draws a new PSF per realisation from STAR's ranges
+    (``core.degrade.random_star_psf``) with ``family`` gaussian or gaussian+airy;
+    ``kind="spec"`` uses one fixed :func:`core.psf.parse_psf` string such as
+    ``"gaussian:1.0"`` or a FITS path (relative paths are resolved against the data root).
+    """
+
+    kind: Literal["random", "spec", "none"] = "random"
+    family: Literal["gaussian", "gaussian+airy", "mixed"] = "mixed"
+    spec: Optional[str] = Field(default=None, max_length=500)
+    hdu: Optional[int] = Field(default=None, ge=0, le=100, description="HDU / cube plane of a PSF FITS")
+    pixel_scale: Optional[float] = Field(
+        default=None, gt=0.0, le=3600.0,
+        description="arcsec/pixel of a PSF file; it is resampled to each training image's pixel scale (from its WCS)",
+    )
+
+    @model_validator(mode="after")
+    def _need_spec(self) -> "PsfSpec":
+        if self.kind == "spec" and not self.spec:
+            raise ValueError("psf.kind 'spec' needs psf.spec (e.g. 'gaussian:1.0' or a PSF FITS path)")
+        return self
+
+
+class NoiseSpec(_Strict):
+    """Noise added to the degraded (LR) image, relative to its robust peak.
+
+    ``sigma_rel`` draws, per realisation, a Gaussian sigma uniformly in
+    [min, max] x (99.5th percentile of the LR image); ``prob`` is the probability
+    that a realisation gets noise at all (noise augmentation: clean and noisy mixed).
+    """
+
+    prob: float = Field(default=0.0, ge=0.0, le=1.0)
+    sigma_rel_min: float = Field(default=0.0, ge=0.0, le=1.0)
+    sigma_rel_max: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "NoiseSpec":
+        if self.sigma_rel_max < self.sigma_rel_min:
+            raise ValueError("noise.sigma_rel_max must be >= noise.sigma_rel_min")
+        return self
+
+
+class DataSource(_Strict):
+    """One source of HR/LR training pairs.
+
+    - ``simulate``: synthetic star fields or Sersic galaxies (``core.simulate``);
+      ``count`` images of ``size`` px; validation images use disjoint seeds.
+    - ``degrade``: real FITS files (``files``, relative to the data root) degraded on the
+      fly with the STAR pipeline (``core.degrade``).
+    - ``paired``: real LR/HR pairs already on matching grids (``lr`` and ``hr`` files,
+      LR pixels ``scale`` times larger than HR).
+    """
+
+    kind: Literal["simulate", "degrade", "paired"]
+    simulate: Optional[Literal["starfield", "galaxies"]] = None
+    count: int = Field(default=4, ge=1, le=1000)
+    size: int = Field(default=256, ge=32, le=4096)
+    files: list[str] = Field(default_factory=list, max_length=200)
+    lr: Optional[str] = Field(default=None, max_length=500)
+    hr: Optional[str] = Field(default=None, max_length=500)
+    lr_hdu: Optional[int] = Field(default=None, ge=0, le=100)
+    split: Literal["train", "val", "halves"] = Field(
+        default="train",
+        description="train / val: the whole source is used for one side only; halves: left "
+        "half of every image trains, right half validates (split by sky region, never by random patches)",
+    )
+    weight: float = Field(default=1.0, gt=0.0, le=100.0, description="sampling weight of this source's patches")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DataSource":
+        if self.kind == "simulate" and self.simulate is None:
+            raise ValueError("a 'simulate' source needs simulate: starfield | galaxies")
+        if self.kind == "degrade" and not self.files:
+            raise ValueError("a 'degrade' source needs files: [...] (FITS paths relative to data.root)")
+        if self.kind == "paired" and (not self.lr or not self.hr):
+            raise ValueError("a 'paired' source needs both lr: and hr: file paths")
+        return self
+
+
+class DataConfig(_Strict):
+    """How training pairs are made."""
+
+    root: Optional[str] = Field(
+        default=None,
+        max_length=1000,
+        description="folder the file paths are relative to; default $ASTROSR_SHARED_DATA or ../shared/data "
+        "next to the repository",
+    )
+    scale: int = Field(default=2, ge=1, le=8, description="HR/LR pixel ratio of the degradation")
+    psf: PsfSpec = Field(default_factory=PsfSpec)
+    noise: NoiseSpec = Field(default_factory=NoiseSpec)
+    realizations: int = Field(default=4, ge=1, le=200, description="degraded versions drawn per real image")
+    patch: int = Field(default=32, ge=8, le=512, description="LR patch size in pixels")
+    stride: Optional[int] = Field(default=None, ge=1, le=512)
+    min_valid: float = Field(default=0.8, ge=0.0, le=1.0)
+    max_patches: int = Field(default=4000, ge=1, le=1_000_000)
+    upsample_input: bool = Field(
+        default=False,
+        description="feed the network the flux-conserving bicubic upsampling of the LR patch (for "
+        "same-size models such as restormer/pix2wgan used for SR); set automatically when the model is scale 1",
+    )
+    sources: list[DataSource] = Field(min_length=1, max_length=50)
+
+
+class ModelConfig(_Strict):
+    """Which network of :data:`models.registry.MODELS` to train."""
+
+    name: str = Field(min_length=1, max_length=64)
+    preset: str = Field(default="small", min_length=1, max_length=64)
+    scale: int = Field(default=2, ge=1, le=8, description="the network's own output/input size ratio")
+    overrides: dict[str, Union[int, float, bool, str, list[int]]] = Field(default_factory=dict)
+    pipeline_scale: Optional[int] = Field(
+        default=None, ge=1, le=8,
+        description="the --scale the checkpoint serves (default data.scale); 1 for a same-size network whose "
+        "input is already on the target grid (e.g. pix2wgan on a ground-based image resampled onto the HST grid)",
+    )
+
+
+class LossConfig(_Strict):
+    """Pixel loss plus FISR's Flux Consistency Loss (usable with any model)."""
+
+    pixel: Literal["l1", "l2"] = "l1"
+    fcl_weight: float = Field(default=0.0, ge=0.0, le=100.0, description="lambda of the flux-consistency term (FISR: 0.01)")
+    fcl_thresh: float = Field(default=1.5, gt=0.0, le=100.0, description="detection threshold (sigma) for the HR flux map")
+
+
+class OptimConfig(_Strict):
+    """Optimiser and learning-rate schedule (Park et al.: AdamW + cosine)."""
+
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0.0, le=1.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(default=50, ge=0, le=1_000_000)
+    min_lr_ratio: float = Field(default=0.02, ge=0.0, le=1.0)
+    grad_clip: Optional[float] = Field(default=1.0, gt=0.0, le=1e6)
+
+    @model_validator(mode="after")
+    def _betas(self) -> "OptimConfig":
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError("optim.betas must both lie in [0, 1)")
+        return self
+
+
+class GanConfig(_Strict):
+    """Pix2WGAN's WGAN-GP (Adam(0.5, 0.999), L1 x100, GP x10, 3 critic steps per generator step)."""
+
+    enabled: bool = False
+    l1_weight: float = Field(default=100.0, ge=0.0, le=1e5)
+    gp_weight: float = Field(default=10.0, ge=0.0, le=1e5)
+    critic_steps: int = Field(default=3, ge=1, le=20)
+    critic_lr: float = Field(default=1e-4, gt=0.0, le=1.0)
+    critic_width: int = Field(default=32, ge=4, le=256)
+    cascade: bool = Field(default=False, description="train the second stage of the cascade on the frozen first stage")
+    stage1: Optional[str] = Field(
+        default=None, max_length=1000, description="checkpoint of the first stage (default: the bundled pix2wgan)"
+    )
+
+
+class RunConfig(_Strict):
+    """Length, batching, logging and reproducibility of a run."""
+
+    steps: int = Field(default=1000, ge=1, le=10_000_000)
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    max_minutes: Optional[float] = Field(default=None, gt=0.0, le=100_000.0, description="wall-time budget; stops cleanly")
+    val_every: int = Field(default=100, ge=1, le=1_000_000)
+    checkpoint_every: int = Field(default=200, ge=1, le=1_000_000)
+    log_every: int = Field(default=10, ge=1, le=1_000_000)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    threads: Optional[int] = Field(default=None, ge=1, le=256)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
+    val_images: int = Field(default=3, ge=0, le=100, description="whole validation images used for Flux Error")
+
+
+class TrainConfig(_Strict):
+    """A complete, validated training run."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.+-]+$")
+    description: str = Field(default="", max_length=2000)
+    model: ModelConfig
+    data: DataConfig
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    gan: GanConfig = Field(default_factory=GanConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    source_path: Optional[str] = Field(default=None, exclude=True, description="the YAML file it came from")
+
+    @model_validator(mode="after")
+    def _scales(self) -> "TrainConfig":
+        m, d = self.model.scale, self.data.scale
+        if m not in (1, d):
+            raise ValueError(f"model.scale {m} must be 1 (same-size network) or equal data.scale {d}")
+        return self
+
+
+def _format_errors(exc: ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "(top level)"
+        if err.get("type") == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        else:
+            msg = err.get("msg", "invalid").removeprefix("Value error, ")
+            parts.append(f"'{loc}': {msg}")
+    return f"{where}: invalid training config: " + "; ".join(parts) + " (fix the YAML; see configs/*.yaml for examples)."
+
+
+def config_from_dict(data: Any, *, source: str = "<config>") -> TrainConfig:
+    """Validate a plain dict into a :class:`TrainConfig` (errors name the key and ``source``)."""
+    if not isinstance(data, dict):
+        raise AstroSRError(f"{source}: a training config must be a YAML mapping, got {type(data).__name__}.")
+    try:
+        cfg = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise AstroSRError(_format_errors(exc, source)) from None
+    cfg.source_path = source
+    return cfg
+
+
+def load_config(path: Union[str, os.PathLike]) -> TrainConfig:
+    """Read and validate a training config YAML file (``yaml.safe_load``; unknown keys rejected).
+
+    Raises
+    ------
+    AstroSRError
+        Missing/unreadable file, YAML syntax error, unknown key or bad value (named).
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise AstroSRError(f"{p}: training config not found.")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AstroSRError(f"{p}: cannot read config ({exc}).") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise AstroSRError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+    return config_from_dict(data, source=str(p))
+
+
+def save_config(config: TrainConfig, path: Union[str, os.PathLike]) -> Path:
+    """Write a config back as YAML (the exact run description stored next to checkpoints)."""
+    import yaml
+
+    p = Path(path)
+    p.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    return p
+
+
+def resolve_data_root(config: TrainConfig) -> Path:
+    """The folder relative data paths refer to.
+
+    Order: ``data.root`` (relative to the config file's folder), ``$ASTROSR_SHARED_DATA``,
+    then ``../shared/data`` relative to the current directory and to the repository.
+    """
+    if config.data.root:
+        root = Path(config.data.root).expanduser()
+        if not root.is_absolute() and config.source_path and Path(config.source_path).exists():
+            root = Path(config.source_path).resolve().parent / root
+        return root
+    env = os.environ.get("ASTROSR_SHARED_DATA")
+    if env:
+        return Path(env)
+    for cand in (Path.cwd() / ".." / "shared" / "data", Path(__file__).resolve().parents[3] / "shared" / "data"):
+        if cand.is_dir():
+            return cand.resolve()
+    return Path.cwd() / ".." / "shared" / "data"
