@@ -21,7 +21,7 @@ from ..exceptions import AstroSRError
 
 def _sources(metadata: dict) -> list[str]:
     out = [metadata.get("path")] + list(metadata.get("paths") or [])
-    return [str(p) for p in out if p]
+    return list(dict.fromkeys(str(p) for p in out if p))  # unique, in order
 
 
 def write_image(path: str, data: Any, meta: dict) -> list[str]:
