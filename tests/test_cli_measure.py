@@ -90,3 +90,22 @@ def test_detect_on_real_eso_image(tmp_path, capsys):
     img = shared_file("eso_ntt_sep_catalog/image.fits")
     assert main(["detect", str(img), "-o", str(tmp_path / "eso.ecsv"), "--deblend-cont", "0.05"]) == 0
     assert len(Table.read(tmp_path / "eso.ecsv")) == 65  # SExtractor's count on this image
+
+
+def test_evaluate_morphology(tmp_path, capsys):
+    from scipy.ndimage import gaussian_filter
+
+    from test_morphology import _galaxies
+
+    gt, lq, rs = _galaxies()
+    for name, a in (("gt", gt), ("lq", lq), ("rs", rs)):
+        fits.writeto(tmp_path / f"{name}.fits", a.astype(np.float32))
+    args = ["evaluate", "--reference", str(tmp_path / "gt.fits"), "--prediction", str(tmp_path / "rs.fits"),
+            "--morphology", "--input", str(tmp_path / "lq.fits"), "--no-sersic", "--json",
+            "--morph-table", str(tmp_path / "m.ecsv"), "--morph-plot", str(tmp_path / "m.png")]
+    assert main(args) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["morphology"]["n_galaxies"] == 6 and obj["morphology"]["kron_flux"]["scatter_reduction"] > 1
+    assert len(Table.read(tmp_path / "m.ecsv")) == 6 and (tmp_path / "m.png").stat().st_size > 1000
+    assert main(args[:6] + ["--morphology"]) == 2  # no --input
+    assert "--input" in capsys.readouterr().err
