@@ -288,6 +288,8 @@ class JobPanel(QWidget):
         self.tag: Optional[SourceTag] = None
         self.last_status = ""
         self.last_error: Optional[BaseException] = None
+        #: perf_counter() when the last result reached the main thread (before layers were made)
+        self.returned_at: Optional[float] = None
 
         self.bar = QProgressBar()
         self.bar.setTextVisible(True)
@@ -378,6 +380,7 @@ class JobPanel(QWidget):
                         notify_error(exc, context="progress display")
 
         def _returned(result: Any) -> None:
+            self.returned_at = time.perf_counter()
             stopped = self.stop_flag is not None and self.stop_flag.is_set()
             try:
                 on_result(result, tag)

@@ -1,0 +1,340 @@
+"""Restore widget: super-resolve / restore an image layer with any method.
+
+The widget only translates: it copies the chosen layer's data on the main thread,
+calls :func:`napari_astrosr.restoration.restore_job` in a thread worker and turns the
+:class:`~napari_astrosr.restoration.RestoreResult` into layers:
+
+- ``<input> [<method>]``, aligned over the input in world coordinates (an x2 output
+  has half the input's pixel scale, and is translated so pixel *edges* coincide:
+  output pixel ``j`` is centred at input coordinate ``(j + 0.5)/s - 0.5``), with the
+  result header and WCS in ``metadata``;
+- optionally ``<input> [<method>] residual``: the flux-conserving block sum of the
+  output minus the input, on the input grid, with a diverging colormap centred on
+  zero. For a flux-conserving method it is zero up to rounding; for flux-exact
+  restoration it shows what the forward model does not reproduce.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from napari.layers import Image
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...exceptions import AstroSRError
+from .._layers import result_layer_kwargs
+from .._workers import (
+    JobPanel,
+    LayerCombo,
+    SourceTag,
+    checkpoint_registry,
+    find_layer,
+    layer_array,
+    notify_error,
+    put_layer,
+    tag_layer,
+)
+
+CHECKPOINT_ITEM = "checkpoint file…"
+RESIDUAL_CMAP = "bwr"  # diverging, white at the centre of the (symmetric) limits
+
+
+def _is_2d_image(layer: Any) -> bool:
+    return isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) == 2
+
+
+def _checkpoint_meta(path: str) -> dict:
+    """The JSON sidecar of a checkpoint (architecture, scale, ...); raises AstroSRError if unusable."""
+    from ...training.checkpoints import read_sidecar
+
+    return read_sidecar(path)
+
+
+def symmetric_limits(data: np.ndarray, *, percentile: float = 99.5) -> tuple[float, float]:
+    """Contrast limits ``(-m, m)`` centred on zero, m from a high percentile of |data|."""
+    a = np.abs(np.asarray(data, dtype=float))
+    a = a[np.isfinite(a)]
+    m = float(np.percentile(a, percentile)) if a.size else 0.0
+    if not m > 0:
+        m = float(a.max()) if a.size and a.max() > 0 else 1.0
+    return (-m, m)
+
+
+class _GeometryProxy:
+    """Stands in for a deleted source layer: its snapshot geometry and metadata."""
+
+    def __init__(self, tag: SourceTag, scale: tuple, translate: tuple) -> None:
+        self.name, self.metadata = tag.name, tag.metadata
+        self.scale, self.translate = scale, translate
+
+
+class RestoreWidget(QWidget):
+    """Restore / super-resolve the chosen image layer (see the module docstring)."""
+
+    def __init__(self, napari_viewer: Any, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._methods: dict[str, dict] = {}
+
+        self.input = LayerCombo(self.viewer, Image, predicate=_is_2d_image)
+        self.method = QComboBox()
+        self.checkpoint = QLineEdit()
+        self.checkpoint.setPlaceholderText("checkpoint .pt written by `astrosr train`")
+        self.browse = QPushButton("…")
+        self.browse.setMaximumWidth(30)
+        self.browse.clicked.connect(self._browse)
+        ck_row = QHBoxLayout()
+        ck_row.addWidget(self.checkpoint, 1)
+        ck_row.addWidget(self.browse)
+        self.scale = QSpinBox()
+        self.scale.setRange(1, 8)
+        self.scale.setValue(2)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        # (not resolved here: that would import torch and slow the widget's opening)
+        self.device.setToolTip("auto: cuda if available, then mps, then cpu; the device used is shown after a run")
+        self.device_used = QLabel("")
+        self.tile = QSpinBox()
+        self.tile.setRange(0, 8192)
+        self.tile.setSingleStep(64)
+        self.tile.setSpecialValueText("whole image")
+        self.tile.setToolTip("Tile size in input pixels for network inference (0: whole image)")
+        self.flux_exact = QCheckBox("project onto the forward model")
+        self.flux_exact.setToolTip(
+            "Least change so that PSF blur + flux-conserving downsampling of the output reproduces the input.\n"
+            "Gains on clean data; on noisy data it fits the noise (leave it off)."
+        )
+        self.psf = QLineEdit()
+        self.psf.setPlaceholderText("gaussian:1.0 | airy:2.0 | gaussian+airy:1,2 | moffat:3,2.5 | PSF.fits | none")
+        self.psf.setEnabled(False)
+        self.flux_exact.toggled.connect(self._update_psf_enabled)
+        self.residual = QCheckBox("add residual layer (block sum of output − input)")
+        self.residual.setChecked(True)
+        self.run_button = QPushButton("Restore")
+        self.run_button.clicked.connect(self.run)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Input", self.input)
+        form.addRow("Method", self.method)
+        form.addRow("Checkpoint", ck_row)
+        form.addRow("Scale", self.scale)
+        form.addRow("Device", self.device)
+        form.addRow("", self.device_used)
+        form.addRow("Tile", self.tile)
+        form.addRow("Flux-exact", self.flux_exact)
+        form.addRow("PSF", self.psf)
+        form.addRow("", self.residual)
+
+        self.jobs = JobPanel(busy_widgets=[self.run_button])
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.info)
+        lay.addWidget(self.run_button)
+        lay.addWidget(self.jobs)
+        lay.addStretch(1)
+
+        self.method.currentIndexChanged.connect(self._method_changed)
+        self.checkpoint.textChanged.connect(self._checkpoint_changed)
+        checkpoint_registry().changed.connect(self.refresh_methods)
+        self.refresh_methods()
+
+    # ------------------------------------------------------------------ methods list
+
+    def refresh_methods(self) -> None:
+        """List every method of ``list_methods()``, trained checkpoints and 'checkpoint file…'."""
+        current = self.method.currentText()
+        self._methods = {}
+        try:
+            from ...restoration import list_methods
+
+            # costs=False: counting every network's FLOPs takes tens of seconds on a CPU
+            for m in list_methods(costs=False):
+                self._methods[m["name"]] = dict(m)
+        except Exception as exc:  # noqa: BLE001 - the widget must open even if a backend is broken
+            notify_error(exc, context="listing restoration methods")
+        for path in checkpoint_registry().paths:
+            try:
+                meta = _checkpoint_meta(path)
+            except Exception:  # noqa: BLE001 - a deleted/unreadable file is simply not listed
+                continue
+            label = f"{meta['architecture']} ({Path(path).name})"
+            self._methods[label] = {
+                "name": meta["architecture"],
+                "kind": "checkpoint",
+                "checkpoint": path,
+                "scales": (meta["scale"],) if "scale" in meta else (),
+                "description": f"trained this session: {path}",
+            }
+        self.method.blockSignals(True)
+        self.method.clear()
+        self.method.addItems(list(self._methods) + [CHECKPOINT_ITEM])
+        if current in self._methods or current == CHECKPOINT_ITEM:
+            self.method.setCurrentText(current)
+        self.method.blockSignals(False)
+        self._method_changed()
+
+    def _method_changed(self, *_: Any) -> None:
+        label = self.method.currentText()
+        info = self._methods.get(label, {})
+        is_file = label == CHECKPOINT_ITEM
+        self._update_psf_enabled()
+        self.checkpoint.setEnabled(is_file)
+        self.browse.setEnabled(is_file)
+        if info.get("kind") == "checkpoint":
+            self.checkpoint.setText(info["checkpoint"])
+        scales = tuple(info.get("scales") or ())
+        if scales and self.scale.value() not in scales:
+            self.scale.setValue(int(scales[0]))
+        bits = []
+        if info.get("description"):
+            bits.append(str(info["description"]))
+        if scales:
+            bits.append("scales: " + ", ".join(f"x{s}" for s in scales))
+        if info.get("params"):
+            bits.append(f"{int(info['params']):,} parameters")
+        if info.get("kind") == "network" and self.scale.value() not in (info.get("bundled") or []):
+            bits.append(f"no bundled weights for x{self.scale.value()}: choose a checkpoint file")
+        if info.get("needs_psf"):
+            bits.append("needs a PSF")
+        if info.get("flux"):
+            bits.append(f"flux: {info['flux']}")
+        self.info.setText(" · ".join(bits))
+
+    def _checkpoint_changed(self, text: str) -> None:
+        """A readable checkpoint sets the scale it was trained for and describes itself."""
+        if not text or not Path(text).is_file():
+            return
+        try:
+            meta = _checkpoint_meta(text)
+        except Exception as exc:  # noqa: BLE001 - shown inline, the run will report it again
+            self.info.setText(str(exc))
+            return
+        self.scale.setValue(int(meta["scale"]))
+        self.info.setText(f"{meta['architecture']} x{meta['scale']} checkpoint"
+                          + (f" (preset {meta['preset']})" if meta.get("preset") else "")
+                          + f", step {meta.get('step', '?')}")
+
+    def _update_psf_enabled(self, *_: Any) -> None:
+        info = self._methods.get(self.method.currentText(), {})
+        self.psf.setEnabled(bool(info.get("needs_psf")) or self.flux_exact.isChecked())
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "", "Checkpoints (*.pt *.pth);;All files (*)")
+        if path:
+            self.checkpoint.setText(path)
+
+    # ------------------------------------------------------------------ running
+
+    def options(self) -> dict:
+        """The restore_job keyword arguments chosen in the widget."""
+        label = self.method.currentText()
+        info = self._methods.get(label, {})
+        model: Optional[str] = None
+        if label == CHECKPOINT_ITEM or info.get("kind") == "checkpoint":
+            model = self.checkpoint.text().strip()
+            if not model:
+                raise AstroSRError("Checkpoint: choose a .pt file written by `astrosr train`")
+            if not Path(model).is_file():
+                raise AstroSRError(f"Checkpoint: {model} does not exist")
+            method = str(_checkpoint_meta(model)["architecture"])
+        else:
+            method = str(info.get("name", label))
+        psf = self.psf.text().strip() or None if self.psf.isEnabled() else None
+        return dict(
+            method=method,
+            scale=int(self.scale.value()),
+            model=model,
+            device=self.device.currentText(),
+            tile=int(self.tile.value()) or None,
+            flux_exact=self.flux_exact.isChecked(),
+            psf=psf,
+        )
+
+    def run(self) -> Any:
+        """Start restoring the chosen layer (returns the worker, or None on bad input)."""
+        layer = self.input.value()
+        try:
+            if layer is None:
+                raise AstroSRError("Input: open or choose a 2-D image layer first")
+            opts = self.options()
+            data = layer_array(layer)  # main-thread copy: the worker owns its input
+        except AstroSRError as exc:
+            notify_error(exc, context="Restore")
+            return None
+        tag = tag_layer(layer)
+        want_residual = self.residual.isChecked()
+        wcs = tag.metadata.get("wcs")
+        header = tag.metadata.get("header")
+
+        def job(stop):
+            from ...restoration import restore_job
+
+            res = yield from restore_job(data, wcs=wcs, header=header, stop=stop, **opts)
+            residual = None
+            if want_residual:
+                from ...core.resample import block_sum
+
+                residual = block_sum(np.asarray(res.data, dtype=np.float64), int(res.scale)) - data
+            return res, residual
+
+        self.device_used.setText("")
+        return self.jobs.start(job, on_result=self._on_result, tag=tag, label=f"Restore [{opts['method']}]")
+
+    def _on_result(self, out: tuple, tag: Optional[SourceTag]) -> None:
+        res, residual = out
+        assert tag is not None
+        self.device_used.setText(f"device used: {res.device}")
+        self.add_result_layers(res, residual, tag)
+
+    def add_result_layers(self, res: Any, residual: Optional[np.ndarray], tag: SourceTag) -> list:
+        """Turn a RestoreResult (+ residual) into layers aligned over the source image."""
+        src = find_layer(self.viewer, tag)
+        # the source may have been moved or deleted since the job started: use its
+        # current geometry when it is still there, the snapshot otherwise
+        scale = tuple(src.scale) if src is not None else tag.scale
+        translate = tuple(src.translate) if src is not None else tag.translate
+        name = f"{tag.name} [{res.method}]"
+        s = int(res.scale)
+        kwargs = result_layer_kwargs(
+            src if src is not None else _GeometryProxy(tag, scale, translate),
+            res.data, scale_factor=s, name=name, wcs=res.wcs, header=res.header,
+        )
+        kwargs.pop("name")
+        kwargs["metadata"]["astrosr"] = {
+            "method": res.method,
+            "scale": s,
+            "device": res.device,
+            "params": dict(getattr(res, "params", {}) or {}),
+            "timings": dict(getattr(res, "timings", {}) or {}),
+            "source": tag.name,
+        }
+        layers = [put_layer(self.viewer, Image(np.asarray(res.data), name=name, **kwargs), source_id=tag.layer_id)]
+        if residual is not None:
+            resid = Image(
+                residual.astype(np.float32),
+                name=f"{name} residual",
+                scale=scale,
+                translate=translate,
+                colormap=RESIDUAL_CMAP,
+                contrast_limits=symmetric_limits(residual),
+                metadata={"wcs": tag.metadata.get("wcs"), "header": tag.metadata.get("header"),
+                          "astrosr": {"residual_of": name}},
+            )
+            layers.append(put_layer(self.viewer, resid, source_id=tag.layer_id))
+        return layers
