@@ -54,6 +54,8 @@ def step_viewer(ctx: DemoContext) -> None:
     import napari
 
     ctx.viewer = napari.Viewer(title="napari-astrosr demo", show=True)
+    if ctx.headless:  # a fixed size so screenshots are comparable between runs
+        ctx.viewer.window.resize(1400, 900)
     ctx.note("viewer", f"napari {napari.__version__}")
 
 
