@@ -84,6 +84,29 @@ def test_restore_dask_too_small_halo_differs(rng):
     assert np.max(np.abs(out - ref)) > 1e-3 * np.max(np.abs(ref))
 
 
+@pytest.mark.slow
+def test_restore_dask_network_matches_in_memory(tmp_path, rng):
+    """A (tiny, untrained) restormer tiled with whole-image normalisation matches the in-memory run.
+
+    Restormer's channel attention sees the whole image, so equality is only to the blending tolerance.
+    """
+    torch = pytest.importorskip("torch")
+    from napari_astrosr.models.registry import build_model
+    from napari_astrosr.models.restormer import PRESETS
+    from napari_astrosr.training.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("restormer", preset="tiny", scale=2), name="restormer",
+                           preset="tiny", scale=2, config=dict(PRESETS["tiny"]), normalization={"kind": "median_std"})
+    img = _field(rng, (64, 56), n_stars=6)
+    ref = restoration.restore(img, method="restormer", scale=2, model=ckpt, device="cpu").data
+    B.clear_cache()
+    out = B.restore_dask(img, method="restormer", scale=2, model=ckpt, chunks=32, depth=16).compute(
+        scheduler="synchronous")
+    assert np.max(np.abs(out - ref)) <= 2e-3 * np.max(np.abs(ref))
+    assert np.isclose(out.sum(dtype=np.float64), ref.sum(dtype=np.float64), rtol=1e-3)
+
+
 def test_tiled_fits_equals_in_memory(tmp_path, rng):
     img = _field(rng, (600, 500), n_stars=150)
     img[300:340, 0:60] = np.nan

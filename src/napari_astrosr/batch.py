@@ -81,6 +81,8 @@ class RestoreParams:
     psf: Optional[str] = None
     device: str = "cpu"
     tile: Optional[int] = None
+    norm: Optional[tuple] = None
+    """Networks, tiled: whole-image normalisation ``((key, value), ...)`` applied to every block."""
 
     def restore_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``restoration.restore`` / ``restore_job``."""
@@ -161,7 +163,8 @@ def _restorer(params: RestoreParams) -> Callable[..., Any]:
     is handed to ``restoration.restore`` (which accepts a module as ``model``), so a worker never
     re-reads weights per file or per block.
     """
-    key = (params.method, params.model, params.scale, params.device, params.flux_exact, params.psf, params.tile)
+    key = (params.method, params.model, params.scale, params.device, params.flux_exact, params.psf, params.tile,
+           params.norm)
     fn = _CACHE.get(key)
     if fn is not None:
         return fn
@@ -173,6 +176,8 @@ def _restorer(params: RestoreParams) -> Callable[..., Any]:
             kwargs = params.restore_kwargs()
             if params.is_network():
                 kwargs["model"] = _load_network(params)
+                if params.norm is not None:
+                    kwargs["model"] = _fixed_norm(kwargs["model"], dict(params.norm))
             def fn(data, *, wcs=None, header=None, _kw=kwargs):  # noqa: E306
                 return restoration.restore(data, wcs=wcs, header=header, **_kw)
             _CACHE[key] = fn
@@ -190,6 +195,62 @@ def _load_network(params: RestoreParams):
     # restore() reads the normalisation of an in-memory module from this attribute
     net.normalization = meta.get("normalization") or {"kind": "median_std"}
     return net
+
+
+def _fixed_norm(net, norm: dict):
+    """Wrap ``net`` so it normalises with fixed (whole-image) statistics instead of the block's own.
+
+    ``infer_job`` normalises with the statistics of the image it is given; a block's differ from the
+    whole image's, and a network is not linear, so blocks would disagree at seams and with the
+    in-memory restore. The wrapper applies the whole image's ``(x - offset) / scale`` (and the flux
+    map's ``/ scale``) inside the module and undoes it on the output, and declares
+    ``normalization = {"kind": "none"}`` so infer_job adds nothing: the same arithmetic as in memory.
+    """
+    import torch
+
+    class FixedNorm(torch.nn.Module):
+        def __init__(self, inner, offset: float, scale: float) -> None:
+            super().__init__()
+            self.inner, self.offset, self.scale = inner, float(offset), float(scale)
+            self.normalization = {"kind": "none"}
+
+        def forward(self, x, flux_map=None):
+            xn = (x - self.offset) / self.scale
+            y = self.inner(xn) if flux_map is None else self.inner(xn, flux_map / self.scale)
+            return y * self.scale + self.offset
+
+    return FixedNorm(net, norm["offset"], norm["scale"])
+
+
+def network_normalization(data: Any, params: RestoreParams, *, max_pixels: int = 4_000_000) -> Optional[tuple]:
+    """The whole-image normalisation a network would use in memory, for tiled restoration.
+
+    Mirrors ``restoration.restore_job`` + ``inference.infer_job``: statistics of the NaN-filled input
+    (upsampling networks) or of its flux-conserving bicubic upsample (same-size networks). Exact for
+    images up to ``max_pixels``; larger ones are subsampled on a regular grid (every k-th pixel), so
+    every block still gets the *same* statistics (no seams), close to the in-memory ones.
+    Returns None for classical methods.
+    """
+    if not params.is_network():
+        return None
+    from .models.registry import get_spec
+    from .training.checkpoints import read_sidecar
+    from .training.inference import fill_invalid, normalization_params
+
+    ckpt = params.checkpoint()
+    if ckpt is None:
+        raise AstroSRError(f"no bundled weights for {params.method} x{params.scale}; pass --model CKPT.pt.")
+    norm = read_sidecar(ckpt).get("normalization")
+    step = max(1, int(math.ceil(math.sqrt(data.shape[0] * data.shape[1] / float(max_pixels)))))
+    sample = data[::step, ::step]
+    sample = np.asarray(sample.compute() if hasattr(sample, "compute") else sample, dtype=np.float32)
+    if not get_spec(params.method).upsamples and params.scale > 1:
+        from .core.resample import upsample
+
+        sample = upsample(sample, int(params.scale), method="bicubic")
+    filled, _ = fill_invalid(sample)
+    p = normalization_params(filled, norm)
+    return (("offset", float(p["offset"])), ("scale", float(p["scale"])))
 
 
 def clear_cache() -> None:
@@ -307,6 +368,10 @@ def restore_dask(
         raise AstroSRError(f"restore_dask: needs a 2-D image, got shape {darr.shape}.")
     if darr.dtype != np.float32:
         darr = darr.astype(np.float32)
+    if params.is_network():
+        from dataclasses import replace
+
+        params = replace(params, norm=network_normalization(darr, params))
     depth = default_depth(params) if depth is None else int(depth)
     if depth < 0:
         raise AstroSRError(f"depth={depth}: must be >= 0.")
@@ -745,13 +810,22 @@ def restore_file(
                 f"{out}: exists from another input or other parameters ({HASH_KEY} differs); "
                 "pass --overwrite or choose another output folder."
             )
+    try:
+        return _restore_file(path, out, params, digest, t0, chunk=chunk, depth=depth, max_memory=max_memory)
+    except AstroSRError as exc:
+        if path.name in str(exc):
+            raise
+        raise AstroSRError(f"{path}: {exc}") from exc  # name the file in the batch summary
+
+
+def _restore_file(path: Path, out: Path, params: RestoreParams, digest: str, t0: float, *, chunk, depth, max_memory):
     tiled = chunk is not None or (max_memory is not None and _in_memory_bytes(path, params.scale) > max_memory)
     if tiled:
         from .progress import run
 
         res = run(restore_fits_tiled_job(
             path, out, overwrite=True, chunk=int(chunk or DEFAULT_CHUNK), depth=depth,
-            extra_cards={HASH_KEY: (digest, "sha256 of input bytes + method + parameters")},
+            extra_cards={HASH_KEY: digest},
             **params.restore_kwargs(),
         ))
         msg = f"tiled {res.n_blocks} blocks"
@@ -761,7 +835,7 @@ def restore_file(
         img = read_fits(path)
         res = _restore_array(img.data, params, wcs=img.wcs, header=img.header)
         hdr = (getattr(res, "header", None) or img.header).copy()
-        hdr[HASH_KEY] = (digest, "sha256 of input bytes + method + parameters")
+        hdr[HASH_KEY] = digest
         write_fits(
             out, res.data, header=hdr, wcs=getattr(res, "wcs", None), overwrite=True,
             provenance=dict(method=params.method, parameters=dict(getattr(res, "params", {}) or {}),
