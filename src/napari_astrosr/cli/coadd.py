@@ -1,0 +1,121 @@
+"""``astrosr coadd FRAME.fits [FRAME.fits ...] -o OUT.fits``: classical or deep-image-prior coadds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "coadd"
+HELP = "coadd registered exposures: inverse-variance mean, sigma-clipped median, or AstroClearNet DIP"
+ORDER = 60
+DESCRIPTION = (
+    "Coadd registered exposures of one field. Frames on different grids are reprojected onto the first "
+    "frame's WCS (flux-conserving). Noise comes from --weights (inverse variance) or --rms maps, else it is "
+    "estimated with sep; masks from --dq maps, NaN and the SATURATE keyword. The DIP method (AstroClearNet) "
+    "needs one PSF per frame: --psf (spec, PSF image, PSFEx model, or 'estimate') or --psf-from-fwhm KEYWORD."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("frames", nargs="+", help="FITS exposures (one per frame) or a single cube")
+    p.add_argument("-o", "--output", required=True, help="output FITS file")
+    p.add_argument("--method", choices=("dip", "ivar", "median"), default="dip", help="coadd method (default dip)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--psf", nargs="+", metavar="SPEC",
+                   help="PSF per frame (or one for all): gaussian:SIGMA, moffat:FWHM,BETA, PSF.fits, a PSFEx model, or 'estimate'")
+    g.add_argument("--psf-from-fwhm", metavar="KEYWORD", help="Gaussian PSFs from this header keyword (FWHM in pixels)")
+    p.add_argument("--psf-size", type=int, default=None, help="odd PSF stamp size in pixels (crop)")
+    n = p.add_mutually_exclusive_group()
+    n.add_argument("--weights", nargs="+", metavar="W.fits", help="inverse-variance weight map per frame")
+    n.add_argument("--rms", nargs="+", metavar="RMS.fits", help="rms noise map per frame")
+    p.add_argument("--dq", nargs="+", metavar="DQ.fits", help="data-quality map per frame (nonzero = bad)")
+    p.add_argument("--hdu", default=None, help="HDU index or name to read from every file (default: first image)")
+    p.add_argument("--no-subtract-background", action="store_true", help="keep the frames' sky (default: subtract sep's background)")
+    p.add_argument("--clip-outliers", type=float, default=None, metavar="SIGMA", help="mask positive outliers across the stack")
+    p.add_argument("--gain-keyword", default=None, help="header keyword of the gain (e-/ADU) for estimated noise maps")
+    p.add_argument("--allow-mixed-bands", action="store_true", help="coadd frames with different FILTER values")
+    p.add_argument("--homogenize", action="store_true", help="ivar: convolve frames to the worst PSF first")
+    p.add_argument("--sigma-clip", type=float, default=3.0, help="median: sigma-clipping threshold (default 3)")
+    p.add_argument("--iterations", type=int, default=2000, help="DIP: step budget (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="DIP: torch seed (default 0)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="DIP: device")
+    p.add_argument("--sky", choices=("fit", "none"), default="fit", help="DIP: fit one sky offset per frame (default)")
+    p.add_argument("--no-pedestal", action="store_true", help="DIP: hard ReLU floor at 0 (paper) instead of a learned pedestal")
+    p.add_argument("--superres", type=int, choices=(1, 2), default=1, help="DIP: latent oversampling (2 = x2 finer pixels)")
+    p.add_argument("--blind", action="store_true", help="DIP: learn the PSFs too")
+    p.add_argument("--ensemble", type=int, default=1, help="DIP: number of seeds; >1 gives an uncertainty map (std)")
+    p.add_argument("--residuals", metavar="RES.fits", help="also write per-frame residuals (cube)")
+    p.add_argument("--uncertainty", metavar="UNC.fits", help="also write the per-pixel uncertainty map")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..core.coadd import coadd_header, ivar_coadd, load_frames, median_coadd
+    from ..core.fits_io import write_fits
+    from ..exceptions import AstroSRError
+    from .common import run_with_bar
+
+    hdu = args.hdu
+    if hdu is not None and str(hdu).lstrip("-").isdigit():
+        hdu = int(hdu)
+    outs = [Path(args.output)] + [Path(p) for p in (args.residuals, args.uncertainty) if p]
+    for o in outs:
+        if o.exists() and not args.overwrite:
+            raise AstroSRError(f"{o}: already exists. Choose another name or pass --overwrite.")
+        if not o.parent.exists():
+            raise AstroSRError(f"{o.parent}: output folder does not exist.")
+    needs_psf = args.method == "dip" or args.homogenize
+    if needs_psf and not (args.psf or args.psf_from_fwhm):
+        raise AstroSRError(f"--method {args.method}: give PSFs with --psf (one per frame, one for all, or 'estimate') or --psf-from-fwhm KEYWORD.")
+    stack = load_frames(
+        args.frames, hdu=hdu, weights=args.weights, rms=args.rms, dq=args.dq, psfs=args.psf,
+        psf_from_fwhm_key=args.psf_from_fwhm, subtract_background=not args.no_subtract_background,
+        clip_outliers=args.clip_outliers, gain_keyword=args.gain_keyword,
+        allow_mixed_bands=args.allow_mixed_bands, psf_size=args.psf_size,
+    )
+    for note in stack.notes:
+        print(f"astrosr coadd: {note}")
+    if args.method == "ivar":
+        res = ivar_coadd(stack, homogenize=args.homogenize)
+        res.header = coadd_header(res.header, method="ivar", n_frames=stack.n)
+    elif args.method == "median":
+        res = median_coadd(stack, sigma_clip=args.sigma_clip or None)
+        res.header = coadd_header(res.header, method="median", n_frames=stack.n)
+    else:
+        from ..training.coadd import dip_coadd_job
+
+        job = dip_coadd_job(
+            stack, iterations=args.iterations, seed=args.seed, device=args.device, sky=args.sky,
+            pedestal=not args.no_pedestal, superres=args.superres, blind=args.blind, ensemble=args.ensemble,
+        )
+        res = run_with_bar(job, desc="DIP coadd")
+    params = dict(res.params)
+    params["background_subtracted"] = not args.no_subtract_background
+    prov = dict(method=f"coadd-{args.method}", parameters=params, inputs=list(args.frames))
+    protect = list(args.frames) + list(args.weights or []) + list(args.rms or []) + list(args.dq or [])
+    extra = []
+    if args.residuals:
+        if res.residuals is None:
+            raise AstroSRError("--residuals: this method produced no residuals.")
+        extra.append((args.residuals, res.residuals))
+    if args.uncertainty:
+        if res.uncertainty is None:
+            raise AstroSRError("--uncertainty: no uncertainty map for this run (DIP needs --ensemble 2 or more).")
+        extra.append((args.uncertainty, res.uncertainty))
+    write_fits(args.output, np.asarray(res.data, np.float32), header=res.header, wcs=res.wcs,
+               overwrite=args.overwrite, provenance=prov, protect=protect)
+    for path, arr in extra:
+        write_fits(path, np.asarray(arr, np.float32), header=res.header, wcs=res.wcs if np.ndim(arr) == 2 else None,
+                   overwrite=args.overwrite, provenance=prov, protect=protect)
+    metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))}
+    if args.json:
+        print(json.dumps({"output": str(args.output), "method": args.method, **metrics}, default=float))
+    else:
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        print(f"astrosr coadd: wrote {args.output} ({args.method}, {stack.n} frames{', ' + shown if shown else ''})")
+    return 0
