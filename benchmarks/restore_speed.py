@@ -236,7 +236,8 @@ def main(argv=None) -> int:
               "with S/N > 10 (core.metrics.flux_error); `flux_err_cut` = bicubic / method.", ""]
     parts.append(table(bench_quality(), ["field", "method", "psnr_db", "gain_db", "flux_err_rel_median",
                                          "flux_err_cut", "total_flux_rel"]))
-    parts += ["", f"Total runtime {time.perf_counter() - t_all:.0f} s."]
+    parts += ["", f"Total runtime {time.perf_counter() - t_all:.0f} s.",
+              "", "(`peak_mb` 0 = the call fitted in memory the process already held; see docs/results_restore.md notes.)"]
     text = "\n".join(parts)
     print(text)
     if args.out:
