@@ -162,6 +162,7 @@ class LayerCombo(QComboBox):
         layer_types: Sequence[type] | type,
         *,
         allow_none: bool = False,
+        none_label: str = "(none)",
         predicate: Optional[Callable[[Any], bool]] = None,
         parent: Optional[QWidget] = None,
     ) -> None:
@@ -169,6 +170,7 @@ class LayerCombo(QComboBox):
         self._viewer = viewer
         self._types = tuple(layer_types) if isinstance(layer_types, (list, tuple)) else (layer_types,)
         self._allow_none = allow_none
+        self._none_label = none_label
         self._predicate = predicate
         self._layers: list[Any] = []
         ev = viewer.layers.events
@@ -210,7 +212,7 @@ class LayerCombo(QComboBox):
         self.clear()
         self._layers = ([None] if self._allow_none else []) + layers
         for lyr in self._layers:
-            self.addItem("(none)" if lyr is None else lyr.name)
+            self.addItem(self._none_label if lyr is None else lyr.name)
         if current is not None and current in self._layers:
             self.setCurrentIndex(self._layers.index(current))
         self.blockSignals(False)

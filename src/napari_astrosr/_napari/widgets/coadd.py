@@ -1,0 +1,341 @@
+"""Coadd widget: combine registered frames (DIP / inverse variance / median).
+
+Frames come from one stack layer (N, H, W) or several 2-D layers of one shape, ticked
+in the list. Noise: estimated with sep, or a layer of sigma maps (or inverse-variance
+weights); mask: a layer whose non-zero pixels are bad; PSF: a spec (``gaussian:1.5``,
+``moffat:3,2.5``, ``PSF.fits``), estimated from each frame's stars (photutils ePSF), or
+a PSF layer (2-D: all frames; 3-D: one per frame).
+
+- **DIP** (:func:`napari_astrosr.training.coadd.dip_coadd_job`, AstroClearNet): the
+  latent layer ``<frames> [coadd dip]`` updates live from the job's previews; Stop keeps
+  the current latent.
+- **inverse variance** / **median** (:mod:`napari_astrosr.core.coadd`): one step each.
+
+The widget only translates layers into these calls; the results keep the frames' world
+coordinates (a 2x super-resolved DIP latent is aligned like an x2 restoration).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...exceptions import AstroSRError
+from ...progress import Progress
+from .._workers import (
+    JobPanel,
+    LayerCombo,
+    SourceTag,
+    aligned_geometry,
+    find_layer,
+    layer_array,
+    notify_error,
+    put_layer,
+    tag_layer,
+)
+
+METHODS = {"DIP (AstroClearNet)": "dip", "inverse variance": "ivar", "median": "median"}
+PSF_SPEC, PSF_ESTIMATE = "spec", "estimate from stars"
+#: DIP steps between live updates of the latent layer (a preview is one small array copy)
+PREVIEW_EVERY = 25
+
+
+def _image_2d_or_3d(layer: Any) -> bool:
+    return isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) in (2, 3)
+
+
+class CoaddWidget(QWidget):
+    """Coadd the ticked frames (see the module docstring)."""
+
+    def __init__(self, napari_viewer: Any, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.latent_layer: Optional[Image] = None
+        self.preview_every = PREVIEW_EVERY
+        self.previews = 0  # latent previews shown during the last run
+
+        self.frames = QListWidget()
+        self.frames.setToolTip("Tick one stack layer (N, H, W) or several 2-D layers of one shape")
+        self.frames.setMaximumHeight(120)
+        self._frame_layers: list[Any] = []
+        ev = self.viewer.layers.events
+        for e in (ev.inserted, ev.removed, ev.reordered):
+            e.connect(self.refresh_frames)
+        self.refresh_frames()
+
+        self.noise = LayerCombo(self.viewer, Image, allow_none=True, none_label="(estimate with sep)",
+                                predicate=_image_2d_or_3d)
+        self.noise_is_weight = QCheckBox("layer holds inverse-variance weights")
+        self.mask = LayerCombo(self.viewer, (Image, Labels), allow_none=True,
+                               predicate=lambda ly: np.ndim(ly.data) in (2, 3))
+        self.psf_mode = QComboBox()
+        self.psf_layer = LayerCombo(self.viewer, Image, predicate=_image_2d_or_3d)
+        self.psf_mode.addItems([PSF_SPEC, PSF_ESTIMATE, "layer"])
+        self.psf_spec = QLineEdit("gaussian:1.5")
+        self.psf_spec.setToolTip("gaussian:SIGMA | airy:R | gaussian+airy:S,R | moffat:FWHM,BETA | PSF.fits (frame pixels)")
+        self.psf_mode.currentTextChanged.connect(self._psf_mode_changed)
+        self.method = QComboBox()
+        self.method.addItems(list(METHODS))
+        self.method.currentTextChanged.connect(self._method_changed)
+        self.iterations = QSpinBox()
+        self.iterations.setRange(1, 100_000)
+        self.iterations.setValue(2000)
+        self.superres = QComboBox()
+        self.superres.addItems(["1", "2"])
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.run_button = QPushButton("Coadd")
+        self.run_button.clicked.connect(self.run)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Frames", self.frames)
+        form.addRow("Noise", self.noise)
+        form.addRow("", self.noise_is_weight)
+        form.addRow("Mask", self.mask)
+        form.addRow("PSF", self.psf_mode)
+        form.addRow("PSF spec", self.psf_spec)
+        form.addRow("PSF layer", self.psf_layer)
+        form.addRow("Method", self.method)
+        form.addRow("Iterations", self.iterations)
+        form.addRow("Super-resolution", self.superres)
+        form.addRow("Seed", self.seed)
+        form.addRow("Device", self.device)
+        self.jobs = JobPanel(busy_widgets=[self.run_button])
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.run_button)
+        lay.addWidget(self.jobs)
+        lay.addWidget(self.summary)
+        lay.addStretch(1)
+        self._psf_mode_changed(self.psf_mode.currentText())
+        self._method_changed(self.method.currentText())
+
+    # ------------------------------------------------------------------ frame list
+
+    def refresh_frames(self, *_: Any) -> None:
+        """List the 2-D/3-D image layers, keeping the ticks."""
+        try:
+            self.frames.count()
+        except RuntimeError:  # the widget was deleted; the viewer outlived it
+            return
+        ticked = set(id(ly) for ly in self.checked_layers())
+        self._frame_layers = [ly for ly in reversed(list(self.viewer.layers)) if _image_2d_or_3d(ly)]
+        self.frames.clear()
+        for ly in self._frame_layers:
+            shape = "x".join(str(n) for n in np.shape(ly.data))
+            item = QListWidgetItem(f"{ly.name}  ({shape})")
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if id(ly) in ticked else Qt.CheckState.Unchecked)
+            self.frames.addItem(item)
+
+    def checked_layers(self) -> list[Any]:
+        """The ticked layers, in the viewer's layer order (bottom first: frame 0)."""
+        out = []
+        for i in range(self.frames.count()):
+            if self.frames.item(i).checkState() == Qt.CheckState.Checked and i < len(self._frame_layers):
+                out.append(self._frame_layers[i])
+        order = {id(ly): k for k, ly in enumerate(self.viewer.layers)}
+        return sorted(out, key=lambda ly: order.get(id(ly), 0))
+
+    def set_frames(self, layers: list[Any]) -> None:
+        """Tick exactly ``layers``."""
+        ids = {id(ly) for ly in layers}
+        for i, ly in enumerate(self._frame_layers):
+            self.frames.item(i).setCheckState(Qt.CheckState.Checked if id(ly) in ids else Qt.CheckState.Unchecked)
+
+    def _psf_mode_changed(self, mode: str) -> None:
+        self.psf_spec.setEnabled(mode == PSF_SPEC)
+        self.psf_layer.setEnabled(mode == "layer")
+
+    def _method_changed(self, label: str) -> None:
+        dip = METHODS.get(label) == "dip"
+        for w in (self.iterations, self.superres, self.seed, self.device):
+            w.setEnabled(dip)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _stack(self) -> tuple[np.ndarray, list[Any]]:
+        layers = self.checked_layers()
+        if not layers:
+            raise AstroSRError("Frames: tick a stack layer or at least two image layers")
+        if len(layers) == 1:
+            if np.ndim(layers[0].data) != 3:
+                raise AstroSRError(f"Frames: '{layers[0].name}' is a single image; tick a stack or several layers")
+            return layer_array(layers[0]), layers
+        if any(np.ndim(ly.data) != 2 for ly in layers):
+            raise AstroSRError("Frames: tick either one stack layer or several 2-D layers, not both")
+        shapes = {np.shape(ly.data) for ly in layers}
+        if len(shapes) > 1:
+            raise AstroSRError(f"Frames: the ticked layers have different shapes {sorted(shapes)}; register them first")
+        return np.stack([layer_array(ly) for ly in layers]), layers
+
+    @staticmethod
+    def _per_frame(layer: Any, shape: tuple, what: str, dtype=np.float32) -> np.ndarray:
+        a = layer_array(layer, dtype=dtype)
+        if a.shape == shape[1:]:
+            a = np.broadcast_to(a, shape).copy()
+        if a.shape != shape:
+            raise AstroSRError(f"{what}: layer '{layer.name}' has shape {a.shape}, the frames {shape}")
+        return a
+
+    def inputs(self) -> dict:
+        """Frames, noise, masks and PSF choice copied from the layers (main thread)."""
+        data, layers = self._stack()
+        out: dict[str, Any] = dict(frames=data, layers=layers, sigmas=None, masks=None, psfs=None, weights=None)
+        nl = self.noise.value()
+        if nl is not None:
+            a = self._per_frame(nl, data.shape, "Noise")
+            if self.noise_is_weight.isChecked():
+                out["weights"] = a
+            else:
+                out["sigmas"] = a
+        ml = self.mask.value()
+        if ml is not None:
+            out["masks"] = self._per_frame(ml, data.shape, "Mask", dtype=np.float32) != 0
+        mode = self.psf_mode.currentText()
+        if mode == PSF_SPEC:
+            out["psf_spec"] = self.psf_spec.text().strip()
+            if not out["psf_spec"]:
+                raise AstroSRError("PSF: give a spec such as gaussian:1.5, or choose 'estimate from stars'")
+        elif mode == "layer":
+            pl = self.psf_layer.value()
+            if pl is None:
+                raise AstroSRError("PSF layer: choose a PSF image layer")
+            p = layer_array(pl)
+            out["psfs"] = [p] * data.shape[0] if p.ndim == 2 else list(p)
+        else:
+            out["psf_estimate"] = True
+        return out
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> Any:
+        """Start the coadd (returns the worker, or None on bad input)."""
+        method = METHODS[self.method.currentText()]
+        try:
+            inp = self.inputs()
+        except AstroSRError as exc:
+            notify_error(exc, context="Coadd")
+            return None
+        first = inp.pop("layers")
+        tag = tag_layer(first[0])
+        tag.name = first[0].name if len(first) == 1 else f"{first[0].name}+{len(first) - 1}"
+        opts = dict(iterations=int(self.iterations.value()), superres=int(self.superres.currentText()),
+                    seed=int(self.seed.value()), device=self.device.currentText())
+        self.latent_layer = None
+        preview_every = int(self.preview_every)
+
+        def job(stop):
+            from ...core import coadd as cc
+
+            frames = inp["frames"]
+            sigmas = inp["sigmas"]
+            if inp["weights"] is not None:
+                sigmas, wmask = cc.noise_from_weights(inp["weights"])
+                inp["masks"] = wmask if inp["masks"] is None else (inp["masks"] | wmask)
+            psfs = inp["psfs"]
+            if inp.get("psf_spec"):
+                from ...core.psf import parse_psf
+
+                k = parse_psf(inp["psf_spec"])
+                psfs = None if k is None else [k] * len(frames)
+            elif inp.get("psf_estimate") and method == "dip":
+                psfs = []
+                for i, f in enumerate(frames):
+                    yield Progress(i, len(frames), f"estimating the PSF of frame {i + 1}/{len(frames)}")
+                    m = None if inp["masks"] is None else inp["masks"][i]
+                    psfs.append(cc.estimate_psf(f, mask=m, where=f"frame {i + 1}"))
+            if method == "dip":
+                from ...training.coadd import dip_coadd_job
+
+                res = yield from dip_coadd_job(frames, psfs=psfs, sigmas=sigmas, masks=inp["masks"],
+                                               iterations=opts["iterations"], superres=opts["superres"],
+                                               seed=opts["seed"], device=opts["device"], stop=stop,
+                                               preview_every=preview_every,
+                                               wcs=tag.metadata.get("wcs"), header=tag.metadata.get("header"))
+            elif method == "ivar":
+                yield Progress(0, 1, "inverse-variance coadd")
+                w = None if sigmas is None else 1.0 / np.square(np.asarray(sigmas, dtype=np.float64))
+                res = cc.ivar_coadd(frames, weights=w, masks=inp["masks"], wcs=tag.metadata.get("wcs"),
+                                    header=tag.metadata.get("header"))
+            else:
+                yield Progress(0, 1, "median coadd")
+                res = cc.median_coadd(frames, masks=inp["masks"], wcs=tag.metadata.get("wcs"),
+                                      header=tag.metadata.get("header"))
+            return res
+
+        self._method = method
+        self.previews = 0
+        self._superres = opts["superres"] if method == "dip" else 1
+        return self.jobs.start(job, on_result=self._on_result, on_progress=self._on_progress, tag=tag,
+                               label=f"Coadd [{method}]")
+
+    def _geometry(self, tag: SourceTag, factor: int) -> tuple:
+        src = find_layer(self.viewer, tag)
+        scale = tuple(src.scale)[-2:] if src is not None else tag.scale[-2:]
+        translate = tuple(src.translate)[-2:] if src is not None else tag.translate[-2:]
+        return aligned_geometry(scale, translate, factor)
+
+    def _result_name(self, tag: SourceTag) -> str:
+        return f"{tag.name} [coadd {self._method}]"
+
+    def _show_latent(self, data: np.ndarray, tag: SourceTag, meta: Optional[dict] = None) -> Image:
+        data = np.asarray(data, dtype=np.float32)
+        if self.latent_layer is not None and self.latent_layer in self.viewer.layers:
+            self.latent_layer.data = data
+            if meta:
+                self.latent_layer.metadata.update(meta)
+            return self.latent_layer
+        from ...core.display import zscale_limits
+
+        scale, translate = self._geometry(tag, self._superres)
+        lo, hi = zscale_limits(data)
+        layer = Image(data, name=self._result_name(tag), scale=scale, translate=translate,
+                      contrast_limits=(lo, hi) if hi > lo else None, colormap="gray", metadata=dict(meta or {}))
+        self.latent_layer = put_layer(self.viewer, layer, source_id=tag.layer_id)
+        return self.latent_layer
+
+    def _on_progress(self, event: Progress, tag: Optional[SourceTag]) -> None:
+        if event.preview is not None and tag is not None:
+            self.previews += 1
+            self._show_latent(event.preview, tag)
+
+    def _on_result(self, res: Any, tag: Optional[SourceTag]) -> None:
+        assert tag is not None
+        meta = {"header": res.header, "wcs": res.wcs, "astrosr": {"method": self._method, "metrics": res.metrics,
+                                                                  "params": getattr(res, "params", {})}}
+        layer = self._show_latent(res.data, tag, meta)
+        from ...core.display import zscale_limits
+
+        lo, hi = zscale_limits(layer.data)
+        if hi > lo:
+            layer.contrast_limits = (lo, hi)
+        if res.uncertainty is not None:
+            scale, translate = self._geometry(tag, self._superres)
+            unc = Image(np.asarray(res.uncertainty, dtype=np.float32), name=f"{self._result_name(tag)} uncertainty",
+                        scale=scale, translate=translate, colormap="viridis", visible=False,
+                        metadata={"wcs": res.wcs})
+            put_layer(self.viewer, unc, source_id=tag.layer_id)
+        bits = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in (res.metrics or {}).items() if isinstance(v, (int, float))][:6]
+        self.summary.setText(f"{layer.name}: " + (", ".join(bits) if bits else "done"))
