@@ -53,7 +53,7 @@ class PsfSpec(_Strict):
     kind: Literal["random", "spec", "none"] = "random"
     family: Literal["gaussian", "gaussian+airy", "mixed"] = "mixed"
     spec: Optional[str] = Field(default=None, max_length=500)
-    hdu: Optional[int] = Field(default=None, ge=0, le=100, description="HDU / cube plane of a PSF FITS")
+    plane: Optional[int] = Field(default=None, ge=0, le=100, description="cube plane of a PSF FITS (e.g. 2 = HSC i band)")
     pixel_scale: Optional[float] = Field(
         default=None, gt=0.0, le=3600.0,
         description="arcsec/pixel of a PSF file; it is resampled to each training image's pixel scale (from its WCS)",
@@ -154,6 +154,11 @@ class ModelConfig(_Strict):
     preset: str = Field(default="small", min_length=1, max_length=64)
     scale: int = Field(default=2, ge=1, le=8, description="the network's own output/input size ratio")
     overrides: dict[str, Union[int, float, bool, str, list[int]]] = Field(default_factory=dict)
+    zero_init_last: bool = Field(
+        default=True,
+        description="zero the output convolution at start, so a residual network starts as exactly its "
+        "flux-conserving base (bicubic / identity) and training can only move away from it on evidence",
+    )
     pipeline_scale: Optional[int] = Field(
         default=None, ge=1, le=8,
         description="the --scale the checkpoint serves (default data.scale); 1 for a same-size network whose "

@@ -1,0 +1,76 @@
+"""``astrosr train CONFIG.yaml [--out DIR] [--resume]``: train a network from a YAML config.
+
+Ctrl-C asks the loop to stop: it finishes the current step, saves a checkpoint (resumable
+with ``--resume``) and exits; a second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "train"
+HELP = "train a network from a YAML config (configs/*.yaml); Ctrl-C saves a checkpoint"
+ORDER = 60
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="training config YAML (see configs/ in the repository)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--steps", type=int, default=None, help="override run.steps")
+    p.add_argument("--max-minutes", type=float, default=None, help="override run.max_minutes (wall-time budget)")
+    p.add_argument("--data-root", default=None, help="folder the config's data paths are relative to")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+    from pathlib import Path
+
+    from ..config import config_from_dict, load_config
+    from ..exceptions import AstroSRError
+    from ..progress import StopFlag
+    from ..training.loop import train_job
+    from .common import run_with_bar
+
+    cfg = load_config(args.config)
+    if args.steps is not None or args.max_minutes is not None:
+        d = cfg.model_dump(mode="json")
+        if args.steps is not None:
+            d["run"]["steps"] = args.steps
+        if args.max_minutes is not None:
+            d["run"]["max_minutes"] = args.max_minutes
+        cfg = config_from_dict(d, source=str(args.config))
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    if args.data_root and not Path(args.data_root).is_dir():
+        raise AstroSRError(f"--data-root {args.data_root}: not a folder.")
+    stop = StopFlag()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: clean stop with a checkpoint; second: abort
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nastrosr train: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+              file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        job = train_job(cfg, out_dir=out, resume=args.resume, stop=stop,
+                        root=Path(args.data_root) if args.data_root else None)
+        ckpt = run_with_bar(job, desc=f"train {cfg.name}", quiet=args.quiet)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    import json
+
+    meta = json.loads(ckpt.with_suffix(".json").read_text())
+    tr = meta.get("training", {})
+    val = tr.get("validation", {})
+    line = f"{'stopped' if stop.is_set() else 'trained'} {cfg.name}: step {meta.get('step')} in {tr.get('wall_time_s')} s"
+    if "val_psnr" in val:
+        line += (f"; validation PSNR {val['val_psnr']:.2f} dB (bicubic {val.get('val_psnr_bicubic', float('nan')):.2f}),"
+                 f" median rel. flux error {val.get('val_flux_rel', float('nan')):.4f}"
+                 f" (bicubic {val.get('val_flux_rel_bicubic', float('nan')):.4f})")
+    print(line)
+    print(f"checkpoint: {ckpt}")
+    return 0

@@ -1,0 +1,404 @@
+"""Training data: HR/LR pairs from simulations, real FITS degraded on the fly, and real pairs.
+
+Pipeline (all seeded, so a config + seed gives the same patches every time):
+
+1. **Images.** Each :class:`config.DataSource` yields whole HR/LR image pairs:
+   ``simulate`` (``core.simulate`` star fields / Sersic galaxies), ``degrade`` (real FITS
+   files through the STAR pipeline ``core.degrade.degrade`` with a random STAR PSF, a
+   fixed PSF or a real PSF file, plus optional noise; ``data.realizations`` draws per
+   file) and ``paired`` (a real LR and HR image on matching grids).
+2. **Split by sky region.** A source is either train or validation as a whole, or with
+   ``split: halves`` the left half of every image trains and the right half validates.
+   Never random patches of one image on both sides (neighbouring patches share sources).
+3. **Patches.** ``core.patches.extract_patch_pairs`` with the 80%-valid rule; flux maps
+   (FISR's guidance on the LR grid, and the HR map for the Flux Consistency Loss) are
+   drawn once per whole image and cut at the same positions.
+4. **Normalisation.** ``(x - median) / std`` with the median and std of the *whole*
+   network-input image (DESIGN.md section 8: median/std is best for flux), exactly as
+   ``training.inference.normalization_params`` does at inference, so training and
+   inference see identically scaled inputs. The target uses the same affine map after
+   conversion to the input's surface-brightness units (an HR pixel of a flux-conserving
+   xS grid holds 1/S^2 of the flux), so ``target_n = (hr * S^2 - median) / std`` and the
+   inverse is ``hr = (out * std + median) / S^2``. :func:`normalize` / :func:`denormalize`
+   are the single definition used by the loop and the validation.
+
+For same-size networks (restormer, pix2wgan; ``model.scale == 1``) the network input is
+the flux-conserving bicubic upsampling of the LR image (``core.resample.upsample``), the
+same thing ``restoration.py`` feeds them at inference.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..config import DataSource, TrainConfig, resolve_data_root
+from ..exceptions import AstroSRError
+
+__all__ = [
+    "ImagePair",
+    "PatchPool",
+    "TrainData",
+    "normalize",
+    "denormalize",
+    "patch_stats",
+    "build_image_pairs",
+    "build_train_data",
+    "NORMALIZATION",
+]
+
+NORMALIZATION = {"kind": "median_std"}
+"""The checkpoint's normalisation (``training.inference`` applies it: whole-image median/std)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation (one definition)
+
+
+def patch_stats(x: np.ndarray, axis=(-2, -1)) -> tuple[np.ndarray, np.ndarray]:
+    """Median and standard deviation over the last two axes (NaN-ignoring), std floored > 0."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(x, axis=axis, keepdims=True)
+        std = np.nanstd(x, axis=axis, keepdims=True)
+    med = np.nan_to_num(med)
+    std = np.nan_to_num(std)
+    floor = 1e-6 * np.maximum(np.abs(med), 1.0) + 1e-20
+    return med.astype(np.float32), np.maximum(std, floor).astype(np.float32)
+
+
+def normalize(x: np.ndarray, med: np.ndarray, std: np.ndarray, *, unit_factor: float = 1.0) -> np.ndarray:
+    """``(x * unit_factor - med) / std`` (``unit_factor`` = s_model**2 for an HR target)."""
+    return ((x * unit_factor - med) / std).astype(np.float32)
+
+
+def denormalize(y, med, std, *, unit_factor: float = 1.0):
+    """Inverse of :func:`normalize` (works on numpy arrays and torch tensors)."""
+    return (y * std + med) / unit_factor
+
+
+# ---------------------------------------------------------------------------------------------
+# whole images
+
+
+@dataclass
+class ImagePair:
+    """One whole HR image and its LR counterpart (LR pixels ``scale`` x larger)."""
+
+    hr: np.ndarray
+    lr: np.ndarray
+    name: str
+    split: str  # "train" | "val"
+    params: dict = field(default_factory=dict)
+
+
+def _read_2d(path: Path, *, hdu: Optional[int] = None, plane: Optional[int] = None):
+    from ..core.fits_io import read_fits
+
+    img = read_fits(path, hdu=hdu)
+    data = img.data
+    if data.ndim == 3:
+        data = data[plane if plane is not None else 0]
+    return np.ascontiguousarray(data, dtype=np.float32), img
+
+
+def _pixel_scale_arcsec(wcs) -> Optional[float]:
+    if wcs is None:
+        return None
+    try:
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
+        return float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)
+    except Exception:  # noqa: BLE001 - any WCS trouble: no pixel scale
+        return None
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    p = Path(rel).expanduser()
+    if not p.is_absolute():
+        p = root / p
+    if not p.exists():
+        raise AstroSRError(f"{p}: training data file not found (data.root is {root}; set data.root or ASTROSR_SHARED_DATA).")
+    return p
+
+
+def _make_psf(cfg: TrainConfig, root: Path, rng: np.random.Generator, image_wcs) -> tuple[Optional[np.ndarray], dict]:
+    from ..core import psf as P
+
+    spec = cfg.data.psf
+    if spec.kind == "none":
+        return None, {"psf": "none"}
+    if spec.kind == "random":
+        from ..core.degrade import random_star_psf
+
+        fam = spec.family
+        if fam == "mixed":
+            fam = "gaussian" if rng.random() < 0.5 else "gaussian+airy"
+        psf, params = random_star_psf(rng, kind=fam)
+        return psf, {"psf": params.get("spec", fam)}
+    # fixed spec: a parse_psf string or a FITS file (relative to the data root)
+    s = spec.spec or ""
+    low = s.lower()
+    if low.endswith((".fits", ".fits.gz", ".fit")):
+        psf = P.psf_from_fits(_resolve(root, s), plane=spec.plane)
+        params = {"psf": s}
+        if spec.pixel_scale:
+            pix = _pixel_scale_arcsec(image_wcs)
+            if pix is None:
+                raise AstroSRError(f"psf.pixel_scale is set but a training image has no celestial WCS to resample the PSF {s}.")
+            factor = spec.pixel_scale / pix
+            if abs(factor - 1) > 1e-3:
+                psf = P.resample_psf(psf, factor)
+            params["psf_resample"] = round(float(factor), 4)
+        return psf, params
+    return P.parse_psf(s), {"psf": s}
+
+
+def _noise_sigma(cfg: TrainConfig, lr: np.ndarray, rng: np.random.Generator) -> float:
+    n = cfg.data.noise
+    if n.prob <= 0 or n.sigma_rel_max <= 0 or rng.random() >= n.prob:
+        return 0.0
+    peak = float(np.nanpercentile(lr, 99.5) - np.nanmedian(lr))
+    return float(rng.uniform(n.sigma_rel_min, n.sigma_rel_max) * max(peak, 1e-20))
+
+
+def _degrade_pair(hr: np.ndarray, cfg: TrainConfig, root: Path, rng: np.random.Generator, wcs=None) -> tuple[np.ndarray, dict]:
+    from ..core.degrade import degrade
+
+    psf, params = _make_psf(cfg, root, rng, wcs)
+    # noise relative to the noiseless LR: degrade once clean to measure its peak, then add noise here
+    d = degrade(hr, scale=cfg.data.scale, psf=psf, noise=None, seed=int(rng.integers(2**31)))
+    lr = np.asarray(d.data, dtype=np.float32)
+    sigma = _noise_sigma(cfg, lr, rng)
+    if sigma > 0:
+        lr = (lr + rng.normal(0.0, sigma, lr.shape)).astype(np.float32)
+    params["noise_sigma"] = sigma
+    return lr, params
+
+
+def _halves(pair: ImagePair, scale: int) -> list[ImagePair]:
+    """Left half trains, right half validates (split by sky region)."""
+    w_lr = pair.lr.shape[1] // 2
+    return [
+        ImagePair(pair.hr[:, : w_lr * scale], pair.lr[:, :w_lr], pair.name + "[left]", "train", pair.params),
+        ImagePair(pair.hr[:, w_lr * scale:], pair.lr[:, w_lr:], pair.name + "[right]", "val", pair.params),
+    ]
+
+
+def _simulate(src: DataSource, seed: int, hr_sigma: float = 0.6):
+    from ..core import simulate as S
+    from ..core.psf import gaussian_psf
+
+    shape = (src.size, src.size)
+    # HR "truth" keeps a small instrumental PSF (sigma 0.6 px): real HR images are never delta-sharp
+    psf = gaussian_psf(hr_sigma)
+    fn = S.star_field if src.simulate == "starfield" else S.sersic_galaxies
+    # clean truth on a zero sky (noise is added to the LR side by the degradation)
+    sim = fn(shape, psf=psf, seed=seed, noise="none", sky=0.0)
+    return np.asarray(sim.image, dtype=np.float32)
+
+
+def build_image_pairs(config: TrainConfig, *, root: Optional[Path] = None) -> list[ImagePair]:
+    """All whole-image HR/LR pairs of a config, each tagged train or val (deterministic)."""
+    root = Path(root) if root is not None else resolve_data_root(config)
+    s = config.data.scale
+    seed = config.run.seed
+    pairs: list[ImagePair] = []
+    for si, src in enumerate(config.data.sources):
+        rng = np.random.default_rng([seed, si, 7])
+        made: list[ImagePair] = []
+        if src.kind == "simulate":
+            n_val = 0 if src.split != "train" else max(1, src.count // 4)
+            for i in range(src.count + n_val):
+                # validation fields use disjoint seeds: different "sky"
+                sim_seed = int(seed * 100_003 + si * 10_007 + i)
+                hr = _simulate(src, sim_seed)
+                lr, params = _degrade_pair(hr, config, root, rng)
+                split = src.split if i < src.count else "val"
+                made.append(ImagePair(hr, lr, f"{src.simulate}#{i}", split, params))
+        elif src.kind == "degrade":
+            for f in src.files:
+                hr, img = _read_2d(_resolve(root, f), hdu=src.lr_hdu)
+                hr = _crop_to_multiple(hr, s)
+                for r in range(config.data.realizations):
+                    lr, params = _degrade_pair(hr, config, root, rng, wcs=img.wcs)
+                    made.append(ImagePair(hr, lr, f"{Path(f).name}#r{r}", src.split, params))
+        else:  # paired
+            hr, _ = _read_2d(_resolve(root, src.hr))
+            lr, _ = _read_2d(_resolve(root, src.lr), plane=src.lr_hdu)
+            hr = _crop_to_multiple(hr, s)
+            ny, nx = hr.shape[0] // s, hr.shape[1] // s
+            if lr.shape[0] < ny or lr.shape[1] < nx:
+                raise AstroSRError(f"{src.lr}: LR shape {lr.shape} does not match HR {hr.shape} / scale {s}; "
+                                   "resample the pair onto matching grids first.")
+            made.append(ImagePair(hr, lr[:ny, :nx], f"{Path(src.lr).name}+{Path(src.hr).name}", src.split, {"paired": True}))
+        for p in made:
+            pairs.extend(_halves(p, s) if p.split == "halves" else [p])
+    if not any(p.split == "train" for p in pairs):
+        raise AstroSRError(f"{config.source_path}: no training images (every source is split: val).")
+    if not any(p.split == "val" for p in pairs):
+        raise AstroSRError(f"{config.source_path}: no validation images; give one source split: val or halves "
+                           "(validation is split by sky region, never by random patches).")
+    return pairs
+
+
+def _crop_to_multiple(a: np.ndarray, s: int) -> np.ndarray:
+    return a[: a.shape[0] // s * s, : a.shape[1] // s * s]
+
+
+# ---------------------------------------------------------------------------------------------
+# patches
+
+
+@dataclass
+class PatchPool:
+    """Normalised patches ready for torch: x (network input), y (target), flux maps."""
+
+    x: np.ndarray          # (N, 1, p_in, p_in)
+    y: np.ndarray          # (N, 1, p_out, p_out)
+    fmap_in: np.ndarray    # (N, 1, p_lr, p_lr) FISR guidance (LR detections, LR grid), normalised units
+    fmap_hr: np.ndarray    # (N, 1, p_out, p_out) HR flux map for the FCL
+    med: np.ndarray        # (N, 1, 1, 1)
+    std: np.ndarray
+    weight: np.ndarray     # (N,) sampling weights
+    names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A random batch with random flips / 90-degree rotations (flux-preserving augmentations)."""
+        p = self.weight / self.weight.sum()
+        idx = rng.choice(len(self), size=n, replace=True, p=p)
+        k = int(rng.integers(4))
+        flip = bool(rng.integers(2))
+
+        def aug(a):
+            a = a[idx]
+            a = np.rot90(a, k, axes=(-2, -1))
+            if flip:
+                a = a[..., ::-1]
+            return np.ascontiguousarray(a)
+
+        return {"x": aug(self.x), "y": aug(self.y), "fmap_in": aug(self.fmap_in), "fmap_hr": aug(self.fmap_hr),
+                "med": self.med[idx], "std": self.std[idx]}
+
+
+@dataclass
+class TrainData:
+    """Everything the loop needs: train/val patch pools and whole validation images."""
+
+    train: PatchPool
+    val: PatchPool
+    val_images: list[ImagePair]
+    train_names: list[str]
+    val_names: list[str]
+    summary: dict[str, Any]
+
+
+def _input_image(lr: np.ndarray, s: int, model_scale: int) -> np.ndarray:
+    """The network's input for a whole LR image (upsampled for same-size networks)."""
+    if model_scale == s or s == 1:
+        return lr
+    from ..core.resample import upsample
+
+    # flux-conserving: block sums reproduce lr; pixel values are ~lr / s^2 (HR flux units)
+    return np.asarray(upsample(np.nan_to_num(lr), s, method="bicubic"), dtype=np.float32)
+
+
+def _patches_of(pair: ImagePair, cfg: TrainConfig, rng: np.random.Generator) -> Optional[dict[str, np.ndarray]]:
+    from ..core.fluxmap import flux_map_from_image
+    from ..core.patches import extract_patch_pairs
+
+    s, ms = cfg.data.scale, cfg.model.scale
+    p = cfg.data.patch
+    if min(pair.lr.shape) < p:
+        return None
+    ps = extract_patch_pairs(pair.hr, pair.lr, scale=s, patch=p, stride=cfg.data.stride, min_valid=cfg.data.min_valid)
+    if len(ps.lr) == 0:
+        return None
+    pos = np.asarray(ps.positions, dtype=int).reshape(-1, 2)
+    lr_clean = np.nan_to_num(pair.lr)
+    fm_lr = flux_map_from_image(lr_clean, thresh=cfg.loss.fcl_thresh)
+    need_hr_map = cfg.loss.fcl_weight > 0
+    fm_hr = flux_map_from_image(np.nan_to_num(pair.hr), thresh=cfg.loss.fcl_thresh) if need_hr_map else None
+    inp = _input_image(pair.lr, s, ms)
+    f_in = s // ms  # network-input pixels per LR pixel (1 for SR nets, s for same-size nets)
+    xs, ys, fl, fh = [], [], [], []
+    for (py, px), hr_p in zip(pos, ps.hr):
+        xs.append(inp[py * f_in:(py + p) * f_in, px * f_in:(px + p) * f_in])
+        fl.append(fm_lr[py:py + p, px:px + p])
+        fh.append(fm_hr[py * s:(py + p) * s, px * s:(px + p) * s] if need_hr_map else np.zeros_like(hr_p))
+        ys.append(hr_p)
+    x = np.stack(xs)[:, None]
+    y = np.stack(ys)[:, None].astype(np.float32)
+    x = np.nan_to_num(x)
+    # whole-image statistics, the same numbers training.inference uses at inference
+    from .inference import fill_invalid, normalization_params
+
+    prm = normalization_params(fill_invalid(inp)[0], NORMALIZATION)
+    med = np.full((len(x), 1, 1, 1), prm["offset"], np.float32)
+    std = np.full((len(x), 1, 1, 1), prm["scale"], np.float32)
+    # the input's units relative to the target's: HR pixels hold 1/s_model^2 of an input pixel's flux
+    uf = float(ms * ms)
+    valid_y = np.isfinite(y)
+    yn = normalize(np.nan_to_num(y), med, std, unit_factor=uf)
+    yn[~valid_y] = 0.0
+    # flux maps are flux densities: normalise like the image but without the median offset
+    lr_to_in = float((s // ms) ** 2) if ms == 1 else 1.0
+    return {
+        "x": normalize(x, med, std),
+        "y": yn,
+        "fmap_in": (np.stack(fl)[:, None] / lr_to_in / std).astype(np.float32),
+        "fmap_hr": np.stack(fh)[:, None].astype(np.float32) * uf / std,
+        "med": med, "std": std,
+    }
+
+
+def _pool(parts: list[dict], weights: list[float], names: list[str], cap: int, rng: np.random.Generator) -> PatchPool:
+    keys = ("x", "y", "fmap_in", "fmap_hr", "med", "std")
+    cat = {k: np.concatenate([d[k] for d in parts]) for k in keys}
+    w = np.concatenate([np.full(len(d["x"]), wt / max(len(d["x"]), 1)) for d, wt in zip(parts, weights)])
+    if len(w) > cap:
+        keep = np.sort(rng.choice(len(w), size=cap, replace=False, p=w / w.sum()))
+        cat = {k: v[keep] for k, v in cat.items()}
+        w = np.ones(cap)
+    return PatchPool(**cat, weight=w.astype(np.float64), names=names)
+
+
+def build_train_data(config: TrainConfig, *, root: Optional[Path] = None) -> TrainData:
+    """Images -> split -> patches -> normalised pools (deterministic for a given seed)."""
+    pairs = build_image_pairs(config, root=root)
+    rng = np.random.default_rng([config.run.seed, 99])
+    src_weight = {}
+    for si, src in enumerate(config.data.sources):
+        src_weight[si] = src.weight
+    parts = {"train": [], "val": []}
+    weights = {"train": [], "val": []}
+    names = {"train": [], "val": []}
+    for pair in pairs:
+        d = _patches_of(pair, config, rng)
+        if d is None:
+            continue
+        parts[pair.split].append(d)
+        weights[pair.split].append(float(len(d["x"])))
+        names[pair.split].append(pair.name)
+    for split in ("train", "val"):
+        if not parts[split]:
+            raise AstroSRError(f"{config.source_path}: no {split} patches of {config.data.patch} px pass the "
+                               f"{config.data.min_valid:.0%}-valid rule; use a smaller data.patch or larger images.")
+    train = _pool(parts["train"], weights["train"], names["train"], config.data.max_patches, rng)
+    val = _pool(parts["val"], weights["val"], names["val"], min(256, config.data.max_patches), rng)
+    val_images = [p for p in pairs if p.split == "val"][: config.run.val_images]
+    summary = {
+        "train_images": sorted(set(re.sub(r"#r?\d+", "", n) for n in names["train"])),
+        "val_images": sorted(set(re.sub(r"#r?\d+", "", n) for n in names["val"])),
+        "n_train_patches": len(train), "n_val_patches": len(val),
+        "scale": config.data.scale, "patch": config.data.patch,
+    }
+    return TrainData(train, val, val_images, names["train"], names["val"], summary)

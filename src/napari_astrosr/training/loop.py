@@ -1,0 +1,447 @@
+"""The training loop: ``train_job(config, out_dir=...)`` (a long job, see :mod:`progress`).
+
+One loop serves every registered network:
+
+- supervised (FISR, Restormer, Pix2WGAN generator without a critic): pixel L1/L2
+  + ``loss.fcl_weight`` x FISR's Flux Consistency Loss, AdamW (or Adam), linear warm-up
+  then cosine decay (Park et al.), gradient-norm clipping;
+- WGAN-GP (``gan.enabled``; Pix2WGAN): ``gan.critic_steps`` critic updates per generator
+  update, critic loss D(fake) - D(real) + gp_weight x GP, generator loss -D(fake) +
+  l1_weight x L1, Adam(0.5, 0.999); with ``gan.cascade`` the second generator of
+  ``pix2wgan-cascade`` is trained on the output of a frozen first stage.
+
+Outputs in ``out_dir``: ``config.yaml`` (the exact run), ``model.pt`` + ``model.json``
+(``training.checkpoints.save_checkpoint``: weights, config, optimizer, package version,
+training record), ``resume.pt`` (scheduler/critic state for ``--resume``), ``log.csv``
+(losses and validation metrics) and ``curves.png``. The batch of step ``k`` is drawn from
+``default_rng([seed, k])``, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any, Generator, Optional
+
+import numpy as np
+
+from ..config import TrainConfig, resolve_data_root, save_config
+from ..exceptions import AstroSRError
+from ..progress import NEVER, Progress
+
+__all__ = ["train_job", "train", "predict_image", "LOG_FIELDS"]
+
+LOG_FIELDS = ["step", "wall_s", "lr", "loss", "loss_pixel", "loss_fcl", "loss_adv", "critic_loss", "wasserstein",
+              "gp", "val_loss", "val_psnr", "val_psnr_bicubic", "val_flux_error", "val_flux_error_bicubic",
+              "val_flux_rel", "val_flux_rel_bicubic"]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _lr_lambda(cfg: TrainConfig):
+    o, total = cfg.optim, cfg.run.steps
+
+    def f(step: int) -> float:
+        if o.warmup_steps and step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        if o.schedule == "constant":
+            return 1.0
+        t = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+        t = min(max(t, 0.0), 1.0)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def _make_optimizer(params, cfg: TrainConfig):
+    import torch
+
+    o = cfg.optim
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+
+def _forward(model, needs_flux: bool, x, fmap):
+    return model(x, fmap) if needs_flux else model(x)
+
+
+def predict_image(model, lr: np.ndarray, *, needs_flux: bool, data_scale: int, model_scale: int,
+                  fluxmap_thresh: float = 1.5) -> np.ndarray:
+    """Whole-image prediction in flux units through the production path (``training.inference.infer``).
+
+    Same-size networks get the flux-conserving bicubic upsampling of ``lr`` (as
+    ``restoration.py`` feeds them); FISR gets the LR flux map.
+    """
+    from ..core.fluxmap import flux_map_from_image
+    from .data import NORMALIZATION, _input_image
+    from .inference import infer
+
+    lr = np.asarray(lr, dtype=np.float32)
+    x = _input_image(lr, data_scale, model_scale)
+    fm = flux_map_from_image(np.nan_to_num(lr), thresh=fluxmap_thresh) if needs_flux else None
+    out, _ = infer(model, x, scale=model_scale, flux_map=fm, normalization=NORMALIZATION, device="cpu")
+    return out
+
+
+def _zero_last(model) -> None:
+    """Zero the last (transposed) convolution: residual nets then start as their base (ReZero-style)."""
+    import torch
+
+    last = None
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            last = m
+    if last is not None:
+        with torch.no_grad():
+            last.weight.zero_()
+            if last.bias is not None:
+                last.bias.zero_()
+
+
+def _train_mode(model, cfg: TrainConfig) -> None:
+    model.train()
+    if cfg.gan.cascade:
+        model.stages[0].eval()  # frozen first stage: running BatchNorm statistics, no dropout
+
+
+def _bicubic(lr: np.ndarray, s: int) -> np.ndarray:
+    from ..core.resample import upsample
+
+    return np.asarray(upsample(np.nan_to_num(lr), s, method="bicubic"), dtype=np.float32)
+
+
+def _validate(model, data, cfg: TrainConfig, needs_flux: bool, pixel_kind: str, baseline_cache: dict) -> dict:
+    """Validation loss on held-out patches + PSNR and Flux Error on whole held-out images."""
+    import torch
+
+    from ..core import metrics
+    from .losses import pixel_loss
+
+    model.eval()
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        v = data.val
+        n = min(len(v), 64)
+        x = torch.from_numpy(v.x[:n])
+        y = torch.from_numpy(v.y[:n])
+        f = torch.from_numpy(v.fmap_in[:n])
+        out["val_loss"] = float(pixel_loss(_forward(model, needs_flux, x, f), y, kind=pixel_kind))
+    ps, fe, fr = [], [], []
+    for i, pair in enumerate(data.val_images):
+        pred = predict_image(model, pair.lr, needs_flux=needs_flux, data_scale=cfg.data.scale,
+                             model_scale=cfg.model.scale, fluxmap_thresh=cfg.loss.fcl_thresh)
+        hr = np.nan_to_num(pair.hr)
+        ps.append(metrics.psnr(hr, pred))
+        m = metrics.flux_error(hr, pred)
+        fe.append(m["flux_error"])
+        fr.append(m["flux_error_rel_median"])
+        if i not in baseline_cache:
+            b = _bicubic(pair.lr, cfg.data.scale)
+            mb = metrics.flux_error(hr, b)
+            baseline_cache[i] = (metrics.psnr(hr, b), mb["flux_error"], mb["flux_error_rel_median"])
+    _train_mode(model, cfg)
+    if ps:
+        out["val_psnr"] = float(np.mean(ps))
+        out["val_flux_error"] = float(np.nanmean(fe))
+        out["val_flux_rel"] = float(np.nanmedian(fr))
+        bc = [baseline_cache[i] for i in range(len(ps))]
+        out["val_psnr_bicubic"] = float(np.mean([b[0] for b in bc]))
+        out["val_flux_error_bicubic"] = float(np.nanmean([b[1] for b in bc]))
+        out["val_flux_rel_bicubic"] = float(np.nanmedian([b[2] for b in bc]))
+    return out
+
+
+def _plot(log_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(log_path.open()))
+    if not rows:
+        return
+
+    def col(k):
+        pts = [(float(r["step"]), float(r[k])) for r in rows if r.get(k) not in (None, "", "nan")]
+        return np.array(pts).T if pts else None
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for k in ("loss", "val_loss"):
+        c = col(k)
+        if c is not None:
+            axes[0].plot(c[0], c[1], label=k, marker="." if k.startswith("val") else None)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].legend()
+    for k in ("val_psnr", "val_psnr_bicubic"):
+        c = col(k)
+        if c is not None:
+            axes[1].plot(c[0], c[1], label=k, marker=".")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("PSNR [dB]")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+class _Log:
+    def __init__(self, path: Path, append: bool):
+        self.path = path
+        new = not (append and path.exists())
+        self.f = path.open("w" if new else "a", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        if new:
+            self.w.writeheader()
+
+    def row(self, values: dict) -> None:
+        self.w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+
+
+def train_job(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER,
+              root: Optional[Path] = None) -> Generator[Progress, None, Path]:
+    """Train the network a :class:`config.TrainConfig` describes; returns the checkpoint path.
+
+    Parameters
+    ----------
+    config
+        Validated run description (:func:`config.load_config`).
+    out_dir
+        Folder for the checkpoint, log, curves and the config copy (created).
+    resume
+        Continue from ``out_dir/model.pt`` + ``resume.pt`` at the step they hold.
+    stop
+        Stop flag; when set the loop saves a checkpoint and returns it (clean stop).
+    root
+        Data root override (else ``config.data.root`` / ``$ASTROSR_SHARED_DATA`` / ``../shared/data``).
+
+    Yields
+    ------
+    Progress
+        ``values`` holds ``loss`` (and ``val_psnr`` etc. after validations).
+    """
+    import torch
+
+    from ..models.registry import build_model, get_spec, resolve_config
+    from .checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
+    from .data import NORMALIZATION, build_train_data
+    from .losses import critic_loss, flux_consistency_loss, generator_adversarial_loss, pixel_loss
+
+    cfg = config
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "model.pt"
+    state_path = out / "resume.pt"
+    if resume and not (ckpt_path.exists() and state_path.exists()):
+        raise AstroSRError(f"{out}: nothing to resume (model.pt and resume.pt missing); run without --resume.")
+    if not resume and ckpt_path.exists():
+        raise AstroSRError(f"{ckpt_path}: exists; pass --resume to continue it or choose another --out.")
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    torch.manual_seed(cfg.run.seed)
+    spec = get_spec(cfg.model.name)
+    needs_flux = bool(spec.needs_flux_map)
+    ms, ds = cfg.model.scale, cfg.data.scale
+    if spec.upsamples and ms == 1:
+        raise AstroSRError(f"{cfg.source_path}: model.scale: {cfg.model.name} upsamples; set model.scale to data.scale ({ds}).")
+    if not spec.upsamples and ms != 1:
+        raise AstroSRError(f"{cfg.source_path}: model.scale: {cfg.model.name} is a same-size network; set model.scale: 1 "
+                           "(its input is the flux-conserving bicubic upsampling of the LR image).")
+    save_config(cfg, out / "config.yaml")
+
+    yield Progress(0, cfg.run.steps, "building training data")
+    t_data = time.perf_counter()
+    data = build_train_data(cfg, root=root)
+    t_data = time.perf_counter() - t_data
+
+    overrides = dict(cfg.model.overrides)
+    stage1_meta = None
+    if cfg.gan.cascade:
+        if cfg.model.name != "pix2wgan-cascade":
+            raise AstroSRError(f"{cfg.source_path}: gan.cascade needs model.name: pix2wgan-cascade.")
+        s1 = Path(cfg.gan.stage1) if cfg.gan.stage1 else bundled_checkpoint("pix2wgan", cfg.model.pipeline_scale or ds)
+        if s1 is None or not Path(s1).exists():
+            raise AstroSRError(f"{cfg.source_path}: gan.stage1: no first-stage pix2wgan checkpoint found ({s1}); "
+                               "train pix2wgan first or give gan.stage1.")
+        stage1, stage1_meta = load_checkpoint(s1, expect_name="pix2wgan")
+        stage2_cfg = resolve_config("pix2wgan", preset=cfg.model.preset)
+        overrides = {"stages": [stage1_meta["config"], stage2_cfg]}
+        model = build_model(cfg.model.name, preset=None, scale=ms, **overrides)
+        model.stages[0].load_state_dict(stage1.state_dict())
+        for p in model.stages[0].parameters():
+            p.requires_grad_(False)
+        full_cfg = overrides
+    else:
+        model = build_model(cfg.model.name, preset=cfg.model.preset, scale=ms, **overrides)
+        full_cfg = resolve_config(cfg.model.name, preset=cfg.model.preset, **overrides)
+    if cfg.model.zero_init_last and not resume:
+        _zero_last(model.stages[-1] if cfg.gan.cascade else model)
+    _train_mode(model, cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = _make_optimizer(trainable, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    critic = opt_c = None
+    if cfg.gan.enabled:
+        from ..models.pix2wgan import build_critic
+
+        critic = build_critic("small", ndf=cfg.gan.critic_width)
+        opt_c = torch.optim.Adam(critic.parameters(), lr=cfg.gan.critic_lr, betas=tuple(cfg.optim.betas))
+    n_params = sum(p.numel() for p in trainable)
+
+    step, wall_before = 0, 0.0
+    history: dict[str, Any] = {}
+    if resume:
+        _, meta, payload = load_checkpoint(ckpt_path, expect_name=cfg.model.name, with_payload=True)
+        model.load_state_dict(payload["model"])
+        if "optimizer" in payload:
+            opt.load_state_dict(payload["optimizer"])
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        sched.load_state_dict(st["scheduler"])
+        if critic is not None and "critic" in st:
+            critic.load_state_dict(st["critic"])
+            opt_c.load_state_dict(st["critic_opt"])
+        step = int(st["step"])
+        if "torch_rng" in st:
+            torch.set_rng_state(st["torch_rng"])  # dropout etc. continue as if never stopped
+        wall_before = float(st.get("wall_s", 0.0))
+        history = dict(meta.get("training", {}).get("history", {}))
+    log = _Log(out / "log.csv", append=resume)
+    baseline: dict = {}
+    t0 = time.perf_counter()
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - t0
+
+    def save(final_val: Optional[dict] = None) -> Path:
+        extra = {
+            "config_name": cfg.name, "config_file": Path(cfg.source_path).name if cfg.source_path else None,
+            "run": cfg.model_dump(mode="json"), "data": data.summary, "steps": step, "wall_time_s": round(wall(), 1),
+            "data_build_s": round(t_data, 1), "params": n_params, "torch_threads": torch.get_num_threads(),
+            "validation": final_val or history.get("last_val", {}), "history": history,
+            "stage1": ({"path": Path(stage1_meta["path"]).name, "sha256": stage1_meta.get("sha256")}
+                       if stage1_meta else None),
+        }
+        save_checkpoint(ckpt_path, model, name=cfg.model.name, preset=cfg.model.preset if not cfg.gan.cascade else None,
+                        scale=cfg.model.pipeline_scale or ds, config=full_cfg, normalization=dict(NORMALIZATION),
+                        optimizer=opt, step=step, extra=extra)
+        st = {"step": step, "scheduler": sched.state_dict(), "wall_s": wall(), "torch_rng": torch.get_rng_state()}
+        if critic is not None:
+            st["critic"] = critic.state_dict()
+            st["critic_opt"] = opt_c.state_dict()
+        torch.save(st, state_path)
+        return ckpt_path
+
+    def batch(k: int, salt: int = 0):
+        b = data.train.sample(cfg.run.batch_size, np.random.default_rng([cfg.run.seed, k, salt]))
+        return {key: torch.from_numpy(v) for key, v in b.items() if key in ("x", "y", "fmap_in", "fmap_hr")}
+
+    msg = (f"{cfg.model.name}/{cfg.model.preset}: {n_params / 1e6:.2f}M params, {len(data.train)} train / "
+           f"{len(data.val)} val patches ({t_data:.0f} s to build)")
+    yield Progress(step, cfg.run.steps, msg, values={"params": n_params, **data.summary})
+    running: dict[str, float] = {}
+    stopped = False
+    try:
+        while step < cfg.run.steps:
+            if stop.is_set() or (cfg.run.max_minutes and wall() > cfg.run.max_minutes * 60):
+                stopped = True
+                break
+            row: dict[str, Any] = {}
+            if critic is not None:
+                # WGAN-GP: several critic updates per generator update, each on a fresh batch
+                for c in range(cfg.gan.critic_steps):
+                    b = batch(step, 1 + c)
+                    with torch.no_grad():
+                        fake = model(b["x"])
+                    lc, info = critic_loss(critic, b["y"], fake, cond=b["x"], gp_weight=cfg.gan.gp_weight,
+                                           generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + step * 13 + c))
+                    opt_c.zero_grad(set_to_none=True)
+                    lc.backward()
+                    opt_c.step()
+                row.update(critic_loss=lc.item(), wasserstein=info["wasserstein"], gp=info["gp"])
+            b = batch(step)
+            pred = _forward(model, needs_flux, b["x"], b["fmap_in"])
+            lp = pixel_loss(pred, b["y"], kind=cfg.loss.pixel)
+            loss = lp * (cfg.gan.l1_weight if critic is not None else 1.0)
+            row["loss_pixel"] = lp.item()
+            if cfg.loss.fcl_weight > 0:
+                lf = flux_consistency_loss(pred, b["y"], b["fmap_hr"])
+                loss = loss + cfg.loss.fcl_weight * lf * (cfg.gan.l1_weight if critic is not None else 1.0)
+                row["loss_fcl"] = lf.item()
+            if critic is not None:
+                la = generator_adversarial_loss(critic, pred, cond=b["x"])
+                loss = loss + la
+                row["loss_adv"] = la.item()
+            if not torch.isfinite(loss):
+                raise AstroSRError(f"{cfg.name}: loss became {loss.item()} at step {step}; lower optim.lr "
+                                   "or set optim.grad_clip.")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            row["loss"] = loss.item()
+            for k, v in row.items():
+                running[k] = running.get(k, 0.0) + v
+            running["_n"] = running.get("_n", 0) + 1
+            values: dict[str, Any] = {"loss": loss.item()}
+            is_val = step % cfg.run.val_every == 0 or step == cfg.run.steps
+            if step % cfg.run.log_every == 0 or is_val:
+                n = running.pop("_n")
+                rec = {k: v / n for k, v in running.items()}
+                running = {}
+                rec.update(step=step, wall_s=round(wall(), 2), lr=float(sched.get_last_lr()[0]))
+                if is_val:
+                    val = _validate(model, data, cfg, needs_flux, cfg.loss.pixel, baseline)
+                    rec.update(val)
+                    values.update(val)
+                    history["last_val"] = {"step": step, **val}
+                    history.setdefault("val_psnr", []).append([step, val.get("val_psnr")])
+                log.row(rec)
+            if step % cfg.run.checkpoint_every == 0:
+                save()
+            text = f"loss {loss.item():.4g}"
+            if "val_psnr" in values:
+                text += f"  val PSNR {values['val_psnr']:.2f} dB (bicubic {values['val_psnr_bicubic']:.2f})"
+            yield Progress(step, cfg.run.steps, text, values=values)
+    finally:
+        log.close()
+    if stopped or "last_val" not in history or history["last_val"].get("step") != step:
+        val = _validate(model, data, cfg, needs_flux, cfg.loss.pixel, baseline)
+        history["last_val"] = {"step": step, **val}
+    path = save(history["last_val"])
+    try:
+        _plot(out / "log.csv", out / "curves.png")
+    except Exception as exc:  # noqa: BLE001 - a plotting problem must not lose a trained model
+        import warnings
+
+        warnings.warn(f"could not plot training curves: {exc}", stacklevel=2)
+    why = "stopped" if stopped else "done"
+    yield Progress(step, cfg.run.steps, f"{why}: {path} ({wall():.0f} s)", values={"checkpoint": str(path), **history["last_val"]})
+    return path
+
+
+def train(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER, root: Optional[Path] = None) -> Path:
+    """Synchronous :func:`train_job`."""
+    from ..progress import run
+
+    return run(train_job(config, out_dir=out_dir, resume=resume, stop=stop, root=root))
+
+
+def data_root(config: TrainConfig) -> Path:
+    """The data folder this config reads (see :func:`config.resolve_data_root`)."""
+    return resolve_data_root(config)
