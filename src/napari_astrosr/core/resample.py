@@ -29,6 +29,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
+import functools
+
 import numpy as np
 from astropy.wcs import WCS
 
@@ -265,23 +267,36 @@ def downsample(image: np.ndarray, factor: float, *, wcs: Optional[WCS] = None) -
 # ---------------------------------------------------------------------------------------
 
 
-def _lanczos_matrix(n_in: int, f: int, a: int = 3):
-    """Sparse (n_in*f, n_in) Lanczos-a interpolation matrix, rows normalised to 1, reflect edges.
+def _keys_cubic(d: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys (1981) cubic-convolution kernel, the classic 'bicubic' (a = -0.5)."""
+    d = np.abs(d)
+    w = np.where(d <= 1, (a + 2) * d**3 - (a + 3) * d**2 + 1, a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a)
+    return np.where(d < 2, w, 0.0)
 
-    Written here because neither scipy.ndimage nor scikit-image offers a Lanczos kernel;
-    as a separable sparse matrix it costs 2a multiply-adds per output pixel per axis.
+
+def _lanczos3(d: np.ndarray, a: int = 3) -> np.ndarray:
+    return np.where(np.abs(d) < a, np.sinc(d) * np.sinc(d / a), 0.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _interp_matrix(n_in: int, f: int, method: str):
+    """Sparse (n_in*f, n_in) interpolation matrix, rows normalised to 1, reflect edges.
+
+    Written here because scipy.ndimage offers no Lanczos kernel, and its spline ``zoom`` with
+    ``grid_mode=True`` is ~7x slower than this separable sparse product (measured: 6.7 s
+    against 1.0 s for a 2048x2048 x2 upsample). Costs 2*support multiply-adds per output
+    pixel per axis. Output centres follow the ``(x + 0.5) * f - 0.5`` convention.
     """
     from scipy import sparse
 
+    kernel, support = (_keys_cubic, 2) if method == "bicubic" else (_lanczos3, 3)
     n_out = n_in * f
     u = (np.arange(n_out) + 0.5) / f - 0.5  # output centres in input pixel coordinates
     base = np.floor(u).astype(int)
     rows, cols, vals = [], [], []
-    for t in range(-a + 1, a + 1):
+    for t in range(-support + 1, support + 1):
         j = base + t
-        d = u - j
-        w = np.sinc(d) * np.sinc(d / a)
-        w[np.abs(d) >= a] = 0.0
+        w = kernel(u - j)
         # half-sample symmetric reflection at the edges (like ndimage mode='reflect')
         jj = np.where(j < 0, -j - 1, j)
         jj = np.where(jj >= n_in, 2 * n_in - jj - 1, jj)
@@ -297,13 +312,8 @@ def _lanczos_matrix(n_in: int, f: int, a: int = 3):
 def _interpolate(density: np.ndarray, f: int, method: str) -> np.ndarray:
     if method == "nearest":
         return np.repeat(np.repeat(density, f, axis=0), f, axis=1)
-    if method == "bicubic":
-        from scipy import ndimage
-
-        # grid_mode=True: pixel edges aligned, i.e. the (x + 0.5) * f - 0.5 centre convention
-        return ndimage.zoom(density, f, order=3, mode="reflect", grid_mode=True)
-    my = _lanczos_matrix(density.shape[0], f)
-    mx = _lanczos_matrix(density.shape[1], f)
+    my = _interp_matrix(density.shape[0], f, method)
+    mx = _interp_matrix(density.shape[1], f, method)
     return np.asarray((my @ (mx @ density.T).T))
 
 
@@ -318,8 +328,8 @@ def upsample(
 ):
     """Flux-conserving interpolating upsample: ``block_sum(out, factor) == image``.
 
-    1. Interpolate the surface density ``image / factor^2`` (``bicubic``: cubic spline,
-       ``scipy.ndimage.zoom(order=3)``; ``lanczos``: separable Lanczos-3; ``nearest``: pixel
+    1. Interpolate the surface density ``image / factor^2`` (``bicubic``: Keys cubic
+       convolution, a=-0.5; ``lanczos``: separable Lanczos-3; ``nearest``: pixel
        replication, already exact).
     2. ``refine`` rounds of back-projection: the block-sum residual is interpolated with the
        same kernel and added (smooth correction, fewer block artefacts).
