@@ -11,6 +11,8 @@ ORDER = 39
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--presets", action="store_true",
+                   help="also build every preset (incl. the paper-size ones) to report its parameters and FLOPs (slower)")
 
 
 def _fmt(n) -> str:
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..restoration import list_methods
 
-    methods = list_methods(presets=True)
+    methods = list_methods(presets=args.presets)
     if args.json:
         print(json.dumps(methods, indent=2, default=str))
         return 0
