@@ -65,19 +65,32 @@ def test_info_debug_shows_traceback(tmp_path):
 @pytest.mark.gui
 @pytest.mark.slow
 def test_demo_headless_writes_outputs(tmp_path):
-    """The full demo in a subprocess on the Xvfb display pytest-xvfb provides."""
+    """The full demo (--no-validate for time) in a subprocess on the Xvfb display pytest-xvfb provides."""
     if not os.environ.get("DISPLAY"):
         pytest.skip("no X display (pytest-xvfb not active)")
+    import json
+
     out = tmp_path / "demo"
     env = dict(os.environ)
-    r = subprocess.run([sys.executable, "-m", "napari_astrosr", "demo", "--headless", "-o", str(out)],
+    r = subprocess.run([sys.executable, "-m", "napari_astrosr", "demo", "--headless", "--no-validate", "-o", str(out)],
                        capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1] == str(out)
-    for name in ("screenshot.png", "canvas.png", "info.txt", "demo_log.json"):
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == str(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    method = metrics["method"]
+    # the summary table names the method and the device actually used
+    assert any(line.startswith(f"method  {method} x2 on {metrics['device']}") for line in lines)
+    for name in ("screenshot.png", "canvas.png", "residual_zoom.png", "info.txt", "demo_log.json",
+                 f"hst_galaxy_{method}_x2.fits", f"hst_galaxy_{method}_residual.fits", "sources_input.ecsv",
+                 f"sources_{method}.ecsv", "sources_input.reg", "source_residuals.ecsv", "rois.reg"):
         assert (out / name).stat().st_size > 0, name
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no staging/temp leftovers
     assert "hst_galaxy.fits" in (out / "info.txt").read_text()
+    log = json.loads((out / "demo_log.json").read_text())
+    assert not [e for e in log if e.get("error")], [e["message"] for e in log if e.get("error")]
     from imageio.v3 import imread
 
     shot = imread(out / "canvas.png")
     assert shot.ndim == 3 and shot[..., :3].std() > 5  # the image is drawn, not a blank canvas
+

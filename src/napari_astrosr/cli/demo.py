@@ -1,4 +1,4 @@
-"""``astrosr demo``: napari with the sample loaded and the plugin's widgets docked."""
+"""``astrosr demo``: the main job on a bundled sample, loaded into napari (or, --headless, into a folder)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 NAME = "demo"
-HELP = "open napari with sample data and the plugin's widgets (--headless: write screenshots instead)"
+HELP = ("restore, detect, compare and export the bundled sample and open napari with the results "
+        "(--headless: write everything, screenshots included, to a folder)")
 ORDER = 90
 
 
@@ -16,6 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", "--outdir", dest="out", type=Path, default=None,
                    help="output folder for --headless (default ./astrosr-output/<timestamp>)")
     p.add_argument("--sample", default="hst_galaxy", help="sample to load: hst_galaxy or decam_stack")
+    p.add_argument("--method", default=None,
+                   help="restoration method (default: fisr with bundled x2 weights, else backprojection)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (networks)")
+    p.add_argument("--no-validate", dest="validate", action="store_false",
+                   help="skip the degrade -> restore -> compare-with-bicubic validation")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     from .._napari.demo import run_demo  # lazy: napari/Qt only when the demo runs
 
-    out = run_demo(headless=args.headless, out_dir=args.out, sample=args.sample)
-    if args.headless:
-        print(out)
+    options = {"method": args.method, "device": args.device, "validate": args.validate}
+    out = run_demo(headless=args.headless, out_dir=args.out, sample=args.sample, options=options)
+    print(out)
     return 0
