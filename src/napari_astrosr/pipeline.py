@@ -35,6 +35,7 @@ only when everything succeeded, so a failed or stopped run leaves no partial fil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -267,9 +268,6 @@ def _per_source_summary(tab: Any, snr_min: float = 10.0) -> dict:
                 delta_mag_median_abs=float(np.nanmedian(dm[good])) if np.isfinite(dm[good]).any() else None)
 
 
-KEY_METRICS = ("psnr", "ssim", "flux_error", "flux_error_rel_median", "n_sources", "recall", "rois")
-
-
 def _short_eval(ev: dict) -> dict:
     return {k: ev.get(k) for k in ("psnr", "ssim", "data_range", "flux_error", "flux_error_rel_median",
                                    "n_sources", "n_sources_snr10", "n_sources_prediction", "recall",
@@ -366,8 +364,6 @@ def main_job(
     if img.data.ndim != 2:
         raise AstroSRError(f"{src}: the main job needs a 2-D image, got shape {img.data.shape}.")
     with open(src, "rb") as fh:
-        import hashlib
-
         input_sha = hashlib.sha256(fh.read()).hexdigest()
     data = np.asarray(img.data, dtype=np.float32)
     if method is None:

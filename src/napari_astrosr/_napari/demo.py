@@ -45,6 +45,7 @@ class DemoContext:
     layers: dict[str, Any] = field(default_factory=dict)
     """Named layers steps produce (e.g. ``"input"``, ``"restored"``) for later steps."""
     widgets: dict[str, Any] = field(default_factory=dict)
+    docks: dict[str, Any] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
     result: Any = None
     """The :class:`napari_astrosr.pipeline.MainJobResult` once ``step_main_job`` ran."""
@@ -95,10 +96,12 @@ def step_dock_widgets(ctx: DemoContext) -> None:
     manifest = PluginManager.instance().get_manifest(PLUGIN)
     declared = [w.display_name for w in (manifest.contributions.widgets or [])]
     names = sorted(declared, key=lambda n: (n != "Display", declared.index(n)))
+    docks = ctx.docks
     for name in names:
         try:
             dock, widget = ctx.viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True)
             ctx.widgets[name] = widget
+            docks[name] = dock
             ctx.note("dock", f"docked {name!r}")
         except Exception as exc:  # another engineer's widget failing must not stop the demo
             ctx.note("dock", f"could not dock {name!r}: {type(exc).__name__}: {exc}", error=True)
@@ -223,6 +226,9 @@ def _zoom_to(viewer: Any, box: tuple[float, float, float, float], margin: float 
 def step_screenshot(ctx: DemoContext) -> None:
     """Save the window (residual layers visible), the canvas, and the canvas zoomed to the residual."""
     v = ctx.viewer
+    if "Display" in ctx.docks:  # tabified docks: show the Display tab, not the one docked last
+        ctx.docks["Display"].show()
+        ctx.docks["Display"].raise_()
     _process_events()
     v.reset_view()
     _process_events()
