@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="DIP: torch seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="DIP: device")
     p.add_argument("--sky", choices=("fit", "none"), default="fit", help="DIP: fit one sky offset per frame (default)")
-    p.add_argument("--no-pedestal", action="store_true", help="DIP: hard ReLU floor at 0 (paper) instead of a learned pedestal")
+    p.add_argument("--pedestal", action="store_true", help="DIP: learn a floor below the ReLU (off: degenerate with --sky fit)")
     p.add_argument("--superres", type=int, choices=(1, 2), default=1, help="DIP: latent oversampling (2 = x2 finer pixels)")
     p.add_argument("--blind", action="store_true", help="DIP: learn the PSFs too")
     p.add_argument("--ensemble", type=int, default=1, help="DIP: number of seeds; >1 gives an uncertainty map (std)")
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
         job = dip_coadd_job(
             stack, iterations=args.iterations, seed=args.seed, device=args.device, sky=args.sky,
-            pedestal=not args.no_pedestal, superres=args.superres, blind=args.blind, ensemble=args.ensemble,
+            pedestal=args.pedestal, superres=args.superres, blind=args.blind, ensemble=args.ensemble,
         )
         res = run_with_bar(job, desc="DIP coadd")
     params = dict(res.params)
