@@ -629,7 +629,7 @@ def summary_table(metrics: dict, *, extra_timings: Optional[dict] = None) -> str
                          f"{_fmt(ev['flux_error'], '10.4f')}{_fmt(ev['flux_error_rel_median'], '10.2e')}")
         g = b.get("gain_over_bicubic")
         if g:
-            lines.append(f"  gain over bicubic: {_fmt(g['psnr_db'], '+.2f')} dB PSNR, flux error x"
-                         f"{_fmt(g['flux_error_ratio'], '.2f')} smaller (rel. median x"
-                         f"{_fmt(g['flux_error_rel_median_ratio'], '.2f')})")
+            lines.append(f"  vs bicubic: {_fmt(g['psnr_db'], '+.2f')} dB PSNR; flux error bicubic/method "
+                         f"{_fmt(g['flux_error_ratio'], '.2f')}, rel. median "
+                         f"{_fmt(g['flux_error_rel_median_ratio'], '.2f')} (> 1: method better)")
     return "\n".join(lines)
