@@ -11,9 +11,12 @@ overwrite an input unless asked, and records provenance in the header.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import re
 import tempfile
+import zlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +111,10 @@ def _check_size(p: Path, idx: int, h: Any, *, file_size: int, gz: bool) -> None:
     else:
         nbytes = _expected_bytes(header)
         n = nbytes // max(1, abs(int(header.get("BITPIX", 8))) // 8)
-        limit = file_size * _DEFLATE_MAX_RATIO if gz else file_size
+        # the data start after this HDU's header: compare with what the file holds from there
+        # (comparing with the whole file size let a cut inside the data through `astrosr info`)
+        offset = int(getattr(h, "_data_offset", 0) or 0)
+        limit = file_size * _DEFLATE_MAX_RATIO if gz else file_size - offset
         if nbytes > limit:
             raise AstroSRError(
                 f"{p}: HDU {idx} header claims {nbytes:,} bytes of data but the file holds "
@@ -125,6 +131,62 @@ def _is_image_hdu(hdu: Any) -> bool:
     return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
 
 
+_STRUCT_CARD = re.compile(rb"(NAXIS\d{0,3}|PCOUNT|GCOUNT|BITPIX) *= *([^/]*)")
+
+
+def _is_gzip(p: Path) -> bool:
+    """Gzip content (astropy decides by the magic bytes, not the name: so do we)."""
+    try:
+        with open(p, "rb") as f:
+            return f.read(2) == b"\x1f\x8b"
+    except OSError:
+        return str(p).lower().endswith(".gz")
+
+
+def _check_structure(p: Path, *, gz: bool, max_hdus: int = 10000) -> None:
+    """Walk the HDU headers before astropy does and refuse negative sizes.
+
+    Why our own walk: with a negative ``NAXISn``/``PCOUNT``/``GCOUNT`` astropy (8.x)
+    seeks backwards to the "next" HDU and re-reads the same header forever (a hang in
+    ``len(hdul)``). Only headers are read; data are skipped by seeking. Anything this
+    walk cannot make sense of (truncation, non-integer values) is left to astropy.
+    """
+    try:
+        with (gzip.open(p, "rb") if gz else open(p, "rb")) as f:
+            for idx in range(max_hdus):
+                vals: dict[str, bytes] = {}
+                ended = False
+                while not ended:
+                    block = f.read(2880)
+                    if len(block) < 2880:
+                        return
+                    for i in range(0, 2880, 80):
+                        c = block[i:i + 80]
+                        if c[:8] == b"END     ":
+                            ended = True
+                            break
+                        m = _STRUCT_CARD.match(c)
+                        if m:
+                            vals[m.group(1).decode()] = m.group(2).strip()
+                try:
+                    ints = {k: int(v) for k, v in vals.items()}
+                except ValueError:
+                    return
+                bad = [k for k, v in ints.items() if k != "BITPIX" and v < 0]
+                if bad:
+                    raise AstroSRError(f"{p}: HDU {idx} header has {bad[0]} = {ints[bad[0]]} (negative); "
+                                       "the file is corrupt.")
+                naxis = ints.get("NAXIS", 0)
+                n = 1 if naxis else 0
+                for k in range(1, naxis + 1):
+                    n *= ints.get(f"NAXIS{k}", 0)
+                size = abs(ints.get("BITPIX", 8)) // 8 * ints.get("GCOUNT", 1) * (ints.get("PCOUNT", 0) + n)
+                if size:
+                    f.seek(size + (-size % 2880), os.SEEK_CUR)
+    except (OSError, EOFError, zlib.error, OverflowError, ValueError):
+        return
+
+
 def _open(path: PathLike) -> fits.HDUList:
     p = Path(path)
     if not p.exists():
@@ -133,6 +195,7 @@ def _open(path: PathLike) -> fits.HDUList:
         raise AstroSRError(f"{p}: is a folder, not a FITS file.")
     if not os.access(p, os.R_OK):
         raise AstroSRError(f"{p}: cannot be read (permission denied).")
+    _check_structure(p, gz=_is_gzip(p))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -263,7 +326,7 @@ def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
         out: list[FitsImage] = []
         reasons: list[str] = []
         file_size = p.stat().st_size
-        gz = str(p).lower().endswith(".gz")
+        gz = _is_gzip(p)
         for idx, h in candidates:
             if not _is_image_hdu(h):
                 reasons.append(f"HDU {idx} is a {type(h).__name__}")
@@ -439,7 +502,7 @@ def describe(path: PathLike) -> str:
     p = Path(path)
     hdul = _open(p)
     lines = [f"{p}  ({p.stat().st_size:,} bytes, {len(hdul)} HDU{'s' if len(hdul) != 1 else ''})"]
-    gz = str(p).lower().endswith(".gz")
+    gz = _is_gzip(p)
     try:
         for i, h in enumerate(hdul):
             hdr = h.header
