@@ -51,8 +51,12 @@ def run(args: argparse.Namespace) -> int:
                            "image (pick one with --hdu).")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoSourcesWarning)
-        table = detect_sources(img.data, thresh=args.thresh, minarea=args.minarea, deblend_cont=args.deblend_cont,
-                               box=args.box, filter_size=args.filter_size, wcs=img.wcs)
+        try:
+            table = detect_sources(img.data, thresh=args.thresh, minarea=args.minarea,
+                                   deblend_cont=args.deblend_cont, box=args.box, filter_size=args.filter_size,
+                                   wcs=img.wcs)
+        except AstroSRError as exc:  # core errors say "image: ..."; name the file
+            raise AstroSRError(f"{args.image}: {exc}") from exc
     for w in caught:
         if issubclass(w.category, NoSourcesWarning):
             print(f"astrosr detect: warning: {w.message}; writing an empty catalog", flush=True)
