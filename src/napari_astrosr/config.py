@@ -139,6 +139,11 @@ class DataConfig(_Strict):
     stride: Optional[int] = Field(default=None, ge=1, le=512)
     min_valid: float = Field(default=0.8, ge=0.0, le=1.0)
     max_patches: int = Field(default=4000, ge=1, le=1_000_000)
+    source_boost: float = Field(
+        default=0.0, ge=0.0, le=100.0,
+        description="sampling weight of a patch = 1 + source_boost x (fraction of its LR pixels on detected sources): "
+        "batches are not all empty sky",
+    )
     upsample_input: bool = Field(
         default=False,
         description="feed the network the flux-conserving bicubic upsampling of the LR patch (for "
@@ -172,6 +177,20 @@ class LossConfig(_Strict):
     pixel: Literal["l1", "l2"] = "l1"
     fcl_weight: float = Field(default=0.0, ge=0.0, le=100.0, description="lambda of the flux-consistency term (FISR: 0.01)")
     fcl_thresh: float = Field(default=1.5, gt=0.0, le=100.0, description="detection threshold (sigma) for the HR flux map")
+    pool_weight: float = Field(
+        default=0.0, ge=0.0, le=100.0,
+        description="weight of an L1 term on pool_size x pool_size block means of output and target: flux at "
+        "aperture scale. Per-pixel L1 is median-seeking and shrinks uncertain peaks (loses source flux); block "
+        "means average that skew away",
+    )
+    patch_relative: bool = Field(
+        default=False,
+        description="weight each sample by 1 / (std of its input patch + relative_floor), normalised to mean 1: "
+        "inputs keep the whole-image normalisation inference uses, but errors on faint patches count as much as "
+        "on bright ones (a BCG would otherwise set the scale and faint sources get erased)",
+    )
+    relative_floor: float = Field(default=0.05, gt=0.0, le=100.0)
+    pool_size: int = Field(default=0, ge=0, le=64, description="HR pixels per block of the pooled term (0: 2 x data.scale)")
 
 
 class OptimConfig(_Strict):

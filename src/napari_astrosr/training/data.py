@@ -351,7 +351,9 @@ def _patches_of(pair: ImagePair, cfg: TrainConfig, rng: np.random.Generator) -> 
     yn[~valid_y] = 0.0
     # flux maps are flux densities: normalise like the image but without the median offset
     lr_to_in = float((s // ms) ** 2) if ms == 1 else 1.0
+    on_src = (np.stack(fl) > 0).reshape(len(fl), -1).mean(axis=1)
     return {
+        "w": (1.0 + cfg.data.source_boost * on_src).astype(np.float64),
         "x": normalize(x, med, std),
         "y": yn,
         "fmap_in": (np.stack(fl)[:, None] / lr_to_in / std).astype(np.float32),
@@ -363,7 +365,7 @@ def _patches_of(pair: ImagePair, cfg: TrainConfig, rng: np.random.Generator) -> 
 def _pool(parts: list[dict], weights: list[float], names: list[str], cap: int, rng: np.random.Generator) -> PatchPool:
     keys = ("x", "y", "fmap_in", "fmap_hr", "med", "std")
     cat = {k: np.concatenate([d[k] for d in parts]) for k in keys}
-    w = np.concatenate([np.full(len(d["x"]), wt / max(len(d["x"]), 1)) for d, wt in zip(parts, weights)])
+    w = np.concatenate([d["w"] * wt / max(d["w"].sum(), 1e-12) for d, wt in zip(parts, weights)])
     if len(w) > cap:
         keep = np.sort(rng.choice(len(w), size=cap, replace=False, p=w / w.sum()))
         cat = {k: v[keep] for k, v in cat.items()}

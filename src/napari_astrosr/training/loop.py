@@ -33,7 +33,7 @@ from ..progress import NEVER, Progress
 
 __all__ = ["train_job", "train", "predict_image", "LOG_FIELDS"]
 
-LOG_FIELDS = ["step", "wall_s", "lr", "loss", "loss_pixel", "loss_fcl", "loss_adv", "critic_loss", "wasserstein",
+LOG_FIELDS = ["step", "wall_s", "lr", "loss", "loss_pixel", "loss_fcl", "loss_pool", "loss_adv", "critic_loss", "wasserstein",
               "gp", "val_loss", "val_psnr", "val_psnr_bicubic", "val_flux_error", "val_flux_error_bicubic",
               "val_flux_rel", "val_flux_rel_bicubic"]
 
@@ -162,7 +162,8 @@ def _plot(log_path: Path, png: Path) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(log_path.open()))
+    with log_path.open() as fh:
+        rows = list(csv.DictReader(fh))
     if not rows:
         return
 
@@ -238,7 +239,8 @@ def train_job(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER,
     from ..models.registry import build_model, get_spec, resolve_config
     from .checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
     from .data import NORMALIZATION, build_train_data
-    from .losses import critic_loss, flux_consistency_loss, generator_adversarial_loss, pixel_loss
+    from .losses import (critic_loss, flux_consistency_loss, generator_adversarial_loss, pixel_loss, pooled_loss,
+                         sample_weights)
 
     cfg = config
     out = Path(out_dir)
@@ -373,13 +375,18 @@ def train_job(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER,
                 row.update(critic_loss=lc.item(), wasserstein=info["wasserstein"], gp=info["gp"])
             b = batch(step)
             pred = _forward(model, needs_flux, b["x"], b["fmap_in"])
-            lp = pixel_loss(pred, b["y"], kind=cfg.loss.pixel)
+            sw = sample_weights(b["x"], floor=cfg.loss.relative_floor) if cfg.loss.patch_relative else None
+            lp = pixel_loss(pred, b["y"], kind=cfg.loss.pixel, weight=sw)
             loss = lp * (cfg.gan.l1_weight if critic is not None else 1.0)
             row["loss_pixel"] = lp.item()
             if cfg.loss.fcl_weight > 0:
-                lf = flux_consistency_loss(pred, b["y"], b["fmap_hr"])
+                lf = flux_consistency_loss(pred, b["y"], b["fmap_hr"], weight=sw)
                 loss = loss + cfg.loss.fcl_weight * lf * (cfg.gan.l1_weight if critic is not None else 1.0)
                 row["loss_fcl"] = lf.item()
+            if cfg.loss.pool_weight > 0:
+                lpool = pooled_loss(pred, b["y"], size=cfg.loss.pool_size or 2 * ds, weight=sw)
+                loss = loss + cfg.loss.pool_weight * lpool * (cfg.gan.l1_weight if critic is not None else 1.0)
+                row["loss_pool"] = lpool.item()
             if critic is not None:
                 la = generator_adversarial_loss(critic, pred, cond=b["x"])
                 loss = loss + la
@@ -445,3 +452,28 @@ def train(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER, roo
 def data_root(config: TrainConfig) -> Path:
     """The data folder this config reads (see :func:`config.resolve_data_root`)."""
     return resolve_data_root(config)
+
+
+def export_checkpoint(src, dst) -> Path:
+    """Copy a trained checkpoint for shipping: weights only (no optimizer state), sidecar updated.
+
+    ``dst`` is e.g. ``src/napari_astrosr/weights/fisr_x2.pt`` (the name
+    ``training.checkpoints.bundled_checkpoint`` looks for). The sidecar keeps the training
+    record and gets the new file's SHA-256.
+    """
+    import json
+    import os
+
+    import torch
+
+    from .checkpoints import file_sha256, read_sidecar, sidecar_path
+
+    src, dst = Path(src), Path(dst)
+    meta = read_sidecar(src)
+    payload = torch.load(src, map_location="cpu", weights_only=True)
+    torch.save({"model": payload["model"], "step": payload.get("step", meta.get("step", 0))}, dst)
+    meta = dict(meta, sha256=file_sha256(dst), exported_from=src.name)
+    sidecar_path(dst).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    for p in (dst, sidecar_path(dst)):
+        os.chmod(p, 0o644)
+    return dst

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "pixel_loss",
+    "pooled_loss",
+    "sample_weights",
     "flux_consistency_loss",
     "normalise_flux_map",
     "gradient_penalty",
@@ -19,13 +21,39 @@ __all__ = [
 ]
 
 
-def pixel_loss(pred: torch.Tensor, target: torch.Tensor, *, kind: str = "l1") -> torch.Tensor:
-    """Mean absolute (``l1``) or squared (``l2``) error."""
+def _reduce(err: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    if weight is None:
+        return err.mean()
+    return (err.flatten(1).mean(1) * weight.flatten()).mean()
+
+
+def sample_weights(x: torch.Tensor, *, floor: float = 0.05) -> torch.Tensor:
+    """Per-sample weights 1 / (std of the input patch + floor), normalised to mean 1 (see LossConfig.patch_relative)."""
+    w = 1.0 / (x.flatten(1).std(1) + floor)
+    return (w / w.mean()).detach()
+
+
+def pixel_loss(pred: torch.Tensor, target: torch.Tensor, *, kind: str = "l1",
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute (``l1``) or squared (``l2``) error; optional per-sample ``weight`` (B,)."""
     if kind == "l1":
-        return F.l1_loss(pred, target)
+        return _reduce((pred - target).abs(), weight)
     if kind == "l2":
-        return F.mse_loss(pred, target)
+        return _reduce((pred - target) ** 2, weight)
     raise ValueError(f"unknown pixel loss {kind!r}; use 'l1' or 'l2'")
+
+
+def pooled_loss(pred: torch.Tensor, target: torch.Tensor, *, size: int,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between ``size x size`` block means: flux consistency at aperture scale.
+
+    Why: per-pixel L1 regresses to the conditional *median*, which for a pixel near an
+    uncertain source is below the mean, so sources lose flux. Block sums of ``size`` pixels
+    are much less skewed and their L1 keeps the local flux.
+    """
+    if size <= 1:
+        return pixel_loss(pred, target, weight=weight)
+    return _reduce((F.avg_pool2d(pred, size, ceil_mode=True) - F.avg_pool2d(target, size, ceil_mode=True)).abs(), weight)
 
 
 def normalise_flux_map(flux_map: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -41,7 +69,8 @@ def normalise_flux_map(flux_map: torch.Tensor, eps: float = 1e-12) -> torch.Tens
     return torch.where(mean > eps, m / mean.clamp_min(eps), torch.zeros_like(m))
 
 
-def flux_consistency_loss(pred: torch.Tensor, target: torch.Tensor, flux_map: torch.Tensor) -> torch.Tensor:
+def flux_consistency_loss(pred: torch.Tensor, target: torch.Tensor, flux_map: torch.Tensor,
+                          weight: torch.Tensor | None = None) -> torch.Tensor:
     """FISR's Flux Consistency Loss: L1 weighted by the ground truth's flux map.
 
     ``flux_map`` is the map of the *target* (HR) detections on the target grid,
@@ -51,7 +80,7 @@ def flux_consistency_loss(pred: torch.Tensor, target: torch.Tensor, flux_map: to
     if flux_map.shape[-2:] != pred.shape[-2:]:
         raise ValueError(f"flux map {tuple(flux_map.shape)} does not match prediction {tuple(pred.shape)}")
     w = normalise_flux_map(flux_map.to(pred.dtype))
-    return (w * (pred - target).abs()).mean()
+    return _reduce(w * (pred - target).abs(), weight)
 
 
 def _call(critic, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -86,8 +115,8 @@ def critic_loss(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,
     d_fake = d(fake.detach())
     gp = gradient_penalty(critic, real, fake, cond=cond, generator=generator)
     loss = d_fake - d_real + gp_weight * gp
-    return loss, {"d_real": float(d_real), "d_fake": float(d_fake), "gp": float(gp),
-                  "wasserstein": float(d_real - d_fake)}
+    return loss, {"d_real": d_real.item(), "d_fake": d_fake.item(), "gp": gp.item(),
+                  "wasserstein": (d_real - d_fake).item()}
 
 
 def generator_adversarial_loss(critic: torch.nn.Module, fake: torch.Tensor, *, cond: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,136 @@
+"""Hallucination checks for every method: blank fields and a grid of point sources.
+
+1. **Blank fields.** Noise-only LR images (``core.simulate.blank_field``, several seeds) are
+   restored; sources are detected on the input and on the output at the *same* threshold
+   in units of each image's own background rms (sep). A method that invents sources finds
+   more in its output than in its input.
+2. **Point-source grid.** A regular grid of point sources of several fluxes, blurred with
+   a sigma = 1 px Gaussian on the HR grid and block-summed x2 (x4) into the LR input; after
+   restoration the FWHM of each source (``core.psf.measure_fwhm`` on a cutout) is compared
+   with the truth's FWHM (the HR PSF) and the bicubic result's: no method should broaden
+   the PSF, and the total flux of each source is checked too.
+
+Run:  .venv/bin/python benchmarks/hallucination.py [--out docs/results_hallucination.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+import numpy as np
+
+
+def _count(img, thresh=3.0):
+    from napari_astrosr.core.detection import detect_sources
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return len(detect_sources(img, thresh=thresh, minarea=5))
+        except Exception:  # noqa: BLE001
+            return 0
+
+
+def available_methods(scale):
+    from napari_astrosr.training.checkpoints import bundled_checkpoint
+
+    m = ["bicubic", "lanczos", "richardson-lucy", "backprojection"]
+    m += [n for n in ("fisr", "restormer") if bundled_checkpoint(n, scale)]
+    return m
+
+
+def _restore(lr, method, scale, psf="gaussian:1.0"):
+    from napari_astrosr.restoration import restore
+
+    kw = {"psf": psf} if method in ("richardson-lucy", "backprojection") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return restore(lr, method=method, scale=scale, device="cpu", threads=1, **kw).data
+
+
+def blank_counts(method, *, scale=2, size=96, seeds=(0, 1, 2), thresh=3.0):
+    """(input detections, output detections) summed over seeds of noise-only fields."""
+    from napari_astrosr.core.simulate import blank_field
+
+    n_in = n_out = 0
+    for s in seeds:
+        lr = blank_field((size, size), sky=0.0, noise_sigma=1.0, seed=s).image.astype(np.float32)
+        n_in += _count(lr, thresh)
+        n_out += _count(_restore(lr, method, scale), thresh)
+    return n_in, n_out
+
+
+def point_grid(*, scale=2, n=5, spacing=24, sigma=1.0, fluxes=(300.0, 1000.0, 5000.0), noise=1.0, seed=0):
+    """HR truth (point sources * Gaussian PSF), its LR degradation and the source positions (HR px)."""
+    from napari_astrosr.core.degrade import degrade
+    from napari_astrosr.core.psf import convolve, gaussian_psf
+
+    side = spacing * (n + 1)
+    side -= side % (scale * 8)
+    hr = np.zeros((side, side), np.float64)
+    pos = []
+    k = 0
+    for i in range(n):
+        for j in range(n):
+            y, x = spacing * (i + 1), spacing * (j + 1)
+            if y >= side - 8 or x >= side - 8:
+                continue
+            hr[y, x] = fluxes[k % len(fluxes)]
+            pos.append((y, x, fluxes[k % len(fluxes)]))
+            k += 1
+    hr = convolve(hr, gaussian_psf(sigma))
+    lr = degrade(hr, scale=scale, psf=None, noise=f"gaussian:{noise}", seed=seed).data.astype(np.float32)
+    return hr.astype(np.float32), lr, pos
+
+
+def fwhm_stats(img, pos, half=7):
+    from napari_astrosr.core.psf import measure_fwhm
+
+    f, fl = [], []
+    for y, x, _ in pos:
+        c = np.clip(img[y - half:y + half + 1, x - half:x + half + 1].astype(np.float64), 0, None)
+        if c.shape != (2 * half + 1, 2 * half + 1) or c.sum() <= 0:
+            continue
+        f.append(measure_fwhm(c))
+        fl.append(img[y - half:y + half + 1, x - half:x + half + 1].sum())
+    return float(np.median(f)), np.asarray(fl)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    lines = ["# Hallucination checks", "", "Command:", "", "    .venv/bin/python benchmarks/hallucination.py", "",
+             "## Blank noise-only fields (3 seeds, 96x96 LR, detections at 3 sigma of each image's own rms)", "",
+             "| scale | method | sources in input | sources in output | verdict |", "|---|---|---|---|---|"]
+    for scale in (2, 4):
+        for m in available_methods(scale):
+            a, b = blank_counts(m, scale=scale)
+            lines.append(f"| x{scale} | {m} | {a} | {b} | {'ok' if b <= a else 'INVENTS SOURCES'} |")
+    lines += ["", "## Grid of point sources (HR PSF Gaussian sigma 1 px; LR noise sigma 1, fluxes 300/1000/5000)", "",
+              "| scale | method | median FWHM (HR px) | truth FWHM | bicubic FWHM | median flux / truth flux | verdict |",
+              "|---|---|---|---|---|---|---|"]
+    for scale in (2, 4):
+        hr, lr, pos = point_grid(scale=scale)
+        f_true, fl_true = fwhm_stats(hr, pos)
+        f_bic, _ = fwhm_stats(_restore(lr, "bicubic", scale), pos)
+        for m in available_methods(scale):
+            f_m, fl = fwhm_stats(_restore(lr, m, scale), pos)
+            ok = f_m <= f_bic * 1.02
+            lines.append(f"| x{scale} | {m} | {f_m:.2f} | {f_true:.2f} | {f_bic:.2f} | "
+                         f"{np.median(fl / fl_true):.3f} | {'no broadening' if ok else 'BROADENS'} |")
+        print(f"x{scale} done", file=sys.stderr, flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        open(args.out, "w").write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
