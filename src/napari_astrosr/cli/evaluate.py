@@ -23,10 +23,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("galaxy morphology (GT = --reference, RS = --prediction)")
     g.add_argument("--morphology", action="store_true",
                    help="per-galaxy isophotal/Kron flux, e1/e2, R50, Sersic fits of GT, LQ and RS")
-    g.add_argument("--input", default=None, help="the degraded input LQ.fits, on the reference grid (needed by --morphology)")
+    g.add_argument("--input", default=None,
+                   help="the degraded input LQ.fits (needed by --morphology): on the reference grid, or on its own "
+                        "coarser grid (see --scale)")
+    g.add_argument("--scale", type=int, default=None,
+                   help="reference pixels per LQ pixel when LQ is on its own grid (default: from the two WCSs, else "
+                        "from the shapes); LQ is split flux-conservingly onto the reference grid")
+    g.add_argument("--aperture-on", choices=("lq", "gt", "rs"), default="lq",
+                   help="image the isophotes and Kron ellipses are defined on, once, for all three (default lq)")
+    g.add_argument("--morph-thresh", type=float, default=None,
+                   help="detection threshold (sigma) of the apertures (default: --thresh)")
     g.add_argument("--morph-table", default=None, help="write the per-galaxy table (.ecsv/.fits/.csv)")
     g.add_argument("--morph-plot", default=None, help="write GT-vs-LQ / GT-vs-RS scatter plots (.png)")
-    g.add_argument("--psf", default=None, help="PSF FITS file the Sersic models are convolved with")
+    g.add_argument("--psf", default=None,
+                   help="PSF of the reference (SPEC gaussian:1.5 / moffat:3 / PSF.fits, reference pixels) convolved "
+                        "into every Sersic model")
     g.add_argument("--no-sersic", action="store_true", help="skip the Sersic fits (faster)")
 
 
@@ -64,20 +75,61 @@ def format_report(d: dict) -> str:
     return "\n".join(lines)
 
 
+def lq_scale(ref, lq, scale=None) -> int:
+    """Reference pixels per LQ pixel: ``scale`` if given, else from the WCS pixel scales (when both
+    images have a celestial WCS), else from the shapes (an exact integer ratio); checked against both."""
+    import numpy as np
+
+    from ..exceptions import AstroSRError
+
+    if scale is None and lq.data.shape == ref.data.shape:
+        return 1
+    s = scale
+    rw, lw = getattr(ref, "wcs", None), getattr(lq, "wcs", None)
+    if s is None and rw is not None and lw is not None and rw.has_celestial and lw.has_celestial:
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
+        ratio = float(np.mean(proj_plane_pixel_scales(lw.celestial)) / np.mean(proj_plane_pixel_scales(rw.celestial)))
+        s = int(round(ratio))
+        if s < 1 or abs(ratio - s) > 0.01 * s:
+            raise AstroSRError(f"--input {lq.path}: its pixels are {ratio:.4g} x the reference's (from the WCSs); "
+                               "only integer factors are supported -- reproject it onto the reference grid first.")
+        # the two grids must share the lower-left pixel corner (as `astrosr degrade` makes them)
+        corner = rw.celestial.world_to_pixel(lw.celestial.pixel_to_world(-0.5, -0.5))
+        off = float(np.hypot(float(corner[0]) + 0.5, float(corner[1]) + 0.5))
+        if off > 0.25:
+            raise AstroSRError(f"--input {lq.path}: its pixel grid is offset by {off:.2f} reference pixels from the "
+                               "reference's (WCS); reproject it onto the reference grid first.")
+    if s is None:
+        ry, rx = ref.data.shape
+        ly, lx = lq.data.shape
+        cand = ry // ly if ly else 0
+        if cand >= 1 and rx // lx == cand and ry - cand * ly < cand and rx - cand * lx < cand:
+            s = cand
+        else:
+            raise AstroSRError(f"--input {lq.path} has shape {lq.data.shape} but --reference has {ref.data.shape}; "
+                               "pass --scale S (reference pixels per LQ pixel) or resample it onto the reference grid.")
+    return int(s)
+
+
 def _morphology(args, ref, pred) -> dict:
     from ..core.fits_io import read_fits
     from ..core.morphology import measure_morphology, morphology_summary, plot_morphology
+    from ..core.psf import parse_psf
     from ..exceptions import AstroSRError
 
     lq = read_fits(args.input)
-    if lq.data.shape != ref.data.shape:
-        raise AstroSRError(f"--input {args.input} has shape {lq.data.shape} but --reference has {ref.data.shape}; "
-                           "resample the input onto the reference grid first (flux-conserving upsample).")
-    psf = None
-    if args.psf:
-        psf = read_fits(args.psf).data.astype(float)
-    table = measure_morphology(ref.data, lq.data, pred.data, psf=psf, fit_sersic=not args.no_sersic)
+    if lq.data.ndim != 2:
+        raise AstroSRError(f"--input {args.input}: is {lq.data.ndim}-D {lq.data.shape}; evaluate takes 2-D images.")
+    scale = lq_scale(ref, lq, args.scale)
+    psf = parse_psf(args.psf) if args.psf else None
+    thresh = args.morph_thresh if args.morph_thresh is not None else args.thresh
+    table = measure_morphology(ref.data, lq.data, pred.data, scale=scale, psf=psf, fit_sersic=not args.no_sersic,
+                               aperture_on=args.aperture_on, thresh=thresh)
     summary = morphology_summary(table)
+    summary["lq_scale"] = scale
+    summary["aperture_on"] = args.aperture_on
+    summary["sersic_psf"] = args.psf
     if args.morph_table:
         from ..core.catalogs import write_table
 
@@ -85,7 +137,7 @@ def _morphology(args, ref, pred) -> dict:
                     meta=dict(gt=str(args.reference), lq=str(args.input), rs=str(args.prediction)))
         summary["table"] = str(args.morph_table)
     if args.morph_plot:
-        plot_morphology(table, args.morph_plot)
+        plot_morphology(table, args.morph_plot, title=f"GT {ref.name} / LQ {lq.name} / RS {pred.name}")
         summary["plot"] = str(args.morph_plot)
     return summary
 
@@ -110,9 +162,19 @@ def run(args: argparse.Namespace) -> int:
         if not out.parent.exists():
             raise AstroSRError(f"{out}: folder {out.parent} does not exist.")
     if args.morphology and not args.input:
-        raise AstroSRError("--morphology needs --input LQ.fits (the degraded input on the reference grid).")
-    for opt in ("morph_table", "morph_plot"):
+        raise AstroSRError("--morphology needs --input LQ.fits (the degraded input, on the reference grid or with --scale).")
+    if args.scale is not None and args.scale < 1:
+        raise AstroSRError(f"--scale {args.scale}: must be a positive integer (reference pixels per LQ pixel).")
+    for opt, suffixes in (("morph_table", None), ("morph_plot", (".png",))):
         dest = getattr(args, opt)
+        if dest:
+            from ..core.catalogs import FORMATS
+
+            ok = suffixes or tuple(FORMATS)
+            if Path(dest).suffix.lower() not in ok:
+                raise AstroSRError(f"--{opt.replace('_', '-')} {dest}: use a {' / '.join(ok)} file name.")
+            if not Path(dest).parent.exists():
+                raise AstroSRError(f"--{opt.replace('_', '-')} {dest}: folder {Path(dest).parent} does not exist.")
         if dest and Path(dest).exists() and not args.overwrite:
             raise AstroSRError(f"{dest}: already exists; choose another name or pass --overwrite.")
         if dest and not args.morphology:

@@ -813,8 +813,19 @@ def plot_morphology(table: QTable, path, *, quantities=QUANTITIES, title: Option
     """Write :func:`morphology_figure` as a PNG (Agg canvas, no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    import os
+    import tempfile
+
     fig = morphology_figure(table, quantities=quantities, title=title)
     FigureCanvasAgg(fig)
     p = Path(path)
-    fig.savefig(p, dpi=90)
+    # atomic: a failed render leaves no partial PNG
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=p.parent if str(p.parent) else ".")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=90, format="png")
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return p
