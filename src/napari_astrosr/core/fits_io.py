@@ -196,17 +196,22 @@ def _open(path: PathLike) -> fits.HDUList:
     if not os.access(p, os.R_OK):
         raise AstroSRError(f"{p}: cannot be read (permission denied).")
     _check_structure(p, gz=_is_gzip(p))
+    hdul = None
+    # our own file object: astropy leaks its own when fits.open itself fails (a ResourceWarning
+    # printed after the CLI's error line); hdul.close() closes this one too
+    fobj = open(p, "rb")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # memmap=False: astropy cannot memory-map scaled integer data with BLANK (and never
             # maps gzip); the reader copies into float anyway. lazy_load_hdus: a broken late
             # HDU fails only when touched.
-            hdul = fits.open(p, memmap=False, lazy_load_hdus=True)
+            hdul = fits.open(fobj, memmap=False, lazy_load_hdus=True)
             len(hdul)  # forces reading all headers: a truncated header fails here
-    except AstroSRError:
-        raise
     except Exception as exc:  # astropy raises OSError, ValueError, TypeError, ...
+        if hdul is not None:
+            hdul.close()
+        fobj.close()
         raise AstroSRError(f"{p}: not a readable FITS file ({_short(exc)}).") from exc
     return hdul
 
