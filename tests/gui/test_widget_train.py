@@ -57,7 +57,7 @@ def test_train_live_plot_stop_and_restore_lists_checkpoint(make_napari_viewer, q
     # loss values and a validation arrive while it trains
     qtbot.waitUntil(lambda: len(w.history["val_psnr"]) >= 1 and len(w.history["loss"]) >= 3, timeout=120_000)
     assert w.jobs.busy
-    assert len(w.ax.lines) == 1 and len(w.ax_val.lines) == 2
+    assert len(w.ax.lines) == 2 and len(w.ax_val.lines) == 2  # loss raw + smoothed; val PSNR + bicubic
     assert "psnr" in w.metrics.text()
     w.jobs.stop()
     wait_idle(qtbot, w.jobs, timeout=60_000)

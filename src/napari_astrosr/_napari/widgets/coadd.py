@@ -51,13 +51,30 @@ from .._workers import (
 )
 
 METHODS = {"DIP (AstroClearNet)": "dip", "inverse variance": "ivar", "median": "median"}
-PSF_SPEC, PSF_ESTIMATE = "spec", "estimate from stars"
+PSF_SPEC, PSF_ESTIMATE, PSF_HEADER = "spec", "estimate from stars", "header FWHM"
 #: DIP steps between live updates of the latent layer (a preview is one small array copy)
 PREVIEW_EVERY = 25
 
 
 def _image_2d_or_3d(layer: Any) -> bool:
     return isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) in (2, 3)
+
+
+def _display_limits(data: np.ndarray) -> Optional[tuple[float, float]]:
+    """Display limits of a latent: zscale, or percentiles when zscale collapses.
+
+    An early DIP latent is mostly exact zeros (ReLU output), where zscale returns a
+    degenerate range; the 0.5-99.7 percentiles still show its structure.
+    """
+    from ...core.display import zscale_limits
+
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return None
+    lo, hi = zscale_limits(data)
+    if not hi > lo or np.mean((finite > lo) & (finite < hi)) < 0.2:
+        lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.7]))
+    return (lo, hi) if hi > lo else None
 
 
 class CoaddWidget(QWidget):
@@ -67,6 +84,7 @@ class CoaddWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.latent_layer: Optional[Image] = None
+        self._limits_set: Optional[tuple] = None
         self.preview_every = PREVIEW_EVERY
         self.previews = 0  # latent previews shown during the last run
 
@@ -86,7 +104,7 @@ class CoaddWidget(QWidget):
                                predicate=lambda ly: np.ndim(ly.data) in (2, 3))
         self.psf_mode = QComboBox()
         self.psf_layer = LayerCombo(self.viewer, Image, predicate=_image_2d_or_3d)
-        self.psf_mode.addItems([PSF_SPEC, PSF_ESTIMATE, "layer"])
+        self.psf_mode.addItems([PSF_SPEC, PSF_HEADER, PSF_ESTIMATE, "layer"])
         self.psf_spec = QLineEdit("gaussian:1.5")
         self.psf_spec.setToolTip("gaussian:SIGMA | airy:R | gaussian+airy:S,R | moffat:FWHM,BETA | PSF.fits (frame pixels)")
         self.psf_mode.currentTextChanged.connect(self._psf_mode_changed)
@@ -164,7 +182,12 @@ class CoaddWidget(QWidget):
             self.frames.item(i).setCheckState(Qt.CheckState.Checked if id(ly) in ids else Qt.CheckState.Unchecked)
 
     def _psf_mode_changed(self, mode: str) -> None:
-        self.psf_spec.setEnabled(mode == PSF_SPEC)
+        # the text field holds the PSF spec, or the header keyword with the FWHM in pixels
+        self.psf_spec.setEnabled(mode in (PSF_SPEC, PSF_HEADER))
+        if mode == PSF_HEADER and ":" in self.psf_spec.text():
+            self.psf_spec.setText("FWHM")
+        elif mode == PSF_SPEC and ":" not in self.psf_spec.text():
+            self.psf_spec.setText("gaussian:1.5")
         self.psf_layer.setEnabled(mode == "layer")
 
     def _method_changed(self, label: str) -> None:
@@ -217,6 +240,17 @@ class CoaddWidget(QWidget):
             out["psf_spec"] = self.psf_spec.text().strip()
             if not out["psf_spec"]:
                 raise AstroSRError("PSF: give a spec such as gaussian:1.5, or choose 'estimate from stars'")
+        elif mode == PSF_HEADER:
+            key = self.psf_spec.text().strip() or "FWHM"
+            if len(layers) == 1:
+                headers = list(layers[0].metadata.get("headers") or [])
+            else:
+                headers = [ly.metadata.get("header") for ly in layers]
+            if len(headers) != data.shape[0] or any(h is None for h in headers):
+                raise AstroSRError("PSF: the frames carry no FITS headers (one per frame); give a PSF spec instead")
+            from ...core.coadd import psf_from_fwhm
+
+            out["psfs"] = [psf_from_fwhm(h, keyword=key, where=f"frame {i + 1}") for i, h in enumerate(headers)]
         elif mode == "layer":
             pl = self.psf_layer.value()
             if pl is None:
@@ -243,6 +277,7 @@ class CoaddWidget(QWidget):
         opts = dict(iterations=int(self.iterations.value()), superres=int(self.superres.currentText()),
                     seed=int(self.seed.value()), device=self.device.currentText())
         self.latent_layer = None
+        self._limits_set = None
         preview_every = int(self.preview_every)
 
         def job(stop):
@@ -301,18 +336,23 @@ class CoaddWidget(QWidget):
 
     def _show_latent(self, data: np.ndarray, tag: SourceTag, meta: Optional[dict] = None) -> Image:
         data = np.asarray(data, dtype=np.float32)
-        if self.latent_layer is not None and self.latent_layer in self.viewer.layers:
-            self.latent_layer.data = data
+        limits = _display_limits(data)
+        layer = self.latent_layer
+        if layer is not None and layer in self.viewer.layers:
+            # follow the latent's range while it evolves, unless the user changed the limits
+            user_changed = self._limits_set is not None and tuple(layer.contrast_limits) != self._limits_set
+            layer.data = data
             if meta:
-                self.latent_layer.metadata.update(meta)
-            return self.latent_layer
-        from ...core.display import zscale_limits
-
+                layer.metadata.update(meta)
+            if not user_changed and limits is not None:
+                layer.contrast_limits = limits
+                self._limits_set = tuple(layer.contrast_limits)
+            return layer
         scale, translate = self._geometry(tag, self._superres)
-        lo, hi = zscale_limits(data)
         layer = Image(data, name=self._result_name(tag), scale=scale, translate=translate,
-                      contrast_limits=(lo, hi) if hi > lo else None, colormap="gray", metadata=dict(meta or {}))
+                      contrast_limits=limits, colormap="gray", metadata=dict(meta or {}))
         self.latent_layer = put_layer(self.viewer, layer, source_id=tag.layer_id)
+        self._limits_set = tuple(self.latent_layer.contrast_limits)
         return self.latent_layer
 
     def _on_progress(self, event: Progress, tag: Optional[SourceTag]) -> None:
@@ -325,11 +365,6 @@ class CoaddWidget(QWidget):
         meta = {"header": res.header, "wcs": res.wcs, "astrosr": {"method": self._method, "metrics": res.metrics,
                                                                   "params": getattr(res, "params", {})}}
         layer = self._show_latent(res.data, tag, meta)
-        from ...core.display import zscale_limits
-
-        lo, hi = zscale_limits(layer.data)
-        if hi > lo:
-            layer.contrast_limits = (lo, hi)
         if res.uncertainty is not None:
             scale, translate = self._geometry(tag, self._superres)
             unc = Image(np.asarray(res.uncertainty, dtype=np.float32), name=f"{self._result_name(tag)} uncertainty",

@@ -230,9 +230,8 @@ class DetectWidget(QWidget):
         layers = []
 
         pts, features = sources_to_points(table, scale=(sy, sx), translate=(ty, tx))
-        size = (
-            np.clip(2 * ELLIPSE_K * np.asarray(table["a"], dtype=float), 3, 60) * abs(sx) if n else 5.0
-        )
+        # small centroid markers: the ellipses show the extents
+        size = np.clip(2 * np.asarray(table["a"], dtype=float), 4, 12) * abs(sx) if n else 5.0
         points = Points(
             pts,
             name=f"{tag.name} [sources]",
@@ -240,7 +239,7 @@ class DetectWidget(QWidget):
             size=size,
             face_color="transparent",
             border_color="lime",
-            border_width=0.12,
+            border_width=0.2,
             metadata={"catalog": table, "wcs": tag.metadata.get("wcs"), "source_layer": tag.name},
         )
         layers.append(put_layer(self.viewer, points, source_id=tag.layer_id))

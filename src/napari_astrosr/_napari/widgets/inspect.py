@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGridLayout,
+    QHeaderView,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -66,6 +67,14 @@ from .restore import RESIDUAL_CMAP, symmetric_limits
 SYNC_ROI_PIXELS = 1_000_000
 HIST_BINS = 100
 TABLE_FORMATS = {"ECSV": ".ecsv", "FITS": ".fits", "CSV": ".csv"}
+TOOLTIPS = {
+    "psnr": "peak signal-to-noise ratio, with the data range used (default: the reference's max - min)",
+    "ssim": "structural similarity (7x7 window), same data range",
+    "flux_error": "STAR's Flux Error: mean |f_ref - f_pred| in 2.5 x (a, b) apertures at the reference's sources",
+    "flux_error_rel_median": "median |f_pred - f_ref| / f_ref over sources with S/N > 10",
+    "n_sources": "sources detected on the reference (1.5 sigma)",
+    "recall": "reference sources found again in the prediction (within 2 px, one-to-one)",
+}
 
 
 def _is_2d_image(layer: Any) -> bool:
@@ -166,12 +175,16 @@ class InspectWidget(QWidget):
         grid = QGridLayout()
         for i, (key, label) in enumerate(
             [("psnr", "PSNR"), ("ssim", "SSIM"), ("flux_error", "Flux Error"),
-             ("flux_error_rel_median", "rel. flux error (median, S/N>10)"), ("n_sources", "sources"),
+             ("flux_error_rel_median", "rel. flux error"), ("n_sources", "sources"),
              ("recall", "recall")]
         ):
-            grid.addWidget(QLabel(label), i, 0)
+            name = QLabel(label)
+            name.setToolTip(TOOLTIPS.get(key, ""))
+            grid.addWidget(name, i, 0)
             self.values[key] = QLabel("–")
+            self.values[key].setWordWrap(True)
             grid.addWidget(self.values[key], i, 1)
+        grid.setColumnStretch(1, 1)
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -185,6 +198,8 @@ class InspectWidget(QWidget):
         self.roi_table = QTableWidget(0, 4)
         self.roi_table.setHorizontalHeaderLabels(["region", "pixels", "KL", "JS"])
         self.roi_table.setMinimumHeight(100)
+        self.roi_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.roi_table.verticalHeader().setVisible(False)
         self.roi_hint = QLabel("Draw rectangles in the regions layer to get KL/JS per region.")
         self.roi_hint.setWordWrap(True)
         self.roi_jobs = JobPanel()
@@ -264,11 +279,10 @@ class InspectWidget(QWidget):
         """Metrics labels, residual and source layers, histogram, regions layer."""
         m = comp.metrics
         fmt = {
-            "psnr": lambda v: f"{v:.2f} dB (data range {m.get('data_range', float('nan')):.4g}, "
-                              f"{m.get('data_range_source', '')})",
+            "psnr": lambda v: f"{v:.2f} dB (range {m.get('data_range', float('nan')):.4g})",
             "ssim": lambda v: f"{v:.4f}",
             "flux_error": lambda v: f"{v:.4g}",
-            "flux_error_rel_median": lambda v: f"{100 * v:.2f} %",
+            "flux_error_rel_median": lambda v: f"{100 * v:.2f} % (median, S/N>10)",
             "n_sources": lambda v: f"{v} (S/N>10: {m.get('n_sources_snr10', '?')})",
             "recall": lambda v: f"{v:.3f}",
         }

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QComboBox,
@@ -111,9 +112,9 @@ class TrainWidget(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.2, 2.2), tight_layout=True)
+        self.figure = Figure(figsize=(3.6, 2.6), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(170)
+        self.canvas.setMinimumHeight(200)
         self.ax = self.figure.add_subplot(111)
         self.ax_val = self.ax.twinx()
         self._draw()
@@ -200,6 +201,12 @@ class TrainWidget(QWidget):
     def set_config(self, cfg: Any) -> None:
         """Show a TrainConfig's key values in the editors."""
         self.config = cfg
+        src = str(cfg.source_path or "")
+        label = next((k for k, p in self._examples.items() if str(p) == src), BROWSE_ITEM)
+        self.config_choice.blockSignals(True)
+        self.config_choice.setCurrentText(label)
+        self.config_choice.blockSignals(False)
+        self.config_path.setText(src if src and not src.startswith("<") else "")
         self.model_name.setCurrentText(cfg.model.name)
         self._fill_presets(cfg.model.name)
         self.preset.setCurrentText(cfg.model.preset)
@@ -274,14 +281,27 @@ class TrainWidget(QWidget):
         self.ax.clear()
         self.ax_val.clear()
         if h["loss"]:
-            self.ax.plot(h["step"], h["loss"], color="tab:blue", lw=1, label="loss")
-            self.ax.set_yscale("log")
+            loss = np.asarray(h["loss"], dtype=float)
+            self.ax.plot(h["step"], loss, color="tab:blue", lw=0.6, alpha=0.5)
+            # an exponential moving average: the raw per-batch loss is noisy
+            ema = np.empty_like(loss)
+            acc = loss[0]
+            for i, v in enumerate(loss):
+                acc = 0.9 * acc + 0.1 * v if i else v
+                ema[i] = acc
+            self.ax.plot(h["step"], ema, color="tab:blue", lw=1.5)
+            pos = loss[loss > 0]
+            if pos.size and pos.max() / pos.min() > 20:
+                self.ax.set_yscale("log")
         if h["val_psnr"]:
             self.ax_val.plot(h["val_step"], h["val_psnr"], "o-", color="tab:red", ms=3, label="val PSNR")
             self.ax_val.plot(h["val_step"], h["val_psnr_bicubic"], "--", color="tab:gray", lw=1, label="bicubic")
-        self.ax.set_xlabel("step")
-        self.ax.set_ylabel("training loss", color="tab:blue")
-        self.ax_val.set_ylabel("val PSNR (dB)", color="tab:red")
+            self.ax_val.legend(loc="lower left", fontsize=7, frameon=False)
+        for ax in (self.ax, self.ax_val):
+            ax.tick_params(labelsize=7)
+        self.ax.set_xlabel("step", fontsize=8)
+        self.ax.set_ylabel("training loss", color="tab:blue", fontsize=8)
+        self.ax_val.set_ylabel("val PSNR (dB)", color="tab:red", fontsize=8)
         self.canvas.draw_idle()
 
     def _on_result(self, path: Any, _tag: Any) -> None:
