@@ -47,6 +47,7 @@ def test_config_loading_and_errors(make_napari_viewer, qtbot, tmp_path):
     assert any("Output folder" in m for m in notes.errors())
 
 
+@pytest.mark.slow
 def test_train_live_plot_stop_and_restore_lists_checkpoint(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     w = TrainWidget(viewer)
