@@ -43,8 +43,13 @@ def run(args: argparse.Namespace) -> int:
     img = read_fits(args.image, hdu=hdu, dtype="float64") if hdu is not None else read_fits(args.image, dtype="float64")
     if img.data.ndim != 2:
         raise AstroSRError(f"{args.image}: is a {img.data.ndim}-D array {img.data.shape}; pick one image with --hdu.")
-    res = degrade(img.data, scale=args.scale, psf=args.psf, noise=args.noise, seed=args.seed, wcs=img.wcs,
-                  header=img.header, method=args.method)
+    try:
+        res = degrade(img.data, scale=args.scale, psf=args.psf, noise=args.noise, seed=args.seed, wcs=img.wcs,
+                      header=img.header, method=args.method)
+    except AstroSRError as exc:  # core errors say "hr ..."/"image ...": name the file
+        if str(args.image) in str(exc):
+            raise
+        raise AstroSRError(f"{args.image}: {exc}") from exc
     write_fits(out, res.data.astype(np.float32), header=res.header, wcs=res.wcs, overwrite=args.overwrite,
                provenance=dict(method=f"degrade-{args.method}", parameters=res.params, inputs=[args.image]),
                protect=[args.image])

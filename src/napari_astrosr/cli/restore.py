@@ -60,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
                       tile=args.tile, overlap=args.overlap, threads=args.threads, precision=args.precision,
                       flux_exact=args.flux_exact, psf=args.psf, iterations=args.iterations,
                       wcs=img.wcs, header=img.header)
-    res = run_with_bar(job, desc=f"restore {args.method}", quiet=args.quiet)
+    try:
+        res = run_with_bar(job, desc=f"restore {args.method}", quiet=args.quiet)
+    except AstroSRError as exc:  # core errors say "input image: ...": name the file
+        if str(args.input) in str(exc):
+            raise
+        raise AstroSRError(f"{args.input}: {exc}") from exc
     write_fits(out, res.data, header=res.header, wcs=res.wcs, overwrite=args.overwrite,
                provenance=dict(res.provenance, inputs=[str(args.input)]), protect=[args.input])
     if not args.quiet:
