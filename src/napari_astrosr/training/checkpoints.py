@@ -145,6 +145,16 @@ def read_sidecar(path: PathLike) -> dict:
     for key in ("architecture", "config", "scale", "normalization"):
         if key not in meta:
             raise AstroSRError(f"{side}: sidecar lacks {key!r}.")
+    # types too: a hand-edited sidecar must fail here, not as a TypeError deep in build_model
+    scale = meta["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise AstroSRError(f"{side}: 'scale' must be a positive integer, got {scale!r}.")
+    if not isinstance(meta["architecture"], str):
+        raise AstroSRError(f"{side}: 'architecture' must be a name, got {meta['architecture']!r}.")
+    if not isinstance(meta["config"], dict):
+        raise AstroSRError(f"{side}: 'config' must be a mapping of constructor arguments.")
+    if not isinstance(meta["normalization"], dict) or "kind" not in meta["normalization"]:
+        raise AstroSRError(f"{side}: 'normalization' must be a mapping with a 'kind'.")
     pv = str(meta.get("package_version", "0"))
     if pv.split(".")[0] != __version__.split(".")[0]:
         warnings.warn(f"{path}: written by napari-astrosr {pv}, running {__version__}", stacklevel=2)
@@ -192,8 +202,9 @@ def load_checkpoint(path: PathLike, *, device: str = "cpu", expect_name: Optiona
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt/truncated/not a torch file/unsafe pickle
+        first = (str(exc).strip().splitlines() or [""])[0][:120]  # EOFError has no message
         raise AstroSRError(f"{path}: could not be read as a weights-only torch checkpoint "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}).") from exc
+                           f"({type(exc).__name__}: {first}).") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise AstroSRError(f"{path}: does not contain a 'model' state dict.")
     try:
