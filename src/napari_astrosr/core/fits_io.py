@@ -109,6 +109,10 @@ def _check_size(p: Path, idx: int, h: Any, *, file_size: int, gz: bool) -> None:
         n = int(np.prod([int(s) for s in h.shape], dtype=np.float64)) if h.shape else 0
         nbytes = n * 4
     else:
+        if header.get("BITPIX") not in (8, 16, 32, 64, -32, -64):
+            # astropy fails later with a bare 'KeyError: 7'; `astrosr info` showed 'dtype=7'
+            raise AstroSRError(f"{p}: HDU {idx} has BITPIX = {header.get('BITPIX')!r}, not one of 8, 16, 32, "
+                               "64, -32, -64; the header is corrupt.")
         nbytes = _expected_bytes(header)
         n = nbytes // max(1, abs(int(header.get("BITPIX", 8))) // 8)
         # the data start after this HDU's header: compare with what the file holds from there
