@@ -129,7 +129,7 @@ def corrupted_header(rng) -> Case:
 def wrong_bitpix(rng) -> Case:
     arr = _random_image(rng, max_side=32).astype(np.float32)
     bitpix = int(rng.choice([0, 7, 12, 24, -8, -16, 128, -128, 99999]))
-    return Case("wrong_bitpix", "wrong_bitpix.fits", image_file(arr, bitpix=bitpix), "either", f"BITPIX={bitpix}")
+    return Case("wrong_bitpix", "wrong_bitpix.fits", image_file(arr, bitpix=bitpix), "error", f"BITPIX={bitpix}")
 
 
 def absurd_naxis(rng, *, gz: bool | None = None) -> Case:

@@ -84,6 +84,8 @@ def test_wrong_bitpix_refused(tmp_path, bitpix):
     p.write_bytes(image_file(np.ones((8, 8), np.float32), bitpix=bitpix))
     with pytest.raises(AstroSRError, match=r"bitpix\.fits"):
         read_fits(p)
+    with pytest.raises(AstroSRError, match=r"bitpix\.fits"):  # astrosr info too
+        describe(p)
 
 
 @pytest.mark.parametrize("value", ["RAW:'abc'", "RAW:1.5", "RAW:", "RAW:T", "RAW:1e400"])
