@@ -36,7 +36,7 @@ from .progress import NEVER, Progress, run
 
 CLASSICAL: dict[str, dict[str, Any]] = {
     "bicubic": dict(
-        description="flux-conserving bicubic (cubic spline) upsampling",
+        description="flux-conserving bicubic (Keys cubic convolution) upsampling",
         flux="conserved exactly: block_sum(output) == input (every pixel, so every source)"),
     "lanczos": dict(
         description="flux-conserving Lanczos-3 upsampling",

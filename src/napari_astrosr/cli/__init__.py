@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -49,10 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Parser(argparse.ArgumentParser):
-    pass
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``astrosr`` console script; returns the exit code."""
     parser = build_parser()
@@ -71,6 +68,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"astrosr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # output piped into e.g. `head`, which closed early: not an error of ours
+        # (redirect stdout to devnull so the interpreter's final flush does not fail again)
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
     except KeyboardInterrupt:
         print(f"astrosr {args.command}: interrupted", file=sys.stderr)
         return 130
