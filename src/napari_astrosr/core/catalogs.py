@@ -63,9 +63,11 @@ def _atomic(p: Path, write) -> Path:
     try:
         write(tmp)
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # disk full, quota, I/O error: one clear line, no traceback
+            raise AstroSRError(f"{p}: could not be written ({exc.strerror or exc}); nothing was left behind.") from exc
         raise
     return p
 

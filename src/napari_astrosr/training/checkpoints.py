@@ -54,11 +54,14 @@ def _atomic_write(path: Path, write) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # disk full, quota, I/O error: one clear line, no traceback
+            raise AstroSRError(f"{path}: could not be written ({exc.strerror or exc}); nothing was left "
+                               "behind.") from exc
         raise
 
 
