@@ -115,3 +115,23 @@ def test_layer_combo_follows_viewer(make_napari_viewer):
     copy[0, 0] = 7
     assert a.data[0, 0] == 1
     combo.deleteLater()
+
+
+def test_deleting_the_panel_stops_its_job(qtbot):
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    panel = JobPanel()
+    seen = []
+
+    def job(stop):
+        seen.append(stop)
+        return (yield from counting_job(100_000, delay=0.002, stop=stop))
+
+    worker = panel.start(job, on_result=lambda r, t: None)
+    qtbot.waitUntil(lambda: panel.bar.maximum() == 100_000, timeout=5000)
+    done = []
+    worker.finished.connect(lambda: done.append(True))
+    panel.deleteLater()  # what closing its dock does
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    qtbot.waitUntil(lambda: bool(done), timeout=10_000)
+    assert seen[0].is_set()

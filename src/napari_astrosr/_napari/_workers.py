@@ -256,6 +256,15 @@ def _drive(job: Generator[Progress, None, Any], interval: float) -> Generator[li
             last = now
 
 
+def _alive(widget: QWidget) -> bool:
+    """False once the Qt object behind ``widget`` was deleted (its dock was closed)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True
+
+
 class JobPanel(QWidget):
     """Progress bar, status line and Stop button running one job at a time.
 
@@ -311,6 +320,10 @@ class JobPanel(QWidget):
         lay.addLayout(row)
         lay.addWidget(self.status)
         self._set_running(False)
+        # a widget closed (deleted) mid-run asks its job to stop instead of leaving it running;
+        # a closure, not a method: Qt does not call slots of an object being destroyed
+        box = self._flag_box = [None]
+        self.destroyed.connect(lambda *_: box[0] is not None and box[0].set())
 
     # -- state
 
@@ -357,6 +370,7 @@ class JobPanel(QWidget):
         if self.busy:
             raise AstroSRError("a job is already running in this widget; wait or press Stop")
         self.stop_flag = StopFlag()
+        self._flag_box[0] = self.stop_flag
         self.tag = tag
         self.last_error = None
         try:
@@ -371,7 +385,7 @@ class JobPanel(QWidget):
         self.worker = worker
 
         def _yielded(batch: list) -> None:
-            if self.worker is not worker:  # a late batch from a finished job
+            if self.worker is not worker or not _alive(self):  # late batch, or the widget is gone
                 return
             for event in batch:
                 self._show_progress(event, label)
@@ -382,6 +396,8 @@ class JobPanel(QWidget):
                         notify_error(exc, context="progress display")
 
         def _returned(result: Any) -> None:
+            if not _alive(self):
+                return
             self.returned_at = time.perf_counter()
             stopped = self.stop_flag is not None and self.stop_flag.is_set()
             try:
@@ -392,6 +408,8 @@ class JobPanel(QWidget):
             self._finish("stopped" if stopped else "done", label)
 
         def _errored(exc: BaseException) -> None:
+            if not _alive(self):
+                return
             if isinstance(exc, StoppedError):
                 self._finish("stopped", label, str(exc))
             else:
