@@ -86,6 +86,7 @@ def restore() -> None:
     hr, lr = hr_and_lr(viewer)
     hr.visible = False
     w = dock(viewer, RestoreWidget(viewer), "Restore")
+    wait_until(lambda: w.methods_ready)
     w.input.set_value(lr)
     w.method.setCurrentText("lanczos")
     w.run()
@@ -121,6 +122,7 @@ def inspect() -> None:
     viewer = new_viewer()
     hr, lr = hr_and_lr(viewer)
     r = RestoreWidget(viewer)
+    wait_until(lambda: r.methods_ready)
     r.input.set_value(lr)
     r.method.setCurrentText("lanczos")
     r.residual.setChecked(False)

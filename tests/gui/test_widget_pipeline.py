@@ -12,10 +12,9 @@ from astropy.table import Table  # noqa: E402
 
 from napari_astrosr._napari.widgets.detect import DetectWidget  # noqa: E402
 from napari_astrosr._napari.widgets.inspect import InspectWidget  # noqa: E402
-from napari_astrosr._napari.widgets.restore import RestoreWidget  # noqa: E402
 from napari_astrosr.core.resample import block_sum, scale_wcs  # noqa: E402
 
-from widget_helpers import Notes, wait_idle  # noqa: E402
+from widget_helpers import Notes, restore_widget, wait_idle  # noqa: E402
 
 
 def test_sample_restore_detect_inspect_export(make_napari_viewer, qtbot, tmp_path):
@@ -28,8 +27,7 @@ def test_sample_restore_detect_inspect_export(make_napari_viewer, qtbot, tmp_pat
     lr = viewer.add_image(block_sum(np.asarray(hr.data), 2), name="lr", scale=(2, 2), translate=(0.5, 0.5),
                           metadata={"wcs": scale_wcs(hr.metadata["wcs"], 0.5), "header": hr.metadata["header"]})
 
-    rw = RestoreWidget(viewer)
-    qtbot.addWidget(rw)
+    rw = restore_widget(viewer, qtbot)
     rw.input.set_value(lr)
     rw.method.setCurrentText("lanczos")
     rw.run()

@@ -12,9 +12,9 @@ pytest.importorskip("napari_astrosr.restoration")
 
 from astropy.wcs import WCS  # noqa: E402
 
-from napari_astrosr._napari.widgets.restore import CHECKPOINT_ITEM, RestoreWidget  # noqa: E402
+from napari_astrosr._napari.widgets.restore import CHECKPOINT_ITEM  # noqa: E402
 
-from widget_helpers import Notes, star_image, wait_idle  # noqa: E402
+from widget_helpers import Notes, restore_widget, star_image, wait_idle  # noqa: E402
 
 
 def _wcs(shape):
@@ -45,8 +45,7 @@ def test_restore_bicubic_aligned_with_residual(make_napari_viewer, qtbot):
     img = star_image((40, 48), seed=2)
     wcs = _wcs(img.shape)
     layer = viewer.add_image(img, name="lr", scale=(2.0, 2.0), translate=(3.0, -1.0), metadata={"wcs": wcs})
-    w = RestoreWidget(viewer)
-    qtbot.addWidget(w)
+    w = restore_widget(viewer, qtbot)
     methods = [w.method.itemText(i) for i in range(w.method.count())]
     assert {"bicubic", "lanczos", "backprojection", "fisr"} <= set(methods) and methods[-1] == CHECKPOINT_ITEM
     w.method.setCurrentText("bicubic")
@@ -86,8 +85,7 @@ def test_restore_bicubic_aligned_with_residual(make_napari_viewer, qtbot):
 def test_restore_errors_are_notified(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(star_image((24, 24)), name="im")
-    w = RestoreWidget(viewer)
-    qtbot.addWidget(w)
+    w = restore_widget(viewer, qtbot)
     notes = Notes()
     w.method.setCurrentText("backprojection")
     assert w.psf.isEnabled()  # backprojection needs a PSF
@@ -113,8 +111,7 @@ def test_restore_checkpoint_and_stop(make_napari_viewer, qtbot, tmp_path):
     ckpt = random_checkpoint(tmp_path)
     viewer = make_napari_viewer()
     viewer.add_image(star_image((96, 96), seed=4), name="im")
-    w = RestoreWidget(viewer)
-    qtbot.addWidget(w)
+    w = restore_widget(viewer, qtbot)
     w.method.setCurrentText(CHECKPOINT_ITEM)
     w.checkpoint.setText(str(ckpt))
     assert w.scale.value() == 1  # taken from the checkpoint's sidecar
@@ -146,12 +143,11 @@ def test_event_loop_keeps_turning_during_restoration(make_napari_viewer, qtbot, 
     ckpt = random_checkpoint(tmp_path)
     viewer = make_napari_viewer()
     viewer.add_image(star_image((1024, 1024), n=200, seed=7), name="big")
-    w = RestoreWidget(viewer)
-    qtbot.addWidget(w)
+    w = restore_widget(viewer, qtbot)
     w.method.setCurrentText(CHECKPOINT_ITEM)
     w.checkpoint.setText(str(ckpt))
     w.residual.setChecked(False)
-    w.tile.setValue(512)
+    w.tile.setValue(256)
     ticks: list[float] = []
     timer = QTimer()
     timer.setInterval(10)
@@ -171,6 +167,6 @@ def test_event_loop_keeps_turning_during_restoration(make_napari_viewer, qtbot, 
     add_gap = (after[0] - t_res) if after else float("nan")
     print(f"\nrestoration {t_res - t0:.1f} s, {len(run_ticks)} ticks, longest gap {gaps.max() * 1000:.0f} ms, "
           f"median {np.median(gaps) * 1000:.0f} ms; adding the result layer blocked {add_gap * 1000:.0f} ms")
-    assert t_res - t0 > 1.0, "the job should take long enough to measure anything"
+    assert len(run_ticks) >= 30, "the job should run long enough to measure anything"
     assert "big [pix2wgan]" in viewer.layers
     assert gaps.max() < 0.2

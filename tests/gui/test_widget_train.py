@@ -7,11 +7,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("napari_astrosr.training.loop")
 
-from napari_astrosr._napari.widgets.restore import RestoreWidget  # noqa: E402
 from napari_astrosr._napari.widgets.train import TrainWidget, example_configs  # noqa: E402
 from napari_astrosr.config import config_from_dict  # noqa: E402
 
-from widget_helpers import Notes, star_image, wait_idle  # noqa: E402
+from widget_helpers import Notes, restore_widget, star_image, wait_idle  # noqa: E402
 
 TINY = {
     "name": "widget_test",
@@ -66,8 +65,7 @@ def test_train_live_plot_stop_and_restore_lists_checkpoint(make_napari_viewer, q
     assert w.checkpoint is not None and w.checkpoint.exists() and w.checkpoint.with_suffix(".json").exists()
     assert w.jobs.last_error is None
 
-    r = RestoreWidget(viewer)
-    qtbot.addWidget(r)
+    r = restore_widget(viewer, qtbot)
     labels = [r.method.itemText(i) for i in range(r.method.count())]
     label = f"pix2wgan ({w.checkpoint.name})"
     assert label in labels

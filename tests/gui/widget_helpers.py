@@ -39,3 +39,13 @@ class Notes:
 def wait_idle(qtbot, panel, timeout=30_000) -> None:
     """Wait until a JobPanel has no job running."""
     qtbot.waitUntil(lambda: not panel.busy, timeout=timeout)
+
+
+def restore_widget(viewer, qtbot):
+    """A RestoreWidget with its method list loaded (it loads in a thread)."""
+    from napari_astrosr._napari.widgets.restore import RestoreWidget
+
+    w = RestoreWidget(viewer)
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: w.methods_ready, timeout=60_000)
+    return w

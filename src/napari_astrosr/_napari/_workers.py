@@ -256,13 +256,38 @@ def _drive(job: Generator[Progress, None, Any], interval: float) -> Generator[li
             last = now
 
 
+def _is_deleted(obj: Any) -> bool:
+    """True once the C++ object behind a Qt wrapper is gone (safe from any thread)."""
+    try:
+        from qtpy import sip  # PyQt5/6
+
+        return bool(sip.isdeleted(obj))
+    except ImportError:  # PySide
+        import shiboken6
+
+        return not shiboken6.isValid(obj)
+
+
+class _PanelStop(StopFlag):
+    """The stop flag of a JobPanel's job: also set once the panel (its widget) is deleted,
+    so closing a widget mid-run stops its job instead of leaving it running."""
+
+    def __init__(self, panel: QWidget) -> None:
+        import weakref
+
+        super().__init__()
+        self._panel = weakref.ref(panel)
+
+    def is_set(self) -> bool:
+        if super().is_set():
+            return True
+        panel = self._panel()
+        return panel is None or _is_deleted(panel)
+
+
 def _alive(widget: QWidget) -> bool:
     """False once the Qt object behind ``widget`` was deleted (its dock was closed)."""
-    try:
-        widget.objectName()
-    except RuntimeError:
-        return False
-    return True
+    return not _is_deleted(widget)
 
 
 class JobPanel(QWidget):
@@ -320,10 +345,6 @@ class JobPanel(QWidget):
         lay.addLayout(row)
         lay.addWidget(self.status)
         self._set_running(False)
-        # a widget closed (deleted) mid-run asks its job to stop instead of leaving it running;
-        # a closure, not a method: Qt does not call slots of an object being destroyed
-        box = self._flag_box = [None]
-        self.destroyed.connect(lambda *_: box[0] is not None and box[0].set())
 
     # -- state
 
@@ -369,8 +390,7 @@ class JobPanel(QWidget):
         """
         if self.busy:
             raise AstroSRError("a job is already running in this widget; wait or press Stop")
-        self.stop_flag = StopFlag()
-        self._flag_box[0] = self.stop_flag
+        self.stop_flag = _PanelStop(self)
         self.tag = tag
         self.last_error = None
         try:

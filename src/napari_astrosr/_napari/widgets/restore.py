@@ -152,22 +152,50 @@ class RestoreWidget(QWidget):
         self.method.currentIndexChanged.connect(self._method_changed)
         self.checkpoint.textChanged.connect(self._checkpoint_changed)
         checkpoint_registry().changed.connect(self.refresh_methods)
+        self._listed: Optional[list] = None
         self.refresh_methods()
+        self._load_methods()
 
     # ------------------------------------------------------------------ methods list
+
+    @property
+    def methods_ready(self) -> bool:
+        """True once the method list has been loaded (it loads in the background)."""
+        return self._listed is not None
+
+    def _load_methods(self) -> None:
+        """Load ``list_methods()`` in a thread: it imports torch (seconds), which would
+        otherwise freeze napari while the widget opens."""
+        from napari.qt.threading import create_worker
+
+        def _list() -> list:
+            from ...restoration import list_methods
+
+            # costs=False: counting every network's FLOPs takes tens of seconds on a CPU
+            return list_methods(costs=False)
+
+        def _done(methods: list) -> None:
+            self._listed = list(methods)
+            self.refresh_methods()
+
+        def _failed(exc: BaseException) -> None:
+            self._listed = []
+            notify_error(exc, context="listing restoration methods")
+            self.refresh_methods()
+
+        self.info.setText("loading the list of methods…")
+        worker = create_worker(_list, _ignore_errors=True, _start_thread=False)
+        worker.returned.connect(_done)
+        worker.errored.connect(_failed)
+        self._methods_worker = worker  # keep a reference while it runs
+        worker.start()
 
     def refresh_methods(self) -> None:
         """List every method of ``list_methods()``, trained checkpoints and 'checkpoint file…'."""
         current = self.method.currentText()
         self._methods = {}
-        try:
-            from ...restoration import list_methods
-
-            # costs=False: counting every network's FLOPs takes tens of seconds on a CPU
-            for m in list_methods(costs=False):
-                self._methods[m["name"]] = dict(m)
-        except Exception as exc:  # noqa: BLE001 - the widget must open even if a backend is broken
-            notify_error(exc, context="listing restoration methods")
+        for m in self._listed or []:
+            self._methods[m["name"]] = dict(m)
         for path in checkpoint_registry().paths:
             try:
                 meta = _checkpoint_meta(path)
