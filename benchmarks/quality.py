@@ -39,12 +39,12 @@ DATA = Path(os.environ.get("ASTROSR_SHARED_DATA", REPO.parent / "shared" / "data
 
 FIELDS = [
     # (label, path, hdu plane, crop side (HR px), kind)
-    ("COSMOS F814W galaxy (HST ACS)", "hst_cosmos_acs_f814w_galaxy/147246.0_150.416558_1.998697_masknoise.fits", 192),
-    ("Cut_HST F814W (HST ACS)", "hst_hsc_pair_cosmos_A/Cut_HST.fits", 192),
-    ("A2744 dwarf F105W (WFC3/IR)", "hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w.fits.gz", 192),
-    ("A2744 spiral F105W (WFC3/IR)", "hst_wfc3ir_f105w_a2744/abell_2744_spiral_galaxy_f105w.fits.gz", 144),
-    ("Spitzer IRAC crowded stars", "spitzer_irac_field/spitzer_example_image.fits", 192),
-    ("ESO NTT field (ground)", "eso_ntt_sep_catalog/image.fits", 192),
+    ("COSMOS F814W galaxy (HST ACS)", "hst_cosmos_acs_f814w_galaxy/147246.0_150.416558_1.998697_masknoise.fits", 128),
+    ("Cut_HST F814W (HST ACS)", "hst_hsc_pair_cosmos_A/Cut_HST.fits", 128),
+    ("A2744 dwarf F105W (WFC3/IR)", "hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w.fits.gz", 128),
+    ("A2744 spiral F105W (WFC3/IR)", "hst_wfc3ir_f105w_a2744/abell_2744_spiral_galaxy_f105w.fits.gz", 128),
+    ("Spitzer IRAC crowded stars", "spitzer_irac_field/spitzer_example_image.fits", 128),
+    ("ESO NTT field (ground)", "eso_ntt_sep_catalog/image.fits", 128),
 ]
 PSFS = [("gauss", "gaussian:1.0"), ("gauss+airy", "gaussian+airy:1.0,2.0")]
 NOISE_REL = 0.01

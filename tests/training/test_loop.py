@@ -120,3 +120,19 @@ def test_cli_train_bad_config_exit_2(tmp_path, capsys):
     assert main(["train", str(p), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'model.colour'" in err and "bad.yaml" in err
+
+
+def test_one_run_per_output_folder(tmp_path):
+    import os
+
+    from napari_astrosr.exceptions import AstroSRError
+
+    out = tmp_path / "l"
+    out.mkdir()
+    (out / "train.lock").write_text(str(os.getppid()))  # a live process holds the folder
+    cfg = _cfg(run={"steps": 1})
+    with pytest.raises(AstroSRError, match="another astrosr train"):
+        run(train_job(cfg, out_dir=out))
+    (out / "train.lock").write_text("999999999")  # stale lock of a dead run is taken over
+    assert run(train_job(cfg, out_dir=out)).exists()
+    assert not (out / "train.lock").exists()

@@ -236,11 +236,7 @@ def train_job(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER,
     """
     import torch
 
-    from ..models.registry import build_model, get_spec, resolve_config
-    from .checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
-    from .data import NORMALIZATION, build_train_data
-    from .losses import (critic_loss, flux_consistency_loss, generator_adversarial_loss, pixel_loss, pooled_loss,
-                         sample_weights)
+    from ..models.registry import get_spec
 
     cfg = config
     out = Path(out_dir)
@@ -262,6 +258,49 @@ def train_job(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER,
     if not spec.upsamples and ms != 1:
         raise AstroSRError(f"{cfg.source_path}: model.scale: {cfg.model.name} is a same-size network; set model.scale: 1 "
                            "(its input is the flux-conserving bicubic upsampling of the LR image).")
+    lock = _acquire_lock(out)
+    try:
+        return (yield from _train(cfg, out, ckpt_path, state_path, resume, stop, root))
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _acquire_lock(out: Path) -> Path:
+    """One run per output folder: two runs writing the same log and checkpoint corrupt both."""
+    import os
+
+    lock = out / "train.lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(lock.read_text().strip() or 0)
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except (ValueError, ProcessLookupError, PermissionError, OSError):
+            alive = False
+        if alive:
+            raise AstroSRError(f"{out}: another astrosr train (pid {pid}) is using this folder; wait for it or "
+                               "choose another --out.") from None
+        lock.unlink(missing_ok=True)  # stale lock of a dead run
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return lock
+
+
+def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resume: bool, stop, root):
+    import torch
+
+    from ..models.registry import build_model, get_spec, resolve_config
+    from .checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
+    from .data import NORMALIZATION, build_train_data
+    from .losses import (critic_loss, flux_consistency_loss, generator_adversarial_loss, pixel_loss, pooled_loss,
+                         sample_weights)
+
+    spec = get_spec(cfg.model.name)
+    needs_flux = bool(spec.needs_flux_map)
+    ms, ds = cfg.model.scale, cfg.data.scale
     save_config(cfg, out / "config.yaml")
 
     yield Progress(0, cfg.run.steps, "building training data")
