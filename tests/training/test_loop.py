@@ -136,3 +136,35 @@ def test_one_run_per_output_folder(tmp_path):
     (out / "train.lock").write_text("999999999")  # stale lock of a dead run is taken over
     assert run(train_job(cfg, out_dir=out)).exists()
     assert not (out / "train.lock").exists()
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_saves_checkpoint(tmp_path):
+    """`astrosr train` stops on SIGINT after the current step and leaves a resumable checkpoint."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = _cfg(run={"steps": 100000, "log_every": 1})
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "napari_astrosr", "train", str(p), "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 50:
+        log = out / "log.csv"
+        if log.exists() and len(log.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=50)
+    assert proc.returncode == 0, stderr
+    meta = json.loads((out / "model.json").read_text())
+    assert 0 < meta["step"] < 100000 and (out / "resume.pt").exists()
+    assert "stopped" in stdout
+    assert not (out / "train.lock").exists()
