@@ -90,3 +90,30 @@ def test_one_sided_split_is_an_error():
 
     with pytest.raises(AstroSRError, match="no training images"):
         build_image_pairs(_cfg([{"kind": "simulate", "simulate": "starfield", "count": 1, "size": 64, "split": "val"}]))
+
+
+def test_paired_source_from_real_style_files(tmp_path):
+    """A real LR/HR pair on matching grids (here: written FITS files) becomes train/val halves."""
+    from napari_astrosr.core.fits_io import write_fits
+    from napari_astrosr.core.resample import block_sum
+
+    rng = np.random.default_rng(1)
+    hr = rng.gamma(2.0, 1.0, (64, 64)).astype(np.float32)
+    lr = block_sum(hr, 2).astype(np.float32)
+    write_fits(tmp_path / "hr.fits", hr)
+    write_fits(tmp_path / "lr.fits", lr)
+    cfg = config_from_dict({
+        "name": "p", "model": {"name": "fisr", "preset": "tiny", "scale": 2},
+        "data": {"root": str(tmp_path), "scale": 2, "patch": 8,
+                 "sources": [{"kind": "paired", "lr": "lr.fits", "hr": "hr.fits", "split": "halves"}]},
+    })
+    pairs = build_image_pairs(cfg)
+    assert [p.split for p in pairs] == ["train", "val"]
+    np.testing.assert_allclose(pairs[0].lr, lr[:, :16])
+    np.testing.assert_allclose(pairs[1].hr, hr[:, 32:])
+    bad = cfg.model_dump(mode="json")
+    bad["data"]["sources"][0]["hr"] = "lr.fits"  # HR not covering LR x scale
+    from napari_astrosr.exceptions import AstroSRError
+
+    with pytest.raises(AstroSRError, match="does not match"):
+        build_image_pairs(config_from_dict(bad))

@@ -233,10 +233,10 @@ def build_image_pairs(config: TrainConfig, *, root: Optional[Path] = None) -> li
             lr, _ = _read_2d(_resolve(root, src.lr), plane=src.lr_hdu)
             hr = _crop_to_multiple(hr, s)
             ny, nx = hr.shape[0] // s, hr.shape[1] // s
-            if lr.shape[0] < ny or lr.shape[1] < nx:
+            if lr.shape != (ny, nx):
                 raise AstroSRError(f"{src.lr}: LR shape {lr.shape} does not match HR {hr.shape} / scale {s}; "
                                    "resample the pair onto matching grids first.")
-            made.append(ImagePair(hr, lr[:ny, :nx], f"{Path(src.lr).name}+{Path(src.hr).name}", src.split, {"paired": True}))
+            made.append(ImagePair(hr, lr, f"{Path(src.lr).name}+{Path(src.hr).name}", src.split, {"paired": True}))
         for p in made:
             pairs.extend(_halves(p, s) if p.split == "halves" else [p])
     if not any(p.split == "train" for p in pairs):
