@@ -53,7 +53,6 @@ _LAZY = {
     "train_job": "napari_astrosr.training.loop",
     "load_config": "napari_astrosr.config",
     "restore_dask": "napari_astrosr.batch",
-    "batch": "napari_astrosr.batch",
     "main_job": "napari_astrosr.pipeline",
 }
 

@@ -45,6 +45,7 @@ from typing import Any, Callable, Generator, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from .core.atomic import atomic_output
 from .exceptions import AstroSRError
 from .progress import NEVER, Progress
 
@@ -660,9 +661,7 @@ def restore_fits_tiled_job(
     result = restore_dask(darr, method=method, scale=s, model=model, flux_exact=flux_exact, psf=psf,
                           device=device, tile=tile, depth=depth)
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_output(out) as tmp:
         # pre-allocate: header, then a sparse data area of the final size (zero padding is valid FITS)
         hdr_bytes = out_header.tostring().encode("ascii")
         data_bytes = shape_out[0] * shape_out[1] * 4
@@ -701,13 +700,6 @@ def restore_fits_tiled_job(
             da.store(result[y0: y0 + h], _RowOffset(writer, y0), lock=False, compute=True, **compute_kw)
             y0 += h
             yield Progress(i + 1, n_rows, f"{Path(path).name}: row {i + 1}/{n_rows}")
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return TiledResult(
         output=out, shape_in=(ny, nx), shape_out=shape_out, chunk=int(chunk),
         depth=int(default_depth(params) if depth is None else depth),

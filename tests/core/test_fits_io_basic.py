@@ -22,3 +22,21 @@ def test_roundtrip_big_endian(tmp_path):
 def test_missing_file_names_path(tmp_path):
     with pytest.raises(AstroSRError, match="nope.fits"):
         read_fits(tmp_path / "nope.fits")
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    """Atomic writes go through a private (0600) temp file; the result must not stay private."""
+    import os
+    import stat
+
+    from astropy.table import Table
+
+    from napari_astrosr.core.atomic import _umask
+    from napari_astrosr.core.catalogs import write_table
+
+    fits_out = write_fits(tmp_path / "img.fits", np.zeros((4, 4), np.float32))
+    tab_out = write_table(Table({"x": [1.0]}), tmp_path / "cat.ecsv")
+    want = 0o666 & ~_umask()
+    for p in (fits_out, tab_out):
+        assert stat.S_IMODE(os.stat(p).st_mode) == want
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["cat.ecsv", "img.fits"]

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 from astropy.table import QTable, Table
 
+from .atomic import atomic_output
 from ..exceptions import AstroSRError
 
 __all__ = ["write_table", "write_regions", "read_regions", "load_regions", "region_to_mask", "table_to_regions", "COLUMN_UNITS"]
@@ -58,17 +58,8 @@ def _check_dest(path: PathLike, overwrite: bool) -> Path:
 
 
 def _atomic(p: Path, write) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_output(p, suffix=p.suffix) as tmp:  # suffix: astropy picks the format from it
         write(tmp)
-        os.replace(tmp, p)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):  # disk full, quota, I/O error: one clear line, no traceback
-            raise AstroSRError(f"{p}: could not be written ({exc.strerror or exc}); nothing was left behind.") from exc
-        raise
     return p
 
 

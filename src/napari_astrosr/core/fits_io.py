@@ -15,7 +15,6 @@ import gzip
 import json
 import os
 import re
-import tempfile
 import zlib
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from .._version import __version__
+from .atomic import atomic_output
 from ..exceptions import AstroSRError, WCSWarning
 
 PathLike = Union[str, os.PathLike]
@@ -471,21 +471,10 @@ def write_fits(
     if data.dtype.kind == "f":
         data = data.astype(data.dtype.newbyteorder("="), copy=False)
     hdu = fits.PrimaryHDU(data=np.ascontiguousarray(data), header=hdr)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_output(out) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hdu.writeto(tmp, overwrite=True, output_verify="silentfix")
-        os.replace(tmp, out)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise AstroSRError(f"{out}: could not be written ({_short(exc)}); nothing was left behind.") from exc
-        raise
     return out
 
 

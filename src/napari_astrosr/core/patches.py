@@ -28,6 +28,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .atomic import atomic_output
 from ..exceptions import AstroSRError
 from .resample import _int_factor
 
@@ -120,19 +121,10 @@ def save_patches(path: Union[str, os.PathLike], patchset: PatchSet, *, overwrite
     if not out.parent.exists():
         raise AstroSRError(f"{out.parent}: output folder does not exist.")
     meta = json.dumps({**patchset.meta, "format_version": FORMAT_VERSION}, default=str)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".npz", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_output(out, suffix=".npz") as tmp:  # .npz suffix: savez would append one
         np.savez_compressed(tmp, hr=patchset.hr.astype(np.float32), lr=patchset.lr.astype(np.float32),
                             positions=patchset.positions.astype(np.int64), scale=np.int64(patchset.scale),
                             meta=np.array(meta))
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return out
 
 

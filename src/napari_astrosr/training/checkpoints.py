@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from .._version import __version__
+from ..core.atomic import atomic_output
 from ..exceptions import AstroSRError
 
 FORMAT = "napari-astrosr-checkpoint"
@@ -49,20 +49,8 @@ def file_sha256(path: PathLike) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):  # disk full, quota, I/O error: one clear line, no traceback
-            raise AstroSRError(f"{path}: could not be written ({exc.strerror or exc}); nothing was left "
-                               "behind.") from exc
-        raise
 
 
 def _jsonable(obj: Any) -> Any:
