@@ -35,7 +35,7 @@ def test_written_files_get_normal_permissions(tmp_path):
     from napari_astrosr.core.catalogs import write_table
 
     fits_out = write_fits(tmp_path / "img.fits", np.zeros((4, 4), np.float32))
-    tab_out = write_table(Table({"x": [1.0]}), tmp_path / "cat.ecsv")
+    tab_out = write_table(Table({"x": [1.0], "y": [2.0]}), tmp_path / "cat.ecsv")
     want = 0o666 & ~_umask()
     for p in (fits_out, tab_out):
         assert stat.S_IMODE(os.stat(p).st_mode) == want
