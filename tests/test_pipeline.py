@@ -94,7 +94,7 @@ def test_metrics_json(job):
     assert [r["name"] for r in a["rois"]] == ["bright", "faint", "sky"]
     assert all(r["js"] is not None and 0 <= r["js"] <= np.log(2) for r in a["rois"])
     b = m["validation"]
-    assert set(b["methods"]) == {res.method, "bicubic"}
+    assert set(b["methods"]) == {res.method, "backprojection", "bicubic"}
     for ev in b["methods"].values():
         for k in ("psnr", "ssim", "flux_error", "flux_error_rel_median", "rois"):
             assert k in ev, k
