@@ -156,3 +156,38 @@ def test_list_methods_describes_everything():
     assert set(ms) == set(METHODS)
     assert all(m["flux"] for m in ms.values())
     assert ms["fisr"]["kind"] == "network" and ms["fisr"]["scales"] == [2, 4]
+
+
+def test_stop_during_backprojection_ends_within_a_second(rng):
+    # a 512^2 input (1024^2 output) takes several seconds to project; Stop must end it mid-CG
+    import threading
+    import time
+
+    from napari_astrosr.core.psf import gaussian_psf
+    from napari_astrosr.core.projection import forward_model
+
+    hr = _hr_field(rng, shape=(1024, 1024), n=40)
+    lr = forward_model(hr, scale=2, psf=gaussian_psf(1.0)).astype(np.float32)
+    flag = StopFlag()
+    events, outcome = [], {}
+
+    def worker():
+        job = restore_job(lr, method="backprojection", scale=2, psf="gaussian:1.0", stop=flag)
+        try:
+            for ev in job:
+                events.append(ev)
+        except StoppedError as e:
+            outcome["stopped"] = e
+        outcome["t_end"] = time.perf_counter()
+
+    th = threading.Thread(target=worker)
+    th.start()
+    t0 = time.perf_counter()
+    while not any("CG iteration" in e.message for e in events) and time.perf_counter() - t0 < 60:
+        time.sleep(0.01)
+    assert any("CG iteration" in e.message for e in events), "no projection progress events"
+    t_req = time.perf_counter()
+    flag.set()
+    th.join(30)
+    assert "stopped" in outcome, "the job finished instead of stopping"
+    assert outcome["t_end"] - t_req < 1.0

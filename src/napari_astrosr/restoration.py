@@ -284,7 +284,8 @@ def restore_job(
                                    "pixels, e.g. gaussian:1.0).")
             it = 50 if iterations is None else int(iterations)
             params["iterations"] = it
-            out = classical.backprojection(arr, kernel, scale=scale, iterations=it)
+            out = yield from _projection_progress(
+                classical.backprojection_iter(arr, kernel, scale=scale, iterations=it, stop=stop), it, method)
             flux_exact = False  # already projected
         timings[method] = time.perf_counter() - t0
         yield Progress(1, 1, f"{method} done")
@@ -329,7 +330,7 @@ def restore_job(
                       overlap=info["overlap"])
 
     if flux_exact:
-        from .core.projection import project_flux_exact
+        from .core.projection import iter_project_flux_exact
 
         if stop.is_set():
             from .exceptions import StoppedError
@@ -338,7 +339,9 @@ def restore_job(
         t0 = time.perf_counter()
         nan_out = ~np.isfinite(out)
         it = 50 if iterations is None or method in CLASSICAL else int(iterations)
-        out = np.asarray(project_flux_exact(out, arr, scale=scale, psf=kernel, iterations=it), dtype=np.float32)
+        out, _ = yield from _projection_progress(
+            iter_project_flux_exact(out, arr, scale=scale, psf=kernel, iterations=it, stop=stop), it, "projection")
+        out = np.asarray(out, dtype=np.float32)
         out[nan_out] = np.nan
         timings["projection"] = time.perf_counter() - t0
         yield Progress(1, 1, "flux-exact projection done")
@@ -353,6 +356,22 @@ def restore_job(
     return RestoreResult(data=np.ascontiguousarray(out, dtype=np.float32), wcs=out_wcs, header=out_header,
                          method=method, scale=scale, device=used_device, params=params, timings=timings,
                          checkpoint_hash=ckpt_hash)
+
+
+def _projection_progress(gen, iterations: int, label: str):
+    """Turn the projection's ``(iteration, residual_rel, round)`` stream into Progress events.
+
+    The total is a guess (CG usually stops well before ``iterations``); the bar is
+    completed by the caller's final event. Returns the wrapped generator's value.
+    """
+    while True:
+        try:
+            it, res, rnd = next(gen)
+        except StopIteration as done:
+            return done.value
+        extra = f", nonneg round {rnd}" if rnd else ""
+        yield Progress(min(it, iterations - 1), iterations, f"{label}: CG iteration {it}{extra}, residual {res:.1e}",
+                       values={"iteration": it, "residual_rel": res, "nonneg_round": rnd})
 
 
 def _result_header(header: Any, *, method: str, params: dict, checkpoint_hash: Optional[str]):

@@ -95,8 +95,26 @@ def richardson_lucy(image: np.ndarray, psf: np.ndarray, *, scale: int = 1, itera
     return interpolate(out, scale=s, method="bicubic") if s > 1 else out
 
 
+def backprojection_iter(image: np.ndarray, psf: Optional[np.ndarray], *, scale: int = 2, iterations: int = 50,
+                       nonneg: Optional[bool] = None, stop=None):
+    """:func:`backprojection` as a generator: yields ``(iteration, residual_rel, nonneg_round)``
+    after every CG iteration of the projection, returns the float32 result. ``stop``
+    (``is_set()``) is checked between iterations and raises
+    :class:`~napari_astrosr.exceptions.StoppedError`."""
+    from .projection import iter_project_flux_exact
+
+    s = _check_scale(scale)
+    if psf is None:
+        raise AstroSRError("backprojection needs the PSF the input carries: pass --psf (e.g. gaussian:1.0, "
+                           "in output pixels).")
+    up = interpolate(image, scale=s, method="bicubic")
+    out, _ = yield from iter_project_flux_exact(up, np.asarray(image, dtype=np.float32), scale=s, psf=psf,
+                                                iterations=iterations, nonneg=nonneg, stop=stop)
+    return np.asarray(out, dtype=np.float32)
+
+
 def backprojection(image: np.ndarray, psf: Optional[np.ndarray], *, scale: int = 2, iterations: int = 50,
-                   nonneg: Optional[bool] = None) -> np.ndarray:
+                   nonneg: Optional[bool] = None, callback=None, stop=None) -> np.ndarray:
     """Flux-conserving bicubic, then the flux-exact projection through blur + block-sum.
 
     Flux: ``forward_model(out, scale, psf) == image`` to the CG tolerance: each input
@@ -105,14 +123,14 @@ def backprojection(image: np.ndarray, psf: Optional[np.ndarray], *, scale: int =
     the projection fits the noise too; prefer it on clean / high-S/N data.
 
     ``psf`` is the blur on the output grid (``None`` = none: then bicubic already
-    satisfies the constraint and nothing changes).
+    satisfies the constraint and nothing changes). ``callback(iteration, residual_rel)``
+    is called after every CG iteration; ``stop`` as in :func:`backprojection_iter`.
     """
-    from .projection import project_flux_exact
-
-    s = _check_scale(scale)
-    if psf is None:
-        raise AstroSRError("backprojection needs the PSF the input carries: pass --psf (e.g. gaussian:1.0, "
-                           "in output pixels).")
-    up = interpolate(image, scale=s, method="bicubic")
-    return np.asarray(project_flux_exact(up, np.asarray(image, dtype=np.float32), scale=s, psf=psf,
-                                         iterations=iterations, nonneg=nonneg), dtype=np.float32)
+    gen = backprojection_iter(image, psf, scale=scale, iterations=iterations, nonneg=nonneg, stop=stop)
+    while True:
+        try:
+            it, res, _ = next(gen)
+        except StopIteration as done:
+            return done.value
+        if callback is not None:
+            callback(it, res)
