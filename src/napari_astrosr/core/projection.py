@@ -120,42 +120,82 @@ class _Preconditioner:
         return f.irfft2(f.rfft2(r) * self.inv, self.shape)
 
 
+class _Float32Model:
+    """The same operator as a :class:`ForwardModel` with a PSF, evaluated in float32.
+
+    Used for the CG *corrections* only: they are small next to the image, so float32's
+    ~1e-7 relative rounding stays far below the tolerance, and float32 FFTs take half the
+    time of float64 ones (measured 0.09 s vs 0.18 s per 2064^2 rfft2+irfft2 pair). The
+    residual that decides convergence is always recomputed in float64
+    (:func:`iter_project_flux_exact`'s refinement loop), so the result meets ``tol``
+    exactly as before.
+    """
+
+    def __init__(self, op: "ForwardModel"):
+        from scipy import fft as sfft
+
+        self._fft = sfft
+        f = op.conv.fft
+        self.kf = f.kf.astype(np.complex64)
+        self.kf_adj = f.kf_adj.astype(np.complex64)
+        self.fshape, self.off, self.hr = f.fshape, f.off, op.shape
+        self.inv_w = op.conv.inv_w.astype(np.float32)
+        self.scale, self.lr_shape, self.shape = op.scale, op.lr_shape, op.shape
+
+    def _filt(self, img, kf):
+        f = self._fft
+        full = f.irfft2(f.rfft2(img, self.fshape, workers=-1) * kf, self.fshape, workers=-1)
+        oy, ox = self.off
+        return full[oy : oy + self.hr[0], ox : ox + self.hr[1]]
+
+    def apply(self, x):
+        s = self.scale
+        b = self._filt(x * self.inv_w, self.kf)
+        return b.reshape(self.lr_shape[0], s, self.lr_shape[1], s).sum(axis=(1, 3))
+
+    def adjoint(self, y):
+        s = self.scale
+        x = np.broadcast_to(y[:, None, :, None], (self.lr_shape[0], s, self.lr_shape[1], s)).reshape(self.shape)
+        return self._filt(x, self.kf_adj) * self.inv_w
+
+
 def _cg(op, rhs: np.ndarray, mask: Optional[np.ndarray], *, iterations: int, atol: float, precond=None):
     """Preconditioned conjugate gradients for ``P A A^T P y = rhs`` (P masks invalid LR pixels).
 
     A generator: yields the residual norm after every iteration (so callers can report
-    progress and honour a stop flag between iterations) and returns ``(y, iterations, rnorm)``.
+    progress and honour a stop flag between iterations) and returns
+    ``(A^T P y, iterations, rnorm, r)`` (``r``: the recurrence's residual). ``A^T P p`` of every search direction is computed
+    inside ``A A^T p`` anyway; accumulating it gives the HR correction without a final
+    adjoint (two full-size FFTs saved per projection). Works in ``rhs``'s dtype.
     """
-
-    def M(v):
-        if mask is not None:
-            v = v * mask
-        out = op.apply(op.adjoint(v))
-        return out * mask if mask is not None else out
+    dt = rhs.dtype
+    r = rhs.copy()
+    rnorm = float(np.linalg.norm(r))
+    dx = np.zeros(op.shape, dtype=dt)
+    it = 0
+    if rnorm <= atol:  # already consistent (e.g. a nonneg round that clipped nothing)
+        return dx, it, rnorm, r
 
     def Pinv(v):
         if precond is None:
             return v
-        z = precond(v)
+        z = precond(v).astype(dt, copy=False)
         return z * mask if mask is not None else z
 
-    y = np.zeros_like(rhs)
-    r = rhs.copy()
-    rnorm = float(np.linalg.norm(r))
-    it = 0
-    if rnorm <= atol:  # already consistent (e.g. a nonneg round that clipped nothing)
-        return y, it, rnorm
     z = Pinv(r)
     p = z.copy()
     rz = float(np.vdot(r, z))
     while it < iterations and rnorm > atol:
-        Mp = M(p)
+        u = op.adjoint(p * mask if mask is not None else p)
+        Mp = op.apply(u)
+        if mask is not None:
+            Mp *= mask
         pMp = float(np.vdot(p, Mp))
         if pMp <= 0 or rz <= 0:
             break
         alpha = rz / pMp
-        y += alpha * p
-        r -= alpha * Mp
+        dx += dt.type(alpha) * u
+        r -= dt.type(alpha) * Mp
         rnorm = float(np.linalg.norm(r))
         it += 1
         yield rnorm
@@ -163,9 +203,9 @@ def _cg(op, rhs: np.ndarray, mask: Optional[np.ndarray], *, iterations: int, ato
             break
         z = Pinv(r)
         rz_new = float(np.vdot(r, z))
-        p = z + (rz_new / rz) * p
+        p = z + dt.type(rz_new / rz) * p
         rz = rz_new
-    return y, it, rnorm
+    return dx, it, rnorm, r
 
 
 # One cached (ForwardModel, preconditioner) pair: repeated projections of the same shape,
@@ -180,7 +220,8 @@ def _operator(shape: tuple[int, int], scale: int, psf: Optional[np.ndarray]):
     if hit is not None:
         return hit
     op = ForwardModel(shape, scale=scale, psf=psf)
-    pair = (op, _Preconditioner(op) if op.conv is not None else None)
+    pair = (op, _Preconditioner(op) if op.conv is not None else None,
+            _Float32Model(op) if op.conv is not None else None)
     _OP_CACHE.clear()  # keep one entry: a 2048^2 operator holds ~100 MB of transforms
     _OP_CACHE[key] = pair
     return pair
@@ -222,7 +263,7 @@ def iter_project_flux_exact(
     lr_valid = np.isfinite(y_obs)
     if not lr_valid.any():
         raise AstroSRError("lr is entirely NaN/blank; nothing to project onto.")
-    op, precond = _operator(x0.shape, s, psf)
+    op, precond, op32 = _operator(x0.shape, s, psf)
     mask = None if lr_valid.all() else lr_valid.astype(np.float64)
     y_obs0 = np.where(lr_valid, y_obs, 0.0)
     sr_nan = ~np.isfinite(x0)
@@ -236,12 +277,22 @@ def iter_project_flux_exact(
     norm = max(float(np.linalg.norm(y_obs0)), 1e-300)
     atol = tol * norm
     state = {"its": 0, "round": 0}
+    # CG on the corrections runs in float32 when there is a PSF (the FFT-bound case); a
+    # PSF-free model is a block sum (no FFTs) and stays float64 (exact in one iteration)
+    cg_op, cg_dtype = (op32, np.float32) if op32 is not None else (op, np.float64)
 
-    def project(v):
+    def residual(v):
         r = y_obs0 - op.apply(v)
-        if mask is not None:
-            r *= mask
-        cg = _cg(op, r, mask, iterations=iterations, atol=atol, precond=precond)
+        return r * mask if mask is not None else r
+
+    def solve(v, r):
+        """CG for the correction of ``v`` given its residual ``r`` (a generator)."""
+        rn = float(np.linalg.norm(r))
+        # float32 CG cannot push its own residual much below ~1e-6 of where it started;
+        # the float64 refinement (refine) takes it the rest of the way
+        cg_atol = atol if cg_dtype == np.float64 else max(atol, 2e-6 * rn)
+        cg = _cg(cg_op, r.astype(cg_dtype), None if mask is None else mask.astype(cg_dtype),
+                 iterations=iterations, atol=cg_atol, precond=precond)
         while True:
             if stop is not None and stop.is_set():
                 from ..exceptions import StoppedError
@@ -250,14 +301,29 @@ def iter_project_flux_exact(
             try:
                 rn = next(cg)
             except StopIteration as done:
-                yv, it, res = done.value
+                dx, _, rn, r_end = done.value
                 break
             state["its"] += 1
             yield state["its"], rn / norm, state["round"]
-        return v + op.adjoint(yv * mask if mask is not None else yv), res
+        return v + dx, r_end
 
-    x, res = yield from project(x)
-    if nonneg:
+    def refine(v, r):
+        """Float64 residual check + float32 CG corrections until ``||r|| <= atol``."""
+        rn = float(np.linalg.norm(r))
+        for _ in range(8):
+            if rn <= atol:
+                break
+            v, _ = yield from solve(v, r)
+            if cg_dtype == np.float64:  # float64 CG already met atol (or hit `iterations`)
+                break
+            r = residual(v)
+            rn = float(np.linalg.norm(r))
+        return v, rn
+
+    if not nonneg:
+        x, res = yield from refine(x, residual(x))
+    else:
+        x, r = yield from solve(x, residual(x))
         peak = float(np.max(np.abs(x))) or 1.0
         while state["round"] < nonneg_rounds:
             neg = x < 0
@@ -270,7 +336,15 @@ def iter_project_flux_exact(
             if neg_flux < neg_flux_tol * float(np.abs(x).sum()):
                 break
             state["round"] += 1
-            x, res = yield from project(np.clip(x, 0.0, None))
+            # POCS: clip, then project again. Intermediate rounds need not meet tol (the
+            # final float64 refinement below does), so the clipped image's residual is
+            # updated from CG's own (linearity: r(xc) = r(x) - A (xc - x)) in CG precision
+            xc = np.clip(x, 0.0, None)
+            r = r - cg_op.apply((xc - x).astype(cg_dtype))
+            if mask is not None:
+                r = r * mask
+            x, r = yield from solve(xc, r)
+        x, res = yield from refine(x, residual(x))
     bad = sr_nan | ~np.repeat(np.repeat(lr_valid, s, axis=0), s, axis=1)
     if bad.any():
         x[bad] = np.nan
