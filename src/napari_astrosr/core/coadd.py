@@ -632,7 +632,9 @@ def load_frames(
     Parameters
     ----------
     paths
-        One FITS file per exposure, or a single file holding a cube (N, H, W).
+        One FITS file per exposure, or a single file holding a cube (N, H, W), or a single
+        multi-extension file with one 2-D image HDU per exposure (each HDU's header, with
+        the primary header's keywords when ``INHERIT = T``, is that frame's header).
     weights, rms, dq
         Per-frame inverse-variance maps, rms maps, data-quality maps (nonzero = bad).
         Without either noise source the noise is estimated with sep.
@@ -673,7 +675,17 @@ def load_frames(
     if weights is not None and rms is not None:
         raise AstroSRError("give either weight maps or rms maps, not both.")
 
+    from .fits_io import read_fits_all, read_layers
+
     images = [read_fits(p, hdu=hdu) for p in paths]
+    if len(images) == 1 and hdu is None and images[0].data.ndim == 2:
+        # one multi-extension file whose image HDUs the viewer shows as a stack (same
+        # shape and EXTNAME, e.g. the bundled decam_stack.fits: FRAME,1..5; see
+        # fits_io.read_layers) is a stack of frames, each HDU keeping its own header
+        # (primary keywords inherited with INHERIT = T) for FILTER, SATURATE, FWHM, ...
+        layers = read_layers(paths[0])
+        if len(layers) == 1 and layers[0].frame_headers:
+            images = read_fits_all(paths[0])
     cube_mode = len(images) == 1 and images[0].data.ndim == 3
     if cube_mode:
         img = images[0]
@@ -688,10 +700,11 @@ def load_frames(
         planes = [im.data for im in images]
         headers = [inherited_header(im) for im in images]
         wcss = [im.wcs for im in images]
-        names = [Path(im.path).name for im in images]
+        names = [Path(im.path).name if len(paths) > 1 else f"{Path(im.path).name}[{im.hdu_index}]" for im in images]
     n = len(planes)
     if n < 2:
-        raise AstroSRError(f"{paths[0]}: a coadd needs at least 2 frames (one file per frame, or a cube).")
+        raise AstroSRError(f"{paths[0]}: a coadd needs at least 2 frames (one file per frame, a cube, "
+                           "or a multi-extension file of same-shape, same-EXTNAME image HDUs).")
 
     bands = [_frame_band(h) for h in headers]
     if len({b for b in bands if b}) > 1 and not allow_mixed_bands:
