@@ -37,6 +37,22 @@ from .resample import _int_factor
 __all__ = ["ForwardModel", "forward_model", "iter_project_flux_exact", "project_flux_exact"]
 
 
+def _block_sum(x: np.ndarray, s: int) -> np.ndarray:
+    """Sum ``s x s`` blocks of a 2-D array whose sides are multiples of ``s``.
+
+    Strided slice additions instead of ``reshape(...).sum(axis=(1, 3))``: numpy reduces
+    over the two inner axes of that 4-D view slowly (measured 95 ms vs 12 ms on a 2048^2
+    float32 image), and the projection calls this once per CG iteration.
+    """
+    t = x[0::s]
+    for i in range(1, s):
+        t = t + x[i::s]
+    out = t[:, 0::s]
+    for j in range(1, s):
+        out = out + t[:, j::s]
+    return out if s > 1 else np.array(out)
+
+
 class ForwardModel:
     """The linear operator ``A = block_sum o convolve`` for one HR shape, scale and PSF.
 
@@ -62,8 +78,7 @@ class ForwardModel:
         """``A x``: blur then block-sum (HR -> LR)."""
         if self.conv is not None:
             x = self.conv.apply(x)
-        s = self.scale
-        return x.reshape(self.lr_shape[0], s, self.lr_shape[1], s).sum(axis=(1, 3))
+        return _block_sum(x, self.scale)
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         """``A^T y``: replicate each LR pixel over its block, then the convolution adjoint (LR -> HR)."""
@@ -149,9 +164,7 @@ class _Float32Model:
         return full[oy : oy + self.hr[0], ox : ox + self.hr[1]]
 
     def apply(self, x):
-        s = self.scale
-        b = self._filt(x * self.inv_w, self.kf)
-        return b.reshape(self.lr_shape[0], s, self.lr_shape[1], s).sum(axis=(1, 3))
+        return _block_sum(self._filt(x * self.inv_w, self.kf), self.scale)
 
     def adjoint(self, y):
         s = self.scale
@@ -313,8 +326,9 @@ def iter_project_flux_exact(
         for _ in range(8):
             if rn <= atol:
                 break
-            v, _ = yield from solve(v, r)
+            v, r_end = yield from solve(v, r)
             if cg_dtype == np.float64:  # float64 CG already met atol (or hit `iterations`)
+                rn = float(np.linalg.norm(r_end))
                 break
             r = residual(v)
             rn = float(np.linalg.norm(r))
@@ -326,20 +340,19 @@ def iter_project_flux_exact(
         x, r = yield from solve(x, residual(x))
         peak = float(np.max(np.abs(x))) or 1.0
         while state["round"] < nonneg_rounds:
-            neg = x < 0
             # stop once the negatives are negligible: none below -1e-4 * peak, or their
             # total flux below neg_flux_tol of the image's absolute flux (further rounds
             # each cost a full projection and change the image by less than that)
-            if not neg.any() or x.min() >= -1e-4 * peak:
+            if float(x.min()) >= -1e-4 * peak:
                 break
-            neg_flux = -float(x[neg].sum())
-            if neg_flux < neg_flux_tol * float(np.abs(x).sum()):
+            xc = np.clip(x, 0.0, None)
+            neg_flux = float(xc.sum()) - float(x.sum())  # = -sum of the negative pixels
+            if neg_flux < neg_flux_tol * (float(xc.sum()) + neg_flux):
                 break
             state["round"] += 1
             # POCS: clip, then project again. Intermediate rounds need not meet tol (the
             # final float64 refinement below does), so the clipped image's residual is
             # updated from CG's own (linearity: r(xc) = r(x) - A (xc - x)) in CG precision
-            xc = np.clip(x, 0.0, None)
             r = r - cg_op.apply((xc - x).astype(cg_dtype))
             if mask is not None:
                 r = r * mask
