@@ -9,8 +9,10 @@
   (evaluated at the frame centre, cropped to 25x25); frames on other CCDs reprojected.
 
 Rows: ivar (inverse-variance mean), median (3-sigma clipped), ivar-psfmatch (homogenised to
-the worst PSF), dip (AstroClearNet, per-frame sky offsets fitted), dip-paper (no sky fit:
-the ReLU floor sits at the sky, as in the paper). Columns: S_F and sky sigma (core.metrics),
+the worst PSF), dip (AstroClearNet defaults: ivar-coadd skip term, per-frame sky offsets,
+lr 5e-4), dip-chi2stop (same, stopped once chi2 <= 1), dip-noskip (flat start, lr 2e-3,
+sky offsets: the previous default), dip-paper (flat start, no sky fit: the ReLU floor sits
+at the sky, as in the paper). Columns: S_F and sky sigma (core.metrics),
 their change against ivar, the median flux ratio to ivar of sources with S/N > 20 (and of
 5 < S/N < 20), in apertures of radius 2 x the worst FWHM with local annulus background.
 """
@@ -56,10 +58,14 @@ def rows_for(name, st, steps, threads):
     results.append(("median", median_coadd(st).data, time.perf_counter() - t0, ""))
     t0 = time.perf_counter()
     results.append(("ivar-psfmatch", ivar_coadd(st, homogenize=True).data, time.perf_counter() - t0, ""))
-    for label, kw in (("dip", dict(sky="fit")), ("dip-paper", dict(sky="none"))):
+    for label, kw in (("dip", dict(sky="fit")),
+                      ("dip-chi2stop", dict(sky="fit", chi2_stop=1.0, min_iterations=30)),
+                      ("dip-noskip", dict(sky="fit", skip=False, lr=2e-3)),
+                      ("dip-paper", dict(sky="none", skip=False, lr=2e-3))):
         t0 = time.perf_counter()
         r = dip_coadd(st, iterations=steps, plateau_tol=0, metrics=False, device="cpu", threads=threads, **kw)
-        note = f"{r.metrics['steps']} steps, {r.metrics['steps_per_s']:.2f} st/s, chi2 {r.metrics['chi2']:.2f}"
+        note = (f"{r.metrics['steps']} steps ({r.metrics['stop_reason']}), {r.metrics['steps_per_s']:.2f} st/s, "
+                f"chi2 {r.metrics['chi2']:.2f}")
         results.append((label, r.data, time.perf_counter() - t0, note))
     out = []
     for label, img, sec, note in results:

@@ -2,7 +2,10 @@
 
 ``dip_coadd_job`` fits :class:`~napari_astrosr.models.astroclearnet.AstroClearNet` to one
 stack (no training data: the network's structure is the prior). Loss: Huber on residuals
-scaled by each pixel's sigma, over unmasked pixels; Adam (lr 2e-3, x0.95 every 1000 steps).
+scaled by each pixel's sigma, over unmasked pixels; Adam (lr 5e-4, x0.95 every 1000 steps).
+By default (``skip=True``, beyond the paper) the inverse-variance coadd is added to the
+network output before the ReLU, so the fit starts at the classical coadd and learns a
+correction; ``skip=False, lr=2e-3`` is the paper's flat start.
 It yields :class:`~napari_astrosr.progress.Progress` events with the loss and, every
 ``preview_every`` steps, a preview of the latent; setting ``stop`` returns the current
 latent (not an error). It ends at the step budget or on a plateau of the loss.
@@ -105,9 +108,10 @@ def dip_coadd_job(
     frames: Union[np.ndarray, Sequence[np.ndarray], FrameStack], *, psfs: Optional[Sequence[np.ndarray]] = None,
     sigmas: Optional[np.ndarray] = None, masks: Optional[np.ndarray] = None, iterations: int = 2000, seed: int = 0,
     sky: str = "fit", floor_sigmas: float = 5.0, pedestal: bool = False, superres: int = 1, blind: bool = False, device: str = "auto",
-    ensemble: int = 1, lr: float = 2e-3, lr_decay: float = 0.95, lr_step: int = 1000, huber_delta: float = 1.0,
+    ensemble: int = 1, lr: float = 5e-4, lr_decay: float = 0.95, lr_step: int = 1000, huber_delta: float = 1.0,
     ema: float = 0.99, plateau_tol: float = 2e-4, plateau_window: int = 200, min_iterations: int = 300, preview_every: int = 100,
-    kernel_sizes: Sequence[int] = (3, 5, 7, 9), multiplier: int = 2, hidden: int = 32, metrics: bool = True,
+    kernel_sizes: Sequence[int] = (3, 5, 7, 9), multiplier: int = 2, hidden: int = 32, skip: bool = True,
+    chi2_stop: Optional[float] = None, channels_last: bool = True, metrics: bool = True,
     wcs=None, header=None, threads: Optional[int] = None, stop=NEVER,
 ) -> Generator[Progress, None, CoaddResult]:
     """Deep-image-prior coadd of registered frames (AstroClearNet).
@@ -147,6 +151,18 @@ def dip_coadd_job(
     plateau_tol, plateau_window, min_iterations
         Stop early when the mean loss over the last window improved by less than
         ``plateau_tol`` (relative) on the previous window, after ``min_iterations``.
+    skip
+        Add the inverse-variance coadd (on the latent grid) to the network's output before
+        the ReLU, so the latent starts at the classical coadd and the network learns the
+        correction. A departure from the paper (its latent starts flat); see
+        ``docs/results_coadd.md`` for the measured effect.
+    chi2_stop
+        Stop once the mean (residual/sigma)^2 over unmasked pixels of the current iterate
+        falls to this value (e.g. 1.0: the discrepancy principle: fitting further would fit
+        the noise), after ``min_iterations``. None: off.
+    channels_last
+        Run the encoder in torch's channels-last memory format (faster depthwise
+        convolutions on CPU; same result to float rounding).
     metrics
         Compute sharpness, sky sigma and per-source flux against the ivar coadd.
     stop
@@ -196,7 +212,10 @@ def dip_coadd_job(
     good = stack.data[~stack.mask]
     peak = float(np.percentile(np.abs(good), 99.9)) if good.size else 1.0
     noise = float(np.median(stack.sigma[~stack.mask])) if good.size else 1.0
-    scale = max(peak, 5.0 * noise, 1e-30) / float(np.mean(psf_arr.max(axis=(1, 2))))
+    # (x s^2 for superres: a fine pixel holds 1/s^2 of the flux, and its sky/noise must sit at
+    # the same size relative to Adam's steps as on the frame grid; without it one step
+    # pushed the whole 2x latent below the ReLU floor with skip=True, measured)
+    scale = max(peak, 5.0 * noise, 1e-30) / (float(np.mean(psf_arr.max(axis=(1, 2)))) * s * s)
     d_n = stack.data / scale
     s_n = stack.sigma / scale
     # Background handling: with fitted sky offsets the latent's sky starts (and can stay)
@@ -204,6 +223,13 @@ def dip_coadd_job(
     # that, so negative noise excursions and slightly negative sky are not clipped.
     level = float(floor_sigmas) * noise / scale if sky == "fit" else 0.01 * noise / scale
     x_in = _net_input(_fill_masked(d_n, stack.mask), latent_shape, s)
+    skip_in = None
+    if skip:
+        w_n = np.where(stack.mask, 0.0, 1.0 / np.maximum(s_n.astype(np.float64), 1e-30) ** 2)
+        wsum = w_n.sum(axis=0)
+        iv_n = np.where(wsum > 0, (w_n * d_n).sum(axis=0) / np.where(wsum > 0, wsum, 1.0), 0.0)
+        # same padding/upsampling as the network input: flux per latent pixel stays consistent
+        skip_in = _net_input(iv_n[None].astype(np.float32), latent_shape, s)
 
     old_threads = torch.get_num_threads()
     if threads:
@@ -217,19 +243,28 @@ def dip_coadd_job(
         for k in range(int(ensemble)):
             torch.manual_seed(int(seed) + k)
             net = AstroClearNet(n, kernel_sizes=kernel_sizes, multiplier=multiplier, hidden=hidden, pedestal=pedestal,
-                                init_level=level).to(dev)
+                                init_level=level, last_std=0.0 if skip else 1e-2).to(dev)
             dec = PSFDecoder(torch.from_numpy(psf_arr.astype(np.float32)), latent_shape, superres=s, blind=blind,
-                             fit_sky=(sky == "fit"), sky_init=-level if sky == "fit" else 0.0).to(dev)
+                             fit_sky=(sky == "fit"), sky_init=-level * s * s if sky == "fit" else 0.0).to(dev)
             xt = torch.from_numpy(x_in)[None].to(dev)
+            if channels_last:
+                net = net.to(memory_format=torch.channels_last)
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            st_skip = torch.from_numpy(skip_in)[None].to(dev) if skip_in is not None else None
             dt = torch.from_numpy(d_n.astype(np.float32)).to(dev)
             wt = torch.from_numpy((~stack.mask).astype(np.float32) / s_n.astype(np.float32)).to(dev)
             nvalid = float((~stack.mask).sum())
+            # superres: a fine pixel's sky and noise are 1/s^2 of a frame pixel's while a point
+            # source's peak is not, so Adam's (scale-free) steps are s^2 larger relative to
+            # the noise; lr / s^2 keeps them comparable (measured: at lr the first step pushed
+            # the 2x latent below the ReLU floor with skip=True)
+            lr_eff = float(lr) / (s * s)
             params = [{"params": net.parameters()}]
             if sky == "fit":
                 params.append({"params": [dec.sky]})
             if blind:
-                params.append({"params": [dec.logits], "lr": lr * 0.5})
-            opt = torch.optim.Adam(params, lr=lr)
+                params.append({"params": [dec.logits], "lr": lr_eff * 0.5})
+            opt = torch.optim.Adam(params, lr=lr_eff)
             sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(lr_step), gamma=float(lr_decay))
             losses: list[float] = []
             ema_lat = ema_sky = None
@@ -237,10 +272,11 @@ def dip_coadd_job(
             reason = "budget"
             for step in range(1, int(iterations) + 1):
                 opt.zero_grad(set_to_none=True)
-                latent = net(xt)
+                latent = net(xt, st_skip)
                 model = dec(latent)
                 r = (model - dt) * wt
                 loss = torch.nn.functional.huber_loss(r, torch.zeros_like(r), delta=huber_delta, reduction="sum") / nvalid
+                chi2_now = float((r.detach() ** 2).sum()) / nvalid if chi2_stop is not None else None
                 loss.backward()
                 opt.step()
                 sched.step()
@@ -273,6 +309,9 @@ def dip_coadd_job(
                     stopped = True
                     reason = "stopped"
                     break
+                if chi2_now is not None and step >= min_iterations and chi2_now <= float(chi2_stop):
+                    reason = "chi2"
+                    break
                 if step >= max(min_iterations, 2 * plateau_window) and step % 50 == 0:
                     a = float(np.mean(losses[-plateau_window:]))
                     b = float(np.mean(losses[-2 * plateau_window:-plateau_window]))
@@ -280,7 +319,7 @@ def dip_coadd_job(
                         reason = "plateau"
                         break
             with torch.no_grad():
-                latent = net(xt)
+                latent = net(xt, st_skip)
                 if ema and ema_lat is not None and step > 1:
                     latent = ema_lat[None, None]
                     if ema_sky is not None:
@@ -302,7 +341,8 @@ def dip_coadd_job(
             torch.set_num_threads(old_threads)
 
     c = (p - 1) // 2
-    imgs = np.stack([m["latent"][c:c + s * h, c:c + s * w] + m["sky"].mean() for m in members])
+    # the sky offsets are per frame pixel; a latent pixel is 1/s^2 of one
+    imgs = np.stack([m["latent"][c:c + s * h, c:c + s * w] + m["sky"].mean() / (s * s) for m in members])
     data = imgs.mean(axis=0).astype(np.float32)
     unc = imgs.std(axis=0, ddof=1).astype(np.float32) if len(members) > 1 else None
     model = np.mean([m["model"] for m in members], axis=0)
@@ -319,7 +359,7 @@ def dip_coadd_job(
     par = {
         "iterations": int(iterations), "seed": int(seed), "sky": sky, "floor_sigmas": floor_sigmas, "pedestal": bool(pedestal), "superres": s,
         "blind": bool(blind), "ensemble": int(ensemble), "lr": lr, "lr_decay": lr_decay, "lr_step": lr_step,
-        "huber_delta": huber_delta, "ema": ema, "kernel_sizes": list(kernel_sizes), "multiplier": multiplier, "hidden": hidden,
+        "huber_delta": huber_delta, "ema": ema, "skip": bool(skip), "chi2_stop": chi2_stop, "channels_last": bool(channels_last), "kernel_sizes": list(kernel_sizes), "multiplier": multiplier, "hidden": hidden,
         "psf_size": int(p), "device": dev, "n_frames": n,
     }
     met: dict[str, Any] = {
