@@ -207,7 +207,8 @@ def test_scale_wcs_round_trip(f, rot):
     w = _wcs((31, 41), rot_deg=rot)
     back = R.scale_wcs(R.scale_wcs(w, f), 1 / f)
     np.testing.assert_allclose(back.wcs.crpix, w.wcs.crpix, atol=1e-9)
-    np.testing.assert_allclose(back.wcs.cd, w.wcs.cd, rtol=1e-12)
+    # relative to the matrix scale: near-zero rotations give subnormal off-diagonal terms
+    np.testing.assert_allclose(back.wcs.cd, w.wcs.cd, rtol=1e-12, atol=1e-12 * np.abs(w.wcs.cd).max())
 
 
 @settings(max_examples=10, deadline=None)
