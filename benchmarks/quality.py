@@ -117,12 +117,15 @@ def _methods(scale, bundled):
     return m
 
 
-def run_sr(fields, scales, quick=False):
+def run_sr(fields, scales, quick=False, methods=None, models=None):
+    """``methods``: keep only these method labels (None: all); ``models``: {(net, scale): checkpoint}
+    overriding the bundled weights (to compare a candidate before shipping it)."""
     from napari_astrosr.core.fits_io import read_fits
     from napari_astrosr.restoration import restore
     from napari_astrosr.training.checkpoints import bundled_checkpoint
 
-    bundled = {(n, s) for n in ("fisr", "restormer") for s in (2, 4) if bundled_checkpoint(n, s)}
+    models = models or {}
+    bundled = {(n, s) for n in ("fisr", "restormer") for s in (2, 4) if bundled_checkpoint(n, s) or (n, s) in models}
     rows = []
     for fi, (label, rel, side) in enumerate(fields):
         p = DATA / rel
@@ -137,7 +140,11 @@ def run_sr(fields, scales, quick=False):
                 for noisy in (False, True):
                     lr, sigma = _degrade(hr, scale, psf, noisy, seed=1000 * fi + 10 * scale + noisy)
                     for label_m, method, fe in _methods(scale, bundled):
+                        if methods and label_m not in methods and label_m != "bicubic":
+                            continue
                         kw = {}
+                        if (method, scale) in models:
+                            kw["model"] = models[(method, scale)]
                         if method in ("richardson-lucy", "backprojection") or fe:
                             kw["psf"] = psf
                         t0 = time.perf_counter()
@@ -216,8 +223,10 @@ def beats_table(rows):
             cl = [d[c] for c in classical if c in d]
             p_all += all(r["psnr"] > c["psnr"] for c in cl)
             f_all += all((r["rel"] < c["rel"]) if np.isfinite(c["rel"]) else True for c in cl)
-            p_bp += r["psnr"] > d["backprojection"]["psnr"]
-            f_bp += (r["rel"] < d["backprojection"]["rel"]) if np.isfinite(d["backprojection"]["rel"]) else True
+            if "backprojection" in d:  # absent when --methods leaves it out
+                bp = d["backprojection"]
+                p_bp += r["psnr"] > bp["psnr"]
+                f_bp += (r["rel"] < bp["rel"]) if np.isfinite(bp["rel"]) else True
         lines.append(f"| {n} | {tot} | {p_all}/{tot} | {f_all}/{tot} | {p_bp}/{tot} | {f_bp}/{tot} |")
     return lines + [""]
 
@@ -321,6 +330,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="write the markdown results here")
     ap.add_argument("--quick", action="store_true", help="3 fields, x2 only")
+    ap.add_argument("--scales", default=None, help="comma-separated scales (default 2,4; --quick: 2)")
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated method labels to run, e.g. 'fisr,fisr + flux-exact,backprojection' "
+                         "(bicubic always runs: it is the reference of every cut)")
+    ap.add_argument("--model", action="append", default=[], metavar="NET:SCALE=CKPT",
+                    help="use this checkpoint instead of the bundled one, e.g. fisr:2=runs/fisr_x2/model.pt")
+    ap.add_argument("--no-pix2wgan", action="store_true", help="skip the Pix2WGAN section")
     args = ap.parse_args(argv)
     if not DATA.is_dir():
         print(f"no data folder {DATA}", file=sys.stderr)
@@ -331,8 +347,16 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     fields = FIELDS[:3] if args.quick else FIELDS
     scales = (2,) if args.quick else (2, 4)
-    rows = run_sr(fields, scales, quick=args.quick)
-    p2w = run_pix2wgan()
+    if args.scales:
+        scales = tuple(int(v) for v in args.scales.split(","))
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    models = {}
+    for spec in args.model:
+        key, _, path = spec.partition("=")
+        net, _, sc = key.partition(":")
+        models[(net, int(sc))] = path
+    rows = run_sr(fields, scales, quick=args.quick, methods=methods, models=models)
+    p2w = [] if args.no_pix2wgan else run_pix2wgan()
     wall = time.perf_counter() - t0
     from napari_astrosr.training.checkpoints import WEIGHTS_DIR
 

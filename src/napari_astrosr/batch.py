@@ -230,7 +230,7 @@ def network_normalization(data: Any, params: RestoreParams, *, max_pixels: int =
     (upsampling networks) or of its flux-conserving bicubic upsample (same-size networks). Exact for
     images up to ``max_pixels``; larger ones are subsampled on a regular grid (every k-th pixel), so
     every block still gets the *same* statistics (no seams), close to the in-memory ones.
-    Returns None for classical methods.
+    Returns None for classical methods and per-tile normalisations (``patch_median_std``).
     """
     if not params.is_network():
         return None
@@ -242,6 +242,10 @@ def network_normalization(data: Any, params: RestoreParams, *, max_pixels: int =
     if ckpt is None:
         raise AstroSRError(f"no bundled weights for {params.method} x{params.scale}; pass --model CKPT.pt.")
     norm = read_sidecar(ckpt).get("normalization")
+    from .training.inference import PER_TILE_KINDS
+
+    if (norm or {}).get("kind") in PER_TILE_KINDS:
+        return None  # per-tile statistics: each block's tiles normalise themselves, as in memory
     step = max(1, int(math.ceil(math.sqrt(data.shape[0] * data.shape[1] / float(max_pixels)))))
     sample = data[::step, ::step]
     sample = np.asarray(sample.compute() if hasattr(sample, "compute") else sample, dtype=np.float32)

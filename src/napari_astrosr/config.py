@@ -149,6 +149,17 @@ class DataConfig(_Strict):
         description="feed the network the flux-conserving bicubic upsampling of the LR patch (for "
         "same-size models such as restormer/pix2wgan used for SR); set automatically when the model is scale 1",
     )
+    normalization: Literal["median_std", "patch_median_std"] = Field(
+        default="median_std",
+        description="median_std: (x - median) / std of the whole network-input image (the bundled weights before "
+        "patch_median_std); patch_median_std: per patch at training / per tile at inference, over a norm_window "
+        "window, std floored at the image's robust noise (DESIGN.md section 8: best for faint-source flux)",
+    )
+    norm_window: Optional[int] = Field(
+        default=None, ge=8, le=1024,
+        description="patch_median_std: statistics window in network-input pixels (= the inference tile); "
+        "default 2 x patch (x the upsampling factor for same-size networks)",
+    )
     sources: list[DataSource] = Field(min_length=1, max_length=50)
 
 

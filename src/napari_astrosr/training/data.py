@@ -13,7 +13,9 @@ Pipeline (all seeded, so a config + seed gives the same patches every time):
 3. **Patches.** ``core.patches.extract_patch_pairs`` with the 80%-valid rule; flux maps
    (FISR's guidance on the LR grid, and the HR map for the Flux Consistency Loss) are
    drawn once per whole image and cut at the same positions.
-4. **Normalisation.** ``(x - median) / std`` with the median and std of the *whole*
+4. **Normalisation** (``data.normalization``; ``patch_median_std`` takes the median/std of
+   a ``norm_window`` tile around each patch, std floored at the image's robust noise,
+   exactly as ``training.inference`` does per tile). Default: ``(x - median) / std`` with the median and std of the *whole*
    network-input image (DESIGN.md section 8: median/std is best for flux), exactly as
    ``training.inference.normalization_params`` does at inference, so training and
    inference see identically scaled inputs. The target uses the same affine map after
@@ -50,10 +52,21 @@ __all__ = [
     "build_image_pairs",
     "build_train_data",
     "NORMALIZATION",
+    "normalization_of",
 ]
 
 NORMALIZATION = {"kind": "median_std"}
-"""The checkpoint's normalisation (``training.inference`` applies it: whole-image median/std)."""
+"""The default checkpoint normalisation (``training.inference`` applies it: whole-image median/std)."""
+
+
+def normalization_of(config: TrainConfig) -> dict:
+    """The sidecar ``normalization`` a config trains with (``data.normalization``)."""
+    kind = config.data.normalization
+    if kind == "median_std":
+        return dict(NORMALIZATION)
+    f_in = config.data.scale // config.model.scale if config.model.scale < config.data.scale else 1
+    window = config.data.norm_window or 2 * config.data.patch * f_in
+    return {"kind": kind, "window": int(window)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,12 +351,28 @@ def _patches_of(pair: ImagePair, cfg: TrainConfig, rng: np.random.Generator) -> 
     x = np.stack(xs)[:, None]
     y = np.stack(ys)[:, None].astype(np.float32)
     x = np.nan_to_num(x)
-    # whole-image statistics, the same numbers training.inference uses at inference
-    from .inference import fill_invalid, normalization_params
+    from .inference import PER_TILE_KINDS, fill_invalid, normalization_params, tile_starts, tile_stats
 
-    prm = normalization_params(fill_invalid(inp)[0], NORMALIZATION)
-    med = np.full((len(x), 1, 1, 1), prm["offset"], np.float32)
-    std = np.full((len(x), 1, 1, 1), prm["scale"], np.float32)
+    filled = fill_invalid(inp)[0]
+    prm = normalization_params(filled, normalization_of(cfg))
+    if prm["kind"] in PER_TILE_KINDS:
+        # per patch: statistics of the window-sized tile around it, placed like inference's tiles
+        # (inside the image), std floored at the whole image's robust noise - as infer_job does per tile
+        win = prm["window"]
+        ih, iw = filled.shape
+        wh, ww = min(win, ih), min(win, iw)
+        med = np.empty((len(x), 1, 1, 1), np.float32)
+        std = np.empty((len(x), 1, 1, 1), np.float32)
+        pin = p * f_in
+        for i, (py, px) in enumerate(pos):
+            cy, cx = py * f_in + pin // 2, px * f_in + pin // 2
+            y0 = int(np.clip(cy - wh // 2, 0, ih - wh))
+            x0 = int(np.clip(cx - ww // 2, 0, iw - ww))
+            med[i], std[i] = tile_stats(filled[y0:y0 + wh, x0:x0 + ww], prm["floor"])
+    else:
+        # whole-image statistics, the same numbers training.inference uses at inference
+        med = np.full((len(x), 1, 1, 1), prm["offset"], np.float32)
+        std = np.full((len(x), 1, 1, 1), prm["scale"], np.float32)
     # the input's units relative to the target's: HR pixels hold 1/s_model^2 of an input pixel's flux
     uf = float(ms * ms)
     valid_y = np.isfinite(y)

@@ -14,6 +14,14 @@ the tiled result matches the untiled one:
   [min, max] to [lo, hi]; undone by mapping back to the input's [min, max] (Park et al.
   rescale the network output to the input's flux range in the same way).
 - ``{"kind": "none"}``.
+- ``{"kind": "patch_median_std", "window": W}``: *per tile* (DESIGN.md section 8's best):
+  each tile of ``W`` network-input pixels is normalised by its own median and std, the std
+  floored at the whole image's robust noise (1.4826 x MAD, at least 1e-3 of the image std)
+  so empty-sky tiles are not blown up, and each tile's output is mapped back to flux units
+  (``y * std_t + median_t``) *before* the tiles are blended. Faint sources far from a
+  bright object then sit at unit scale instead of ~1e-3 of it. Training normalises each
+  patch by the same statistics over a ``W``-pixel window around it (``training.data``).
+  The default tile is ``W``; blending a per-tile affine map is still linear in flux.
 
 The network works in surface-brightness units; when it enlarges by ``scale`` the
 denormalised output is divided by ``scale**2`` so it is in flux per output pixel, like a
@@ -87,6 +95,29 @@ def autocast_context(device: str, precision: str = "auto"):
 
 
 # ------------------------------------------------------------------ normalisation
+PER_TILE_KINDS = ("patch_median_std",)
+"""Normalisation kinds whose statistics are taken per tile (training: per patch window)."""
+
+DEFAULT_WINDOW = 48
+"""Statistics window (network-input pixels) of a per-tile kind whose sidecar gives none."""
+
+
+def noise_floor(finite: np.ndarray) -> float:
+    """Lower bound of a per-tile std: robust noise of the whole image (1.4826 x MAD), at least
+    1e-3 of its std (noise-free simulations have MAD ~ 0), and > 0."""
+    med = float(np.median(finite))
+    mad = 1.4826 * float(np.median(np.abs(finite - med)))
+    return max(mad, 1e-3 * float(np.std(finite)), 1e-20)
+
+
+def tile_stats(tile: np.ndarray, floor: float) -> tuple[float, float]:
+    """(median, std) of one tile/patch window, std floored at ``floor`` (finite pixels only)."""
+    t = tile[np.isfinite(tile)]
+    if t.size == 0:
+        return 0.0, float(floor)
+    return float(np.median(t)), max(float(np.std(t)), float(floor))
+
+
 def normalization_params(data: np.ndarray, normalization: Optional[dict]) -> dict:
     """Statistics for :func:`normalize` from the finite pixels of ``data``."""
     norm = dict(normalization or {"kind": "median_std"})
@@ -107,8 +138,16 @@ def normalization_params(data: np.ndarray, normalization: Optional[dict]) -> dic
         return {"kind": kind, "offset": mn - lo_t * scale, "scale": scale, "min": mn, "max": mx}
     if kind == "none":
         return {"kind": kind, "offset": 0.0, "scale": 1.0}
+    if kind in PER_TILE_KINDS:
+        window = int(norm.get("window") or DEFAULT_WINDOW)
+        if window < MIN_SIZE:
+            raise AstroSRError(f"normalisation window {window}: must be at least {MIN_SIZE} pixels (checkpoint sidecar).")
+        # offset/scale: whole-image values, only for callers that need one global number
+        std = float(np.std(finite))
+        return {"kind": kind, "offset": float(np.median(finite)), "scale": std if std > 0 else 1.0,
+                "floor": noise_floor(finite), "window": window}
     raise AstroSRError(f"unknown normalisation kind {kind!r} (checkpoint sidecar); expected median_std, "
-                       "minmax or none.")
+                       "patch_median_std, minmax or none.")
 
 
 def normalize(data: np.ndarray, params: dict) -> np.ndarray:
@@ -251,14 +290,20 @@ def infer_job(
     dev = pick_device(device)
     filled, mask = fill_invalid(arr)
     params = normalization_params(filled, normalization)
-    xn = normalize(filled, params)
+    per_tile = params["kind"] in PER_TILE_KINDS
+    # per-tile kinds normalise each tile inside the loop; the whole-image kinds once here
+    xn = filled.astype(np.float32, copy=False) if per_tile else normalize(filled, params)
     fmn = None
     if flux_map is not None:
         if flux_map.shape != arr.shape:
             raise AstroSRError(f"flux map shape {flux_map.shape} differs from image {arr.shape}.")
-        fmn = normalize_flux_map(flux_map, params)
+        fmn = (np.nan_to_num(flux_map).astype(np.float32, copy=False) if per_tile
+               else normalize_flux_map(flux_map, params))
     if tile is None:
-        tile = 256 if max(h, w) > 384 else max(h, w)
+        if per_tile:
+            tile = params["window"]  # the statistics window the network was trained with
+        else:
+            tile = 256 if max(h, w) > 384 else max(h, w)
     tile = int(tile)
     if tile < MIN_SIZE:
         raise AstroSRError(f"--tile {tile}: tiles must be at least {MIN_SIZE} pixels.")
@@ -293,10 +338,17 @@ def infer_job(
             for x0, wx in zip(xs, wx_list):
                 if stop.is_set():
                     raise StoppedError(f"restoration stopped after {k} of {n_tiles} tiles.")
-                xt = torch.from_numpy(np.ascontiguousarray(xn[y0:y0 + th, x0:x0 + tw]))[None, None].to(dev)
+                xa = np.ascontiguousarray(xn[y0:y0 + th, x0:x0 + tw])
+                if per_tile:
+                    t_med, t_std = tile_stats(xa, params["floor"])
+                    xa = ((xa - t_med) / t_std).astype(np.float32)
+                xt = torch.from_numpy(xa)[None, None].to(dev)
                 with torch.inference_mode(), amp:
                     if fmn is not None:
-                        ft = torch.from_numpy(np.ascontiguousarray(fmn[y0:y0 + th, x0:x0 + tw]))[None, None]
+                        fa = np.ascontiguousarray(fmn[y0:y0 + th, x0:x0 + tw])
+                        if per_tile:
+                            fa = (fa / t_std).astype(np.float32)  # a flux map has no offset
+                        ft = torch.from_numpy(fa)[None, None]
                         yt = model(xt, ft.to(dev))
                     else:
                         yt = model(xt)
@@ -307,6 +359,8 @@ def infer_job(
                 if not np.isfinite(yt).all():
                     raise AstroSRError("network produced NaN/inf (diverged weights or fp16 overflow); "
                                        "try --device cpu.")
+                if per_tile:
+                    yt = yt * np.float32(t_std) + np.float32(t_med)  # back to (surface-brightness) flux units
                 out[y0 * s:(y0 + th) * s, x0 * s:(x0 + tw) * s] += (yt * np.outer(wy, wx)).astype(np.float32)
                 k += 1
                 yield Progress(k, n_tiles, f"tile {k}/{n_tiles} on {dev}")
@@ -317,8 +371,11 @@ def infer_job(
         for r0 in range(0, out.shape[0], 512):  # in row blocks: no full-size weight array
             out[r0:r0 + 512] /= np.outer(wy_tot[r0:r0 + 512], wx_tot).astype(np.float32)
     # undo the normalisation in place (memory), then surface brightness -> flux per output pixel
-    out *= np.float32(params["scale"] / (s * s))
-    out += np.float32(params["offset"] / (s * s))
+    if per_tile:
+        out /= np.float32(s * s)
+    else:
+        out *= np.float32(params["scale"] / (s * s))
+        out += np.float32(params["offset"] / (s * s))
     if mask is not None:
         out[enlarge_mask(mask, s)] = np.nan
     info = {"device": dev, "precision": prec, "tiles": n_tiles, "tile": tile, "overlap": overlap,

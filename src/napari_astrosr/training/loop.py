@@ -71,7 +71,7 @@ def _forward(model, needs_flux: bool, x, fmap):
 
 
 def predict_image(model, lr: np.ndarray, *, needs_flux: bool, data_scale: int, model_scale: int,
-                  fluxmap_thresh: float = 1.5) -> np.ndarray:
+                  fluxmap_thresh: float = 1.5, normalization: Optional[dict] = None) -> np.ndarray:
     """Whole-image prediction in flux units through the production path (``training.inference.infer``).
 
     Same-size networks get the flux-conserving bicubic upsampling of ``lr`` (as
@@ -84,7 +84,8 @@ def predict_image(model, lr: np.ndarray, *, needs_flux: bool, data_scale: int, m
     lr = np.asarray(lr, dtype=np.float32)
     x = _input_image(lr, data_scale, model_scale)
     fm = flux_map_from_image(np.nan_to_num(lr), thresh=fluxmap_thresh) if needs_flux else None
-    out, _ = infer(model, x, scale=model_scale, flux_map=fm, normalization=NORMALIZATION, device="cpu")
+    out, _ = infer(model, x, scale=model_scale, flux_map=fm, normalization=normalization or NORMALIZATION,
+                   device="cpu")
     return out
 
 
@@ -120,6 +121,7 @@ def _validate(model, data, cfg: TrainConfig, needs_flux: bool, pixel_kind: str, 
     import torch
 
     from ..core import metrics
+    from .data import normalization_of
     from .losses import pixel_loss
 
     model.eval()
@@ -134,7 +136,8 @@ def _validate(model, data, cfg: TrainConfig, needs_flux: bool, pixel_kind: str, 
     ps, fe, fr = [], [], []
     for i, pair in enumerate(data.val_images):
         pred = predict_image(model, pair.lr, needs_flux=needs_flux, data_scale=cfg.data.scale,
-                             model_scale=cfg.model.scale, fluxmap_thresh=cfg.loss.fcl_thresh)
+                             model_scale=cfg.model.scale, fluxmap_thresh=cfg.loss.fcl_thresh,
+                             normalization=normalization_of(cfg))
         hr = np.nan_to_num(pair.hr)
         ps.append(metrics.psnr(hr, pred))
         m = metrics.flux_error(hr, pred)
@@ -294,7 +297,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
 
     from ..models.registry import build_model, get_spec, resolve_config
     from .checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
-    from .data import NORMALIZATION, build_train_data
+    from .data import build_train_data, normalization_of
     from .losses import (critic_loss, flux_consistency_loss, generator_adversarial_loss, pixel_loss, pooled_loss,
                          sample_weights)
 
@@ -376,7 +379,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                        if stage1_meta else None),
         }
         save_checkpoint(ckpt_path, model, name=cfg.model.name, preset=cfg.model.preset if not cfg.gan.cascade else None,
-                        scale=cfg.model.pipeline_scale or ds, config=full_cfg, normalization=dict(NORMALIZATION),
+                        scale=cfg.model.pipeline_scale or ds, config=full_cfg, normalization=normalization_of(cfg),
                         optimizer=opt, step=step, extra=extra)
         st = {"step": step, "scheduler": sched.state_dict(), "wall_s": wall(), "torch_rng": torch.get_rng_state()}
         if critic is not None:
