@@ -43,6 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pedestal", action="store_true", help="DIP: learn a floor below the ReLU (off: degenerate with --sky fit)")
     p.add_argument("--superres", type=int, choices=(1, 2), default=1, help="DIP: latent oversampling (2 = x2 finer pixels)")
     p.add_argument("--blind", action="store_true", help="DIP: learn the PSFs too")
+    p.add_argument("--no-skip", action="store_true",
+                   help="DIP: paper's flat start (no ivar-coadd skip term; use with --lr 2e-3)")
+    p.add_argument("--lr", type=float, default=5e-4, help="DIP: Adam learning rate (default 5e-4)")
+    p.add_argument("--chi2-stop", type=float, default=None, metavar="X",
+                   help="DIP: stop once mean (residual/sigma)^2 <= X (e.g. 1.0); default off")
     p.add_argument("--ensemble", type=int, default=1, help="DIP: number of seeds; >1 gives an uncertainty map (std)")
     p.add_argument("--residuals", metavar="RES.fits", help="also write per-frame residuals (cube)")
     p.add_argument("--uncertainty", metavar="UNC.fits", help="also write the per-pixel uncertainty map")
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         job = dip_coadd_job(
             stack, iterations=args.iterations, seed=args.seed, device=args.device, sky=args.sky,
             pedestal=args.pedestal, superres=args.superres, blind=args.blind, ensemble=args.ensemble,
+            skip=not args.no_skip, lr=args.lr, chi2_stop=args.chi2_stop,
         )
         res = run_with_bar(job, desc="DIP coadd")
     params = dict(res.params)

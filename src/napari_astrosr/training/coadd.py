@@ -111,7 +111,7 @@ def dip_coadd_job(
     ensemble: int = 1, lr: float = 5e-4, lr_decay: float = 0.95, lr_step: int = 1000, huber_delta: float = 1.0,
     ema: float = 0.99, plateau_tol: float = 2e-4, plateau_window: int = 200, min_iterations: int = 300, preview_every: int = 100,
     kernel_sizes: Sequence[int] = (3, 5, 7, 9), multiplier: int = 2, hidden: int = 32, skip: bool = True,
-    chi2_stop: Optional[float] = None, channels_last: bool = True, metrics: bool = True,
+    chi2_stop: Optional[float] = None, warmup: int = 0, channels_last: bool = True, metrics: bool = True,
     wcs=None, header=None, threads: Optional[int] = None, stop=NEVER,
 ) -> Generator[Progress, None, CoaddResult]:
     """Deep-image-prior coadd of registered frames (AstroClearNet).
@@ -160,6 +160,8 @@ def dip_coadd_job(
         Stop once the mean (residual/sigma)^2 over unmasked pixels of the current iterate
         falls to this value (e.g. 1.0: the discrepancy principle: fitting further would fit
         the noise), after ``min_iterations``. None: off.
+    warmup
+        Linear learning-rate warm-up over this many steps (0: none).
     channels_last
         Run the encoder in torch's channels-last memory format (faster depthwise
         convolutions on CPU; same result to float rounding).
@@ -265,12 +267,18 @@ def dip_coadd_job(
             if blind:
                 params.append({"params": [dec.logits], "lr": lr_eff * 0.5})
             opt = torch.optim.Adam(params, lr=lr_eff)
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(lr_step), gamma=float(lr_decay))
+            base_lrs = [g["lr"] for g in opt.param_groups]
             losses: list[float] = []
             ema_lat = ema_sky = None
             step = 0
             reason = "budget"
             for step in range(1, int(iterations) + 1):
+                # linear warm-up (Adam's first steps are full-size whatever the gradient; from the
+                # skip start they threw the fit away from the coadd) then x lr_decay per lr_step
+                f = min(1.0, step / warmup) if warmup and warmup > 0 else 1.0
+                f *= float(lr_decay) ** ((step - 1) // int(lr_step))
+                for g, b0 in zip(opt.param_groups, base_lrs):
+                    g["lr"] = b0 * f
                 opt.zero_grad(set_to_none=True)
                 latent = net(xt, st_skip)
                 model = dec(latent)
@@ -279,7 +287,6 @@ def dip_coadd_job(
                 chi2_now = float((r.detach() ** 2).sum()) / nvalid if chi2_stop is not None else None
                 loss.backward()
                 opt.step()
-                sched.step()
                 if ema:
                     # exponential moving average of the latent (and sky): Adam + batch norm make the
                     # DIP solution wander around the optimum (measured: loss oscillating
@@ -359,7 +366,7 @@ def dip_coadd_job(
     par = {
         "iterations": int(iterations), "seed": int(seed), "sky": sky, "floor_sigmas": floor_sigmas, "pedestal": bool(pedestal), "superres": s,
         "blind": bool(blind), "ensemble": int(ensemble), "lr": lr, "lr_decay": lr_decay, "lr_step": lr_step,
-        "huber_delta": huber_delta, "ema": ema, "skip": bool(skip), "chi2_stop": chi2_stop, "channels_last": bool(channels_last), "kernel_sizes": list(kernel_sizes), "multiplier": multiplier, "hidden": hidden,
+        "huber_delta": huber_delta, "ema": ema, "skip": bool(skip), "chi2_stop": chi2_stop, "warmup": int(warmup), "channels_last": bool(channels_last), "kernel_sizes": list(kernel_sizes), "multiplier": multiplier, "hidden": hidden,
         "psf_size": int(p), "device": dev, "n_frames": n,
     }
     met: dict[str, Any] = {
