@@ -261,3 +261,17 @@ def test_cli_batch_on_a_scheduler_address(tmp_path, files, client, capsys):
     t = Table.read(tmp_path / "sum.csv", format="ascii.csv")
     assert list(t["status"]) == ["skipped"] * 4
     assert main(["batch", str(tmp_path / "none*.fits"), "-o", str(out), "--method", "bicubic"]) == 2
+
+
+def test_public_restore_accepts_a_dask_array():
+    """The Python API's restore() takes a dask array and returns a lazy result equal to numpy's."""
+    import dask.array as da
+
+    from napari_astrosr.restoration import restore
+
+    img = np.random.default_rng(3).gamma(2.0, 5.0, size=(96, 80)).astype(np.float32)
+    lazy = restore(da.from_array(img, chunks=(48, 40)), method="lanczos", scale=2)
+    assert isinstance(lazy.data, da.Array) and lazy.data.shape == (192, 160)
+    eager = restore(img, method="lanczos", scale=2)
+    np.testing.assert_allclose(lazy.data.compute(), eager.data, rtol=1e-5, atol=1e-5 * float(img.max()))
+    assert float(lazy.data.sum().compute()) == pytest.approx(float(img.sum()), rel=1e-5)

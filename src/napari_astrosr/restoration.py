@@ -388,6 +388,30 @@ def _result_header(header: Any, *, method: str, params: dict, checkpoint_hash: O
     return hdr
 
 
-def restore(data: np.ndarray, **kwargs) -> RestoreResult:
-    """Synchronous :func:`restore_job` (same keyword arguments)."""
+def restore(data: Any, **kwargs) -> RestoreResult:
+    """Synchronous :func:`restore_job` (same keyword arguments).
+
+    ``data`` may also be a dask array (e.g. a mosaic larger than memory): the restoration is
+    then built lazily block by block with overlap by :func:`napari_astrosr.batch.restore_dask`
+    and ``RestoreResult.data`` is a dask array (compute it, or store it to disk section by
+    section); the WCS is scaled as for numpy input. Options of ``restore_dask`` (``depth``,
+    ``chunks``) pass through; ``stop``/progress do not apply to the lazy graph.
+    """
+    if type(data).__module__.startswith("dask.") and hasattr(data, "map_overlap"):
+        from .batch import restore_dask
+        from .core.resample import scale_wcs
+
+        wcs, header = kwargs.pop("wcs", None), kwargs.pop("header", None)
+        kwargs.pop("stop", None)
+        allowed = ("method", "scale", "model", "flux_exact", "psf", "device", "tile", "depth", "chunks")
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            raise AstroSRError(f"restore() of a dask array does not take {', '.join(unknown)}.")
+        if kwargs.get("device", "auto") == "auto":
+            kwargs["device"] = pick_device("auto")
+        out = restore_dask(data, **kwargs)
+        s = int(kwargs.get("scale", 2))
+        return RestoreResult(data=out, wcs=scale_wcs(wcs, s) if wcs is not None else None, header=header,
+                             method=kwargs["method"], scale=s, device=kwargs["device"],
+                             params={k: v for k, v in kwargs.items() if k != "model"} | {"lazy": True})
     return run(restore_job(data, **kwargs))
