@@ -54,8 +54,9 @@ from .._workers import (
 
 #: Above this many sources no ellipse Shapes layer is drawn (napari Shapes get slow).
 MAX_ELLIPSES = 2000
-#: Ellipses are drawn at this multiple of sep's a, b (SExtractor's plotting convention).
-ELLIPSE_K = 3.0
+#: Ellipses are drawn at this multiple of sep's a, b: the 2.5 x (a, b) aperture that the Flux Error
+#: measures and that the exported DS9 regions show (core.catalogs.write_regions), so screen and file agree.
+ELLIPSE_K = 2.5
 
 EXPORT_FORMATS = {
     "ECSV": ".ecsv",
