@@ -70,10 +70,11 @@ def _make_registry() -> dict[str, ModelSpec]:
             description="Restormer transformer (MDTA + GDFN), same-size restoration; SR after flux-conserving bicubic",
             paper="Zamir et al. 2022 (CVPR); Park et al. galaxy restoration"),
         "fisr": ModelSpec(
-            name="fisr", builder=_fisr, presets=fisr.PRESETS, scales=(2, 4),
+            name="fisr", builder=_fisr, presets={**fisr.PRESETS, **fisr.LITE_PRESETS}, scales=(2, 4),
             needs_flux_map=True, upsamples=True, multiple=8,
             description="FISR: PromptIR-style encoder-decoder with flux-guidance controllers; residual on "
-                        "flux-conserving bicubic, PixelShuffle x2/x4",
+                        "flux-conserving bicubic, PixelShuffle x2/x4; preset \"lite\": fast shallow "
+                        "full-resolution residual CNN with flux-map gating",
             paper="FISR / STAR flux-guided super-resolution (PromptIR backbone, Potlapalli et al. 2023)"),
         "pix2wgan": ModelSpec(
             name="pix2wgan", builder=_pix2wgan, presets=pix2wgan.PRESETS, scales=(1, 2, 3, 4),
