@@ -153,20 +153,31 @@ def test_event_loop_keeps_turning_during_restoration(make_napari_viewer, qtbot, 
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
-    t0 = time.perf_counter()
-    w.run()
-    qtbot.waitUntil(lambda: not w.jobs.busy, timeout=120_000)
-    t1 = time.perf_counter()
+    # a fast machine restores 1024x1024 in ~0.2 s: repeat the run until the worker has been
+    # observed for at least 30 ticks (gaps are measured within each run, never across runs)
+    gaps_all: list[np.ndarray] = []
+    n_run_ticks, runs, busy_s, add_gaps = 0, 0, 0.0, []
+    while n_run_ticks < 30 and runs < 20:
+        t0 = time.perf_counter()
+        w.run()
+        qtbot.waitUntil(lambda: not w.jobs.busy, timeout=120_000)
+        # gaps while the worker ran; adding the 1024x1024 result layer afterwards (napari's
+        # texture upload, ~0.3 s here) happens on the main thread by design, reported separately
+        t_res = w.jobs.returned_at
+        assert t_res is not None and t_res >= t0, w.jobs.last_status
+        run_ticks = [t for t in ticks if t0 <= t <= t_res]
+        after = [t for t in ticks if t >= t_res]
+        add_gaps.append((after[0] - t_res) if after else float("nan"))
+        if len(run_ticks) >= 2:
+            gaps_all.append(np.diff(run_ticks))
+        n_run_ticks += len(run_ticks)
+        busy_s += t_res - t0
+        runs += 1
     timer.stop()
-    # gaps while the worker ran; adding the 1024x1024 result layer afterwards (napari's texture
-    # upload, ~0.3 s here) happens on the main thread by design and is reported separately
-    t_res = w.jobs.returned_at
-    run_ticks = [t for t in ticks if t0 <= t <= t_res]
-    gaps = np.diff(run_ticks)
-    after = [t for t in ticks if t >= t_res]
-    add_gap = (after[0] - t_res) if after else float("nan")
-    print(f"\nrestoration {t_res - t0:.1f} s, {len(run_ticks)} ticks, longest gap {gaps.max() * 1000:.0f} ms, "
-          f"median {np.median(gaps) * 1000:.0f} ms; adding the result layer blocked {add_gap * 1000:.0f} ms")
-    assert len(run_ticks) >= 30, "the job should run long enough to measure anything"
+    gaps = np.concatenate(gaps_all) if gaps_all else np.array([np.inf])
+    print(f"\n{runs} restoration(s), {busy_s:.1f} s busy, {n_run_ticks} ticks, longest gap "
+          f"{gaps.max() * 1000:.0f} ms, median {np.median(gaps) * 1000:.0f} ms; adding the result layer "
+          f"blocked up to {np.nanmax(add_gaps) * 1000:.0f} ms")
+    assert n_run_ticks >= 30, "the job should run long enough to measure anything"
     assert "big [pix2wgan]" in viewer.layers
     assert gaps.max() < 0.2
