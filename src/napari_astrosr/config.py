@@ -202,6 +202,17 @@ class LossConfig(_Strict):
     )
     relative_floor: float = Field(default=0.05, gt=0.0, le=100.0)
     pool_size: int = Field(default=0, ge=0, le=64, description="HR pixels per block of the pooled term (0: 2 x data.scale)")
+    projection_weight: float = Field(
+        default=0.0, ge=0.0, le=100.0,
+        description="weight of an L1 term on the flux-exact projection of the output (what 'model + --flux-exact' "
+        "returns), on noiseless patches whose PSF is known; the network then learns what the projection cannot "
+        "recover (STAR's forward model, training.physics)",
+    )
+    projection_margin: int = Field(
+        default=0, ge=0, le=64,
+        description="HR pixels at each patch edge left out of the projected term (0: the PSF radius): the patch's "
+        "zero-padded blur differs from the whole image's there",
+    )
 
 
 class OptimConfig(_Strict):

@@ -108,6 +108,7 @@ class ImagePair:
     name: str
     split: str  # "train" | "val"
     params: dict = field(default_factory=dict)
+    psf: Optional[np.ndarray] = None  # the PSF that made lr from hr (None: unknown/paired, or no blur)
 
 
 def _read_2d(path: Path, *, hdu: Optional[int] = None, plane: Optional[int] = None):
@@ -180,7 +181,8 @@ def _noise_sigma(cfg: TrainConfig, lr: np.ndarray, rng: np.random.Generator) -> 
     return float(rng.uniform(n.sigma_rel_min, n.sigma_rel_max) * max(peak, 1e-20))
 
 
-def _degrade_pair(hr: np.ndarray, cfg: TrainConfig, root: Path, rng: np.random.Generator, wcs=None) -> tuple[np.ndarray, dict]:
+def _degrade_pair(hr: np.ndarray, cfg: TrainConfig, root: Path, rng: np.random.Generator,
+                  wcs=None) -> tuple[np.ndarray, dict, np.ndarray]:
     from ..core.degrade import degrade
 
     psf, params = _make_psf(cfg, root, rng, wcs)
@@ -191,15 +193,17 @@ def _degrade_pair(hr: np.ndarray, cfg: TrainConfig, root: Path, rng: np.random.G
     if sigma > 0:
         lr = (lr + rng.normal(0.0, sigma, lr.shape)).astype(np.float32)
     params["noise_sigma"] = sigma
-    return lr, params
+    from ..core.psf import normalize_psf
+
+    return lr, params, (np.ones((1, 1), np.float32) if psf is None else normalize_psf(psf).astype(np.float32))
 
 
 def _halves(pair: ImagePair, scale: int) -> list[ImagePair]:
     """Left half trains, right half validates (split by sky region)."""
     w_lr = pair.lr.shape[1] // 2
     return [
-        ImagePair(pair.hr[:, : w_lr * scale], pair.lr[:, :w_lr], pair.name + "[left]", "train", pair.params),
-        ImagePair(pair.hr[:, w_lr * scale:], pair.lr[:, w_lr:], pair.name + "[right]", "val", pair.params),
+        ImagePair(pair.hr[:, : w_lr * scale], pair.lr[:, :w_lr], pair.name + "[left]", "train", pair.params, pair.psf),
+        ImagePair(pair.hr[:, w_lr * scale:], pair.lr[:, w_lr:], pair.name + "[right]", "val", pair.params, pair.psf),
     ]
 
 
@@ -231,16 +235,16 @@ def build_image_pairs(config: TrainConfig, *, root: Optional[Path] = None) -> li
                 # validation fields use disjoint seeds: different "sky"
                 sim_seed = int(seed * 100_003 + si * 10_007 + i)
                 hr = _simulate(src, sim_seed)
-                lr, params = _degrade_pair(hr, config, root, rng)
+                lr, params, psf = _degrade_pair(hr, config, root, rng)
                 split = src.split if i < src.count else "val"
-                made.append(ImagePair(hr, lr, f"{src.simulate}#{i}", split, params))
+                made.append(ImagePair(hr, lr, f"{src.simulate}#{i}", split, params, psf))
         elif src.kind == "degrade":
             for f in src.files:
                 hr, img = _read_2d(_resolve(root, f), hdu=src.lr_hdu)
                 hr = _crop_to_multiple(hr, s)
                 for r in range(config.data.realizations):
-                    lr, params = _degrade_pair(hr, config, root, rng, wcs=img.wcs)
-                    made.append(ImagePair(hr, lr, f"{Path(f).name}#r{r}", src.split, params))
+                    lr, params, psf = _degrade_pair(hr, config, root, rng, wcs=img.wcs)
+                    made.append(ImagePair(hr, lr, f"{Path(f).name}#r{r}", src.split, params, psf))
         else:  # paired
             hr, _ = _read_2d(_resolve(root, src.hr))
             lr, _ = _read_2d(_resolve(root, src.lr), plane=src.lr_hdu)
@@ -280,6 +284,8 @@ class PatchPool:
     std: np.ndarray
     weight: np.ndarray     # (N,) sampling weights
     names: list[str]
+    psf_id: Optional[np.ndarray] = None  # (N,) index into TrainData.psfs; -1 = forward model unknown
+    clean: Optional[np.ndarray] = None   # (N,) True where the LR patch is noiseless (projection applies)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -298,8 +304,13 @@ class PatchPool:
                 a = a[..., ::-1]
             return np.ascontiguousarray(a)
 
+        n_all = len(self)
+        psf_id = self.psf_id if self.psf_id is not None else np.full(n_all, -1, np.int64)
+        clean = self.clean if self.clean is not None else np.zeros(n_all, bool)
+        # the augmentation (k quarter turns, then an optional left-right flip) applies to the PSF too
         return {"x": aug(self.x), "y": aug(self.y), "fmap_in": aug(self.fmap_in), "fmap_hr": aug(self.fmap_hr),
-                "med": self.med[idx], "std": self.std[idx]}
+                "med": self.med[idx], "std": self.std[idx], "psf_id": psf_id[idx], "clean": clean[idx],
+                "rot90": k, "flip": flip}
 
 
 @dataclass
@@ -312,6 +323,7 @@ class TrainData:
     train_names: list[str]
     val_names: list[str]
     summary: dict[str, Any]
+    psfs: list = field(default_factory=list)  # PSF bank indexed by PatchPool.psf_id
 
 
 def _input_image(lr: np.ndarray, s: int, model_scale: int) -> np.ndarray:
@@ -392,7 +404,7 @@ def _patches_of(pair: ImagePair, cfg: TrainConfig, rng: np.random.Generator) -> 
 
 
 def _pool(parts: list[dict], weights: list[float], names: list[str], cap: int, rng: np.random.Generator) -> PatchPool:
-    keys = ("x", "y", "fmap_in", "fmap_hr", "med", "std")
+    keys = ("x", "y", "fmap_in", "fmap_hr", "med", "std", "psf_id", "clean")
     cat = {k: np.concatenate([d[k] for d in parts]) for k in keys}
     w = np.concatenate([d["w"] * wt / max(d["w"].sum(), 1e-12) for d, wt in zip(parts, weights)])
     if len(w) > cap:
@@ -412,10 +424,18 @@ def build_train_data(config: TrainConfig, *, root: Optional[Path] = None) -> Tra
     parts = {"train": [], "val": []}
     weights = {"train": [], "val": []}
     names = {"train": [], "val": []}
+    psfs: list[np.ndarray] = []
     for pair in pairs:
         d = _patches_of(pair, config, rng)
         if d is None:
             continue
+        # the forward model of these patches, for the projected loss (SR networks on degraded data)
+        pid = -1
+        if pair.psf is not None and config.model.scale == config.data.scale:
+            pid = len(psfs)
+            psfs.append(pair.psf)
+        d["psf_id"] = np.full(len(d["x"]), pid, np.int64)
+        d["clean"] = np.full(len(d["x"]), float(pair.params.get("noise_sigma", 1.0)) == 0.0, bool)
         parts[pair.split].append(d)
         weights[pair.split].append(float(len(d["x"])))
         names[pair.split].append(pair.name)
@@ -432,4 +452,4 @@ def build_train_data(config: TrainConfig, *, root: Optional[Path] = None) -> Tra
         "n_train_patches": len(train), "n_val_patches": len(val),
         "scale": config.data.scale, "patch": config.data.patch,
     }
-    return TrainData(train, val, val_images, names["train"], names["val"], summary)
+    return TrainData(train, val, val_images, names["train"], names["val"], summary, psfs)

@@ -1,0 +1,177 @@
+"""The STAR forward model and the flux-exact projection in torch, for training.
+
+Why this exists beside :mod:`napari_astrosr.core.projection`: training wants the loss on
+what the user will actually get from ``model + --flux-exact``, i.e. on the *projected*
+output, and that needs a projection torch can differentiate through, batched over samples
+that each have their own PSF. The core (numpy) projection stays the one used at inference.
+
+Operator, in the normalised surface-brightness units the training patches use (an LR pixel
+value is the mean of its ``s x s`` HR block after blur)::
+
+    A(y) = avg_pool_s(blur(y, psf))          HR (B,1,H,W) -> LR (B,1,H/s,W/s)
+    A^T(z) = blur^T(upsample_nearest(z) / s^2)
+
+``blur`` is a zero-padded 'same' correlation with each sample's PSF; its exact adjoint is
+the correlation with the flipped PSF. Zero padding differs from the
+core's edge renormalisation within a PSF radius of the patch edge, which is why the loop
+scores the projected output only inside a margin.
+
+:func:`project` returns ``y + A^T (A A^T)^{-1} (x - A y)``: the least change to ``y`` whose
+blur + block-mean reproduces ``x``; ``(A A^T)^{-1}`` by a fixed number of batched conjugate
+gradient iterations, unrolled so gradients flow to ``y``.
+
+Flux: ``A`` conserves flux in these units (unit-sum PSF, block mean), so the projection sets
+every LR block's flux (after blur) to the observed one; away from patch edges the projected
+patch's total equals the input's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["psf_bank", "blur", "blur_adjoint", "forward", "adjoint", "project", "DirectProjector"]
+
+
+def psf_bank(psfs: list, size: int | None = None) -> torch.Tensor:
+    """Stack odd, centred PSFs (numpy or None = delta) into a (N, 1, k, k) tensor, zero-padded to one size."""
+    import numpy as np
+
+    arrs = [np.ones((1, 1), np.float32) if p is None else np.asarray(p, np.float32) for p in psfs]
+    k = max([a.shape[0] for a in arrs] + [a.shape[1] for a in arrs] + [size or 1])
+    k += 1 - k % 2
+    out = np.zeros((len(arrs), 1, k, k), np.float32)
+    for i, a in enumerate(arrs):
+        if a.shape[0] % 2 == 0 or a.shape[1] % 2 == 0:
+            raise ValueError(f"PSF {i} has even shape {a.shape}; PSFs must be odd-sized and centred")
+        oy, ox = (k - a.shape[0]) // 2, (k - a.shape[1]) // 2
+        out[i, 0, oy:oy + a.shape[0], ox:ox + a.shape[1]] = a / a.sum()
+    return torch.from_numpy(out)
+
+
+def _grouped(y: torch.Tensor, psf: torch.Tensor, transpose: bool) -> torch.Tensor:
+    # the adjoint of a zero-padded 'same' correlation is the correlation with the flipped kernel;
+    # conv2d with a flipped kernel instead of conv_transpose2d: measured 15x faster on CPU
+    if transpose:
+        psf = torch.flip(psf, dims=(-2, -1))
+    b, c, h, w = y.shape
+    r = psf.shape[-1] // 2
+    if c == 1 and psf.shape[0] == 1:  # one PSF for the whole batch: a plain (much faster) convolution
+        return F.conv2d(y, psf, padding=r)
+    if c != 1 or psf.shape[0] != b:
+        raise ValueError(f"blur: images {tuple(y.shape)} need one single-channel PSF per sample, got {tuple(psf.shape)}")
+    return F.conv2d(y.reshape(1, b, h, w), psf, padding=r, groups=b).reshape(b, 1, h, w)
+
+
+def blur(y: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
+    """Per-sample zero-padded 'same' correlation of (B,1,H,W) images with (B,1,k,k) PSFs."""
+    return _grouped(y, psf, transpose=False)
+
+
+def blur_adjoint(z: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
+    """Exact adjoint of :func:`blur`."""
+    return _grouped(z, psf, transpose=True)
+
+
+def forward(y: torch.Tensor, psf: torch.Tensor, scale: int) -> torch.Tensor:
+    """``A y``: blur then ``scale x scale`` block mean (HR -> LR)."""
+    b = blur(y, psf)
+    return F.avg_pool2d(b, scale) if scale > 1 else b
+
+
+def adjoint(z: torch.Tensor, psf: torch.Tensor, scale: int) -> torch.Tensor:
+    """``A^T z``: replicate each LR pixel over its block divided by ``scale^2``, then blur^T."""
+    if scale > 1:
+        z = F.interpolate(z, scale_factor=scale, mode="nearest") / float(scale * scale)
+    return blur_adjoint(z, psf)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(dim=(1, 2, 3), keepdim=True)
+
+
+def project(y: torch.Tensor, x: torch.Tensor, psf: torch.Tensor, scale: int, *, iterations: int = 15) -> torch.Tensor:
+    """Least change to ``y`` (HR) so that ``forward(y') == x`` (LR), differentiable in ``y``.
+
+    Batched conjugate gradients on ``A A^T v = x - A y`` (one independent system per sample),
+    a fixed number of iterations, unpreconditioned. At x4 15 iterations reach a relative
+    data residual of ~1e-5; at x2 with Gaussian+Airy PSFs convergence is slow (~2e-2 after 15,
+    3e-4 after 120 on 24-px LR patches): for training use :class:`DirectProjector`, exact
+    at any scale.
+    """
+    if x.shape[-2] * scale != y.shape[-2] or x.shape[-1] * scale != y.shape[-1]:
+        raise ValueError(f"project: HR {tuple(y.shape)} is not scale={scale} x LR {tuple(x.shape)}")
+
+    def M(v):
+        return forward(adjoint(v, psf, scale), psf, scale)
+
+    r = x - forward(y, psf, scale)
+    v = torch.zeros_like(r)
+    p = r
+    rr = _dot(r, r)
+    tiny = torch.finfo(y.dtype).tiny
+    for _ in range(int(iterations)):
+        mp = M(p)
+        alpha = rr / _dot(p, mp).clamp_min(tiny)
+        v = v + alpha * p
+        r = r - alpha * mp
+        rr_new = _dot(r, r)
+        p = r + (rr_new / rr.clamp_min(tiny)) * p
+        rr = rr_new
+    return y + adjoint(v, psf, scale)
+
+
+class DirectProjector:
+    """Exact batched projection for a fixed PSF bank and LR patch shape, by precomputed ``(A A^T)^{-1}``.
+
+    Why not CG: at x2 the zero-padded patch systems converge slowly (see :func:`project`),
+    and a training step cannot afford hundreds of iterations. ``A A^T`` is only
+    ``(h*w)^2`` (576^2 for 24-px LR patches), so its inverse is built once per PSF (lazily,
+    float64) and applied as a matrix product. Augmented samples (``k`` quarter turns, then
+    an optional left-right flip, applied to image and PSF alike) use the same inverse:
+    ``A_T = T A T^-1`` for those symmetries, so ``(A_T A_T^T)^-1 = T (A A^T)^-1 T^-1``.
+    """
+
+    def __init__(self, bank: torch.Tensor, scale: int, lr_shape: tuple[int, int]):
+        self.bank = bank
+        self.scale = int(scale)
+        self.lr_shape = (int(lr_shape[0]), int(lr_shape[1]))
+        self._inv: dict[int, torch.Tensor] = {}
+
+    def inverse(self, i: int) -> torch.Tensor:
+        """``(A A^T)^{-1}`` for PSF ``i`` (un-augmented), shape (h*w, h*w), float32."""
+        if i not in self._inv:
+            h, w = self.lr_shape
+            n = h * w
+            # columns of A^T (one HR image per LR pixel) by a batched float32 convolution (fast
+            # on CPU, unlike float64), then A A^T = (A^T)^T A^T as one float64 matrix product
+            eye = torch.eye(n, dtype=torch.float32).reshape(n, 1, h, w)
+            at = adjoint(eye, self.bank[i:i + 1].float(), self.scale).reshape(n, -1).double()
+            m = at @ at.T
+            self._inv[i] = torch.linalg.inv(m).float()
+        return self._inv[i]
+
+    def project(self, y: torch.Tensor, x: torch.Tensor, psf_ids, *, rot90: int = 0, flip: bool = False,
+                psf: torch.Tensor | None = None) -> torch.Tensor:
+        """Project each sample of ``y`` (B,1,H,W) onto ``forward(.) == x`` for its (augmented) PSF.
+
+        ``psf`` is the augmented PSF batch (B,1,k,k); built from the bank when not given.
+        """
+        b = y.shape[0]
+        if tuple(x.shape[-2:]) != self.lr_shape:
+            raise ValueError(f"DirectProjector built for LR {self.lr_shape}, got {tuple(x.shape[-2:])}")
+        ids = [int(i) for i in psf_ids]
+        if psf is None:
+            psf = torch.rot90(self.bank[ids], rot90, dims=(-2, -1))
+            psf = torch.flip(psf, dims=(-1,)) if flip else psf
+        r = x - forward(y, psf, self.scale)
+        # undo the augmentation on the residual, solve, redo it
+        if flip:
+            r = torch.flip(r, dims=(-1,))
+        r = torch.rot90(r, -rot90, dims=(-2, -1))
+        h, w = r.shape[-2:]
+        v = torch.stack([self.inverse(i) @ r[j].reshape(-1) for j, i in enumerate(ids)]).reshape(b, 1, h, w)
+        v = torch.rot90(v, rot90, dims=(-2, -1))
+        if flip:
+            v = torch.flip(v, dims=(-1,))
+        return y + adjoint(v, psf, self.scale)
