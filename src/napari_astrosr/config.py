@@ -204,9 +204,9 @@ class LossConfig(_Strict):
     pool_size: int = Field(default=0, ge=0, le=64, description="HR pixels per block of the pooled term (0: 2 x data.scale)")
     projection_weight: float = Field(
         default=0.0, ge=0.0, le=100.0,
-        description="weight of an L1 term on the flux-exact projection of the output (what 'model + --flux-exact' "
-        "returns), on noiseless patches whose PSF is known; the network then learns what the projection cannot "
-        "recover (STAR's forward model, training.physics)",
+        description="weight of the same loss (pixel + pooled + FCL) on the flux-exact projection of the output (what "
+        "'model + --flux-exact' returns), on noiseless patches whose PSF is known; the network then learns what the "
+        "projection cannot recover (STAR's forward model, training.physics)",
     )
     projection_margin: int = Field(
         default=0, ge=0, le=64,

@@ -431,7 +431,7 @@ def build_train_data(config: TrainConfig, *, root: Optional[Path] = None) -> Tra
             continue
         # the forward model of these patches, for the projected loss (SR networks on degraded data)
         pid = -1
-        if pair.psf is not None and config.model.scale == config.data.scale:
+        if pair.psf is not None and config.model.scale in (config.data.scale, 1) and config.data.scale > 1:
             pid = len(psfs)
             psfs.append(pair.psf)
         d["psf_id"] = np.full(len(d["x"]), pid, np.int64)

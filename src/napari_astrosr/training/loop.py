@@ -392,9 +392,10 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
     if use_proj:
         from . import physics
 
-        if ms != ds or not data.psfs:
+        if ms not in (ds, 1) or ds == 1 or not data.psfs:
             raise AstroSRError(f"{cfg.source_path}: loss.projection_weight needs an SR network (model.scale == "
-                               "data.scale) and degraded/simulated data whose PSF is known; set it to 0.")
+                               "data.scale > 1) or a same-size network on the upsampled grid (model.scale 1, "
+                               "data.scale > 1), and degraded/simulated data whose PSF is known; set it to 0.")
         bank = physics.psf_bank(data.psfs)
         margin = cfg.loss.projection_margin or bank.shape[-1] // 2
         # exact (A A^T)^-1 per PSF, built on first use (~0.3 s each for 24-px LR patches)
@@ -417,13 +418,24 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         return out
 
     def projected_loss(pred, b):
-        """L1 of the flux-exact projection of the prediction on the noiseless samples, inside a margin."""
+        """The pixel (+ pooled + FCL) loss of the flux-exact projection of the prediction, on the
+        noiseless samples, inside a margin: the objective of what 'model + --flux-exact' returns."""
         idx = b["proj_idx"]
         x = b["x"][idx]
+        if ms == 1:
+            # same-size network: its input is the flux-conserving upsampling, whose block means
+            # are the LR image in these units (training.data normalises input and target alike)
+            x = torch.nn.functional.avg_pool2d(x, ds)
         rot, flip = b["proj_aug"]
         pj = projector.project(pred[idx], x, b["proj_ids"], rot90=rot, flip=flip, psf=b["proj_psf"])
         m = margin
-        return pixel_loss(pj[..., m:-m, m:-m], b["y"][idx][..., m:-m, m:-m], kind=cfg.loss.pixel)
+        pj, yt = pj[..., m:-m, m:-m], b["y"][idx][..., m:-m, m:-m]
+        lo = pixel_loss(pj, yt, kind=cfg.loss.pixel)
+        if cfg.loss.pool_weight > 0:
+            lo = lo + cfg.loss.pool_weight * pooled_loss(pj, yt, size=cfg.loss.pool_size or 2 * ds)
+        if cfg.loss.fcl_weight > 0:
+            lo = lo + cfg.loss.fcl_weight * flux_consistency_loss(pj, yt, b["fmap_hr"][idx][..., m:-m, m:-m])
+        return lo
 
     msg = (f"{cfg.model.name}/{cfg.model.preset}: {n_params / 1e6:.2f}M params, {len(data.train)} train / "
            f"{len(data.val)} val patches ({t_data:.0f} s to build)")
