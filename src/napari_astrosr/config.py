@@ -160,7 +160,21 @@ class DataConfig(_Strict):
         description="patch_median_std: statistics window in network-input pixels (= the inference tile); "
         "default 2 x patch (x the upsampling factor for same-size networks)",
     )
+    gain_augment: Optional[tuple[float, float]] = Field(
+        default=None,
+        description="per-sample amplitude factor drawn log-uniformly from [lo, hi] and applied to the normalised "
+        "input, target and flux maps of a batch (a linear rescaling of the image about its median, which keeps "
+        "every pair and the forward model consistent): bright, high-dynamic-range sources (galaxy cores) "
+        "become in-distribution",
+    )
     sources: list[DataSource] = Field(min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _gain(self) -> "DataConfig":
+        g = self.gain_augment
+        if g is not None and not (0.0 < g[0] <= g[1] <= 1e4):
+            raise ValueError(f"data.gain_augment {list(g)}: need 0 < lo <= hi <= 1e4")
+        return self
 
 
 class ModelConfig(_Strict):

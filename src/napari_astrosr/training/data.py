@@ -290,8 +290,12 @@ class PatchPool:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """A random batch with random flips / 90-degree rotations (flux-preserving augmentations)."""
+    def sample(self, n: int, rng: np.random.Generator, *, gain: Optional[tuple[float, float]] = None) -> dict[str, np.ndarray]:
+        """A random batch with random flips / 90-degree rotations (flux-preserving augmentations).
+
+        ``gain``: per-sample amplitude factors drawn log-uniformly from ``[lo, hi]`` multiply the
+        normalised input, target and flux maps (see ``DataConfig.gain_augment``).
+        """
         p = self.weight / self.weight.sum()
         idx = rng.choice(len(self), size=n, replace=True, p=p)
         k = int(rng.integers(4))
@@ -308,9 +312,15 @@ class PatchPool:
         psf_id = self.psf_id if self.psf_id is not None else np.full(n_all, -1, np.int64)
         clean = self.clean if self.clean is not None else np.zeros(n_all, bool)
         # the augmentation (k quarter turns, then an optional left-right flip) applies to the PSF too
-        return {"x": aug(self.x), "y": aug(self.y), "fmap_in": aug(self.fmap_in), "fmap_hr": aug(self.fmap_hr),
-                "med": self.med[idx], "std": self.std[idx], "psf_id": psf_id[idx], "clean": clean[idx],
-                "rot90": k, "flip": flip}
+        out = {"x": aug(self.x), "y": aug(self.y), "fmap_in": aug(self.fmap_in), "fmap_hr": aug(self.fmap_hr),
+               "med": self.med[idx], "std": self.std[idx], "psf_id": psf_id[idx], "clean": clean[idx],
+               "rot90": k, "flip": flip}
+        if gain is not None:
+            g = np.exp(rng.uniform(np.log(gain[0]), np.log(gain[1]), size=(n, 1, 1, 1))).astype(np.float32)
+            for key in ("x", "y", "fmap_in", "fmap_hr"):
+                out[key] = out[key] * g
+            out["std"] = out["std"] / g
+        return out
 
 
 @dataclass

@@ -405,7 +405,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                                f"{cfg.data.patch * ds}-px HR patch; use a larger data.patch or a smaller margin.")
 
     def batch(k: int, salt: int = 0):
-        b = data.train.sample(cfg.run.batch_size, np.random.default_rng([cfg.run.seed, k, salt]))
+        b = data.train.sample(cfg.run.batch_size, np.random.default_rng([cfg.run.seed, k, salt]),
+                              gain=cfg.data.gain_augment)
         out = {key: torch.from_numpy(v) for key, v in b.items() if key in ("x", "y", "fmap_in", "fmap_hr")}
         if use_proj:
             sel = np.flatnonzero(b["clean"] & (b["psf_id"] >= 0))
