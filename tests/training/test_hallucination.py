@@ -28,14 +28,7 @@ def test_blank_field_gets_no_new_sources(name, scale):
     assert n_out <= n_in, (n_in, n_out)
 
 
-# measured (benchmarks/hallucination.py): the 240-step galaxy Restormer leaves point sources 2% broader
-# than bicubic (2.86 vs 2.80 px FWHM) - a known shortfall, kept visible as a strict xfail
-_BROAD = {("restormer", 2)}
-
-
-@pytest.mark.parametrize("name,scale", [pytest.param(n, s, marks=pytest.mark.xfail(strict=True, reason="known: "
-                                        "restormer x2 does not sharpen stars")) if (n, s) in _BROAD else (n, s)
-                                        for n, s in NETS])
+@pytest.mark.parametrize("name,scale", NETS)
 def test_point_sources_not_broadened(name, scale):
     hr, lr, pos = point_grid(scale=scale, n=4)
     f_bic, _ = fwhm_stats(_restore(lr, "bicubic", scale), pos)
