@@ -177,6 +177,23 @@ def _resolve_model(method: str, scale: int, model: Any, device: str):
     return load_checkpoint(path, device="cpu", expect_name=method, expect_scale=scale)
 
 
+def _parse_flux_noise(flux_noise, arr: np.ndarray) -> float:
+    """``--flux-noise``: a sigma (input units per pixel) or ``auto`` (sep background rms)."""
+    if isinstance(flux_noise, str):
+        if flux_noise.strip().lower() == "auto":
+            from .core.projection import estimate_lr_noise
+
+            return estimate_lr_noise(np.nan_to_num(arr))
+        try:
+            flux_noise = float(flux_noise)
+        except ValueError:
+            raise AstroSRError(f"--flux-noise {flux_noise!r}: give the input's noise sigma per pixel or 'auto'.") from None
+    v = float(flux_noise)
+    if not np.isfinite(v) or v < 0:
+        raise AstroSRError(f"--flux-noise {flux_noise!r}: must be a finite number >= 0 or 'auto'.")
+    return v
+
+
 def restore_job(
     data: np.ndarray,
     *,
@@ -187,6 +204,7 @@ def restore_job(
     tile: Optional[int] = None,
     flux_exact: bool = False,
     psf: Union[str, np.ndarray, None] = None,
+    flux_noise: Union[None, float, str] = None,
     wcs: Any = None,
     header: Any = None,
     stop=NEVER,
@@ -222,6 +240,11 @@ def restore_job(
         The blur the input carries, on the *output* grid: ``gaussian:1.0``, ``airy:2``,
         ``PSF.fits``, an array, or ``"none"``. Needed by richardson-lucy, backprojection
         and ``flux_exact``.
+    flux_noise
+        Make the projection (``flux_exact`` or ``backprojection``) noise-aware: the input's
+        per-pixel noise sigma, or ``"auto"`` (sep's background rms of the input). The output then
+        reproduces the input only where the residual rises above that noise (a Wiener filter of
+        the residual, :func:`core.projection.noise_aware_target`); None (default): exactly.
     wcs, header
         The input's WCS/header: the result carries the scaled WCS and a header with provenance.
     stop
@@ -254,8 +277,14 @@ def restore_job(
                            "e.g. gaussian:1.0); use --psf none for an unblurred input.")
     if flux_exact and kernel is None and scale == 1:
         raise AstroSRError("--flux-exact at --scale 1 with no PSF would just return the input; give --psf.")
+    noise_sigma = _parse_flux_noise(flux_noise, arr) if flux_noise is not None else None
+    if noise_sigma is not None and not (flux_exact or method == "backprojection"):
+        raise AstroSRError("--flux-noise makes the flux-exact projection noise-aware: use it with --flux-exact "
+                           "or --method backprojection.")
     params: dict[str, Any] = {"method": method, "scale": scale, "flux_exact": bool(flux_exact), "psf": psf_label,
                               "version": __version__}
+    if noise_sigma is not None:
+        params["flux_noise"] = noise_sigma
     timings: dict[str, float] = {}
     ckpt_hash = None
     used_device = "cpu"
@@ -284,9 +313,14 @@ def restore_job(
                                    "pixels, e.g. gaussian:1.0).")
             it = 50 if iterations is None else int(iterations)
             params["iterations"] = it
-            out = yield from _projection_progress(
-                classical.backprojection_iter(arr, kernel, scale=scale, iterations=it, stop=stop), it, method)
-            flux_exact = False  # already projected
+            if noise_sigma is not None:
+                # bicubic, then the noise-aware projection below (the same projection, not exact)
+                out = classical.interpolate(arr, scale=scale, method="bicubic")
+                flux_exact = True
+            else:
+                out = yield from _projection_progress(
+                    classical.backprojection_iter(arr, kernel, scale=scale, iterations=it, stop=stop), it, method)
+                flux_exact = False  # already projected
         timings[method] = time.perf_counter() - t0
         yield Progress(1, 1, f"{method} done")
     else:
@@ -339,8 +373,14 @@ def restore_job(
         t0 = time.perf_counter()
         nan_out = ~np.isfinite(out)
         it = 50 if iterations is None or method in CLASSICAL else int(iterations)
+        target = arr
+        if noise_sigma is not None:
+            from .core.projection import noise_aware_target
+
+            target, ninfo = noise_aware_target(out, arr, scale=scale, psf=kernel, sigma=noise_sigma)
+            params["flux_noise_power_kept"] = round(ninfo["power_kept"], 4)
         out, _ = yield from _projection_progress(
-            iter_project_flux_exact(out, arr, scale=scale, psf=kernel, iterations=it, stop=stop), it, "projection")
+            iter_project_flux_exact(out, target, scale=scale, psf=kernel, iterations=it, stop=stop), it, "projection")
         out = np.asarray(out, dtype=np.float32)
         out[nan_out] = np.nan
         timings["projection"] = time.perf_counter() - t0

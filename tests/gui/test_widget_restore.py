@@ -181,3 +181,23 @@ def test_event_loop_keeps_turning_during_restoration(make_napari_viewer, qtbot, 
     assert n_run_ticks >= 30, "the job should run long enough to measure anything"
     assert "big [pix2wgan]" in viewer.layers
     assert gaps.max() < 0.2
+
+
+def test_restore_noise_aware_backprojection(make_napari_viewer, qtbot):
+    """The 'only where above the noise' box runs the noise-aware projection (sigma from sep) and says so."""
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(4)
+    img = (star_image((48, 48), seed=3) + rng.normal(0, 5.0, (48, 48))).astype(np.float32)
+    viewer.add_image(img, name="noisy")
+    w = restore_widget(viewer, qtbot)
+    w.method.setCurrentText("backprojection")
+    w.scale.setValue(2)
+    w.psf.setText("gaussian:1.0")
+    assert w.options()["flux_noise"] is None
+    w.flux_noise.setChecked(True)
+    assert w.options()["flux_noise"] == "auto"
+    w.run()
+    wait_idle(qtbot, w.jobs)
+    out = viewer.layers["noisy [backprojection]"]
+    assert out.data.shape == (96, 96)
+    assert out.metadata["astrosr"]["params"]["flux_noise"] == pytest.approx(5.0, rel=0.3)

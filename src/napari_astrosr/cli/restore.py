@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="GPU autocast precision (CPU always fp32)")
     p.add_argument("--flux-exact", action="store_true",
                    help="project the output so blur + block-sum reproduce the input (needs --psf)")
+    p.add_argument("--flux-noise", default=None, metavar="SIGMA|auto",
+                   help="make the projection (--flux-exact or backprojection) noise-aware: reproduce the input only "
+                        "where the residual rises above this per-pixel noise ('auto': sep's background rms); for "
+                        "noisy input, where the exact projection fits the noise")
     p.add_argument("--psf", default=None,
                    help="blur the input carries, in output pixels: gaussian:SIGMA|airy:R|gaussian+airy:S,R|"
                         "moffat:FWHM[,BETA]|PSF.fits|none")
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                            "image (pick a plane with --hdu or split the cube).")
     job = restore_job(img.data, method=args.method, scale=args.scale, model=args.model, device=args.device,
                       tile=args.tile, overlap=args.overlap, threads=args.threads, precision=args.precision,
-                      flux_exact=args.flux_exact, psf=args.psf, iterations=args.iterations,
+                      flux_exact=args.flux_exact, psf=args.psf, flux_noise=args.flux_noise, iterations=args.iterations,
                       wcs=img.wcs, header=img.header)
     try:
         res = run_with_bar(job, desc=f"restore {args.method}", quiet=args.quiet)

@@ -34,7 +34,8 @@ from ..exceptions import AstroSRError
 from .psf import FluxConvolver, normalize_psf
 from .resample import _int_factor
 
-__all__ = ["ForwardModel", "forward_model", "iter_project_flux_exact", "project_flux_exact"]
+__all__ = ["ForwardModel", "forward_model", "iter_project_flux_exact", "project_flux_exact", "noise_aware_target",
+           "estimate_lr_noise"]
 
 
 def _block_sum(x: np.ndarray, s: int) -> np.ndarray:
@@ -433,3 +434,77 @@ def project_flux_exact(
         if callback is not None:
             callback(it, res)
     return (out, info) if return_info else out
+
+
+def estimate_lr_noise(lr: np.ndarray) -> float:
+    """Per-pixel noise sigma of an LR image: sep's global background rms (SExtractor's mesh estimate).
+
+    Sources are clipped out of the mesh statistics, so a bright galaxy does not inflate it.
+    """
+    from .detection import estimate_background
+
+    bkg = estimate_background(np.asarray(lr, dtype=np.float64), box=min(32, max(8, min(np.shape(lr)) // 4)))
+    return float(bkg.globalrms)
+
+
+def noise_aware_target(
+    sr: np.ndarray,
+    lr: np.ndarray,
+    *,
+    scale: int,
+    psf: Optional[np.ndarray] = None,
+    sigma: float,
+    bins: int = 24,
+) -> tuple[np.ndarray, dict]:
+    """The LR image a noise-aware flux projection should reproduce: the data where they beat the noise.
+
+    ``A(sr) + W(lr - A(sr))``, with ``W`` a Wiener filter of the data residual built from the
+    residual itself: per radial frequency band, the gain is ``max(0, 1 - sigma^2 / P)`` where
+    ``P`` is the band's mean residual power per Fourier coefficient and ``sigma^2`` the white
+    noise's (``sigma`` per LR pixel). Residual structure well above the noise (a source whose flux
+    the restoration got wrong: low frequencies) is kept and will be fitted; what looks like noise
+    is dropped, so the projection no longer fits the noise. ``sigma = 0`` gives ``lr`` (the exact
+    projection).
+
+    Why hand-written: a Wiener gain estimated from the residual's own spectrum against a known
+    white-noise level is a few lines of numpy; no maintained package offers this data-consistency
+    step for a forward model of our own.
+
+    Flux: the band containing the zero frequency has gain ~1 whenever the total-flux residual
+    exceeds the noise, so the projected image keeps the data's total flux to within the noise.
+
+    Returns
+    -------
+    target, info
+        ``target`` has ``lr``'s shape (NaN where ``lr`` is); ``info``: sigma, the gain per band
+        and the fraction of residual power kept.
+    """
+    lr = np.asarray(lr, dtype=np.float64)
+    if sigma is None or not np.isfinite(sigma) or sigma < 0:
+        raise AstroSRError(f"noise sigma {sigma!r}: must be a finite number >= 0.")
+    pred = forward_model(np.nan_to_num(np.asarray(sr, dtype=np.float64)), scale=scale, psf=psf)
+    valid = np.isfinite(lr)
+    r = np.where(valid, lr - pred, 0.0)
+    if sigma == 0 or not valid.any():
+        return np.where(valid, lr, np.nan), {"sigma": float(sigma), "gain": [], "power_kept": 1.0}
+    from scipy import fft as sfft
+
+    ny, nx = r.shape
+    rf = sfft.rfft2(r)
+    power = np.abs(rf) ** 2
+    fy = sfft.fftfreq(ny)[:, None]
+    fx = sfft.rfftfreq(nx)[None, :]
+    fr = np.hypot(fy, fx)
+    edges = np.linspace(0.0, fr.max() + 1e-12, int(bins) + 1)
+    idx = np.clip(np.digitize(fr, edges) - 1, 0, int(bins) - 1)
+    # unnormalised FFT: white noise of variance sigma^2 on n valid pixels has E|N(f)|^2 = n sigma^2
+    noise_power = float(valid.sum()) * float(sigma) ** 2
+    band_p = np.bincount(idx.ravel(), weights=power.ravel(), minlength=int(bins))
+    band_n = np.maximum(np.bincount(idx.ravel(), minlength=int(bins)), 1)
+    band_mean = band_p / band_n
+    gain_b = np.clip(1.0 - noise_power / np.maximum(band_mean, 1e-300), 0.0, 1.0)
+    gain = gain_b[idx]
+    rw = sfft.irfft2(rf * gain, s=r.shape)
+    kept = float((power * gain**2).sum() / max(power.sum(), 1e-300))
+    target = np.where(valid, pred + rw, np.nan)
+    return target, {"sigma": float(sigma), "gain": [round(float(g), 4) for g in gain_b], "power_kept": kept}

@@ -118,6 +118,12 @@ class RestoreWidget(QWidget):
             "Least change so that PSF blur + flux-conserving downsampling of the output reproduces the input.\n"
             "Gains on clean data; on noisy data it fits the noise (leave it off)."
         )
+        self.flux_noise = QCheckBox("only where above the noise (noisy input)")
+        self.flux_noise.setToolTip(
+            "Noise-aware projection: reproduce the input only where the residual rises above its noise\n"
+            "(sep background rms; a Wiener filter of the residual). Use on noisy data instead of leaving\n"
+            "the projection off. Applies to flux-exact and to backprojection."
+        )
         self.psf = QLineEdit()
         self.psf.setPlaceholderText("gaussian:1.0 | airy:2.0 | gaussian+airy:1,2 | moffat:3,2.5 | PSF.fits | none")
         self.psf.setEnabled(False)
@@ -138,6 +144,7 @@ class RestoreWidget(QWidget):
         form.addRow("", self.device_used)
         form.addRow("Tile", self.tile)
         form.addRow("Flux-exact", self.flux_exact)
+        form.addRow("", self.flux_noise)
         form.addRow("PSF", self.psf)
         form.addRow("", self.residual)
 
@@ -292,6 +299,8 @@ class RestoreWidget(QWidget):
             tile=int(self.tile.value()) or None,
             flux_exact=self.flux_exact.isChecked(),
             psf=psf,
+            flux_noise="auto" if self.flux_noise.isChecked() and (self.flux_exact.isChecked()
+                                                                  or method == "backprojection") else None,
         )
 
     def run(self) -> Any:
