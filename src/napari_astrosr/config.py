@@ -222,6 +222,12 @@ class LossConfig(_Strict):
         "'model + --flux-exact' returns), on noiseless patches whose PSF is known; the network then learns what the "
         "projection cannot recover (STAR's forward model, training.physics)",
     )
+    gain_invariant: bool = Field(
+        default=False,
+        description="with data.gain_augment: weight each sample's loss by 1 / its amplitude factor, so the "
+        "augmentation changes what the network sees but not how much a sample counts (L1 grows with the "
+        "amplitude otherwise, and bright copies dominate)",
+    )
     projection_margin: int = Field(
         default=0, ge=0, le=64,
         description="HR pixels at each patch edge left out of the projected term (0: the PSF radius): the patch's "

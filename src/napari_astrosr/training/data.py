@@ -320,6 +320,7 @@ class PatchPool:
             for key in ("x", "y", "fmap_in", "fmap_hr"):
                 out[key] = out[key] * g
             out["std"] = out["std"] / g
+            out["gain"] = g.reshape(n)
         return out
 
 

@@ -408,6 +408,9 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         b = data.train.sample(cfg.run.batch_size, np.random.default_rng([cfg.run.seed, k, salt]),
                               gain=cfg.data.gain_augment)
         out = {key: torch.from_numpy(v) for key, v in b.items() if key in ("x", "y", "fmap_in", "fmap_hr")}
+        if cfg.loss.gain_invariant and "gain" in b:
+            w = 1.0 / b["gain"].astype(np.float32)
+            out["gain_w"] = torch.from_numpy(w / w.mean())
         if use_proj:
             sel = np.flatnonzero(b["clean"] & (b["psf_id"] >= 0))
             if len(sel):
@@ -431,11 +434,12 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         pj = projector.project(pred[idx], x, b["proj_ids"], rot90=rot, flip=flip, psf=b["proj_psf"])
         m = margin
         pj, yt = pj[..., m:-m, m:-m], b["y"][idx][..., m:-m, m:-m]
-        lo = pixel_loss(pj, yt, kind=cfg.loss.pixel)
+        w = b["gain_w"][idx] if "gain_w" in b else None
+        lo = pixel_loss(pj, yt, kind=cfg.loss.pixel, weight=w)
         if cfg.loss.pool_weight > 0:
-            lo = lo + cfg.loss.pool_weight * pooled_loss(pj, yt, size=cfg.loss.pool_size or 2 * ds)
+            lo = lo + cfg.loss.pool_weight * pooled_loss(pj, yt, size=cfg.loss.pool_size or 2 * ds, weight=w)
         if cfg.loss.fcl_weight > 0:
-            lo = lo + cfg.loss.fcl_weight * flux_consistency_loss(pj, yt, b["fmap_hr"][idx][..., m:-m, m:-m])
+            lo = lo + cfg.loss.fcl_weight * flux_consistency_loss(pj, yt, b["fmap_hr"][idx][..., m:-m, m:-m], weight=w)
         return lo
 
     msg = (f"{cfg.model.name}/{cfg.model.preset}: {n_params / 1e6:.2f}M params, {len(data.train)} train / "
@@ -464,6 +468,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             b = batch(step)
             pred = _forward(model, needs_flux, b["x"], b["fmap_in"])
             sw = sample_weights(b["x"], floor=cfg.loss.relative_floor) if cfg.loss.patch_relative else None
+            if "gain_w" in b:
+                sw = b["gain_w"] if sw is None else sw * b["gain_w"]
             lp = pixel_loss(pred, b["y"], kind=cfg.loss.pixel, weight=sw)
             loss = lp * (cfg.gan.l1_weight if critic is not None else 1.0)
             row["loss_pixel"] = lp.item()
