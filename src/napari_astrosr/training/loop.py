@@ -414,9 +414,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         if use_proj:
             sel = np.flatnonzero(b["clean"] & (b["psf_id"] >= 0))
             if len(sel):
-                psf = torch.rot90(bank[b["psf_id"][sel]], b["rot90"], dims=(-2, -1))
+                # the projector rotates/flips each sample's PSF like the batch (DirectProjector.project)
                 out["proj_idx"] = torch.from_numpy(sel)
-                out["proj_psf"] = torch.flip(psf, dims=(-1,)) if b["flip"] else psf
                 out["proj_ids"] = b["psf_id"][sel]
                 out["proj_aug"] = (int(b["rot90"]), bool(b["flip"]))
         return out
@@ -431,7 +430,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             # are the LR image in these units (training.data normalises input and target alike)
             x = torch.nn.functional.avg_pool2d(x, ds)
         rot, flip = b["proj_aug"]
-        pj = projector.project(pred[idx], x, b["proj_ids"], rot90=rot, flip=flip, psf=b["proj_psf"])
+        pj = projector.project(pred[idx], x, b["proj_ids"], rot90=rot, flip=flip)
         m = margin
         pj, yt = pj[..., m:-m, m:-m], b["y"][idx][..., m:-m, m:-m]
         w = b["gain_w"][idx] if "gain_w" in b else None
