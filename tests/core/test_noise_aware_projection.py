@@ -128,3 +128,24 @@ def test_bad_floor(bad):
     hr, lr, _, bic, psf = _case(1.0)
     with pytest.raises(AstroSRError, match="floor"):
         J.noise_aware_target(bic, lr, scale=2, psf=psf, sigma=1.0, floor=bad)
+
+
+def test_noise_gain_of_the_exact_projection():
+    """1 for a pure block sum; moderate at x2 with the STAR PSFs; huge for any blur at scale 1."""
+    assert J.noise_gain((64, 64), scale=2, psf=None) == 1.0
+    g2 = J.noise_gain((128, 128), scale=2, psf=P.parse_psf("gaussian:1.0"))
+    g1 = J.noise_gain((128, 128), scale=1, psf=P.parse_psf("gaussian:1.0"))
+    assert 5 < g2 < 100 and g1 > 1e3
+
+
+def test_restore_warns_when_the_exact_projection_amplifies_noise(recwarn):
+    from napari_astrosr.exceptions import AstroSRWarning
+    from napari_astrosr.restoration import restore
+
+    img = np.random.default_rng(0).normal(10.0, 1.0, (32, 32)).astype(np.float32)
+    with pytest.warns(AstroSRWarning, match="--flux-noise auto"):
+        restore(img, method="bicubic", scale=2, psf="gaussian:2.0", flux_exact=True)
+    recwarn.clear()
+    restore(img, method="bicubic", scale=2, psf="gaussian:1.0", flux_exact=True)  # gain ~15: no warning
+    restore(img, method="bicubic", scale=2, psf="gaussian:2.0", flux_exact=True, flux_noise="auto")
+    assert not [w for w in recwarn if issubclass(w.category, AstroSRWarning)]
