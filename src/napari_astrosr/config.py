@@ -110,6 +110,11 @@ class DataSource(_Strict):
         "half of every image trains, right half validates (split by sky region, never by random patches)",
     )
     weight: float = Field(default=1.0, gt=0.0, le=100.0, description="sampling weight of this source's patches")
+    pixel_scale: Optional[float] = Field(
+        default=None, gt=0.0, le=3600.0,
+        description="arcsec/pixel a simulated image stands for (simulations carry no WCS): needed to resample a "
+        "PSF file given with psf.pixel_scale",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataSource":
@@ -119,6 +124,8 @@ class DataSource(_Strict):
             raise ValueError("a 'degrade' source needs files: [...] (FITS paths relative to data.root)")
         if self.kind == "paired" and (not self.lr or not self.hr):
             raise ValueError("a 'paired' source needs both lr: and hr: file paths")
+        if self.pixel_scale is not None and self.kind != "simulate":
+            raise ValueError("pixel_scale is for 'simulate' sources; real files take it from their WCS")
         return self
 
 

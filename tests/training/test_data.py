@@ -117,3 +117,21 @@ def test_paired_source_from_real_style_files(tmp_path):
 
     with pytest.raises(AstroSRError, match="does not match"):
         build_image_pairs(config_from_dict(bad))
+
+
+def test_simulated_source_pixel_scale_resamples_a_psf_file(tmp_path):
+    """Simulations carry no WCS: a PSF file with psf.pixel_scale needs the source's pixel_scale."""
+    from napari_astrosr.core.fits_io import write_fits
+    from napari_astrosr.core.psf import gaussian_psf
+    from napari_astrosr.exceptions import AstroSRError
+
+    write_fits(tmp_path / "psf.fits", gaussian_psf(1.0).astype(np.float32))
+    psf = {"kind": "spec", "spec": "psf.fits", "pixel_scale": 0.2}
+    src = {"kind": "simulate", "simulate": "starfield", "count": 1, "size": 64}
+    pairs = build_image_pairs(_cfg([{**src, "pixel_scale": 0.1}], root=str(tmp_path), psf=psf))
+    assert pairs[0].params["psf_resample"] == pytest.approx(2.0)
+    assert pairs[0].psf.shape[0] > gaussian_psf(1.0).shape[0]  # twice as wide on the finer grid
+    with pytest.raises(AstroSRError, match="give its pixel_scale"):
+        build_image_pairs(_cfg([src], root=str(tmp_path), psf=psf))
+    with pytest.raises(AstroSRError, match="pixel_scale is for 'simulate'"):
+        _cfg([{"kind": "degrade", "files": ["x.fits"], "pixel_scale": 0.1}])

@@ -141,7 +141,8 @@ def _resolve(root: Path, rel: str) -> Path:
     return p
 
 
-def _make_psf(cfg: TrainConfig, root: Path, rng: np.random.Generator, image_wcs) -> tuple[Optional[np.ndarray], dict]:
+def _make_psf(cfg: TrainConfig, root: Path, rng: np.random.Generator, image_wcs,
+              image_pixel_scale: Optional[float] = None) -> tuple[Optional[np.ndarray], dict]:
     from ..core import psf as P
 
     spec = cfg.data.psf
@@ -162,9 +163,10 @@ def _make_psf(cfg: TrainConfig, root: Path, rng: np.random.Generator, image_wcs)
         psf = P.psf_from_fits(_resolve(root, s), plane=spec.plane)
         params = {"psf": s}
         if spec.pixel_scale:
-            pix = _pixel_scale_arcsec(image_wcs)
+            pix = image_pixel_scale or _pixel_scale_arcsec(image_wcs)
             if pix is None:
-                raise AstroSRError(f"psf.pixel_scale is set but a training image has no celestial WCS to resample the PSF {s}.")
+                raise AstroSRError(f"psf.pixel_scale is set but a training image has no celestial WCS to resample the PSF {s} "
+                                   "(for a simulate source give its pixel_scale).")
             factor = spec.pixel_scale / pix
             if abs(factor - 1) > 1e-3:
                 psf = P.resample_psf(psf, factor)
@@ -182,10 +184,10 @@ def _noise_sigma(cfg: TrainConfig, lr: np.ndarray, rng: np.random.Generator) -> 
 
 
 def _degrade_pair(hr: np.ndarray, cfg: TrainConfig, root: Path, rng: np.random.Generator,
-                  wcs=None) -> tuple[np.ndarray, dict, np.ndarray]:
+                  wcs=None, pixel_scale: Optional[float] = None) -> tuple[np.ndarray, dict, np.ndarray]:
     from ..core.degrade import degrade
 
-    psf, params = _make_psf(cfg, root, rng, wcs)
+    psf, params = _make_psf(cfg, root, rng, wcs, pixel_scale)
     # noise relative to the noiseless LR: degrade once clean to measure its peak, then add noise here
     d = degrade(hr, scale=cfg.data.scale, psf=psf, noise=None, seed=int(rng.integers(2**31)))
     lr = np.asarray(d.data, dtype=np.float32)
@@ -235,7 +237,7 @@ def build_image_pairs(config: TrainConfig, *, root: Optional[Path] = None) -> li
                 # validation fields use disjoint seeds: different "sky"
                 sim_seed = int(seed * 100_003 + si * 10_007 + i)
                 hr = _simulate(src, sim_seed)
-                lr, params, psf = _degrade_pair(hr, config, root, rng)
+                lr, params, psf = _degrade_pair(hr, config, root, rng, pixel_scale=src.pixel_scale)
                 split = src.split if i < src.count else "val"
                 made.append(ImagePair(hr, lr, f"{src.simulate}#{i}", split, params, psf))
         elif src.kind == "degrade":
