@@ -374,6 +374,7 @@ def restore_job(
         nan_out = ~np.isfinite(out)
         it = 50 if iterations is None or method in CLASSICAL else int(iterations)
         target = arr
+        damping = 0.0
         if noise_sigma is None and kernel is not None:
             from .core.projection import noise_gain
 
@@ -392,10 +393,14 @@ def restore_job(
         if noise_sigma is not None:
             from .core.projection import noise_aware_target
 
+            from .core.projection import NOISE_DAMPING
+
             target, ninfo = noise_aware_target(out, arr, scale=scale, psf=kernel, sigma=noise_sigma)
             params["flux_noise_power_kept"] = round(ninfo["power_kept"], 4)
+            damping = NOISE_DAMPING
         out, _ = yield from _projection_progress(
-            iter_project_flux_exact(out, target, scale=scale, psf=kernel, iterations=it, stop=stop), it, "projection")
+            iter_project_flux_exact(out, target, scale=scale, psf=kernel, iterations=it, damping=damping, stop=stop),
+            it, "projection")
         out = np.asarray(out, dtype=np.float32)
         out[nan_out] = np.nan
         timings["projection"] = time.perf_counter() - t0
