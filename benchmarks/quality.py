@@ -316,12 +316,16 @@ def _p2w_verdict(rows, base_label):
     classical = [r for r in rows if r[0] == base_label or r[0].startswith(("richardson-lucy", "backprojection"))]
     best_p = max(classical, key=lambda r: r[1])
     best_f = min(classical, key=lambda r: r[2])
+    def word(a, b, nd):  # compared at the precision printed: equal there is a tie, not a win
+        a, b = round(a, nd), round(b, nd)
+        return "beats" if a > b else ("ties" if a == b else "does not beat")
+
     out = []
     for name, p, f in rows:
         if name.startswith("pix2wgan"):
             out.append(f"- {name}: PSNR {p:.2f} dB vs best classical {best_p[1]:.2f} ({best_p[0]}) -> "
-                       f"{'beats' if p > best_p[1] else 'does not beat'}; median rel. flux err {f:.4f} vs "
-                       f"{best_f[2]:.4f} ({best_f[0]}) -> {'beats' if f < best_f[2] else 'does not beat'}.")
+                       f"{word(p, best_p[1], 2)}; median rel. flux err {f:.4f} vs "
+                       f"{best_f[2]:.4f} ({best_f[0]}) -> {word(-f, -best_f[2], 4)}.")
     return out
 
 
