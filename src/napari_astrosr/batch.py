@@ -84,6 +84,8 @@ class RestoreParams:
     tile: Optional[int] = None
     norm: Optional[tuple] = None
     """Networks, tiled: whole-image normalisation ``((key, value), ...)`` applied to every block."""
+    flux_noise: Union[None, float, str] = None
+    """Noise-aware projection: sigma per input pixel, or ``"auto"`` (resolved per image, once, before tiling)."""
 
     def restore_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``restoration.restore`` / ``restore_job``."""
@@ -94,6 +96,8 @@ class RestoreParams:
             kw["psf"] = self.psf
         if self.tile is not None:
             kw["tile"] = self.tile
+        if self.flux_noise is not None:
+            kw["flux_noise"] = self.flux_noise
         return kw
 
     def fingerprint(self) -> dict[str, Any]:
@@ -110,6 +114,8 @@ class RestoreParams:
         if psf is not None and Path(str(psf)).is_file():
             psf = "sha256:" + file_sha256(psf)
         fp["psf"] = psf
+        if self.flux_noise is not None:  # absent otherwise: fingerprints of earlier batches stay valid
+            fp["flux_noise"] = self.flux_noise if isinstance(self.flux_noise, str) else float(self.flux_noise)
         return fp
 
 
@@ -165,7 +171,7 @@ def _restorer(params: RestoreParams) -> Callable[..., Any]:
     re-reads weights per file or per block.
     """
     key = (params.method, params.model, params.scale, params.device, params.flux_exact, params.psf, params.tile,
-           params.norm)
+           params.norm, params.flux_noise)
     fn = _CACHE.get(key)
     if fn is not None:
         return fn
@@ -318,6 +324,21 @@ def _restore_block(block: np.ndarray, *, params: RestoreParams, depth: int, bloc
     return out[top * s: out.shape[0] - bottom * s, left * s: out.shape[1] - right * s]
 
 
+def resolve_flux_noise(flux_noise: Union[float, str], image: Any) -> float:
+    """A number for ``flux_noise``: given, or ``"auto"`` measured on the central (<= 1024^2) section.
+
+    One sigma for the whole image, so that every tile of a tiled restoration makes the same
+    noise-aware projection (a per-tile estimate would differ from tile to tile).
+    """
+    from .restoration import _parse_flux_noise
+
+    ny, nx = image.shape
+    h = 512
+    y0, x0 = max(0, ny // 2 - h), max(0, nx // 2 - h)
+    sample = np.asarray(image[y0:y0 + 2 * h, x0:x0 + 2 * h], dtype=np.float32)
+    return _parse_flux_noise(flux_noise, sample)
+
+
 def restore_dask(
     darr: Any,
     *,
@@ -330,6 +351,7 @@ def restore_dask(
     tile: Optional[int] = None,
     depth: Optional[int] = None,
     chunks: Union[int, tuple, str, None] = None,
+    flux_noise: Union[None, float, str] = None,
 ):
     """Restore a 2-D (dask) array block by block with overlap; returns a lazy dask array.
 
@@ -348,6 +370,9 @@ def restore_dask(
     chunks
         Rechunk the input first (default: keep ``darr``'s chunks, or 1024 for non-dask input).
         Chunks smaller than ``depth`` are merged with neighbours.
+    flux_noise
+        As in ``restore``: the noise-aware projection. ``"auto"`` is measured once, on the central
+        (up to 1024^2) section of the whole image, and every block uses that sigma.
 
     Returns
     -------
@@ -376,6 +401,10 @@ def restore_dask(
         raise AstroSRError(f"restore_dask: needs a 2-D image, got shape {darr.shape}.")
     if darr.dtype != np.float32:
         darr = darr.astype(np.float32)
+    if flux_noise is not None:
+        from dataclasses import replace
+
+        params = replace(params, flux_noise=resolve_flux_noise(flux_noise, darr))
     if params.is_network():
         from dataclasses import replace
 
@@ -579,6 +608,7 @@ def restore_fits_tiled_job(
     num_workers: Optional[int] = None,
     extra_cards: Optional[dict] = None,
     stop=NEVER,
+    flux_noise: Union[None, float, str] = None,
 ) -> Generator[Progress, None, TiledResult]:
     """Restore a FITS image larger than memory, streaming sections from and to disk (a job).
 
@@ -589,8 +619,8 @@ def restore_fits_tiled_job(
         by tile; ``.gz`` files cannot be read in sections and are decompressed whole).
     out
         Output FITS. Written to a temporary file in the same folder, renamed when complete.
-    method, scale, model, flux_exact, psf, device, tile, depth
-        As in :func:`restore_dask`.
+    method, scale, model, flux_exact, psf, device, tile, depth, flux_noise
+        As in :func:`restore_dask` (``flux_noise="auto"`` is measured once on the file's central section).
     chunk
         Block size in input pixels (memory per block ~ ``(chunk + 2 depth)^2 * scale^2 * 4`` bytes
         times the method's working copies).
@@ -632,8 +662,10 @@ def restore_fits_tiled_job(
         pass
     if chunk < 16:
         raise AstroSRError(f"chunk={chunk}: use at least 16 pixels.")
+    if flux_noise is not None:
+        flux_noise = resolve_flux_noise(flux_noise, src)
     params = RestoreParams(method=method, scale=int(scale), model=str(model) if model is not None else None,
-                           flux_exact=bool(flux_exact), psf=psf, device=device, tile=tile)
+                           flux_exact=bool(flux_exact), psf=psf, device=device, tile=tile, flux_noise=flux_noise)
     s = int(scale)
     ny, nx = src.shape
     shape_out = (ny * s, nx * s)
@@ -663,7 +695,7 @@ def restore_fits_tiled_job(
     darr = da.from_array(src, chunks=(chunk, chunk), name=f"fits-{dask.base.tokenize(src)}", asarray=False,
                          fancy=False)
     result = restore_dask(darr, method=method, scale=s, model=model, flux_exact=flux_exact, psf=psf,
-                          device=device, tile=tile, depth=depth)
+                          device=device, tile=tile, depth=depth, flux_noise=flux_noise)
 
     with atomic_output(out) as tmp:
         # pre-allocate: header, then a sparse data area of the final size (zero padding is valid FITS)
@@ -978,6 +1010,7 @@ def batch_job(
     max_memory: Optional[int] = DEFAULT_MAX_MEMORY,
     retries: int = 1,
     stop=NEVER,
+    flux_noise: Union[None, float, str] = None,
 ) -> Generator[Progress, None, BatchResult]:
     """Restore many FITS files on a Dask distributed cluster (a job: yields one event per file).
 
@@ -987,8 +1020,8 @@ def batch_job(
         Glob pattern(s) or paths (``**`` recursive).
     outdir
         Output folder (created if missing); outputs are ``<stem>_<method>_x<scale>.fits``.
-    method, scale, model, flux_exact, psf, device, tile
-        As in :func:`napari_astrosr.restoration.restore`.
+    method, scale, model, flux_exact, psf, device, tile, flux_noise
+        As in :func:`napari_astrosr.restoration.restore` (``flux_noise="auto"`` is measured per file).
     scheduler
         ``"local"`` (a LocalCluster of ``workers`` processes, default one per core,
         ``threads_per_worker`` threads each), a scheduler address (``tcp://host:8786``: the same job on
@@ -1023,6 +1056,16 @@ def batch_job(
     if model is not None and not Path(model).is_file():
         raise AstroSRError(f"--model {model}: no such file.")
     _check_method(method, int(scale))
+    if flux_noise is not None:
+        if not (flux_exact or method == "backprojection"):
+            raise AstroSRError("--flux-noise makes the flux-exact projection noise-aware: use it with --flux-exact "
+                               "or --method backprojection.")
+        if not (isinstance(flux_noise, str) and flux_noise.strip().lower() == "auto"):
+            from .restoration import _parse_flux_noise
+
+            flux_noise = _parse_flux_noise(flux_noise, np.zeros((1, 1), np.float32))
+        else:
+            flux_noise = "auto"
     outs = [output_path(p, outdir, method=method, scale=scale) for p in files]
     # never feed our own outputs back in (e.g. OUTDIR inside the glob)
     out_set = {str(o.resolve()) for o in outs}
@@ -1037,7 +1080,7 @@ def batch_job(
         seen[o.name] = p
     outdir.mkdir(parents=True, exist_ok=True)
     params = RestoreParams(method=method, scale=int(scale), model=str(Path(model).resolve()) if model else None,
-                           flux_exact=bool(flux_exact), psf=psf, device=device, tile=tile)
+                           flux_exact=bool(flux_exact), psf=psf, device=device, tile=tile, flux_noise=flux_noise)
 
     rows = [FileResult(file=str(p), status="cancelled", output=str(o)) for p, o in zip(files, outs)]
     n = len(files)

@@ -468,7 +468,7 @@ def restore(data: Any, **kwargs) -> RestoreResult:
 
         wcs, header = kwargs.pop("wcs", None), kwargs.pop("header", None)
         kwargs.pop("stop", None)
-        allowed = ("method", "scale", "model", "flux_exact", "psf", "device", "tile", "depth", "chunks")
+        allowed = ("method", "scale", "model", "flux_exact", "psf", "device", "tile", "depth", "chunks", "flux_noise")
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
             raise AstroSRError(f"restore() of a dask array does not take {', '.join(unknown)}.")
