@@ -504,7 +504,8 @@ def main(argv=None) -> int:
         "## Super-resolution (mean over fields and PSFs)", "", *sr_tables(rows),
         "## Does every network beat every classical baseline? Aggregates", "",
         "Each network variant against the best classical method *for that column* (any of bicubic, lanczos, "
-        "richardson-lucy, backprojection), over all fields and both PSFs:", "", *verdict_table(rows),
+        "richardson-lucy, backprojection, backprojection + flux-noise), over all fields and both PSFs; the pooled "
+        "median pools every S/N > 10 source of every case:", "", *verdict_table(rows),
         "## Does every network beat every classical baseline? (count of field x PSF cases)", "", *beats_table(rows),
         "## Per field, x2", "", *field_table(rows, 2, False), *field_table(rows, 2, True),
         "## Pix2WGAN (ground-based -> HST-like)", "", *p2w,
