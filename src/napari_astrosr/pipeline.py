@@ -320,6 +320,7 @@ def main_job(
     validate: bool = True,
     overwrite: bool = False,
     stop=NEVER,
+    flux_exact: Optional[bool] = None,
 ) -> Generator[Progress, None, MainJobResult]:
     """Restore ``path``, detect and compare input/output, validate against bicubic, export.
 
@@ -336,6 +337,9 @@ def main_job(
         to ``gaussian:1.0`` for methods that need one.
     scale
         Integer enlargement (2).
+    flux_exact
+        Project the result through the forward model (``psf``, default ``gaussian:1.0``). None
+        (default): on for the default FISR choice, off for a method given by the caller.
     device
         ``auto``/``cpu``/``cuda``/``mps`` for networks; the one used is in the result.
     validate
@@ -376,9 +380,13 @@ def main_job(
     else:
         choice = dict(method=method, model=Path(model) if model else None, psf=None,
                       reason=f"method {method!r} chosen by the caller")
+    if flux_exact is not None:
+        choice["flux_exact"] = bool(flux_exact)
+        if flux_exact:
+            choice["reason"] += " + flux-exact projection (asked for)"
     if psf is not None:
         choice["psf"] = psf
-    elif choice["method"] in ("backprojection", "richardson-lucy") and choice["psf"] is None:
+    elif (choice["method"] in ("backprojection", "richardson-lucy") or choice.get("flux_exact")) and choice["psf"] is None:
         choice["psf"] = DEFAULT_PSF
     meth = choice["method"]
     names = output_names(Path(img.path or src).name.split(".")[0] or "image", meth, scale)

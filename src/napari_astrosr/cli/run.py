@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--psf", default=None, help="blur of the input on the output grid for PSF-aware methods "
                                                "(default gaussian:1.0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (networks)")
+    p.add_argument("--flux-exact", action=argparse.BooleanOptionalAction, default=None,
+                   help="project the result through the forward model (--psf, default gaussian:1.0); default: on for "
+                        "the default FISR, off for a --method you choose")
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="skip the degrade -> restore -> compare-with-bicubic validation")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder")
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     src = Path(args.image) if args.image else sample_path(args.sample)
     out = args.out if args.out is not None else default_out_dir()
     res = run_with_bar(main_job(src, out_dir=out, method=args.method, model=args.model, scale=args.scale,
-                                psf=args.psf, device=args.device, validate=args.validate,
+                                psf=args.psf, device=args.device, validate=args.validate, flux_exact=args.flux_exact,
                                 overwrite=args.overwrite), desc="astrosr run", quiet=args.quiet)
     print(summary_table(res.metrics))
     print()
