@@ -169,3 +169,10 @@ def test_flux_exact_switch_for_a_chosen_method(tmp_path):
     if default_method(2)["method"] != "backprojection":
         nodef = run(main_job(src, out_dir=tmp_path / "nodef", flux_exact=False, validate=False))
         assert nodef.metrics["flux_exact"] is False
+
+
+def test_bad_psf_refused_before_any_output(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(AstroSRError, match="--psf 'nonsense'"):
+        run_main_job(sample_path("hst_galaxy"), out_dir=out, method="bicubic", flux_exact=True, psf="nonsense")
+    assert not out.exists()

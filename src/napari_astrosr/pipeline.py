@@ -389,6 +389,10 @@ def main_job(
     elif (choice["method"] in ("backprojection", "richardson-lucy") or choice.get("flux_exact")) and choice["psf"] is None:
         choice["psf"] = DEFAULT_PSF
     meth = choice["method"]
+    if choice["psf"] is not None:
+        from .core.psf import parse_psf
+
+        parse_psf(choice["psf"])  # a bad --psf is refused before the output folder is created
     names = output_names(Path(img.path or src).name.split(".")[0] or "image", meth, scale)
     try:
         out.mkdir(parents=True, exist_ok=True)
