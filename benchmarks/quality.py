@@ -88,6 +88,17 @@ def _regions(hr):
     return {"sources": mask, "sky": ~mask}, src
 
 
+def source_rel_errors(hr, pred):
+    """|relative flux error| of every S/N > 10 source of ``hr`` (the selection ``flux_error``'s median uses),
+    for medians pooled over many cases."""
+    from napari_astrosr.core import metrics
+
+    res = metrics.source_residuals(hr, pred)
+    snr, fref = np.asarray(res["snr"], float), np.asarray(res["f_ref"], float)
+    good = np.isfinite(snr) & (snr > 10) & (fref > 0)
+    return np.abs(np.asarray(res["rel_delta"], float))[good]
+
+
 def _metrics(hr, pred, regions, ref_src, dr):
     from napari_astrosr.core import metrics
     from napari_astrosr.core.detection import detect_sources
@@ -95,14 +106,10 @@ def _metrics(hr, pred, regions, ref_src, dr):
     out = {"psnr": metrics.psnr(hr, pred, data_range=dr), "ssim": metrics.ssim(hr, pred, data_range=dr)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = metrics.source_residuals(hr, pred)
         fe = metrics.flux_error(hr, pred)
         out["fe"] = fe["flux_error"]
         out["rel"] = fe["flux_error_rel_median"]
-        # every S/N > 10 source's |relative error| (the selection flux_error's median uses), for the pooled median
-        snr, fref = np.asarray(res["snr"], float), np.asarray(res["f_ref"], float)
-        good = np.isfinite(snr) & (snr > 10) & (fref > 0)
-        out["rels"] = np.abs(np.asarray(res["rel_delta"], float))[good]
+        out["rels"] = source_rel_errors(hr, pred)
         for name, m in regions.items():
             if m.sum() > 50:
                 d = metrics.region_divergence(hr, pred, m)

@@ -91,10 +91,7 @@ def main(argv=None) -> int:
                         outs[f"SR-RL {k} it. from {net}"] = sr_richardson_lucy(base, lr, scale=scale, psf=psf,
                                                                               iterations=k)
                 for name, img in outs.items():
-                    res = metrics.source_residuals(hr, img)
-                    snr, fref = np.asarray(res["snr"], float), np.asarray(res["f_ref"], float)
-                    good = np.isfinite(snr) & (snr > 10) & (fref > 0)
-                    rels = np.abs(np.asarray(res["rel_delta"], float))[good]
+                    rels = q.source_rel_errors(hr, img)
                     r = rows.setdefault(name, {"psnr": [], "rels": [], "med": []})
                     r["psnr"].append(metrics.psnr(hr, img, data_range=dr))
                     r["rels"].append(rels)
