@@ -201,3 +201,20 @@ def test_restore_noise_aware_backprojection(make_napari_viewer, qtbot):
     out = viewer.layers["noisy [backprojection]"]
     assert out.data.shape == (96, 96)
     assert out.metadata["astrosr"]["params"]["flux_noise"] == pytest.approx(5.0, rel=0.3)
+
+
+def test_exact_projection_noise_warning_is_a_notification(make_napari_viewer, qtbot):
+    """A flux-exact projection that amplifies noise > 100x (PSF wide for the pixel) warns through napari's
+    notifications (not a dialog, not a traceback) and the result still arrives."""
+    viewer = make_napari_viewer()
+    viewer.add_image(star_image((32, 32)), name="im")
+    w = restore_widget(viewer, qtbot)
+    notes = Notes()
+    w.method.setCurrentText("bicubic")
+    w.scale.setValue(2)
+    w.flux_exact.setChecked(True)
+    w.psf.setText("gaussian:2.0")
+    w.run()
+    wait_idle(qtbot, w.jobs)
+    qtbot.waitUntil(lambda: any("amplifies noise" in m for m in notes.warnings()), timeout=10_000)
+    assert "im [bicubic]" in viewer.layers and not notes.errors()

@@ -35,6 +35,9 @@ class Notes:
     def infos(self) -> list[str]:
         return [n.message for n in self.all if n.severity == NotificationSeverity.INFO]
 
+    def warnings(self) -> list[str]:
+        return [n.message for n in self.all if n.severity == NotificationSeverity.WARNING]
+
 
 def wait_idle(qtbot, panel, timeout=30_000) -> None:
     """Wait until a JobPanel has no job running."""

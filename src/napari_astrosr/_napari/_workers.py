@@ -12,6 +12,8 @@ thread worker and owns the widget's progress bar, status line and Stop button:
   (e.g. the current DIP latent) or raises :class:`~napari_astrosr.exceptions.StoppedError`;
 - an error closes the progress bar, is shown with
   :func:`napari.utils.notifications.show_error` and leaves the widget usable;
+- an :class:`~napari_astrosr.exceptions.AstroSRWarning` raised in the job (e.g. "this
+  projection amplifies noise") becomes a warning notification; the job goes on;
 - the result comes back with the :class:`SourceTag` captured when the job started,
   so it is placed over the image it was computed from even if the user selected,
   moved or deleted layers meanwhile.
@@ -28,7 +30,7 @@ from typing import Any, Callable, Generator, Iterable, Optional, Sequence
 
 import numpy as np
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
@@ -40,7 +42,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..exceptions import AstroSRError, StoppedError
+from ..exceptions import AstroSRError, AstroSRWarning, StoppedError
 from ..progress import Progress, StopFlag
 
 __all__ = [
@@ -435,9 +437,20 @@ class JobPanel(QWidget):
             else:
                 self._fail(exc, label)
 
+        def _warned(args: tuple) -> None:
+            # napari's own relay of worker warnings is not connected for create_worker's GeneratorWorker
+            # (its notifying mixin sits after the sip wrapper in the MRO), so ours are shown here. Only
+            # AstroSRWarning: library deprecation chatter would bury them.
+            if not _alive(self) or len(args) < 2:
+                return
+            message, category = args[0], args[1]
+            if isinstance(category, type) and issubclass(category, AstroSRWarning):
+                show_warning(f"{label}: {message}" if label else str(message))
+
         worker.yielded.connect(_yielded)
         worker.returned.connect(_returned)
         worker.errored.connect(_errored)
+        worker.warned.connect(_warned)
         worker.start()
         return worker
 
