@@ -1056,16 +1056,9 @@ def batch_job(
     if model is not None and not Path(model).is_file():
         raise AstroSRError(f"--model {model}: no such file.")
     _check_method(method, int(scale))
-    if flux_noise is not None:
-        if not (flux_exact or method == "backprojection"):
-            raise AstroSRError("--flux-noise makes the flux-exact projection noise-aware: use it with --flux-exact "
-                               "or --method backprojection.")
-        if not (isinstance(flux_noise, str) and flux_noise.strip().lower() == "auto"):
-            from .restoration import _parse_flux_noise
+    from .restoration import check_flux_noise
 
-            flux_noise = _parse_flux_noise(flux_noise, np.zeros((1, 1), np.float32))
-        else:
-            flux_noise = "auto"
+    flux_noise = check_flux_noise(flux_noise, flux_exact=flux_exact, method=method)  # "auto": measured per file
     outs = [output_path(p, outdir, method=method, scale=scale) for p in files]
     # never feed our own outputs back in (e.g. OUTDIR inside the glob)
     out_set = {str(o.resolve()) for o in outs}

@@ -177,21 +177,42 @@ def _resolve_model(method: str, scale: int, model: Any, device: str):
     return load_checkpoint(path, device="cpu", expect_name=method, expect_scale=scale)
 
 
-def _parse_flux_noise(flux_noise, arr: np.ndarray) -> float:
-    """``--flux-noise``: a sigma (input units per pixel) or ``auto`` (sep background rms)."""
+def check_flux_noise(flux_noise, *, flux_exact: bool, method: str) -> Union[None, float, str]:
+    """Validate ``--flux-noise`` against the other options: None, ``"auto"`` or a sigma >= 0.
+
+    Raises AstroSRError for a bad value, or when there is no projection to make noise-aware
+    (it needs ``flux_exact`` or ``method="backprojection"``). ``"auto"`` is not measured here.
+    """
+    if flux_noise is None:
+        return None
     if isinstance(flux_noise, str):
         if flux_noise.strip().lower() == "auto":
-            from .core.projection import estimate_lr_noise
+            flux_noise = "auto"
+        else:
+            try:
+                flux_noise = float(flux_noise)
+            except ValueError:
+                raise AstroSRError(f"--flux-noise {flux_noise!r}: give the input's noise sigma per pixel or 'auto'.") from None
+    if flux_noise != "auto":
+        v = float(flux_noise)
+        if not np.isfinite(v) or v < 0:
+            raise AstroSRError(f"--flux-noise {flux_noise!r}: must be a finite number >= 0 or 'auto'.")
+        flux_noise = v
+    if not (flux_exact or method == "backprojection"):
+        raise AstroSRError("--flux-noise makes the flux-exact projection noise-aware: use it with --flux-exact "
+                           "or --method backprojection.")
+    return flux_noise
 
-            return estimate_lr_noise(np.nan_to_num(arr))
-        try:
-            flux_noise = float(flux_noise)
-        except ValueError:
-            raise AstroSRError(f"--flux-noise {flux_noise!r}: give the input's noise sigma per pixel or 'auto'.") from None
-    v = float(flux_noise)
-    if not np.isfinite(v) or v < 0:
-        raise AstroSRError(f"--flux-noise {flux_noise!r}: must be a finite number >= 0 or 'auto'.")
-    return v
+
+def _parse_flux_noise(flux_noise, arr: np.ndarray) -> float:
+    """``--flux-noise`` as a number: a sigma (input units per pixel), or ``auto`` measured on ``arr``
+    (sep background rms)."""
+    v = check_flux_noise(flux_noise, flux_exact=True, method="")
+    if v == "auto":
+        from .core.projection import estimate_lr_noise
+
+        return estimate_lr_noise(np.nan_to_num(arr))
+    return float(v)
 
 
 def restore_job(
@@ -277,10 +298,8 @@ def restore_job(
                            "e.g. gaussian:1.0); use --psf none for an unblurred input.")
     if flux_exact and kernel is None and scale == 1:
         raise AstroSRError("--flux-exact at --scale 1 with no PSF would just return the input; give --psf.")
+    flux_noise = check_flux_noise(flux_noise, flux_exact=flux_exact, method=method)
     noise_sigma = _parse_flux_noise(flux_noise, arr) if flux_noise is not None else None
-    if noise_sigma is not None and not (flux_exact or method == "backprojection"):
-        raise AstroSRError("--flux-noise makes the flux-exact projection noise-aware: use it with --flux-exact "
-                           "or --method backprojection.")
     params: dict[str, Any] = {"method": method, "scale": scale, "flux_exact": bool(flux_exact), "psf": psf_label,
                               "version": __version__}
     if noise_sigma is not None:
