@@ -129,17 +129,15 @@ class _Preconditioner:
         g = np.roll(g, (-cy, -cx), axis=(0, 1))
         gf = sfft.rfft2(g).real
         self.inv = 1.0 / np.maximum(gf, 1e-6 * gf.max())
-        self.gf0 = max(float(gf[0, 0]), 1e-300)  # A A^T's response to a constant (s^2 for a unit-sum PSF)
-        self.transfer = np.maximum(gf, 0.0) / self.gf0  # A A^T's spectrum, 1 at zero frequency
         self._gf = np.maximum(gf, 0.0)
+        self.gf0 = max(float(gf[0, 0]), 1e-300)  # A A^T's response to a constant (s^2 for a unit-sum PSF)
+        self.transfer = self._gf / self.gf0  # A A^T's spectrum, 1 at zero frequency
         self.shape = op.lr_shape
 
-    def damped(self, damping: float) -> "_Preconditioner":
-        """The same preconditioner for ``A A^T + damping`` (absolute units)."""
-        twin = object.__new__(_Preconditioner)
-        twin.__dict__.update(self.__dict__)
-        twin.inv = 1.0 / (self._gf + float(damping))
-        return twin
+    def damped(self, damping: float):
+        """The preconditioner of ``A A^T + damping`` (absolute units), as a callable like this one."""
+        f, inv, shape = self._fft, 1.0 / (self._gf + float(damping)), self.shape
+        return lambda r: f.irfft2(f.rfft2(r) * inv, shape)
 
     def __call__(self, r: np.ndarray) -> np.ndarray:
         f = self._fft
@@ -382,7 +380,7 @@ def iter_project_flux_exact(
             # POCS: clip, then project again. Intermediate rounds need not meet tol (the
             # final float64 refinement below does), so the clipped image's residual is
             # updated from CG's own (linearity: r(xc) = r(x) - A (xc - x)) in CG precision
-            if lam:
+            if lam:  # CG's own residual is the damped system's (it differs from the data's by lam * y)
                 r = residual(xc)
             else:
                 r = r - cg_op.apply((xc - x).astype(cg_dtype))
