@@ -206,7 +206,13 @@ class ModelConfig(_Strict):
 class LossConfig(_Strict):
     """Pixel loss plus FISR's Flux Consistency Loss (usable with any model)."""
 
-    pixel: Literal["l1", "l2"] = "l1"
+    pixel: Literal["l1", "l2", "huber"] = Field(
+        default="l1",
+        description="per-pixel loss; 'huber' (smooth L1, beta = huber_delta) is also used for the pooled term: "
+        "mean-seeking for small errors, so faint sources in noise keep their flux (L1 is median-seeking)",
+    )
+    huber_delta: float = Field(default=0.5, gt=0.0, le=100.0,
+                               description="where 'huber' turns from quadratic to linear, in normalised image units")
     fcl_weight: float = Field(default=0.0, ge=0.0, le=100.0, description="lambda of the flux-consistency term (FISR: 0.01)")
     fcl_thresh: float = Field(default=1.5, gt=0.0, le=100.0, description="detection threshold (sigma) for the HR flux map")
     pool_weight: float = Field(

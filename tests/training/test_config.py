@@ -60,6 +60,7 @@ def test_unknown_top_level_key(tmp_path):
     ({"optim": {"lr": 5.0}}, "optim.lr"),
     ({"data": {**MINIMAL["data"], "min_valid": 1.5}}, "data.min_valid"),
     ({"loss": {"pixel": "l3"}}, "loss.pixel"),
+    ({"loss": {"pixel": "huber", "huber_delta": 0}}, "loss.huber_delta"),
     ({"optim": {"betas": [0.5, 1.5]}}, "betas"),
     ({"model": {"name": "fisr", "scale": 3}}, "model.scale"),
 ])

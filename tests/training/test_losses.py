@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_astrosr.training.losses import (  # noqa: E402
-    critic_loss, flux_consistency_loss, gradient_penalty, normalise_flux_map, pixel_loss)
+    critic_loss, flux_consistency_loss, gradient_penalty, normalise_flux_map, pixel_loss, pooled_loss)
 
 
 def test_pixel_losses():
@@ -16,6 +16,29 @@ def test_pixel_losses():
     assert float(pixel_loss(a, b, kind="l2")) == pytest.approx(4.0)
     with pytest.raises(ValueError):
         pixel_loss(a, b, kind="l3")
+    # Huber (smooth L1): quadratic below delta, L1 minus delta/2 above
+    assert float(pixel_loss(a, b, kind="huber", delta=4.0)) == pytest.approx(0.5 * 4.0 / 4.0)
+    assert float(pixel_loss(a, b, kind="huber", delta=0.5)) == pytest.approx(2.0 - 0.25)
+
+
+def test_huber_fits_a_faint_uncertain_source_in_the_mean_where_l1_takes_the_median():
+    """Why loss.pixel 'huber': a pixel that holds a faint source in 30% of the plausible skies
+    (flux 1, else 0). The constant minimising L1 is the median (0: the source's flux is lost), the
+    one minimising Huber with delta above the error is the mean (0.3: expected flux kept)."""
+    target = torch.zeros(10, 1, 1, 1)
+    target[:3] = 1.0
+    cs = torch.linspace(0.0, 1.0, 101)
+
+    def argmin(kind, **kw):
+        losses = [float(pixel_loss(torch.full_like(target, float(c)), target, kind=kind, **kw)) for c in cs]
+        return float(cs[int(torch.tensor(losses).argmin())])
+
+    assert argmin("l1") == pytest.approx(0.0, abs=1e-6)
+    assert argmin("huber", delta=2.0) == pytest.approx(0.3, abs=0.011)
+    # the pooled term with kind='huber' is the same loss on block means
+    p, t = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    assert float(pooled_loss(p, t, size=4, kind="huber", delta=0.1)) == pytest.approx(float(pixel_loss(
+        torch.nn.functional.avg_pool2d(p, 4), torch.nn.functional.avg_pool2d(t, 4), kind="huber", delta=0.1)))
 
 
 def test_fcl_weights_source_pixels_and_gradient_flows():

@@ -132,7 +132,8 @@ def _validate(model, data, cfg: TrainConfig, needs_flux: bool, pixel_kind: str, 
         x = torch.from_numpy(v.x[:n])
         y = torch.from_numpy(v.y[:n])
         f = torch.from_numpy(v.fmap_in[:n])
-        out["val_loss"] = float(pixel_loss(_forward(model, needs_flux, x, f), y, kind=pixel_kind))
+        out["val_loss"] = float(pixel_loss(_forward(model, needs_flux, x, f), y, kind=pixel_kind,
+                                          delta=cfg.loss.huber_delta))
     ps, fe, fr = [], [], []
     for i, pair in enumerate(data.val_images):
         pred = predict_image(model, pair.lr, needs_flux=needs_flux, data_scale=cfg.data.scale,
@@ -388,6 +389,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         torch.save(st, state_path)
         return ckpt_path
 
+    # the pooled term stays L1 unless the pixel loss is Huber (existing configs reproduce bit for bit)
+    pool_kw = {"kind": "huber", "delta": cfg.loss.huber_delta} if cfg.loss.pixel == "huber" else {}
     use_proj = cfg.loss.projection_weight > 0
     if use_proj:
         from . import physics
@@ -434,9 +437,9 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         m = margin
         pj, yt = pj[..., m:-m, m:-m], b["y"][idx][..., m:-m, m:-m]
         w = b["gain_w"][idx] if "gain_w" in b else None
-        lo = pixel_loss(pj, yt, kind=cfg.loss.pixel, weight=w)
+        lo = pixel_loss(pj, yt, kind=cfg.loss.pixel, weight=w, delta=cfg.loss.huber_delta)
         if cfg.loss.pool_weight > 0:
-            lo = lo + cfg.loss.pool_weight * pooled_loss(pj, yt, size=cfg.loss.pool_size or 2 * ds, weight=w)
+            lo = lo + cfg.loss.pool_weight * pooled_loss(pj, yt, size=cfg.loss.pool_size or 2 * ds, weight=w, **pool_kw)
         if cfg.loss.fcl_weight > 0:
             lo = lo + cfg.loss.fcl_weight * flux_consistency_loss(pj, yt, b["fmap_hr"][idx][..., m:-m, m:-m], weight=w)
         return lo
@@ -469,7 +472,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             sw = sample_weights(b["x"], floor=cfg.loss.relative_floor) if cfg.loss.patch_relative else None
             if "gain_w" in b:
                 sw = b["gain_w"] if sw is None else sw * b["gain_w"]
-            lp = pixel_loss(pred, b["y"], kind=cfg.loss.pixel, weight=sw)
+            lp = pixel_loss(pred, b["y"], kind=cfg.loss.pixel, weight=sw, delta=cfg.loss.huber_delta)
             loss = lp * (cfg.gan.l1_weight if critic is not None else 1.0)
             row["loss_pixel"] = lp.item()
             if cfg.loss.fcl_weight > 0:
@@ -477,7 +480,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                 loss = loss + cfg.loss.fcl_weight * lf * (cfg.gan.l1_weight if critic is not None else 1.0)
                 row["loss_fcl"] = lf.item()
             if cfg.loss.pool_weight > 0:
-                lpool = pooled_loss(pred, b["y"], size=cfg.loss.pool_size or 2 * ds, weight=sw)
+                lpool = pooled_loss(pred, b["y"], size=cfg.loss.pool_size or 2 * ds, weight=sw, **pool_kw)
                 loss = loss + cfg.loss.pool_weight * lpool * (cfg.gan.l1_weight if critic is not None else 1.0)
                 row["loss_pool"] = lpool.item()
             if use_proj and "proj_idx" in b:

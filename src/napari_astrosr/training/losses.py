@@ -34,26 +34,36 @@ def sample_weights(x: torch.Tensor, *, floor: float = 0.05) -> torch.Tensor:
 
 
 def pixel_loss(pred: torch.Tensor, target: torch.Tensor, *, kind: str = "l1",
-               weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean absolute (``l1``) or squared (``l2``) error; optional per-sample ``weight`` (B,)."""
+               weight: torch.Tensor | None = None, delta: float = 0.5) -> torch.Tensor:
+    """Mean absolute (``l1``), squared (``l2``) or Huber (``huber``) error; optional per-sample ``weight`` (B,).
+
+    ``huber`` is torch's smooth L1 with ``beta = delta``: ``e^2 / (2 delta)`` below ``delta``, ``|e| - delta/2``
+    above. Why: small errors (faint sources in noise) are then fitted in the mean, which keeps their flux
+    (aperture flux is linear, so the mean of the posterior has the right expected flux while the L1 median
+    shrinks uncertain peaks towards zero); large errors (bright cores) keep L1's robustness and scale.
+    """
     if kind == "l1":
         return _reduce((pred - target).abs(), weight)
     if kind == "l2":
         return _reduce((pred - target) ** 2, weight)
-    raise ValueError(f"unknown pixel loss {kind!r}; use 'l1' or 'l2'")
+    if kind == "huber":
+        return _reduce(F.smooth_l1_loss(pred, target, reduction="none", beta=float(delta)), weight)
+    raise ValueError(f"unknown pixel loss {kind!r}; use 'l1', 'l2' or 'huber'")
 
 
 def pooled_loss(pred: torch.Tensor, target: torch.Tensor, *, size: int,
-                weight: torch.Tensor | None = None) -> torch.Tensor:
+                weight: torch.Tensor | None = None, kind: str = "l1", delta: float = 0.5) -> torch.Tensor:
     """L1 between ``size x size`` block means: flux consistency at aperture scale.
 
     Why: per-pixel L1 regresses to the conditional *median*, which for a pixel near an
     uncertain source is below the mean, so sources lose flux. Block sums of ``size`` pixels
-    are much less skewed and their L1 keeps the local flux.
+    are much less skewed and their L1 keeps the local flux. ``kind``/``delta`` as in :func:`pixel_loss`
+    (``huber``: block means fitted in the mean for small errors).
     """
     if size <= 1:
-        return pixel_loss(pred, target, weight=weight)
-    return _reduce((F.avg_pool2d(pred, size, ceil_mode=True) - F.avg_pool2d(target, size, ceil_mode=True)).abs(), weight)
+        return pixel_loss(pred, target, weight=weight, kind=kind, delta=delta)
+    return pixel_loss(F.avg_pool2d(pred, size, ceil_mode=True), F.avg_pool2d(target, size, ceil_mode=True),
+                      kind=kind, weight=weight, delta=delta)
 
 
 def normalise_flux_map(flux_map: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
