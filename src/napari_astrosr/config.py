@@ -115,6 +115,11 @@ class DataSource(_Strict):
         description="arcsec/pixel a simulated image stands for (simulations carry no WCS): needed to resample a "
         "PSF file given with psf.pixel_scale",
     )
+    density: Optional[Union[Literal["sparse", "medium", "crowded"], float]] = Field(
+        default=None,
+        description="stars per pixel of a simulated star field: sparse (2e-4), medium (1e-3, the default), crowded "
+        "(5e-3) or a number in (0, 0.05]",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataSource":
@@ -126,6 +131,11 @@ class DataSource(_Strict):
             raise ValueError("a 'paired' source needs both lr: and hr: file paths")
         if self.pixel_scale is not None and self.kind != "simulate":
             raise ValueError("pixel_scale is for 'simulate' sources; real files take it from their WCS")
+        if self.density is not None:
+            if self.simulate != "starfield":
+                raise ValueError("density is for 'simulate: starfield' sources")
+            if not isinstance(self.density, str) and not 0 < self.density <= 0.05:
+                raise ValueError(f"density {self.density}: use sparse | medium | crowded or stars per pixel in (0, 0.05]")
         return self
 
 

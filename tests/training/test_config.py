@@ -63,6 +63,12 @@ def test_unknown_top_level_key(tmp_path):
     ({"loss": {"pixel": "huber", "huber_delta": 0}}, "loss.huber_delta"),
     ({"optim": {"betas": [0.5, 1.5]}}, "betas"),
     ({"model": {"name": "fisr", "scale": 3}}, "model.scale"),
+    ({"data": {"scale": 2, "sources": [{"kind": "simulate", "simulate": "galaxies", "density": "crowded"}]}},
+     "density is for 'simulate: starfield'"),
+    ({"data": {"scale": 2, "sources": [{"kind": "simulate", "simulate": "starfield", "density": 0.5}]}},
+     "density 0.5"),
+    ({"data": {"scale": 2, "sources": [{"kind": "simulate", "simulate": "starfield", "density": "packed"}]}},
+     "density"),
 ])
 def test_bad_values_fail_with_key(patch, where):
     d = {**MINIMAL, **patch}

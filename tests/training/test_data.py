@@ -35,6 +35,19 @@ def test_deterministic_with_seed():
     assert not np.array_equal(a[0].hr, a[1].hr)  # different sky, not a copy
 
 
+def test_star_field_density_sets_the_number_of_stars():
+    """data.sources[].density: a crowded simulated field has ~5x the stars of the default (medium) one."""
+    from napari_astrosr.core.detection import detect_sources
+
+    def n_found(**kw):
+        hr = build_image_pairs(_cfg([{**SIM[0], "size": 128, **kw}]))[0].hr
+        return len(detect_sources(hr, thresh=5.0))
+
+    medium, crowded = n_found(), n_found(density="crowded")
+    assert medium > 3 and crowded > 2.5 * medium
+    assert n_found(density="medium") == medium  # the default is medium: existing configs are unchanged
+
+
 def test_normalisation_round_trip_and_units():
     rng = np.random.default_rng(0)
     x = rng.normal(5, 2, (3, 1, 8, 8)).astype(np.float32)

@@ -218,7 +218,8 @@ def _simulate(src: DataSource, seed: int, hr_sigma: float = 0.6):
     psf = gaussian_psf(hr_sigma)
     fn = S.star_field if src.simulate == "starfield" else S.sersic_galaxies
     # clean truth on a zero sky (noise is added to the LR side by the degradation)
-    sim = fn(shape, psf=psf, seed=seed, noise="none", sky=0.0)
+    kw = {"density": src.density} if src.density is not None else {}
+    sim = fn(shape, psf=psf, seed=seed, noise="none", sky=0.0, **kw)
     return np.asarray(sim.image, dtype=np.float32)
 
 
