@@ -432,10 +432,12 @@ def run_pix2wgan():
                     continue
                 cands.append((net, out))
                 cands.append((f"{net} + flux-exact", project_flux_exact(out, lr, scale=4, psf=psf)))
-                from napari_astrosr.core.projection import estimate_lr_noise
+                from napari_astrosr.core.projection import NOISE_DAMPING, estimate_lr_noise
 
+                # the same damped solve restore(flux_noise=) uses (was undamped before 2026-11-30 stop 14)
                 t, _ = noise_aware_target(out, lr, scale=4, psf=psf, sigma=estimate_lr_noise(lr))
-                cands.append((f"{net} + flux-noise", project_flux_exact(out, t, scale=4, psf=psf)))
+                cands.append((f"{net} + flux-noise", project_flux_exact(out, t, scale=4, psf=psf,
+                                                                        damping=NOISE_DAMPING)))
             scored = []
             for name, out in cands:
                 p, _, f = score(hr, out, dr)
