@@ -127,8 +127,6 @@ def main(argv=None) -> int:
         return 2
     import torch
 
-    from napari_astrosr.core import metrics
-    from napari_astrosr.core.fits_io import read_fits
     from napari_astrosr.core.projection import NOISE_DAMPING, estimate_lr_noise, project_flux_exact
     from napari_astrosr.core.psf import parse_psf
     from napari_astrosr.restoration import restore
@@ -137,58 +135,41 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows: dict[tuple, dict] = {}
     scales = [int(s) for s in args.scales.split(",")]
-    for scale in scales:
+    for scale, _, psf, noisy, hr, lr, dr in q.probe_cases(scales, args.side):
         nets = ["restormer", "fisr"] if scale == 2 else ["fisr"]
-        for fi, (label, rel, _) in enumerate(q.FIELDS):
-            p = q.DATA / rel
-            if not p.exists():
-                print(f"skip {label}: {p} missing", file=sys.stderr)
-                continue
-            hr = q._crop(np.nan_to_num(read_fits(p).data), args.side)
-            dr = float(hr.max() - hr.min())
-            for _, psf in q.PSFS:
-                kern = parse_psf(psf)
-                for noisy in (False, True):
-                    lr, _ = q._degrade(hr, scale, psf, noisy, seed=1000 * fi + 10 * scale + noisy)
-                    sig_sep, sig_lap = estimate_lr_noise(lr), sigma_laplacian(lr)
-                    nbands = noise_bands_from_background(lr)
-                    outs = {}
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
+        kern = parse_psf(psf)
+        sig_sep, sig_lap = estimate_lr_noise(lr), sigma_laplacian(lr)
+        nbands = noise_bands_from_background(lr)
 
-                        def proj(base, target):
-                            return project_flux_exact(base, target, scale=scale, psf=kern, damping=NOISE_DAMPING)
+        def proj(base, target):
+            return project_flux_exact(base, target, scale=scale, psf=kern, damping=NOISE_DAMPING)
 
-                        outs["bicubic"] = restore(lr, method="bicubic", scale=scale).data
-                        outs["richardson-lucy"] = restore(lr, method="richardson-lucy", scale=scale, psf=psf).data
-                        outs["backprojection"] = restore(lr, method="backprojection", scale=scale, psf=psf).data
-                        for net in ["backprojection"] + nets:
-                            base = (outs["bicubic"] if net == "backprojection" else
-                                    restore(lr, method=net, scale=scale).data).astype(float)
-                            if net != "backprojection":
-                                outs[f"{net} + flux-exact"] = restore(lr, method=net, scale=scale, psf=psf,
-                                                                      flux_exact=True).data
-                            fn = restore(lr, method=net, scale=scale, psf=psf, flux_exact=True,
-                                         flux_noise="auto").data
-                            outs[f"{net} + flux-noise (shipped)"] = fn
-                            outs[f"{net} + flux-noise, sigma lap"] = proj(
-                                base, target_gain(base, lr, scale=scale, psf=kern, sigma=sig_lap))
-                            outs[f"{net} + flux-noise, noise spectrum"] = proj(
-                                base, target_gain(base, lr, scale=scale, psf=kern, noise_bands=nbands))
-                            outs[f"{net} + flux-noise, low-f exact"] = proj(
-                                base, target_gain(base, lr, scale=scale, psf=kern, sigma=sig_sep, f_exact=0.25))
-                            outs[f"{net} + flux-noise, starlet k3"] = proj(
-                                base, target_starlet(base, lr, scale=scale, psf=kern, sigma=sig_sep))
-                            for k in (3, 10):
-                                outs[f"{net} + flux-noise + SR-RL {k}"] = sr_richardson_lucy(
-                                    fn, lr, scale=scale, psf=psf, iterations=k)
-                    for name, img in outs.items():
-                        rels = q.source_rel_errors(hr, img)
-                        r = rows.setdefault((scale, noisy, name), {"psnr": [], "rels": [], "med": []})
-                        r["psnr"].append(metrics.psnr(hr, img, data_range=dr))
-                        r["rels"].append(rels)
-                        r["med"].append(float(np.median(rels)) if rels.size else np.nan)
-            print(f"  x{scale} {label} done", file=sys.stderr, flush=True)
+        outs = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outs["bicubic"] = restore(lr, method="bicubic", scale=scale).data
+            outs["richardson-lucy"] = restore(lr, method="richardson-lucy", scale=scale, psf=psf).data
+            outs["backprojection"] = restore(lr, method="backprojection", scale=scale, psf=psf).data
+            for net in ["backprojection"] + nets:
+                base = (outs["bicubic"] if net == "backprojection" else
+                        restore(lr, method=net, scale=scale).data).astype(float)
+                if net != "backprojection":
+                    outs[f"{net} + flux-exact"] = restore(lr, method=net, scale=scale, psf=psf, flux_exact=True).data
+                fn = restore(lr, method=net, scale=scale, psf=psf, flux_exact=True, flux_noise="auto").data
+                outs[f"{net} + flux-noise (shipped)"] = fn
+                outs[f"{net} + flux-noise, sigma lap"] = proj(
+                    base, target_gain(base, lr, scale=scale, psf=kern, sigma=sig_lap))
+                outs[f"{net} + flux-noise, noise spectrum"] = proj(
+                    base, target_gain(base, lr, scale=scale, psf=kern, noise_bands=nbands))
+                outs[f"{net} + flux-noise, low-f exact"] = proj(
+                    base, target_gain(base, lr, scale=scale, psf=kern, sigma=sig_sep, f_exact=0.25))
+                outs[f"{net} + flux-noise, starlet k3"] = proj(
+                    base, target_starlet(base, lr, scale=scale, psf=kern, sigma=sig_sep))
+                for k in (3, 10):
+                    outs[f"{net} + flux-noise + SR-RL {k}"] = sr_richardson_lucy(fn, lr, scale=scale, psf=psf,
+                                                                                iterations=k)
+        for name, img in outs.items():
+            q.add_scores(rows, (scale, noisy, name), hr, img, dr)
     lines = []
     for scale in scales:
         for noisy in (False, True):

@@ -70,6 +70,37 @@ def _degrade(hr, scale, psf, noisy, seed):
     return lr, sigma
 
 
+def probe_cases(scales, side, noisy=(False, True)):
+    """The quality benchmark's SR cases for the probe scripts (rl_refine.py, flux_noise_variants.py):
+    yields ``(scale, label, psf, is_noisy, hr, lr, data_range)`` with the same crops, degradation and seeds."""
+    from napari_astrosr.core.fits_io import read_fits
+
+    for scale in scales:
+        for fi, (label, rel, _) in enumerate(FIELDS):
+            p = DATA / rel
+            if not p.exists():
+                print(f"skip {label}: {p} missing", file=sys.stderr)
+                continue
+            hr = _crop(np.nan_to_num(read_fits(p).data), side)
+            dr = float(hr.max() - hr.min())
+            for _, psf in PSFS:
+                for nz in noisy:
+                    lr, _ = _degrade(hr, scale, psf, nz, seed=1000 * fi + 10 * scale + nz)
+                    yield scale, label, psf, nz, hr, lr, dr
+            print(f"  x{scale} {label} done", file=sys.stderr, flush=True)
+
+
+def add_scores(rows, key, hr, img, dr):
+    """Append PSNR, the per-source relative errors and their median to ``rows[key]`` (probe scripts)."""
+    from napari_astrosr.core import metrics
+
+    rels = source_rel_errors(hr, img)
+    r = rows.setdefault(key, {"psnr": [], "rels": [], "med": []})
+    r["psnr"].append(metrics.psnr(hr, img, data_range=dr))
+    r["rels"].append(rels)
+    r["med"].append(float(np.median(rels)) if rels.size else np.nan)
+
+
 def _regions(hr):
     """Source pixels (reference detections' segmentation, dilated 2 px) and the remaining sky."""
     from scipy.ndimage import binary_dilation

@@ -57,46 +57,30 @@ def main(argv=None) -> int:
         return 2
     import torch
 
-    from napari_astrosr.core import metrics
-    from napari_astrosr.core.fits_io import read_fits
     from napari_astrosr.restoration import restore
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    scale = 2
     rows: dict[str, dict] = {}
-    for fi, (label, rel, _) in enumerate(q.FIELDS):
-        p = q.DATA / rel
-        if not p.exists():
-            print(f"skip {label}: {p} missing", file=sys.stderr)
-            continue
-        hr = q._crop(np.nan_to_num(read_fits(p).data), args.side)
-        dr = float(hr.max() - hr.min())
-        for _, psf in q.PSFS:
-            lr, _ = q._degrade(hr, scale, psf, True, seed=1000 * fi + 10 * scale + 1)  # quality.py's noisy case
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                bic = restore(lr, method="bicubic", scale=scale).data
-                outs = {"richardson-lucy (LR grid, then bicubic; shipped)": restore(
-                            lr, method="richardson-lucy", scale=scale, psf=psf).data,
-                        "backprojection + flux-noise": restore(
-                            lr, method="backprojection", scale=scale, psf=psf, flux_noise="auto").data}
-                for k in (15, 30):
-                    outs[f"SR-RL {k} it. from bicubic"] = sr_richardson_lucy(bic, lr, scale=scale, psf=psf, iterations=k)
-                for net in ("restormer", "fisr"):
-                    base = restore(lr, method=net, scale=scale).data
-                    outs[f"{net} + flux-noise"] = restore(lr, method=net, scale=scale, psf=psf, flux_exact=True,
-                                                          flux_noise="auto").data
-                    for k in (5, 15):
-                        outs[f"SR-RL {k} it. from {net}"] = sr_richardson_lucy(base, lr, scale=scale, psf=psf,
-                                                                              iterations=k)
-                for name, img in outs.items():
-                    rels = q.source_rel_errors(hr, img)
-                    r = rows.setdefault(name, {"psnr": [], "rels": [], "med": []})
-                    r["psnr"].append(metrics.psnr(hr, img, data_range=dr))
-                    r["rels"].append(rels)
-                    r["med"].append(float(np.median(rels)) if rels.size else np.nan)
-        print(f"  {label} done", file=sys.stderr, flush=True)
+    for scale, _, psf, _, hr, lr, dr in q.probe_cases([2], args.side, noisy=(True,)):  # quality.py's noisy x2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bic = restore(lr, method="bicubic", scale=scale).data
+            outs = {"richardson-lucy (LR grid, then bicubic; shipped)": restore(
+                        lr, method="richardson-lucy", scale=scale, psf=psf).data,
+                    "backprojection + flux-noise": restore(
+                        lr, method="backprojection", scale=scale, psf=psf, flux_noise="auto").data}
+            for k in (15, 30):
+                outs[f"SR-RL {k} it. from bicubic"] = sr_richardson_lucy(bic, lr, scale=scale, psf=psf, iterations=k)
+            for net in ("restormer", "fisr"):
+                base = restore(lr, method=net, scale=scale).data
+                outs[f"{net} + flux-noise"] = restore(lr, method=net, scale=scale, psf=psf, flux_exact=True,
+                                                      flux_noise="auto").data
+                for k in (5, 15):
+                    outs[f"SR-RL {k} it. from {net}"] = sr_richardson_lucy(base, lr, scale=scale, psf=psf,
+                                                                          iterations=k)
+        for name, img in outs.items():
+            q.add_scores(rows, name, hr, img, dr)
     lines = ["| method (x2, noisy 1%) | PSNR dB | median of per-case median rel. flux err | pooled median rel. "
              "flux err | sources pooled |", "|---|---|---|---|---|"]
     for name, r in rows.items():
