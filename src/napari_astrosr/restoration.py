@@ -410,13 +410,25 @@ def restore_job(
                     "On a noisy input add --flux-noise auto (the widget's 'only where above the noise').",
                     AstroSRWarning, stacklevel=2)
         if noise_sigma is not None:
-            from .core.projection import noise_aware_target
-
-            from .core.projection import NOISE_DAMPING
+            from .core.projection import NOISE_DAMPING, noise_aware_target
 
             target, ninfo = noise_aware_target(out, arr, scale=scale, psf=kernel, sigma=noise_sigma)
             params["flux_noise_power_kept"] = round(ninfo["power_kept"], 4)
             damping = NOISE_DAMPING
+            if noise_sigma > 0 and ninfo["power_kept"] < FLUX_NOISE_KEPT_WARN:
+                import warnings
+
+                from .exceptions import AstroSRWarning
+
+                # measured: sep's background rms is 2-3.6x the white-noise level on fields dominated by extended
+                # galaxies (docs/results_flux_noise_variants.md); the Wiener gain is then 0 in every band
+                how = "measured by sep's background rms, which extended galaxies and crowded fields inflate; " \
+                    "if you know the noise per input pixel, give it as --flux-noise SIGMA" if flux_noise == "auto" \
+                    else "given with --flux-noise; check it is the noise per input pixel"
+                warnings.warn(
+                    f"--flux-noise: no part of the data residual rises above the noise sigma {noise_sigma:.4g} "
+                    f"({how}). The projection leaves the output almost as the method made it, not corrected "
+                    "towards the data.", AstroSRWarning, stacklevel=2)
         out, _ = yield from _projection_progress(
             iter_project_flux_exact(out, target, scale=scale, psf=kernel, iterations=it, damping=damping, stop=stop),
             it, "projection")
@@ -436,6 +448,9 @@ def restore_job(
                          method=method, scale=scale, device=used_device, params=params, timings=timings,
                          checkpoint_hash=ckpt_hash)
 
+
+# --flux-noise keeping less than this fraction of the data residual's power gets a warning (it changed ~nothing)
+FLUX_NOISE_KEPT_WARN = 0.01
 
 # exact projections whose correction can amplify a residual more than this get a warning (x2 with the STAR
 # PSFs stays below 60; scale 1 with any blur, or a PSF much wider than the output pixel, exceeds it)
