@@ -420,11 +420,11 @@ def restore_job(
 
                 from .exceptions import AstroSRWarning
 
-                # measured: sep's background rms is 2-3.6x the white-noise level on fields dominated by extended
-                # galaxies (docs/results_flux_noise_variants.md); the Wiener gain is then 0 in every band
-                how = "measured by sep's background rms, which extended galaxies and crowded fields inflate; " \
-                    "if you know the noise per input pixel, give it as --flux-noise SIGMA" if flux_noise == "auto" \
-                    else "given with --flux-noise; check it is the noise per input pixel"
+                # e.g. the HST galaxy crops of benchmarks/quality.py: their correlated noise sets sep's rms, and
+                # no band of the residual rises above it (docs/results_flux_noise_variants.md)
+                how = "measured by sep's background rms, which includes correlated noise and faint extended " \
+                    "light; if the noise the result should not fit is lower, give it as --flux-noise SIGMA" \
+                    if flux_noise == "auto" else "given with --flux-noise; check it is the noise per input pixel"
                 warnings.warn(
                     f"--flux-noise: no part of the data residual rises above the noise sigma {noise_sigma:.4g} "
                     f"({how}). The projection leaves the output almost as the method made it, not corrected "
