@@ -72,7 +72,8 @@ def _degrade(hr, scale, psf, noisy, seed):
 
 def probe_cases(scales, side, noisy=(False, True)):
     """The quality benchmark's SR cases for the probe scripts (rl_refine.py, flux_noise_variants.py):
-    yields ``(scale, label, psf, is_noisy, hr, lr, data_range)`` with the same crops, degradation and seeds."""
+    yields ``(scale, label, psf, is_noisy, hr, lr, data_range, added_sigma)`` with the same crops, degradation
+    and seeds (``added_sigma``: the Gaussian noise added to the LR image, 0 when clean)."""
     from napari_astrosr.core.fits_io import read_fits
 
     for scale in scales:
@@ -85,8 +86,8 @@ def probe_cases(scales, side, noisy=(False, True)):
             dr = float(hr.max() - hr.min())
             for _, psf in PSFS:
                 for nz in noisy:
-                    lr, _ = _degrade(hr, scale, psf, nz, seed=1000 * fi + 10 * scale + nz)
-                    yield scale, label, psf, nz, hr, lr, dr
+                    lr, sigma = _degrade(hr, scale, psf, nz, seed=1000 * fi + 10 * scale + nz)
+                    yield scale, label, psf, nz, hr, lr, dr, sigma
             print(f"  x{scale} {label} done", file=sys.stderr, flush=True)
 
 

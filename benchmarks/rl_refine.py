@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rows: dict[str, dict] = {}
-    for scale, _, psf, _, hr, lr, dr in q.probe_cases([2], args.side, noisy=(True,)):  # quality.py's noisy x2
+    for scale, _, psf, _, hr, lr, dr, _ in q.probe_cases([2], args.side, noisy=(True,)):  # quality.py's noisy x2
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             bic = restore(lr, method="bicubic", scale=scale).data
