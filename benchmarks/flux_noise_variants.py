@@ -143,16 +143,12 @@ def main(argv=None) -> int:
     ap.add_argument("--side", type=int, default=512, help="crop side in HR px (default 512)")
     ap.add_argument("--out", default=None, help="write the markdown table here")
     args = ap.parse_args(argv)
-    if not q.DATA.is_dir():
-        print(f"no data folder {q.DATA}", file=sys.stderr)
+    if not q.data_ready():
         return 2
-    import torch
-
     from napari_astrosr.core.projection import NOISE_DAMPING, estimate_lr_noise, project_flux_exact
     from napari_astrosr.core.psf import parse_psf
     from napari_astrosr.restoration import restore
 
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
     rows: dict[tuple, dict] = {}
     scales = [int(s) for s in args.scales.split(",")]
@@ -214,9 +210,7 @@ def main(argv=None) -> int:
                              f"{np.median(pooled):.4f} | {pooled.size} |")
     text = "\n".join([f"Command: `.venv/bin/python benchmarks/flux_noise_variants.py --scales {args.scales} "
                       f"--side {args.side}` ({time.perf_counter() - t0:.0f} s, 1 torch thread)", *lines]) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    q.write_report(text, args.out)
     return 0
 
 

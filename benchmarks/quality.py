@@ -70,6 +70,29 @@ def _degrade(hr, scale, psf, noisy, seed):
     return lr, sigma
 
 
+def data_ready() -> bool:
+    """True when the shared data folder exists (else say so on stderr); pins torch to one thread, as every
+    table here is measured."""
+    if not DATA.is_dir():
+        print(f"no data folder {DATA}", file=sys.stderr)
+        return False
+    import torch
+
+    torch.set_num_threads(1)
+    return True
+
+
+def write_report(text: str, out=None) -> None:
+    """Print a benchmark's markdown and, with ``out``, write it through a temporary file and a rename (an
+    interrupted run never leaves a half-written doc)."""
+    print(text)
+    if out:
+        out = Path(out)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+
+
 def probe_cases(scales, side, noisy=(False, True)):
     """The quality benchmark's SR cases for the probe scripts (rl_refine.py, flux_noise_variants.py):
     yields ``(scale, label, psf, is_noisy, hr, lr, data_range, added_sigma)`` with the same crops, degradation
@@ -495,12 +518,10 @@ def main(argv=None) -> int:
                     help=f"centre crops of up to {LARGE_SIDE} HR px instead of 128 (more sources per field: steadier "
                          "flux aggregates; ~10x the run time)")
     args = ap.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"no data folder {DATA}", file=sys.stderr)
+    if not data_ready():
         return 2
     import torch
 
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
     fields = FIELDS[:3] if args.quick else FIELDS
     if args.large:
@@ -551,10 +572,7 @@ def main(argv=None) -> int:
         "## Per field, x2", "", *field_table(rows, 2, False), *field_table(rows, 2, True),
         "## Pix2WGAN (ground-based -> HST-like)", "", *p2w,
     ]
-    text = "\n".join(md) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    write_report("\n".join(md) + "\n", args.out)
     return 0
 
 

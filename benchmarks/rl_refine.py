@@ -52,14 +52,10 @@ def main(argv=None) -> int:
     ap.add_argument("--side", type=int, default=512, help="crop side in HR px (default 512)")
     ap.add_argument("--out", default=None, help="write the markdown table here")
     args = ap.parse_args(argv)
-    if not q.DATA.is_dir():
-        print(f"no data folder {q.DATA}", file=sys.stderr)
+    if not q.data_ready():
         return 2
-    import torch
-
     from napari_astrosr.restoration import restore
 
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
     rows: dict[str, dict] = {}
     for scale, _, psf, _, hr, lr, dr, _ in q.probe_cases([2], args.side, noisy=(True,)):  # quality.py's noisy x2
@@ -89,9 +85,7 @@ def main(argv=None) -> int:
                      f"{pooled.size} |")
     text = "\n".join([f"Command: `.venv/bin/python benchmarks/rl_refine.py --side {args.side}` "
                       f"({time.perf_counter() - t0:.0f} s, 1 torch thread)", "", *lines]) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    q.write_report(text, args.out)
     return 0
 
 
