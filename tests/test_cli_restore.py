@@ -81,3 +81,20 @@ def test_methods_json(capsys):
     assert names[:4] == ["bicubic", "lanczos", "richardson-lucy", "backprojection"]
     rest = {m["name"]: m for m in ms}["restormer"]
     assert rest["presets"]["paper"]["params"] > 2.5e7 and rest["flops"] > 0
+
+
+def test_restore_keep_sky_option(tmp_path, rng, capsys):
+    pytest.importorskip("torch")
+    data = (5.0 + rng.normal(0, 1.0, (40, 44))).astype(np.float32)
+    data[18:22, 20:24] += 300.0  # one source
+    src = _write(tmp_path, data)
+    for extra, levels in ((["--keep-sky"], [2.0, 5.0]), (["--keep-sky", "1,3"], [1.0, 3.0])):
+        out = tmp_path / f"ks{levels[0]}.fits"
+        assert main(["restore", str(src), "-o", str(out), "--method", "restormer", *extra, "--quiet"]) == 0
+        with fits.open(out) as h:
+            assert json.loads(h[0].header["ASRPARAM"])["keep_sky"] == levels
+    bad = tmp_path / "bad.fits"
+    assert main(["restore", str(src), "-o", str(bad), "--method", "bicubic", "--keep-sky", "--quiet"]) == 2
+    assert main(["restore", str(src), "-o", str(bad), "--method", "restormer", "--keep-sky", "9,1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--keep-sky applies to the networks" in err and "LOW < HIGH" in err and not bad.exists()

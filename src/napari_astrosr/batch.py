@@ -86,6 +86,10 @@ class RestoreParams:
     """Networks, tiled: whole-image normalisation ``((key, value), ...)`` applied to every block."""
     flux_noise: Union[None, float, str] = None
     """Noise-aware projection: sigma per input pixel, or ``"auto"`` (resolved per image, once, before tiling)."""
+    keep_sky: Optional[tuple] = None
+    """Networks: the sky gate's ``(low, high)`` sigma levels (``core.skygate``), or None."""
+    sky_rms: Optional[float] = None
+    """The sky gate's noise rms of the upsampled input (resolved per image, once, before tiling)."""
 
     def restore_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``restoration.restore`` / ``restore_job``."""
@@ -98,6 +102,10 @@ class RestoreParams:
             kw["tile"] = self.tile
         if self.flux_noise is not None:
             kw["flux_noise"] = self.flux_noise
+        if self.keep_sky is not None:
+            kw["keep_sky"] = tuple(self.keep_sky)
+            if self.sky_rms is not None:
+                kw["sky_rms"] = self.sky_rms
         return kw
 
     def fingerprint(self) -> dict[str, Any]:
@@ -116,6 +124,8 @@ class RestoreParams:
         fp["psf"] = psf
         if self.flux_noise is not None:  # absent otherwise: fingerprints of earlier batches stay valid
             fp["flux_noise"] = self.flux_noise if isinstance(self.flux_noise, str) else float(self.flux_noise)
+        if self.keep_sky is not None:  # likewise
+            fp["keep_sky"] = [float(v) for v in self.keep_sky]
         return fp
 
 
@@ -171,7 +181,7 @@ def _restorer(params: RestoreParams) -> Callable[..., Any]:
     re-reads weights per file or per block.
     """
     key = (params.method, params.model, params.scale, params.device, params.flux_exact, params.psf, params.tile,
-           params.norm, params.flux_noise)
+           params.norm, params.flux_noise, params.keep_sky, params.sky_rms)
     fn = _CACHE.get(key)
     if fn is not None:
         return fn
@@ -339,6 +349,35 @@ def resolve_flux_noise(flux_noise: Union[float, str], image: Any) -> float:
     return _parse_flux_noise(flux_noise, sample)
 
 
+def resolve_sky_rms(image: Any, scale: int) -> float:
+    """The sky gate's noise rms for a whole image, measured once on the central (<= 1024^2) section's
+    flux-conserving bicubic upsample (what ``restore_job`` measures on the whole image in memory), so
+    that every tile gates against the same noise."""
+    from .core.detection import estimate_background
+    from .core.resample import upsample
+    from .training.inference import fill_invalid
+
+    ny, nx = image.shape
+    h = 512
+    y0, x0 = max(0, ny // 2 - h), max(0, nx // 2 - h)
+    sample = np.asarray(image[y0:y0 + 2 * h, x0:x0 + 2 * h], dtype=np.float64)
+    filled, _ = fill_invalid(sample)
+    base = upsample(filled, int(scale), method="bicubic") if int(scale) > 1 else filled
+    return float(estimate_background(base).globalrms)
+
+
+def _sky_params(params: "RestoreParams", keep_sky: Any, image: Any) -> "RestoreParams":
+    """``params`` with the validated sky-gate levels and, for a tiled run, the image's rms resolved once."""
+    from dataclasses import replace
+
+    from .restoration import check_keep_sky
+
+    levels = check_keep_sky(keep_sky, method=params.method)
+    if levels is None:
+        return params
+    return replace(params, keep_sky=levels, sky_rms=resolve_sky_rms(image, params.scale) if image is not None else None)
+
+
 def restore_dask(
     darr: Any,
     *,
@@ -352,6 +391,7 @@ def restore_dask(
     depth: Optional[int] = None,
     chunks: Union[int, tuple, str, None] = None,
     flux_noise: Union[None, float, str] = None,
+    keep_sky: Union[None, bool, str, tuple] = None,
 ):
     """Restore a 2-D (dask) array block by block with overlap; returns a lazy dask array.
 
@@ -373,6 +413,10 @@ def restore_dask(
     flux_noise
         As in ``restore``: the noise-aware projection. ``"auto"`` is measured once, on the central
         (up to 1024^2) section of the whole image, and every block uses that sigma.
+    keep_sky
+        As in ``restore`` (networks): the gate's noise rms is measured once, like ``flux_noise``; its
+        background is sep's mesh of each padded block, so tiles agree with the in-memory result to a
+        small fraction of the noise, not bit for bit (tests/test_batch.py).
 
     Returns
     -------
@@ -405,6 +449,7 @@ def restore_dask(
         from dataclasses import replace
 
         params = replace(params, flux_noise=resolve_flux_noise(flux_noise, darr))
+    params = _sky_params(params, keep_sky, darr)
     if params.is_network():
         from dataclasses import replace
 
@@ -609,6 +654,7 @@ def restore_fits_tiled_job(
     extra_cards: Optional[dict] = None,
     stop=NEVER,
     flux_noise: Union[None, float, str] = None,
+    keep_sky: Union[None, bool, str, tuple] = None,
 ) -> Generator[Progress, None, TiledResult]:
     """Restore a FITS image larger than memory, streaming sections from and to disk (a job).
 
@@ -619,8 +665,9 @@ def restore_fits_tiled_job(
         by tile; ``.gz`` files cannot be read in sections and are decompressed whole).
     out
         Output FITS. Written to a temporary file in the same folder, renamed when complete.
-    method, scale, model, flux_exact, psf, device, tile, depth, flux_noise
-        As in :func:`restore_dask` (``flux_noise="auto"`` is measured once on the file's central section).
+    method, scale, model, flux_exact, psf, device, tile, depth, flux_noise, keep_sky
+        As in :func:`restore_dask` (``flux_noise="auto"`` and the sky gate's rms are measured once on the
+        file's central section).
     chunk
         Block size in input pixels (memory per block ~ ``(chunk + 2 depth)^2 * scale^2 * 4`` bytes
         times the method's working copies).
@@ -666,6 +713,7 @@ def restore_fits_tiled_job(
         flux_noise = resolve_flux_noise(flux_noise, src)
     params = RestoreParams(method=method, scale=int(scale), model=str(model) if model is not None else None,
                            flux_exact=bool(flux_exact), psf=psf, device=device, tile=tile, flux_noise=flux_noise)
+    params = _sky_params(params, keep_sky, src)
     s = int(scale)
     ny, nx = src.shape
     shape_out = (ny * s, nx * s)
@@ -695,7 +743,8 @@ def restore_fits_tiled_job(
     darr = da.from_array(src, chunks=(chunk, chunk), name=f"fits-{dask.base.tokenize(src)}", asarray=False,
                          fancy=False)
     result = restore_dask(darr, method=method, scale=s, model=model, flux_exact=flux_exact, psf=psf,
-                          device=device, tile=tile, depth=depth, flux_noise=flux_noise)
+                          device=device, tile=tile, depth=depth, flux_noise=flux_noise,
+                          keep_sky=params.keep_sky)
 
     with atomic_output(out) as tmp:
         # pre-allocate: header, then a sparse data area of the final size (zero padding is valid FITS)
@@ -1011,6 +1060,7 @@ def batch_job(
     retries: int = 1,
     stop=NEVER,
     flux_noise: Union[None, float, str] = None,
+    keep_sky: Union[None, bool, str, tuple] = None,
 ) -> Generator[Progress, None, BatchResult]:
     """Restore many FITS files on a Dask distributed cluster (a job: yields one event per file).
 
@@ -1020,8 +1070,9 @@ def batch_job(
         Glob pattern(s) or paths (``**`` recursive).
     outdir
         Output folder (created if missing); outputs are ``<stem>_<method>_x<scale>.fits``.
-    method, scale, model, flux_exact, psf, device, tile, flux_noise
-        As in :func:`napari_astrosr.restoration.restore` (``flux_noise="auto"`` is measured per file).
+    method, scale, model, flux_exact, psf, device, tile, flux_noise, keep_sky
+        As in :func:`napari_astrosr.restoration.restore` (``flux_noise="auto"`` and the sky gate's rms are
+        measured per file).
     scheduler
         ``"local"`` (a LocalCluster of ``workers`` processes, default one per core,
         ``threads_per_worker`` threads each), a scheduler address (``tcp://host:8786``: the same job on
@@ -1056,9 +1107,10 @@ def batch_job(
     if model is not None and not Path(model).is_file():
         raise AstroSRError(f"--model {model}: no such file.")
     _check_method(method, int(scale))
-    from .restoration import check_flux_noise
+    from .restoration import check_flux_noise, check_keep_sky
 
     flux_noise = check_flux_noise(flux_noise, flux_exact=flux_exact, method=method)  # "auto": measured per file
+    sky_levels = check_keep_sky(keep_sky, method=method)
     outs = [output_path(p, outdir, method=method, scale=scale) for p in files]
     # never feed our own outputs back in (e.g. OUTDIR inside the glob)
     out_set = {str(o.resolve()) for o in outs}
@@ -1073,7 +1125,8 @@ def batch_job(
         seen[o.name] = p
     outdir.mkdir(parents=True, exist_ok=True)
     params = RestoreParams(method=method, scale=int(scale), model=str(Path(model).resolve()) if model else None,
-                           flux_exact=bool(flux_exact), psf=psf, device=device, tile=tile, flux_noise=flux_noise)
+                           flux_exact=bool(flux_exact), psf=psf, device=device, tile=tile, flux_noise=flux_noise,
+                           keep_sky=sky_levels)
 
     rows = [FileResult(file=str(p), status="cancelled", output=str(o)) for p, o in zip(files, outs)]
     n = len(files)

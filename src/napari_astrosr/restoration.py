@@ -204,6 +204,17 @@ def check_flux_noise(flux_noise, *, flux_exact: bool, method: str) -> Union[None
     return flux_noise
 
 
+def check_keep_sky(keep_sky, *, method: str) -> Optional[tuple[float, float]]:
+    """Validate ``keep_sky`` (see :func:`restore_job`): ``(low, high)`` sigma levels or None."""
+    from .core.skygate import parse_keep_sky
+
+    levels = parse_keep_sky(keep_sky)
+    if levels is not None and method in CLASSICAL:
+        raise AstroSRError(f"--keep-sky applies to the networks (their changes in the sky); {method} is a classical "
+                           "method: drop --keep-sky.")
+    return levels
+
+
 def _parse_flux_noise(flux_noise, arr: np.ndarray) -> float:
     """``--flux-noise`` as a number: a sigma (input units per pixel), or ``auto`` measured on ``arr``
     (sep background rms)."""
@@ -226,6 +237,8 @@ def restore_job(
     flux_exact: bool = False,
     psf: Union[str, np.ndarray, None] = None,
     flux_noise: Union[None, float, str] = None,
+    keep_sky: Union[None, bool, str, tuple] = None,
+    sky_rms: Optional[float] = None,
     wcs: Any = None,
     header: Any = None,
     stop=NEVER,
@@ -266,6 +279,15 @@ def restore_job(
         per-pixel noise sigma, or ``"auto"`` (sep's background rms of the input). The output then
         reproduces the input only where the residual rises above that noise (a Wiener filter of
         the residual, :func:`core.projection.noise_aware_target`); None (default): exactly.
+    keep_sky
+        Networks only: keep the input's sky. The network's change is applied only where the
+        input's local S/N exceeds LOW sigma, fully above HIGH (True: 2, 5; or ``"LOW,HIGH"`` / a
+        pair); below, the output is the input's flux-conserving bicubic upsampling
+        (:func:`core.skygate.sky_gate`: the networks skew the sky's distribution, which biases
+        mode-based backgrounds and so bright sources' aperture fluxes). Applied before any projection.
+    sky_rms
+        The noise rms of the upsampled input that ``keep_sky`` measures S/N against (default: sep's
+        global rms of it; the tiled batch measures it once per image so that every tile gates alike).
     wcs, header
         The input's WCS/header: the result carries the scaled WCS and a header with provenance.
     stop
@@ -300,10 +322,13 @@ def restore_job(
         raise AstroSRError("--flux-exact at --scale 1 with no PSF would just return the input; give --psf.")
     flux_noise = check_flux_noise(flux_noise, flux_exact=flux_exact, method=method)
     noise_sigma = _parse_flux_noise(flux_noise, arr) if flux_noise is not None else None
+    sky_levels = check_keep_sky(keep_sky, method=method)
     params: dict[str, Any] = {"method": method, "scale": scale, "flux_exact": bool(flux_exact), "psf": psf_label,
                               "version": __version__}
     if noise_sigma is not None:
         params["flux_noise"] = noise_sigma
+    if sky_levels is not None:
+        params["keep_sky"] = list(sky_levels)
     timings: dict[str, float] = {}
     ckpt_hash = None
     used_device = "cpu"
@@ -379,6 +404,20 @@ def restore_job(
                                          threads=threads, stop=stop)
         timings["network"] = time.perf_counter() - t0
         used_device = info["device"]
+        if sky_levels is not None:
+            from .core.resample import upsample
+            from .core.skygate import sky_gate
+
+            t0 = time.perf_counter()
+            yield Progress(0, 1, "keep the input's sky")
+            base = net_in if not spec.upsamples else (upsample(filled, scale, method="bicubic") if scale > 1 else filled)
+            nan_net = ~np.isfinite(out)
+            out, ginfo = sky_gate(np.where(nan_net, base, out), base, low=sky_levels[0], high=sky_levels[1],
+                                  rms=sky_rms)
+            out[nan_net] = np.nan
+            params["keep_sky_rms"] = float(f"{ginfo['rms']:.6g}")
+            params["keep_sky_network_fraction"] = round(ginfo["network_fraction"], 4)
+            timings["keep_sky"] = time.perf_counter() - t0
         params.update(device=used_device, precision=info["precision"], tiles=info["tiles"], tile=info["tile"],
                       overlap=info["overlap"])
 
@@ -502,7 +541,8 @@ def restore(data: Any, **kwargs) -> RestoreResult:
 
         wcs, header = kwargs.pop("wcs", None), kwargs.pop("header", None)
         kwargs.pop("stop", None)
-        allowed = ("method", "scale", "model", "flux_exact", "psf", "device", "tile", "depth", "chunks", "flux_noise")
+        allowed = ("method", "scale", "model", "flux_exact", "psf", "device", "tile", "depth", "chunks", "flux_noise",
+                   "keep_sky")
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
             raise AstroSRError(f"restore() of a dask array does not take {', '.join(unknown)}.")

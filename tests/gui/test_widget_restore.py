@@ -203,6 +203,28 @@ def test_restore_noise_aware_backprojection(make_napari_viewer, qtbot):
     assert out.metadata["astrosr"]["params"]["flux_noise"] == pytest.approx(5.0, rel=0.3)
 
 
+def test_keep_sky_box_runs_the_sky_gate_for_networks_only(make_napari_viewer, qtbot):
+    """'keep the input's sky' is offered for networks (bundled Restormer here) and reaches the result's provenance;
+    for a classical method it is disabled and not passed."""
+    pytest.importorskip("torch")
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(5)
+    img = (star_image((48, 48), seed=4) + rng.normal(0, 2.0, (48, 48))).astype(np.float32)
+    viewer.add_image(img, name="sky")
+    w = restore_widget(viewer, qtbot)
+    w.method.setCurrentText("bicubic")
+    w.keep_sky.setChecked(True)
+    assert not w.keep_sky.isEnabled() and w.options()["keep_sky"] is None
+    w.method.setCurrentText("restormer")
+    w.scale.setValue(2)
+    assert w.keep_sky.isEnabled() and w.options()["keep_sky"] is True
+    w.run()
+    wait_idle(qtbot, w.jobs)
+    out = viewer.layers["sky [restormer]"]
+    assert out.data.shape == (96, 96)
+    assert out.metadata["astrosr"]["params"]["keep_sky"] == [2.0, 5.0]
+
+
 def test_exact_projection_noise_warning_is_a_notification(make_napari_viewer, qtbot):
     """A flux-exact projection that amplifies noise > 100x (PSF wide for the pixel) warns through napari's
     notifications (not a dialog, not a traceback) and the result still arrives."""

@@ -56,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flux-noise", default=None, metavar="SIGMA|auto",
                    help="noise-aware projection (with --flux-exact or backprojection; see astrosr restore); 'auto' "
                         "is measured per file, once, so every tile of a big file uses the same sigma")
+    p.add_argument("--keep-sky", nargs="?", const=True, default=None, metavar="LOW,HIGH",
+                   help="networks: act only where the input shows signal (see astrosr restore; default 2,5)")
     p.add_argument("--psf", default=None, help="PSF the inputs carry: gaussian:SIGMA | airy:R | gaussian+airy:S,R | PSF.fits")
     p.add_argument("--device", default="cpu", help="device per worker (default cpu)")
     p.add_argument("--tile", type=_positive, default=None, help="network inference tile (pixels) inside each file/block")
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     job = batch_job(
         args.inputs, args.outdir, method=args.method, scale=args.scale, model=args.model,
         flux_exact=args.flux_exact, psf=args.psf, device=args.device, tile=args.tile, flux_noise=args.flux_noise,
-        scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
+        keep_sky=args.keep_sky, scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
         overwrite=args.overwrite, chunk=args.chunk, depth=args.depth, max_memory=args.max_memory,
         retries=max(0, args.retries),
     )

@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="make the projection (--flux-exact or backprojection) noise-aware: reproduce the input only "
                         "where the residual rises above this per-pixel noise ('auto': sep's background rms); for "
                         "noisy input, where the exact projection fits the noise")
+    p.add_argument("--keep-sky", nargs="?", const=True, default=None, metavar="LOW,HIGH",
+                   help="networks: keep the input's sky; the network acts only where the input's S/N exceeds LOW "
+                        "sigma, fully above HIGH (default 2,5); the sky stays the input's flux-conserving upsampling, "
+                        "so backgrounds and aperture fluxes measured on the result are not biased")
     p.add_argument("--psf", default=None,
                    help="blur the input carries, in output pixels: gaussian:SIGMA|airy:R|gaussian+airy:S,R|"
                         "moffat:FWHM[,BETA]|PSF.fits|none")
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     job = restore_job(img.data, method=args.method, scale=args.scale, model=args.model, device=args.device,
                       tile=args.tile, overlap=args.overlap, threads=args.threads, precision=args.precision,
                       flux_exact=args.flux_exact, psf=args.psf, flux_noise=args.flux_noise, iterations=args.iterations,
-                      wcs=img.wcs, header=img.header)
+                      keep_sky=args.keep_sky, wcs=img.wcs, header=img.header)
     try:
         res = run_with_bar(job, desc=f"restore {args.method}", quiet=args.quiet)
     except AstroSRError as exc:  # core errors say "input image: ...": name the file

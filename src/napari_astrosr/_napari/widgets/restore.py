@@ -124,6 +124,13 @@ class RestoreWidget(QWidget):
             "(sep background rms; a Wiener filter of the residual). Use on noisy data instead of leaving\n"
             "the projection off. Applies to flux-exact and to backprojection."
         )
+        self.keep_sky = QCheckBox("keep the input's sky (network only on sources)")
+        self.keep_sky.setToolTip(
+            "Networks: apply the network's change only where the input shows signal (S/N above 2, fully above 5);\n"
+            "the sky stays the input's flux-conserving upsampling. The networks otherwise change the sky's\n"
+            "distribution, which lowers the background sep/SExtractor measure and raises aperture fluxes\n"
+            "(+3.6% on a bright HST galaxy). Applied before any projection."
+        )
         self.psf = QLineEdit()
         self.psf.setPlaceholderText("gaussian:1.0 | airy:2.0 | gaussian+airy:1,2 | moffat:3,2.5 | PSF.fits | none")
         self.psf.setEnabled(False)
@@ -145,6 +152,7 @@ class RestoreWidget(QWidget):
         form.addRow("Tile", self.tile)
         form.addRow("Flux-exact", self.flux_exact)
         form.addRow("", self.flux_noise)
+        form.addRow("Sky", self.keep_sky)
         form.addRow("PSF", self.psf)
         form.addRow("", self.residual)
 
@@ -229,6 +237,7 @@ class RestoreWidget(QWidget):
         info = self._methods.get(label, {})
         is_file = label == CHECKPOINT_ITEM
         self._update_psf_enabled()
+        self.keep_sky.setEnabled(is_file or info.get("kind") in ("network", "checkpoint"))
         self.checkpoint.setEnabled(is_file)
         self.browse.setEnabled(is_file)
         if info.get("kind") == "checkpoint":
@@ -301,6 +310,7 @@ class RestoreWidget(QWidget):
             psf=psf,
             flux_noise="auto" if self.flux_noise.isChecked() and (self.flux_exact.isChecked()
                                                                   or method == "backprojection") else None,
+            keep_sky=True if self.keep_sky.isChecked() and self.keep_sky.isEnabled() else None,
         )
 
     def run(self) -> Any:
