@@ -178,14 +178,19 @@ def _metrics(hr, pred, regions, ref_src, dr):
 
 
 def _methods(scale, bundled):
-    """(label, method, flux_exact, flux_noise): '+ flux-noise' is the noise-aware projection (sigma from sep)."""
-    m = [("bicubic", "bicubic", False, None), ("lanczos", "lanczos", False, None),
-         ("richardson-lucy", "richardson-lucy", False, None), ("backprojection", "backprojection", False, None),
-         ("bicubic + flux-exact", "bicubic", True, None), ("backprojection + flux-noise", "backprojection", False, "auto")]
+    """(label, method, flux_exact, flux_noise, keep_sky): '+ flux-noise' is the noise-aware projection (sigma from
+    sep); '+ keep-sky' the sky gate at its default levels (core.skygate)."""
+    m = [("bicubic", "bicubic", False, None, False), ("lanczos", "lanczos", False, None, False),
+         ("richardson-lucy", "richardson-lucy", False, None, False),
+         ("backprojection", "backprojection", False, None, False),
+         ("bicubic + flux-exact", "bicubic", True, None, False),
+         ("backprojection + flux-noise", "backprojection", False, "auto", False)]
     for net in ("fisr", "restormer"):
         if (net, scale) in bundled:
-            m += [(net, net, False, None), (f"{net} + flux-exact", net, True, None),
-                  (f"{net} + flux-noise", net, True, "auto")]
+            m += [(net, net, False, None, False), (f"{net} + flux-exact", net, True, None, False),
+                  (f"{net} + flux-noise", net, True, "auto", False),
+                  (f"{net} + keep-sky + flux-exact", net, True, None, True),
+                  (f"{net} + keep-sky + flux-noise", net, True, "auto", True)]
     return m
 
 
@@ -211,7 +216,7 @@ def run_sr(fields, scales, quick=False, methods=None, models=None):
             for pk, psf in PSFS:
                 for noisy in (False, True):
                     lr, sigma = _degrade(hr, scale, psf, noisy, seed=1000 * fi + 10 * scale + noisy)
-                    for label_m, method, fe, fn in _methods(scale, bundled):
+                    for label_m, method, fe, fn, ks in _methods(scale, bundled):
                         if methods and label_m not in methods and label_m != "bicubic":
                             continue
                         kw = {}
@@ -221,6 +226,8 @@ def run_sr(fields, scales, quick=False, methods=None, models=None):
                             kw["psf"] = psf
                         if fn is not None:
                             kw["flux_noise"] = fn
+                        if ks:
+                            kw["keep_sky"] = True
                         t0 = time.perf_counter()
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")
