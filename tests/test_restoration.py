@@ -294,7 +294,7 @@ def test_keep_sky_errors_name_the_option(rng, ckpt):
 
 
 def test_keep_sky_removes_the_background_bias_on_a_real_galaxy(rng):
-    """Measured on the held-out COSMOS galaxy (docs/results_quality.md, 'Keep the sky'): the bundled Restormer
+    """Measured on the held-out COSMOS galaxy (docs/results_keep_sky.md): the bundled Restormer
     keeps the sky's mean but skews its distribution, so sep's (mode) background on its output drops and the
     galaxies' aperture fluxes come out ~3.6% high; with the sky gate they are within 1%."""
     pytest.importorskip("torch")

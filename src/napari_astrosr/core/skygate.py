@@ -1,13 +1,12 @@
 """Keep the data's sky: let a network change an image only where the input shows signal.
 
-Why (measured, docs/results_quality.md "Keep the sky"): the bundled networks conserve the *mean*
-of the sky but change its *distribution*. On the noisy held-out HST crops of the quality
-benchmark the sky skewness went from +0.1 (reference) to +1.1 (Restormer) and +1.8 (FISR): noise
-is turned into faint peaks over a lower floor. The mean is right, but SExtractor/sep backgrounds
-are mode estimates, so the background measured on the restored image drops (COSMOS: by 0.08 of
-the pixel rms) and every bright source's aperture flux rises with it (+3.5% on the COSMOS
-galaxy, which the input's own bicubic upsampling measures to 0.3%). The global noise-aware
-projection cannot see this: per frequency band it is below the noise.
+Why (measured, docs/results_keep_sky.md, ``benchmarks/sky_statistics.py``): the bundled networks conserve
+the *mean* of the sky but change its *distribution*. On the noisy held-out COSMOS crop of the quality
+benchmark the sky's skewness goes from +0.10 (reference) to +1.05 (Restormer) and +1.71 (FISR): noise is
+turned into faint peaks over a lower floor. The mean is right, but SExtractor/sep backgrounds are mode
+estimates, so the background measured on the restored image drops (0.10 of the sky rms below the
+reference's) and the bright galaxies' aperture fluxes rise with it (+3.4%; within 0.5% with the reference's
+background). The global noise-aware projection cannot see this: per frequency band it is below the noise.
 
 The gate keeps the flux-conserving upsampling of the input (``base``) where the input is at
 sky level and the network where it shows a source: ``out = base + g * (restored - base)`` with
