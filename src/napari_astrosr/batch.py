@@ -342,11 +342,14 @@ def resolve_flux_noise(flux_noise: Union[float, str], image: Any) -> float:
     """
     from .restoration import _parse_flux_noise
 
+    return _parse_flux_noise(flux_noise, _central_section(image).astype(np.float32))
+
+
+def _central_section(image: Any, half: int = 512) -> np.ndarray:
+    """The central (up to ``2 half`` square) section of a 2-D array-like (numpy, dask, FITS section), read."""
     ny, nx = image.shape
-    h = 512
-    y0, x0 = max(0, ny // 2 - h), max(0, nx // 2 - h)
-    sample = np.asarray(image[y0:y0 + 2 * h, x0:x0 + 2 * h], dtype=np.float32)
-    return _parse_flux_noise(flux_noise, sample)
+    y0, x0 = max(0, ny // 2 - half), max(0, nx // 2 - half)
+    return np.asarray(image[y0:y0 + 2 * half, x0:x0 + 2 * half], dtype=np.float64)
 
 
 def resolve_sky_rms(image: Any, scale: int) -> float:
@@ -357,11 +360,7 @@ def resolve_sky_rms(image: Any, scale: int) -> float:
     from .core.resample import upsample
     from .training.inference import fill_invalid
 
-    ny, nx = image.shape
-    h = 512
-    y0, x0 = max(0, ny // 2 - h), max(0, nx // 2 - h)
-    sample = np.asarray(image[y0:y0 + 2 * h, x0:x0 + 2 * h], dtype=np.float64)
-    filled, _ = fill_invalid(sample)
+    filled, _ = fill_invalid(_central_section(image))
     base = upsample(filled, int(scale), method="bicubic") if int(scale) > 1 else filled
     return float(estimate_background(base).globalrms)
 
