@@ -231,6 +231,12 @@ class LossConfig(_Strict):
         "aperture scale. Per-pixel L1 is median-seeking and shrinks uncertain peaks (loses source flux); block "
         "means average that skew away",
     )
+    background_weight: float = Field(
+        default=0.0, ge=0.0, le=100.0,
+        description="weight of an L1 term between the patch's sky level in output and target (the mean of the "
+        "middle fifth of its sorted pixels, a robust background like SExtractor's): restorations that keep the "
+        "mean but reshape the sky move the background photometry subtracts (docs/results_keep_sky.md)",
+    )
     patch_relative: bool = Field(
         default=False,
         description="weight each sample by 1 / (std of its input patch + relative_floor), normalised to mean 1: "

@@ -61,6 +61,7 @@ def test_unknown_top_level_key(tmp_path):
     ({"data": {**MINIMAL["data"], "min_valid": 1.5}}, "data.min_valid"),
     ({"loss": {"pixel": "l3"}}, "loss.pixel"),
     ({"loss": {"pixel": "huber", "huber_delta": 0}}, "loss.huber_delta"),
+    ({"loss": {"background_weight": -1}}, "loss.background_weight"),
     ({"optim": {"betas": [0.5, 1.5]}}, "betas"),
     ({"model": {"name": "fisr", "scale": 3}}, "model.scale"),
     ({"data": {"scale": 2, "sources": [{"kind": "simulate", "simulate": "galaxies", "density": "crowded"}]}},

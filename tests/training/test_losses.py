@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_astrosr.training.losses import (  # noqa: E402
-    critic_loss, flux_consistency_loss, gradient_penalty, normalise_flux_map, pixel_loss, pooled_loss)
+    background_loss, critic_loss, flux_consistency_loss, gradient_penalty, normalise_flux_map, pixel_loss, pooled_loss)
 
 
 def test_pixel_losses():
@@ -102,3 +102,25 @@ def test_conditional_critic_and_loss_signs():
     assert info["wasserstein"] == pytest.approx(1.0)
     assert info["gp"] == pytest.approx(0.5625)
     assert float(loss) == pytest.approx(-1.0 + 10 * 0.5625)
+
+
+def test_background_loss_sees_a_reshaped_sky_that_keeps_the_mean():
+    """Why loss.background_weight: a sky turned into sparse peaks over a lower floor keeps the mean (pixel L1 on
+    block means, the pooled term, sees nothing) but moves the robust level photometry subtracts."""
+    g = torch.Generator().manual_seed(0)
+    target = 10.0 + torch.randn(4, 1, 32, 32, generator=g)
+    shifted = target + 0.5
+    assert float(background_loss(shifted, target)) == pytest.approx(0.5, rel=1e-5)
+    assert float(background_loss(target, target)) == 0.0
+    # same mean per sample, skewed: every 10th pixel carries a peak (+2.7), the other nine a floor 0.3 lower
+    mask = (torch.arange(32 * 32) % 10 == 0).view(1, 1, 32, 32).expand_as(target)
+    peaky = torch.where(mask, target + 2.7, target - 0.3)
+    peaky = peaky - (peaky.mean(dim=(1, 2, 3), keepdim=True) - target.mean(dim=(1, 2, 3), keepdim=True))
+    assert torch.allclose(peaky.mean(dim=(1, 2, 3)), target.mean(dim=(1, 2, 3)), atol=1e-4)
+    assert float(pooled_loss(peaky, target, size=32)) < 1e-4
+    assert float(background_loss(peaky, target)) > 0.1  # measured 0.17: the floor moved
+    # the gradient reaches the middle fifth of the pixels (a trimmed mean, not the median's single pixel)
+    x = shifted.clone().requires_grad_(True)
+    background_loss(x, target).backward()
+    frac = float((x.grad != 0).float().mean())
+    assert 0.15 < frac < 0.25

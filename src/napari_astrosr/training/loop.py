@@ -299,8 +299,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
     from ..models.registry import build_model, get_spec, resolve_config
     from .checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
     from .data import build_train_data, normalization_of
-    from .losses import (critic_loss, flux_consistency_loss, generator_adversarial_loss, pixel_loss, pooled_loss,
-                         sample_weights)
+    from .losses import (background_loss, critic_loss, flux_consistency_loss, generator_adversarial_loss, pixel_loss,
+                         pooled_loss, sample_weights)
 
     spec = get_spec(cfg.model.name)
     needs_flux = bool(spec.needs_flux_map)
@@ -483,6 +483,10 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                 lpool = pooled_loss(pred, b["y"], size=cfg.loss.pool_size or 2 * ds, weight=sw, **pool_kw)
                 loss = loss + cfg.loss.pool_weight * lpool * (cfg.gan.l1_weight if critic is not None else 1.0)
                 row["loss_pool"] = lpool.item()
+            if cfg.loss.background_weight > 0:
+                lbkg = background_loss(pred, b["y"], weight=sw)
+                loss = loss + cfg.loss.background_weight * lbkg * (cfg.gan.l1_weight if critic is not None else 1.0)
+                row["loss_bkg"] = lbkg.item()
             if use_proj and "proj_idx" in b:
                 lproj = projected_loss(pred, b)
                 loss = loss + cfg.loss.projection_weight * lproj
