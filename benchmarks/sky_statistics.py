@@ -142,8 +142,7 @@ def main(argv=None) -> int:
                     return float(np.nanmean([r[k] for r in rs]))
 
                 def med(k):
-                    v = [r[k] for r in rs if np.isfinite(r[k])]
-                    return float(np.median(v)) if v else float("nan")
+                    return _med([r[k] for r in rs if np.isfinite(r[k])])
 
                 lines.append(f"| {name} | {m('skew'):+.2f} | {m('dmean'):+.3f} | {m('dback'):+.3f} | "
                              f"{med('own'):.4f} | {med('refb'):.4f} |")

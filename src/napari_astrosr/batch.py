@@ -356,17 +356,16 @@ def resolve_sky_rms(image: Any, scale: int) -> float:
     """The sky gate's noise rms for a whole image, measured once on the central (<= 1024^2) section's
     flux-conserving bicubic upsample (what ``restore_job`` measures on the whole image in memory), so
     that every tile gates against the same noise."""
-    from .core.detection import estimate_background
-    from .core.resample import upsample
+    from .core.skygate import sky_base, sky_rms
     from .training.inference import fill_invalid
 
     filled, _ = fill_invalid(_central_section(image))
-    base = upsample(filled, int(scale), method="bicubic") if int(scale) > 1 else filled
-    return float(estimate_background(base).globalrms)
+    return sky_rms(sky_base(filled, scale))
 
 
-def _sky_params(params: "RestoreParams", keep_sky: Any, image: Any) -> "RestoreParams":
-    """``params`` with the validated sky-gate levels and, for a tiled run, the image's rms resolved once."""
+def _sky_params(params: "RestoreParams", keep_sky: Any, image: Any, rms: Optional[float] = None) -> "RestoreParams":
+    """``params`` with the validated sky-gate levels and the image's rms for a tiled run (``rms``, or measured
+    once here)."""
     from dataclasses import replace
 
     from .restoration import check_keep_sky
@@ -374,7 +373,7 @@ def _sky_params(params: "RestoreParams", keep_sky: Any, image: Any) -> "RestoreP
     levels = check_keep_sky(keep_sky, method=params.method)
     if levels is None:
         return params
-    return replace(params, keep_sky=levels, sky_rms=resolve_sky_rms(image, params.scale) if image is not None else None)
+    return replace(params, keep_sky=levels, sky_rms=resolve_sky_rms(image, params.scale) if rms is None else float(rms))
 
 
 def restore_dask(
@@ -391,6 +390,7 @@ def restore_dask(
     chunks: Union[int, tuple, str, None] = None,
     flux_noise: Union[None, float, str] = None,
     keep_sky: Union[None, bool, str, tuple] = None,
+    sky_rms: Optional[float] = None,
 ):
     """Restore a 2-D (dask) array block by block with overlap; returns a lazy dask array.
 
@@ -416,6 +416,9 @@ def restore_dask(
         As in ``restore`` (networks): the gate's noise rms is measured once, like ``flux_noise``; its
         background is sep's mesh of each padded block, so tiles agree with the in-memory result to a
         small fraction of the noise, not bit for bit (tests/test_batch.py).
+    sky_rms
+        The gate's rms if already measured (:func:`resolve_sky_rms`; the tiled FITS job measures it once for
+        its probe and its blocks); default: measured here.
 
     Returns
     -------
@@ -448,7 +451,7 @@ def restore_dask(
         from dataclasses import replace
 
         params = replace(params, flux_noise=resolve_flux_noise(flux_noise, darr))
-    params = _sky_params(params, keep_sky, darr)
+    params = _sky_params(params, keep_sky, darr, rms=sky_rms)
     if params.is_network():
         from dataclasses import replace
 
@@ -743,7 +746,7 @@ def restore_fits_tiled_job(
                          fancy=False)
     result = restore_dask(darr, method=method, scale=s, model=model, flux_exact=flux_exact, psf=psf,
                           device=device, tile=tile, depth=depth, flux_noise=flux_noise,
-                          keep_sky=params.keep_sky)
+                          keep_sky=params.keep_sky, sky_rms=params.sky_rms)
 
     with atomic_output(out) as tmp:
         # pre-allocate: header, then a sparse data area of the final size (zero padding is valid FITS)

@@ -405,12 +405,11 @@ def restore_job(
         timings["network"] = time.perf_counter() - t0
         used_device = info["device"]
         if sky_levels is not None:
-            from .core.resample import upsample
-            from .core.skygate import sky_gate
+            from .core.skygate import sky_base, sky_gate
 
             t0 = time.perf_counter()
             yield Progress(0, 1, "keep the input's sky")
-            base = net_in if not spec.upsamples else (upsample(filled, scale, method="bicubic") if scale > 1 else filled)
+            base = net_in if not spec.upsamples else sky_base(filled, scale)
             nan_net = ~np.isfinite(out)
             out, ginfo = sky_gate(np.where(nan_net, base, out), base, low=sky_levels[0], high=sky_levels[1],
                                   rms=sky_rms)

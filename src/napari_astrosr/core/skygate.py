@@ -29,7 +29,7 @@ import numpy as np
 
 from ..exceptions import AstroSRError
 
-__all__ = ["DEFAULT_LEVELS", "parse_keep_sky", "sky_gate"]
+__all__ = ["DEFAULT_LEVELS", "parse_keep_sky", "sky_base", "sky_gate", "sky_rms"]
 
 #: Input S/N (sigma) where the network starts to act and where it fully takes over.
 DEFAULT_LEVELS = (2.0, 5.0)
@@ -61,6 +61,22 @@ def parse_keep_sky(keep_sky: Union[None, bool, str, Sequence[float]]) -> Optiona
     if not (np.isfinite(low) and np.isfinite(high) and 0 <= low < high):
         raise AstroSRError(f"--keep-sky {keep_sky!r}: need 0 <= LOW < HIGH (sigma of the input's S/N), e.g. 2,5.")
     return low, high
+
+
+def sky_base(image: np.ndarray, scale: int) -> np.ndarray:
+    """The gate's ``base``: the flux-conserving bicubic upsampling of ``image`` (the image itself at scale 1)."""
+    from .resample import upsample
+
+    return upsample(image, int(scale), method="bicubic") if int(scale) > 1 else np.asarray(image)
+
+
+def sky_rms(base: np.ndarray) -> float:
+    """The per-pixel noise rms the gate measures S/N against: sep's global background rms of ``base``
+    (non-finite pixels masked)."""
+    from .detection import estimate_background
+
+    b = np.asarray(base, dtype=np.float64)
+    return float(estimate_background(np.where(np.isfinite(b), b, np.nan)).globalrms)
 
 
 def sky_gate(
@@ -112,7 +128,7 @@ def sky_gate(
         raise AstroSRError("sky gate: no finite pixel in the image.")
     bkg = estimate_background(np.where(valid, b, np.nan))
     sm = gaussian_filter(np.where(valid, b, bkg.back), smooth) if smooth > 0 else np.where(valid, b, bkg.back)
-    sigma = float(bkg.globalrms) if rms is None else float(rms)
+    sigma = float(bkg.globalrms) if rms is None else float(rms)  # bkg.globalrms is sky_rms(base)
     if not np.isfinite(sigma) or sigma < 0:
         raise AstroSRError(f"sky gate: noise rms {sigma!r} must be a finite number >= 0.")
     if sigma == 0:  # a noiseless input: everything above the background is signal
