@@ -396,15 +396,18 @@ def _classical(img, method, *, scale, psf, flux_noise=None):
         return restore(img, method=method, scale=scale, psf=psf, device="cpu", **kw).data
 
 
+def _verdict_word(a, b, nd):
+    """'beats' when ``a > b`` at the precision printed (``nd`` decimals): equal there is a tie, not a win."""
+    a, b = round(a, nd), round(b, nd)
+    return "beats" if a > b else ("ties" if a == b else "does not beat")
+
+
 def _p2w_verdict(rows, base_label):
     """One line per network variant: does it beat every classical row (PSNR up, median rel. flux err down)?"""
     classical = [r for r in rows if r[0] == base_label or r[0].startswith(("richardson-lucy", "backprojection"))]
     best_p = max(classical, key=lambda r: r[1])
     best_f = min(classical, key=lambda r: r[2])
-    def word(a, b, nd):  # compared at the precision printed: equal there is a tie, not a win
-        a, b = round(a, nd), round(b, nd)
-        return "beats" if a > b else ("ties" if a == b else "does not beat")
-
+    word = _verdict_word
     out = []
     for name, p, f in rows:
         if name.startswith("pix2wgan"):
@@ -509,11 +512,10 @@ def _p2w_degraded_fields(models=None):
             if not name.startswith("pix2wgan"):
                 continue
             _, (frac,) = _boot_median(e, [best_f[2]])
-            wp = "beats" if round(p, 2) > round(best_p[1], 2) else ("ties" if round(p, 2) == round(best_p[1], 2) else "does not beat")
             f, fb = np.median(e), np.median(best_f[2])
-            wf = "beats" if round(f, 4) < round(fb, 4) else ("ties" if round(f, 4) == round(fb, 4) else "does not beat")
-            verdicts.append(f"- {tag}: {name}: PSNR {p:.2f} dB vs best classical {best_p[1]:.2f} ({best_p[0]}) -> {wp}; "
-                            f"pooled median rel. flux err {f:.4f} vs {fb:.4f} ({best_f[0]}) -> {wf} "
+            verdicts.append(f"- {tag}: {name}: PSNR {p:.2f} dB vs best classical {best_p[1]:.2f} ({best_p[0]}) -> "
+                            f"{_verdict_word(p, best_p[1], 2)}; pooled median rel. flux err {f:.4f} vs {fb:.4f} "
+                            f"({best_f[0]}) -> {_verdict_word(-f, -fb, 4)} "
                             f"(lower in {100 * frac:.0f}% of paired bootstrap resamples).")
     return lines + [""] + verdicts + [""]
 
