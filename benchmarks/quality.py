@@ -407,13 +407,12 @@ def _p2w_verdict(rows, base_label):
     classical = [r for r in rows if r[0] == base_label or r[0].startswith(("richardson-lucy", "backprojection"))]
     best_p = max(classical, key=lambda r: r[1])
     best_f = min(classical, key=lambda r: r[2])
-    word = _verdict_word
     out = []
     for name, p, f in rows:
         if name.startswith("pix2wgan"):
             out.append(f"- {name}: PSNR {p:.2f} dB vs best classical {best_p[1]:.2f} ({best_p[0]}) -> "
-                       f"{word(p, best_p[1], 2)}; median rel. flux err {f:.4f} vs "
-                       f"{best_f[2]:.4f} ({best_f[0]}) -> {word(-f, -best_f[2], 4)}.")
+                       f"{_verdict_word(p, best_p[1], 2)}; median rel. flux err {f:.4f} vs "
+                       f"{best_f[2]:.4f} ({best_f[0]}) -> {_verdict_word(-f, -best_f[2], 4)}.")
     return out
 
 
@@ -447,7 +446,6 @@ def _p2w_degraded_fields(models=None):
     flux-conserving bicubic back onto the HST grid), sources pooled over the fields: the real pair alone holds
     4 sources, too few to rank methods by their median."""
     from napari_astrosr.core import metrics
-    from napari_astrosr.core.degrade import degrade
     from napari_astrosr.core.projection import NOISE_DAMPING, estimate_lr_noise, noise_aware_target, project_flux_exact
     from napari_astrosr.core.resample import upsample
     fields = [(label, DATA / rel) for label, rel, _ in FIELDS if "HST" in label or "WFC3" in label]
@@ -460,10 +458,7 @@ def _p2w_degraded_fields(models=None):
     for noisy in (False, True):
         for fi, (label, p) in enumerate(fields):
             hr = _hst_at_006(p)
-            lr = degrade(hr, scale=4, psf=psf, seed=7 + fi).data.astype(np.float32)
-            if noisy:
-                sigma = NOISE_REL * float(np.percentile(lr, 99.5) - np.median(lr))
-                lr = lr + np.random.default_rng(8 + fi).normal(0, sigma, lr.shape).astype(np.float32)
+            lr, _ = _degrade(hr, 4, psf, noisy, seed=7 + fi)
             inp = np.asarray(upsample(lr, 4, method="bicubic"), np.float32)
             cands = [("bicubic input", inp),
                      ("richardson-lucy", _classical(lr, "richardson-lucy", scale=4, psf=psf)),
@@ -526,9 +521,8 @@ def run_pix2wgan(models=None):
     flux-noise``), plus each network followed by the noise-aware projection."""
     from napari_astrosr.core import metrics
     from napari_astrosr.core.fits_io import read_fits
-    from napari_astrosr.core.projection import noise_aware_target, project_flux_exact
     from napari_astrosr.core.psf import convolve
-    from napari_astrosr.core.resample import block_sum, reproject_flux, scale_wcs, upsample
+    from napari_astrosr.core.resample import block_sum, reproject_flux, scale_wcs
 
     def score(hr, img, dr):
         with warnings.catch_warnings():
