@@ -40,3 +40,25 @@ def test_written_files_get_normal_permissions(tmp_path):
     for p in (fits_out, tab_out):
         assert stat.S_IMODE(os.stat(p).st_mode) == want
     assert sorted(f.name for f in tmp_path.iterdir()) == ["cat.ecsv", "img.fits"]
+
+
+def test_gzip_read_closes_its_file(tmp_path):
+    """Reading (and describing) a .fits.gz leaves no file handle open: astropy closes only its GzipFile wrapper."""
+    import gc
+    import warnings
+
+    from astropy.io import fits
+
+    from napari_astrosr.core.fits_io import describe, list_image_hdus
+
+    p = tmp_path / "img.fits.gz"
+    fits.PrimaryHDU(np.arange(64, dtype=np.float32).reshape(8, 8)).writeto(p)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        img = read_fits(p)
+        list_image_hdus(p)
+        describe(p)
+        gc.collect()
+    leaks = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaks, [str(w.message) for w in leaks]
+    assert img.data.sum() == np.arange(64).sum()

@@ -217,6 +217,17 @@ def _open(path: PathLike) -> fits.HDUList:
             hdul.close()
         fobj.close()
         raise AstroSRError(f"{p}: not a readable FITS file ({_short(exc)}).") from exc
+    # hdul.close() closes a plain file handed to fits.open, but for a gzip file only the GzipFile astropy wraps
+    # around it: close ours too (else every read of a .fits.gz leaks a handle, a ResourceWarning at exit)
+    close_hdul = hdul.close
+
+    def close(*args, **kwargs):
+        try:
+            close_hdul(*args, **kwargs)
+        finally:
+            fobj.close()
+
+    hdul.close = close
     return hdul
 
 
