@@ -32,7 +32,7 @@ def _cfg(**over):
 
 
 def _losses(path):
-    return [float(r["loss"]) for r in csv.DictReader(open(path)) if r["loss"]]
+    return [float(r["loss"]) for r in csv.DictReader(path.read_text().splitlines()) if r["loss"]]
 
 
 @pytest.mark.slow
@@ -69,7 +69,7 @@ def test_resume_continues_from_same_step(tmp_path):
     b = torch.load(ck2, weights_only=True)["model"]
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
-    rows = list(csv.DictReader(open(tmp_path / "cut" / "log.csv")))
+    rows = list(csv.DictReader((tmp_path / "cut" / "log.csv").read_text().splitlines()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
@@ -88,7 +88,7 @@ def test_wgan_gp_steps_and_validation_metrics(tmp_path):
     cfg = _cfg(gan={"enabled": True, "critic_width": 4}, run={"steps": 4, "val_every": 2, "log_every": 2},
                optim={"optimizer": "adam", "betas": [0.5, 0.999]})
     ck = run(train_job(cfg, out_dir=tmp_path / "g"))
-    rows = list(csv.DictReader(open(tmp_path / "g" / "log.csv")))
+    rows = list(csv.DictReader((tmp_path / "g" / "log.csv").read_text().splitlines()))
     assert rows and all(np.isfinite(float(r["critic_loss"])) and np.isfinite(float(r["gp"])) for r in rows)
     assert float(rows[-1]["val_psnr"]) > 0 and rows[-1]["val_flux_error"] != ""
     import json
@@ -102,7 +102,7 @@ def test_fisr_with_fcl_trains(tmp_path):
     cfg = _cfg(model={"name": "fisr", "preset": "tiny", "scale": 2, "overrides": {}, "zero_init_last": True},
                data={"patch": 16}, loss={"fcl_weight": 0.01}, run={"steps": 3, "batch_size": 2})
     ck = run(train_job(cfg, out_dir=tmp_path / "f"))
-    rows = list(csv.DictReader(open(tmp_path / "f" / "log.csv")))
+    rows = list(csv.DictReader((tmp_path / "f" / "log.csv").read_text().splitlines()))
     assert float(rows[-1]["loss_fcl"]) >= 0 and ck.exists()
     # the checkpoint works through the production entry point
     from napari_astrosr.restoration import restore

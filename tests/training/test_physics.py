@@ -121,7 +121,7 @@ def test_projected_loss_trains_and_is_logged(tmp_path):
                 "threads": 1, "val_images": 1, "seed": 0},
     })
     run(train_job(cfg, out_dir=tmp_path / "r"))
-    rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
+    rows = list(csv.DictReader((tmp_path / "r" / "log.csv").read_text().splitlines()))
     proj = np.array([float(r["loss_proj"]) for r in rows if r.get("loss_proj")])
     assert len(proj) >= 30 and np.isfinite(proj).all()
     assert proj[-10:].mean() < proj[:5].mean()
@@ -148,7 +148,7 @@ def test_projected_loss_on_a_same_size_network(tmp_path):
 
     cfg = _proj_cfg("proj_same", {"name": "restormer", "preset": "tiny", "scale": 1})
     run(train_job(cfg, out_dir=tmp_path / "r"))
-    rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
+    rows = list(csv.DictReader((tmp_path / "r" / "log.csv").read_text().splitlines()))
     assert [r for r in rows if r.get("loss_proj")] and all(np.isfinite(float(r["loss_proj"])) for r in rows
                                                           if r.get("loss_proj"))
 
@@ -161,6 +161,7 @@ def test_projected_loss_refused_without_a_forward_model(tmp_path):
     cfg = _proj_cfg("proj1", {"name": "pix2wgan", "preset": "tiny", "scale": 1}, scale=1)
     with pytest.raises(AstroSRError, match="projection_weight"):
         run(train_job(cfg, out_dir=tmp_path / "r"))
+    assert not (tmp_path / "r" / "log.csv").exists()  # refused before the log is opened
 
 
 def test_same_size_block_mean_is_the_lr_observation():
@@ -216,5 +217,5 @@ def test_gain_invariant_weights_and_training(tmp_path):
     raw["loss"]["gain_invariant"] = True
     cfg2 = config_from_dict(raw)
     run(train_job(cfg2, out_dir=tmp_path / "r"))
-    rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
+    rows = list(csv.DictReader((tmp_path / "r" / "log.csv").read_text().splitlines()))
     assert rows and all(np.isfinite(float(r["loss"])) for r in rows if r.get("loss"))

@@ -363,7 +363,6 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             torch.set_rng_state(st["torch_rng"])  # dropout etc. continue as if never stopped
         wall_before = float(st.get("wall_s", 0.0))
         history = dict(meta.get("training", {}).get("history", {}))
-    log = _Log(out / "log.csv", append=resume)
     baseline: dict = {}
     t0 = time.perf_counter()
 
@@ -449,6 +448,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
     yield Progress(step, cfg.run.steps, msg, values={"params": n_params, **data.summary})
     running: dict[str, float] = {}
     stopped = False
+    # opened only now, after every check that can refuse the config: a refused run leaves no log open or behind
+    log = _Log(out / "log.csv", append=resume)
     try:
         while step < cfg.run.steps:
             if stop.is_set() or (cfg.run.max_minutes and wall() > cfg.run.max_minutes * 60):
