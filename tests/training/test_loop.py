@@ -70,7 +70,9 @@ def test_resume_continues_from_same_step(tmp_path):
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
     rows = list(csv.DictReader((tmp_path / "cut" / "log.csv").read_text().splitlines()))
-    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    # the stop at step 3 left a validation-only row after step 3's training row
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 3, 4, 5, 6]
+    assert rows[3]["val_psnr"] and not rows[3]["loss"] and not rows[2]["val_psnr"]
 
 
 def test_resume_refuses_without_checkpoint_and_overwrite(tmp_path):

@@ -182,14 +182,15 @@ def _plot(log_path: Path, png: Path) -> None:
             axes[0].plot(c[0], c[1], label=k, marker="." if k.startswith("val") else None)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("step")
-    axes[0].legend()
     for k in ("val_psnr", "val_psnr_bicubic"):
         c = col(k)
         if c is not None:
             axes[1].plot(c[0], c[1], label=k, marker=".")
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("PSNR [dB]")
-    axes[1].legend()
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:  # a run stopped before its first validation has no PSNR curve yet
+            ax.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
@@ -535,6 +536,12 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
     if stopped or "last_val" not in history or history["last_val"].get("step") != step:
         val = _validate(model, data, cfg, needs_flux, cfg.loss.pixel, baseline)
         history["last_val"] = {"step": step, **val}
+        # a validation-only row, so the log and curves.png of a stopped run end with its final validation too
+        final = _Log(out / "log.csv", append=True)
+        try:
+            final.row({"step": step, "wall_s": round(wall(), 2), **val})
+        finally:
+            final.close()
     path = save(history["last_val"])
     try:
         _plot(out / "log.csv", out / "curves.png")
