@@ -183,13 +183,18 @@ def test_event_loop_keeps_turning_during_restoration(make_napari_viewer, qtbot, 
     assert gaps.max() < 0.2
 
 
+def _noisy_stars(make_napari_viewer, qtbot, name, *, star_seed, noise_seed, sigma):
+    """A viewer holding a 48x48 star field plus Gaussian noise (``sigma``) as layer ``name``, and its Restore widget."""
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(noise_seed)
+    img = (star_image((48, 48), seed=star_seed) + rng.normal(0, sigma, (48, 48))).astype(np.float32)
+    viewer.add_image(img, name=name)
+    return viewer, restore_widget(viewer, qtbot)
+
+
 def test_restore_noise_aware_backprojection(make_napari_viewer, qtbot):
     """The 'only where above the noise' box runs the noise-aware projection (sigma from sep) and says so."""
-    viewer = make_napari_viewer()
-    rng = np.random.default_rng(4)
-    img = (star_image((48, 48), seed=3) + rng.normal(0, 5.0, (48, 48))).astype(np.float32)
-    viewer.add_image(img, name="noisy")
-    w = restore_widget(viewer, qtbot)
+    viewer, w = _noisy_stars(make_napari_viewer, qtbot, "noisy", star_seed=3, noise_seed=4, sigma=5.0)
     w.method.setCurrentText("backprojection")
     w.scale.setValue(2)
     w.psf.setText("gaussian:1.0")
@@ -207,11 +212,7 @@ def test_keep_sky_box_runs_the_sky_gate_for_networks_only(make_napari_viewer, qt
     """'keep the input's sky' is offered for networks (bundled Restormer here) and reaches the result's provenance;
     for a classical method it is disabled and not passed."""
     pytest.importorskip("torch")
-    viewer = make_napari_viewer()
-    rng = np.random.default_rng(5)
-    img = (star_image((48, 48), seed=4) + rng.normal(0, 2.0, (48, 48))).astype(np.float32)
-    viewer.add_image(img, name="sky")
-    w = restore_widget(viewer, qtbot)
+    viewer, w = _noisy_stars(make_napari_viewer, qtbot, "sky", star_seed=4, noise_seed=5, sigma=2.0)
     w.method.setCurrentText("bicubic")
     w.keep_sky.setChecked(True)
     assert not w.keep_sky.isEnabled() and w.options()["keep_sky"] is None
