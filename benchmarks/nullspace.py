@@ -41,7 +41,7 @@ ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def dose(base, net, lr, *, scale, psf, noisy, alphas=ALPHAS):
     """``{alpha: projected blend}``; the exact projection, or the noise-aware one when ``noisy``."""
-    from napari_astrosr.core.projection import NOISE_DAMPING, estimate_lr_noise, noise_aware_target, project_flux_exact
+    from napari_astrosr.core.projection import estimate_lr_noise, project_flux_exact
     from napari_astrosr.core.psf import parse_psf
 
     kernel = parse_psf(psf)
@@ -51,11 +51,8 @@ def dose(base, net, lr, *, scale, psf, noisy, alphas=ALPHAS):
         warnings.simplefilter("ignore")
         for a in alphas:
             blend = base + a * (net - base)
-            if noisy:
-                t, _ = noise_aware_target(blend, lr, scale=scale, psf=kernel, sigma=sigma)
-                out[a] = project_flux_exact(blend, t, scale=scale, psf=kernel, damping=NOISE_DAMPING)
-            else:
-                out[a] = project_flux_exact(blend, lr, scale=scale, psf=kernel)
+            out[a] = (q.project_noise_aware(blend, lr, scale=scale, psf=kernel, sigma=sigma) if noisy
+                      else project_flux_exact(blend, lr, scale=scale, psf=kernel))
     return out
 
 
@@ -78,21 +75,12 @@ def sr_groups(side):
 
 def p2w_groups():
     """The quality benchmark's pooled Pix2WGAN cases (held-out HST fields, real HSC PSF, x4)."""
-    from napari_astrosr.core.resample import upsample
-
-    fields = [(label, q.DATA / rel) for label, rel, _ in q.FIELDS if "HST" in label or "WFC3" in label]
     psf = q._hsc_psf_on(0.06)
-    for nz in (False, True):
-        for fi, (label, p) in enumerate(fields):
-            if not p.exists():
-                continue
-            hr = q._hst_at_006(p)
-            lr, _ = q._degrade(hr, 4, psf, nz, seed=7 + fi)  # the quality benchmark's seeds
-            base = np.asarray(upsample(lr, 4, method="bicubic"), np.float64)
-            for net in ("pix2wgan", "pix2wgan-cascade"):
-                out = q._translate(base.astype(np.float32), net)
-                if out is not None:
-                    yield f"{net} (HSC PSF x4)", hr, lr, 4, psf, nz, base, np.asarray(out, np.float64)
+    for nz, _label, hr, lr, inp in q.p2w_cases(psf):
+        for net in ("pix2wgan", "pix2wgan-cascade"):
+            out = q._translate(inp, net)
+            if out is not None:
+                yield f"{net} (HSC PSF x4)", hr, lr, 4, psf, nz, inp.astype(np.float64), np.asarray(out, np.float64)
 
 
 def main(argv=None) -> int:

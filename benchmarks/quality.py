@@ -441,50 +441,65 @@ def _hst_at_006(path):
     return np.ascontiguousarray(hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4])
 
 
+def p2w_cases(psf):
+    """The pooled Pix2WGAN cases (also nullspace.py): the held-out HST fields at 0.06"/px degraded with ``psf`` (x4
+    block sum, noisy = 1% of the LR robust peak), clean then noisy; yields ``(noisy, label, hr, lr, inp)``, ``inp``
+    being the flux-conserving bicubic upsampling of ``lr`` (what the networks translate)."""
+    from napari_astrosr.core.resample import upsample
+
+    fields = [(label, DATA / rel) for label, rel, _ in FIELDS if "HST" in label or "WFC3" in label]
+    fields = [(label, p) for label, p in fields if p.exists()]
+    for noisy in (False, True):
+        for fi, (label, p) in enumerate(fields):
+            hr = _hst_at_006(p)
+            lr, _ = _degrade(hr, 4, psf, noisy, seed=7 + fi)
+            yield noisy, label, hr, lr, np.asarray(upsample(lr, 4, method="bicubic"), np.float32)
+
+
+def project_noise_aware(img, lr, *, scale, psf, sigma):
+    """``img`` through the noise-aware projection (Wiener-filtered target, damped solve), as ``restore(flux_noise=)``
+    does it, but through any forward model (here the true x4 one where restore's own would use scale 1)."""
+    from napari_astrosr.core.projection import NOISE_DAMPING, noise_aware_target, project_flux_exact
+
+    t, _ = noise_aware_target(img, lr, scale=scale, psf=psf, sigma=sigma)
+    return project_flux_exact(img, t, scale=scale, psf=psf, damping=NOISE_DAMPING)
+
+
 def _p2w_degraded_fields(models=None):
     """Pix2WGAN on the held-out HST fields degraded the way it was trained (real HSC PSF, x4 block sum,
     flux-conserving bicubic back onto the HST grid), sources pooled over the fields: the real pair alone holds
     4 sources, too few to rank methods by their median."""
     from napari_astrosr.core import metrics
-    from napari_astrosr.core.projection import NOISE_DAMPING, estimate_lr_noise, noise_aware_target, project_flux_exact
-    from napari_astrosr.core.resample import upsample
-    fields = [(label, DATA / rel) for label, rel, _ in FIELDS if "HST" in label or "WFC3" in label]
-    fields = [(label, p) for label, p in fields if p.exists()]
-    if not fields:
-        return []
+    from napari_astrosr.core.projection import estimate_lr_noise, project_flux_exact
     psf = _hsc_psf_on(0.06)
     pooled = {}  # (noisy, name) -> {"psnr": [...], "errs": [...]}
     n_src = []
-    for noisy in (False, True):
-        for fi, (label, p) in enumerate(fields):
-            hr = _hst_at_006(p)
-            lr, _ = _degrade(hr, 4, psf, noisy, seed=7 + fi)
-            inp = np.asarray(upsample(lr, 4, method="bicubic"), np.float32)
-            cands = [("bicubic input", inp),
-                     ("richardson-lucy", _classical(lr, "richardson-lucy", scale=4, psf=psf)),
-                     ("backprojection", _classical(lr, "backprojection", scale=4, psf=psf)),
-                     ("backprojection + flux-noise", _classical(lr, "backprojection", scale=4, psf=psf, flux_noise="auto"))]
-            sigma_lr = estimate_lr_noise(lr)
-            for net in ("pix2wgan", "pix2wgan-cascade"):
-                for ks in (False, True):
-                    out = _translate(inp, net, models=models, keep_sky=ks or None)
-                    if out is None:
-                        break
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        name = net + (" + keep-sky" if ks else "")
-                        # the projections through the true x4 forward model (restore's own would use scale 1);
-                        # flux-noise with the damped solve restore(flux_noise=) uses
-                        t, _ = noise_aware_target(out, lr, scale=4, psf=psf, sigma=sigma_lr)
-                        cands += [(name, out), (f"{name} + flux-exact", project_flux_exact(out, lr, scale=4, psf=psf)),
-                                  (f"{name} + flux-noise", project_flux_exact(out, t, scale=4, psf=psf, damping=NOISE_DAMPING))]
-            dr = float(hr.max() - hr.min())
-            for name, img in cands:
-                r = pooled.setdefault((noisy, name), {"psnr": [], "errs": []})
-                r["psnr"].append(metrics.psnr(hr, img, data_range=dr))
-                r["errs"].append(source_rel_errors(hr, img))
-            if not noisy:
-                n_src.append(f"{label} {hr.shape[1]}x{hr.shape[0]} px, {len(r['errs'][-1])}")
+    for noisy, label, hr, lr, inp in p2w_cases(psf):
+        cands = [("bicubic input", inp),
+                 ("richardson-lucy", _classical(lr, "richardson-lucy", scale=4, psf=psf)),
+                 ("backprojection", _classical(lr, "backprojection", scale=4, psf=psf)),
+                 ("backprojection + flux-noise", _classical(lr, "backprojection", scale=4, psf=psf, flux_noise="auto"))]
+        sigma_lr = estimate_lr_noise(lr)
+        for net in ("pix2wgan", "pix2wgan-cascade"):
+            for ks in (False, True):
+                out = _translate(inp, net, models=models, keep_sky=ks or None)
+                if out is None:
+                    break
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    name = net + (" + keep-sky" if ks else "")
+                    # the projections through the true x4 forward model (restore's own would use scale 1)
+                    cands += [(name, out), (f"{name} + flux-exact", project_flux_exact(out, lr, scale=4, psf=psf)),
+                              (f"{name} + flux-noise", project_noise_aware(out, lr, scale=4, psf=psf, sigma=sigma_lr))]
+        dr = float(hr.max() - hr.min())
+        for name, img in cands:
+            r = pooled.setdefault((noisy, name), {"psnr": [], "errs": []})
+            r["psnr"].append(metrics.psnr(hr, img, data_range=dr))
+            r["errs"].append(source_rel_errors(hr, img))
+        if not noisy:
+            n_src.append(f"{label} {hr.shape[1]}x{hr.shape[0]} px, {len(r['errs'][-1])}")
+    if not pooled:
+        return []
     lines = ["### Held-out HST fields degraded with the real HSC PSF (x4, then back onto the HST grid), pooled", "",
              "The four HST fields of the SR benchmark (whole cutouts at 0.06\"/px; S/N > 10 sources: " + "; ".join(n_src) +
              "), degraded as Pix2WGAN was trained: real HSC PSF, x4 block sum, noisy = 1% of the LR robust peak. "
