@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything napari-astrosr needs into .venv (system packages included when root).
+# Install everything napari-astrosr needs (all extras + test tools) into .venv (system packages included when root).
 # Idempotent and quick when nothing changed: a stamp records what was installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first and pinned: the CPU build lies on this kind of machine's disk; an unpinned
   # torch would pull a multi-GB CUDA build. On a GPU machine, install your CUDA torch first.
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[gui,test]"
+  .venv/bin/python -m pip install -q -e ".[all,test]"
   echo "$want" > "$stamp"
 fi
