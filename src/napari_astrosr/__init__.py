@@ -1,8 +1,9 @@
 """napari-astrosr: flux-consistent restoration of astronomical images.
 
-The public Python API re-exports the core and backend entry points. Entry points that
-need torch (restoration, coadd, training, batch) are imported lazily on first use, so
-``import napari_astrosr`` (and napari's start-up) stays fast.
+The public Python API re-exports the core and backend entry points. Every entry point is
+imported lazily on first use (PEP 562), so ``import napari_astrosr`` loads neither astropy
+nor torch nor napari, and ``astrosr --help`` and napari's start-up stay fast. The core
+(``pip install napari-astrosr``) needs no torch; the networks need ``napari-astrosr[ml]``.
 
 Examples
 --------
@@ -19,12 +20,18 @@ import importlib
 from typing import Any
 
 from ._version import __version__
-from .core.fits_io import FitsImage, read_fits, read_fits_all, write_fits
 from .exceptions import AstroSRError, NoSourcesWarning, StoppedError
-from .progress import Progress, StopFlag, run
 
 # name -> module holding it; imported on first attribute access (PEP 562)
 _LAZY = {
+    # FITS I/O and long-job helpers (astropy: ~0.4 s, so not at package import)
+    "FitsImage": "napari_astrosr.core.fits_io",
+    "read_fits": "napari_astrosr.core.fits_io",
+    "read_fits_all": "napari_astrosr.core.fits_io",
+    "write_fits": "napari_astrosr.core.fits_io",
+    "Progress": "napari_astrosr.progress",
+    "StopFlag": "napari_astrosr.progress",
+    "run": "napari_astrosr.progress",
     # core (numpy/astropy/sep/photutils)
     "degrade": "napari_astrosr.core.degrade",
     "detect_sources": "napari_astrosr.core.detection",
@@ -58,6 +65,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access and cache the name here."""
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'napari_astrosr' has no attribute {name!r}")
@@ -67,10 +75,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """Public names, the lazy ones included."""
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = [
-    "__version__", "AstroSRError", "NoSourcesWarning", "StoppedError", "FitsImage", "read_fits",
-    "read_fits_all", "write_fits", "Progress", "StopFlag", "run", *_LAZY,
-]
+__all__ = ["__version__", "AstroSRError", "NoSourcesWarning", "StoppedError", *_LAZY]
