@@ -116,24 +116,75 @@ def _cost(arch: str, preset: Optional[str], scale: int, config: Optional[dict] =
     return _COST_CACHE[key]
 
 
+def _listed_devices() -> list[str]:
+    """Devices for ``list_methods`` without importing torch (~1-2 s) when it is not loaded yet.
+
+    With torch imported, :func:`_available_devices` asks it. Otherwise: none without torch
+    (the networks need ``napari-astrosr[ml]``); cpu, plus cuda when the installed torch is a
+    CUDA/ROCm build (its ``torch/version.py``) and an NVIDIA/AMD driver is loaded, plus mps on
+    Apple silicon. ``restore(device=...)`` still checks the device for real.
+    """
+    import sys
+
+    if "torch" in sys.modules:
+        return _available_devices()
+    from ._extras import installed
+
+    if not installed("torch"):
+        return []
+    import importlib.util
+    import os
+    import platform
+    import re
+
+    devs = ["cpu"]
+    try:
+        spec = importlib.util.find_spec("torch")
+        text = Path(spec.submodule_search_locations[0], "version.py").read_text()
+    except (OSError, TypeError, IndexError, AttributeError):
+        text = ""
+    cuda_build = re.search(r"^(cuda|hip)\b[^=]*=\s*['\"]", text, re.M) is not None
+    if cuda_build and (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/kfd")):
+        devs.append("cuda")
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        devs.append("mps")
+    return devs
+
+
+def _stored_cost(meta: dict) -> Optional[dict]:
+    """The ``"cost"`` a sidecar stores (``scripts/annotate_costs.py``, or written at save time), if valid."""
+    c = meta.get("cost")
+    if isinstance(c, dict) and isinstance(c.get("params"), int) and isinstance(c.get("flops"), int):
+        return {"params": c["params"], "flops": c["flops"], "flops_input": str(c.get("flops_input", "64x64"))}
+    return None
+
+
 def list_methods(*, costs: bool = True, presets: bool = False) -> list[dict]:
     """Every method: name, kind, scales, params, flops, devices, bundled weights, description, flux.
 
     For networks, ``params``/``flops`` are those of the bundled x2 checkpoint (or of the
-    default ``small`` preset without one); with ``presets=True`` an entry ``presets`` lists
-    every preset's cost (a few seconds: ``astrosr methods`` shows them). FLOPs are
-    counted by ``torch.utils.flop_counter.FlopCounterMode`` for one 64x64 network input
-    (the LR grid for FISR, the target grid for the same-size networks), multiply-add = 2.
+    default ``small`` preset without one), read from the ``"cost"`` its sidecar stores, so
+    listing needs neither torch nor a network build (milliseconds); only a network without
+    a stored cost is built to count them (needs torch; without it they stay None). With
+    ``presets=True`` an entry ``presets`` lists every preset's cost (built and counted: a few
+    seconds; ``astrosr methods --presets``). FLOPs are counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` for one 64x64 network input (the LR grid
+    for FISR, the target grid for the same-size networks), multiply-add = 2. ``devices`` is
+    empty when torch is not installed (the networks need ``napari-astrosr[ml]``).
     """
     out: list[dict] = []
     for name, info in CLASSICAL.items():
         out.append(dict(name=name, kind="classical", scales=[1, 2, 3, 4, 8] if name == "richardson-lucy"
                          else [2, 3, 4, 8], params=0, flops=None, devices=["cpu"], bundled=[],
                          needs_psf=name in ("richardson-lucy", "backprojection"), **info))
+    from ._extras import installed, require
     from .models.registry import MODELS
     from .training.checkpoints import bundled_checkpoint, read_sidecar
 
-    devices = _available_devices()
+    devices = _listed_devices()
+    can_count = installed("torch")
+    if costs and presets:
+        require("torch", extra="ml", what="counting every preset's parameters and FLOPs (--presets)")
     for name, info in NETWORKS.items():
         spec = MODELS[name]
         bundled = [s for s in spec.scales if bundled_checkpoint(name, s) is not None]
@@ -143,13 +194,17 @@ def list_methods(*, costs: bool = True, presets: bool = False) -> list[dict]:
                                      preset=spec.default_preset, **info)
         if costs:
             ref = bundled_checkpoint(name, 2 if 2 in bundled else (bundled[0] if bundled else 2))
+            c: Optional[dict] = None
             if ref is not None and bundled:
                 meta = read_sidecar(ref)
-                c = _cost(name, meta.get("preset"), int(meta["scale"]), meta["config"])
                 entry["preset"] = meta.get("preset")
-            else:
+                c = _stored_cost(meta)
+                if c is None and can_count:
+                    c = _cost(name, meta.get("preset"), int(meta["scale"]), meta["config"])
+            elif can_count:
                 c = _cost(name, spec.default_preset, 2)
-            entry.update(params=c["params"], flops=c["flops"])
+            if c is not None:
+                entry.update(params=c["params"], flops=c["flops"], flops_input=c["flops_input"])
         if costs and presets:
             entry["presets"] = {p: {k: v for k, v in _cost(name, p, 2).items() if k != "flops_input"}
                                 for p in spec.presets}

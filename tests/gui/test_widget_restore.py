@@ -40,6 +40,14 @@ def random_checkpoint(tmp_path, *, scale=1):
                            config=cfg, normalization={"kind": "median_std"})
 
 
+def test_method_list_loaded_with_costs_and_a_method_chosen(make_napari_viewer, qtbot):
+    # the list arrives from a thread; once there, the choice is a method (the first, bicubic), not the
+    # 'checkpoint file…' placeholder that was the only item before, and networks show their stored size
+    w = restore_widget(make_napari_viewer(), qtbot)
+    assert w.method.currentText() == "bicubic"
+    assert w._methods["fisr"]["params"] > 0 and w._methods["restormer"]["flops"] > 0
+
+
 def test_restore_bicubic_aligned_with_residual(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     img = star_image((40, 48), seed=2)

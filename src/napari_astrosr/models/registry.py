@@ -16,6 +16,8 @@ Two kinds of network:
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -28,7 +30,7 @@ class ModelSpec:
 
     name: str
     builder: Callable[..., Any]
-    presets: dict[str, dict]
+    presets: Mapping[str, dict]
     scales: tuple[int, ...]
     needs_flux_map: bool
     description: str
@@ -60,31 +62,57 @@ def _cascade(**kw):
 
 
 
-def _make_registry() -> dict[str, ModelSpec]:
-    from . import fisr, pix2wgan, restormer  # noqa: F401  (presets live next to the code)
+class _LazyPresets(Mapping):
+    """A network's presets, read from its module on first use.
 
+    The presets live next to the network code, whose module imports torch (1-3 s); the
+    registry (names, scales, descriptions) must not, so ``astrosr methods`` and the core
+    install (no torch) can list the networks.
+    """
+
+    def __init__(self, module: str, *names: str) -> None:
+        self._module, self._names = module, names
+        self._presets: Optional[dict[str, dict]] = None
+
+    def _get(self) -> dict[str, dict]:
+        if self._presets is None:
+            mod = importlib.import_module(f"{__package__}.{self._module}")
+            self._presets = {k: v for n in self._names for k, v in getattr(mod, n).items()}
+        return self._presets
+
+    def __getitem__(self, key: str) -> dict:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _make_registry() -> dict[str, ModelSpec]:
     return {
         "restormer": ModelSpec(
-            name="restormer", builder=_restormer, presets=restormer.PRESETS, scales=(1, 2, 3, 4),
+            name="restormer", builder=_restormer, presets=_LazyPresets("restormer", "PRESETS"), scales=(1, 2, 3, 4),
             needs_flux_map=False, upsamples=False, multiple=8,
             description="Restormer transformer (MDTA + GDFN), same-size restoration; SR after flux-conserving bicubic",
             paper="Zamir et al. 2022 (CVPR); Park et al. galaxy restoration"),
         "fisr": ModelSpec(
-            name="fisr", builder=_fisr, presets={**fisr.PRESETS, **fisr.LITE_PRESETS}, scales=(2, 4),
+            name="fisr", builder=_fisr, presets=_LazyPresets("fisr", "PRESETS", "LITE_PRESETS"), scales=(2, 4),
             needs_flux_map=True, upsamples=True, multiple=8,
             description="FISR: PromptIR-style encoder-decoder with flux-guidance controllers; residual on "
                         "flux-conserving bicubic, PixelShuffle x2/x4; preset \"lite\": fast shallow "
                         "full-resolution residual CNN with flux-map gating",
             paper="FISR / STAR flux-guided super-resolution (PromptIR backbone, Potlapalli et al. 2023)"),
         "pix2wgan": ModelSpec(
-            name="pix2wgan", builder=_pix2wgan, presets=pix2wgan.PRESETS, scales=(1, 2, 3, 4),
+            name="pix2wgan", builder=_pix2wgan, presets=_LazyPresets("pix2wgan", "PRESETS"), scales=(1, 2, 3, 4),
             needs_flux_map=False, upsamples=False, multiple=64,
             normalization={"kind": "median_std"},
             description="Pix2WGAN U-Net generator (6 down/6 up) trained with a PatchGAN WGAN-GP critic; "
                         "same-size translation on the target grid",
             paper="Pix2WGAN survey-to-survey translation (pix2pix U-Net + WGAN-GP)"),
         "pix2wgan-cascade": ModelSpec(
-            name="pix2wgan-cascade", builder=_cascade, presets=pix2wgan.CASCADE_PRESETS, scales=(1, 2, 3, 4),
+            name="pix2wgan-cascade", builder=_cascade, presets=_LazyPresets("pix2wgan", "CASCADE_PRESETS"), scales=(1, 2, 3, 4),
             needs_flux_map=False, upsamples=False, multiple=64,
             description="two Pix2WGAN generators in a row (e.g. SDSS-like -> DECaLS-like -> HSC-like)",
             paper="Pix2WGAN cascade"),

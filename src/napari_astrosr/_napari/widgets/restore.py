@@ -186,8 +186,8 @@ class RestoreWidget(QWidget):
         def _list() -> list:
             from ...restoration import list_methods
 
-            # costs=False: counting every network's FLOPs takes tens of seconds on a CPU
-            return list_methods(costs=False)
+            # costs are read from the bundled weights' sidecars: no torch import, no network build
+            return list_methods()
 
         def _done(methods: list) -> None:
             self._listed = list(methods)
@@ -224,10 +224,12 @@ class RestoreWidget(QWidget):
                 "scales": (meta["scale"],) if "scale" in meta else (),
                 "description": f"trained this session: {path}",
             }
+        # before the list has loaded, 'checkpoint file…' is the only item: not a choice to keep
+        chose_file = current == CHECKPOINT_ITEM and self.method.count() > 1
         self.method.blockSignals(True)
         self.method.clear()
         self.method.addItems(list(self._methods) + [CHECKPOINT_ITEM])
-        if current in self._methods or current == CHECKPOINT_ITEM:
+        if current in self._methods or chose_file:
             self.method.setCurrentText(current)
         self.method.blockSignals(False)
         self._method_changed()
