@@ -432,6 +432,9 @@ def restore_dask(
     per-block and total flux follow the method's flux behaviour. WCS/header are not carried by a
     dask array: use :func:`restore_fits_tiled` for files.
     """
+    from ._extras import require
+
+    require("dask", extra="batch", what="restore_dask (tiled restoration)")
     import dask.array as da
     from dask.array.overlap import ensure_minimum_chunksize
 
@@ -692,6 +695,9 @@ def restore_fits_tiled_job(
     -------
     TiledResult
     """
+    from ._extras import require
+
+    require("dask", extra="batch", what="the tiled restoration (--tile)")
     import dask
     import dask.array as da
 
@@ -1097,6 +1103,9 @@ def batch_job(
     BatchResult
         One row per input in input order: done / skipped / failed (with the error) / cancelled.
     """
+    from ._extras import require
+
+    require("distributed", extra="batch", what="astrosr batch")
     from distributed import as_completed
 
     t0 = time.perf_counter()

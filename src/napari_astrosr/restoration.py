@@ -222,7 +222,10 @@ def _psf_label(psf: Any) -> Optional[str]:
 
 def _resolve_model(method: str, scale: int, model: Any, device: str):
     """(module, meta) from a checkpoint path, a bundled checkpoint, or a module passed in."""
+    from ._extras import require
     from .training.checkpoints import bundled_checkpoint, load_checkpoint
+
+    require("torch", extra="ml", what=f"--method {method}")
 
     if model is not None and not isinstance(model, (str, Path)):
         # an in-memory module (training validation, tests): normalisation from its attribute

@@ -27,8 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from .._extras import require
     from ..exceptions import AstroSRError
 
+    require("napari", extra="napari", what="astrosr demo")
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         raise AstroSRError("no display: run scripts/demo.sh (it uses xvfb-run), or `xvfb-run -a astrosr demo --headless`.")
     import warnings

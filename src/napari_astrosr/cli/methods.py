@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     for m in methods:
         scales = ",".join(map(str, m["scales"]))
         bundled = ",".join(f"x{s}" for s in m["bundled"]) or ("-" if m["kind"] == "network" else "n/a")
+        devices = ",".join(m["devices"]) or "needs [ml]"  # no torch: pip install 'napari-astrosr[ml]'
         print(f"{m['name']:<18}{m['kind']:<10}{scales:<11}{_fmt(m['params']):>9}{_fmt(m['flops']):>9}  "
-              f"{bundled:<9}{','.join(m['devices']):<14}{m['description']}")
+              f"{bundled:<9}{devices:<14}{m['description']}")
         print(f"{'':<18}flux: {m['flux']}")
         for p, c in (m.get("presets") or {}).items():
             print(f"{'':<18}preset {p:<6} {_fmt(c['params']):>9} params {_fmt(c['flops']):>9} FLOPs")

@@ -177,6 +177,9 @@ def dip_coadd_job(
         per-frame ``residuals`` (frame - model, 0 where masked), fitted ``sky`` offsets,
         ``psfs`` (learned in blind mode) and ``metrics``.
     """
+    from .._extras import require
+
+    require("torch", extra="ml", what="the DIP coadd (--method dip)")
     import torch
 
     from ..models.astroclearnet import AstroClearNet, PSFDecoder

@@ -239,6 +239,9 @@ def train_job(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER,
     Progress
         ``values`` holds ``loss`` (and ``val_psnr`` etc. after validations).
     """
+    from .._extras import require
+
+    require("torch", extra="ml", what="training")
     import torch
 
     from ..models.registry import get_spec
