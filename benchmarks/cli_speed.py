@@ -37,9 +37,11 @@ COMMANDS = {
     "astrosr methods": ["-m", "napari_astrosr", "methods"],
 }
 # the Restore widget's listing: list_methods() in a process that has already imported the package
-LISTING = ("import time, napari_astrosr; t = time.perf_counter(); "
-           "from napari_astrosr.restoration import list_methods; list_methods(); "
-           "print(time.perf_counter() - t)")
+LISTING = (
+    "import time, napari_astrosr; t = time.perf_counter(); "
+    "from napari_astrosr.restoration import list_methods; list_methods(); "
+    "print(time.perf_counter() - t)"
+)
 
 
 def _env(src: Path) -> dict:
@@ -79,8 +81,10 @@ def main() -> None:
             times.setdefault((tree, "list_methods() in-process"), []).append(_listing(env))
     med = {k: statistics.median(v) for k, v in times.items()}
     numpy_s = med[("this tree", 'python -c "import numpy"')]
-    print(f"{args.repeats} interleaved rounds, median wall seconds; python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} CPUs; trees: " + ", ".join(f"{t} = {s}" for t, s in trees.items()))
+    print(
+        f"{args.repeats} interleaved rounds, median wall seconds; python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs; trees: " + ", ".join(f"{t} = {s}" for t, s in trees.items())
+    )
     print()
     print("| tree | command | median s | / import numpy | / astrosr --help |")
     print("|---|---|---:|---:|---:|")

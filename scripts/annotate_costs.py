@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         cost = cost_of(meta)
         ok = meta.get("cost") == cost
         stale += not ok
-        print(f"{side.name:<28} params {cost['params']:>10,}  FLOPs {cost['flops']:>14,}  "
-              f"{'ok' if ok else ('stale' if args.check else 'written')}")
+        print(
+            f"{side.name:<28} params {cost['params']:>10,}  FLOPs {cost['flops']:>14,}  "
+            f"{'ok' if ok else ('stale' if args.check else 'written')}"
+        )
         if not ok and not args.check:
             meta["cost"] = cost
             # the format save_checkpoint writes (indent 2, sorted keys, no final newline)
