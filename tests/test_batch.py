@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 
 pytest.importorskip("distributed")
-restoration = pytest.importorskip("napari_astrosr.restoration", reason="restoration backend not present")
+from napari_astrosr import restoration  # noqa: E402
 
 from napari_astrosr import batch as B  # noqa: E402
 from napari_astrosr.cli import main  # noqa: E402

@@ -14,6 +14,8 @@ from napari_astrosr._napari._writer import write_image
 from napari_astrosr.core.fits_io import read_fits, read_layers
 from napari_astrosr.data import sample_path
 
+pytestmark = pytest.mark.gui
+
 
 def test_image_layer_tuple_from_sample():
     img = read_fits(sample_path("hst_galaxy"))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_astrosr.core.coadd")
-
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 from napari_astrosr._napari.widgets.coadd import CoaddWidget  # noqa: E402
 
 from widget_helpers import Notes, star_image, wait_idle  # noqa: E402
+
+pytestmark = pytest.mark.gui
 
 
 def _frames(n=4, shape=(32, 32), sigma=0.5):
@@ -65,7 +65,6 @@ def test_ivar_and_median_from_layers(make_napari_viewer, qtbot):
 @pytest.mark.slow
 def test_dip_live_latent_and_stop(make_napari_viewer, qtbot):
     pytest.importorskip("torch")
-    pytest.importorskip("napari_astrosr.training.coadd")
     viewer = make_napari_viewer()
     _, frames = _frames(n=3)
     stack = viewer.add_image(frames, name="stack")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_astrosr.core.detection")
-pytest.importorskip("napari_astrosr.core.fluxmap")
-
 from napari_astrosr._napari.widgets import detect as detect_mod  # noqa: E402
 from napari_astrosr._napari.widgets.detect import DetectWidget, ellipse_corners  # noqa: E402
 
 from widget_helpers import Notes, star_image, wait_idle  # noqa: E402
+
+pytestmark = pytest.mark.gui
 
 
 def test_ellipse_corners_rotation():
@@ -55,7 +54,6 @@ def test_detect_layers_table_and_export(make_napari_viewer, qtbot, tmp_path):
     wait_idle(qtbot, w.jobs)
     assert len([ly for ly in viewer.layers if ly.name.startswith("field [sources]")]) == 1
 
-    pytest.importorskip("napari_astrosr.core.catalogs")
     from astropy.table import Table
 
     for fmt, suffix in detect_mod.EXPORT_FORMATS.items():

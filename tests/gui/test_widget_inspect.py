@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_astrosr.core.metrics")
-pytest.importorskip("napari_astrosr.core.catalogs")
-
 from napari_astrosr._napari.widgets.inspect import InspectWidget, grid_relation  # noqa: E402
 from napari_astrosr.core import metrics  # noqa: E402
 from napari_astrosr.core.resample import block_sum  # noqa: E402
 
 from widget_helpers import Notes, star_image, wait_idle  # noqa: E402
+
+pytestmark = pytest.mark.gui
 
 
 def test_grid_relation():

@@ -6,8 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_astrosr.core.morphology")
-
 from astropy.table import Table  # noqa: E402
 
 from napari_astrosr._napari.widgets.inspect import MORPH_ROW_PX, InspectWidget, lq_scale  # noqa: E402
@@ -17,6 +15,8 @@ from napari_astrosr.core.simulate import sersic_galaxies  # noqa: E402
 from napari_astrosr.restoration import restore  # noqa: E402
 
 from widget_helpers import Notes, wait_idle  # noqa: E402
+
+pytestmark = pytest.mark.gui
 
 
 def _field():

@@ -5,9 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_astrosr.restoration")
-pytest.importorskip("napari_astrosr.core.metrics")
-
 from astropy.table import Table  # noqa: E402
 
 from napari_astrosr._napari.widgets.detect import DetectWidget  # noqa: E402
@@ -15,6 +12,8 @@ from napari_astrosr._napari.widgets.inspect import InspectWidget  # noqa: E402
 from napari_astrosr.core.resample import block_sum, scale_wcs  # noqa: E402
 
 from widget_helpers import Notes, restore_widget, wait_idle  # noqa: E402
+
+pytestmark = pytest.mark.gui
 
 
 def test_sample_restore_detect_inspect_export(make_napari_viewer, qtbot, tmp_path):

@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_astrosr.restoration")
-
 from astropy.wcs import WCS  # noqa: E402
 
 from napari_astrosr._napari.widgets.restore import CHECKPOINT_ITEM  # noqa: E402
 
 from widget_helpers import Notes, restore_widget, star_image, wait_idle  # noqa: E402
+
+pytestmark = pytest.mark.gui
 
 
 def _wcs(shape):

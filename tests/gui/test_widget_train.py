@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("napari_astrosr.training.loop")
 
 from napari_astrosr._napari.widgets.train import TrainWidget, example_configs  # noqa: E402
 from napari_astrosr.config import config_from_dict  # noqa: E402
 
 from widget_helpers import Notes, restore_widget, star_image, wait_idle  # noqa: E402
+
+pytestmark = pytest.mark.gui
 
 TINY = {
     "name": "widget_test",

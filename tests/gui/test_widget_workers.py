@@ -21,6 +21,8 @@ from napari_astrosr.progress import Progress
 
 from widget_helpers import Notes, wait_idle
 
+pytestmark = pytest.mark.gui
+
 
 def counting_job(n, *, delay=0.0, stop, fail_at=None, raise_on_stop=False):
     total = 0
