@@ -102,3 +102,15 @@ def test_network_without_torch_says_which_extra(field: Path, tmp_path: Path):
     assert "Traceback" not in r.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == [field]
     assert field.read_bytes() == before
+
+
+def test_require_names_the_extra(monkeypatch):
+    from napari_astrosr._extras import MissingExtraError, require
+    from napari_astrosr.exceptions import AstroSRError
+
+    require("numpy")  # installed: nothing happens
+    monkeypatch.setitem(sys.modules, "torch", None)  # torch absent, as in the core install
+    with pytest.raises(MissingExtraError, match=r"^training needs torch, .* install napari-astrosr\[ml\]") as exc:
+        require("torch", what="training")
+    assert isinstance(exc.value, AstroSRError) and isinstance(exc.value, ImportError)
+    assert "\n" not in str(exc.value)
