@@ -12,9 +12,8 @@ import pytest
 from astropy.io import fits
 
 pytest.importorskip("distributed")
-from napari_astrosr import restoration  # noqa: E402
-
 from napari_astrosr import batch as B  # noqa: E402
+from napari_astrosr import restoration  # noqa: E402
 from napari_astrosr.cli import main  # noqa: E402
 from napari_astrosr.core.fits_io import read_fits, write_fits  # noqa: E402
 from napari_astrosr.core.resample import pixel_wcs  # noqa: E402

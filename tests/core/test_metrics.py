@@ -6,9 +6,10 @@ import pytest
 from astropy.table import QTable
 from scipy.ndimage import gaussian_filter
 
-from _measure_sim import gaussian_field
 from napari_astrosr.core import metrics as M
 from napari_astrosr.exceptions import AstroSRError
+
+from _measure_sim import gaussian_field
 
 
 @pytest.fixture(scope="module")

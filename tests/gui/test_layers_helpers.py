@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import astropy.units as u
 import numpy as np
 import pytest
 from astropy.table import QTable
-import astropy.units as u
-
 from napari.layers import Image
 
 from napari_astrosr._napari._layers import image_layer_tuple, result_layer_kwargs, sources_to_points

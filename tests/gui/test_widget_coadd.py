@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 from napari_astrosr._napari.widgets.coadd import CoaddWidget  # noqa: E402

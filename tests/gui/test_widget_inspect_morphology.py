@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from astropy.table import Table  # noqa: E402
 
 from napari_astrosr._napari.widgets.inspect import MORPH_ROW_PX, InspectWidget, lq_scale  # noqa: E402

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from astropy.table import Table  # noqa: E402
 
 from napari_astrosr._napari.widgets.detect import DetectWidget  # noqa: E402

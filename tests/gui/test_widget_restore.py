@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-
 from astropy.wcs import WCS  # noqa: E402
 
 from napari_astrosr._napari.widgets.restore import CHECKPOINT_ITEM  # noqa: E402
