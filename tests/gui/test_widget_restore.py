@@ -92,7 +92,8 @@ def test_restore_errors_are_notified(make_napari_viewer, qtbot):
     w.psf.setText("")
     w.run()
     wait_idle(qtbot, w.jobs)
-    assert any("needs --psf" in m for m in notes.errors())
+    # (issue 23: widget wording, not the CLI's "--psf SPEC")
+    assert any("needs a PSF (PSF box" in m for m in notes.errors())
     assert w.run_button.isEnabled() and w.jobs.bar.isHidden()
     # a checkpoint path that does not exist: caught before any worker starts
     w.method.setCurrentText(CHECKPOINT_ITEM)
