@@ -126,6 +126,34 @@ def is_input_image(layer: Any) -> bool:
             and not is_overlay(layer))
 
 
+class _DockScroll(QScrollArea):
+    """A scroll area as wide as its content and at most ``MAX_DOCK_HEIGHT`` of the screen tall:
+    napari sizes docks from their size hints, so the dock neither clips its form nor grows
+    the window beyond the screen."""
+
+    MAX_DOCK_HEIGHT = 0.6
+
+    def _content_hint(self) -> Any:
+        inner = self.widget()
+        return inner.sizeHint() if inner is not None else super().sizeHint()
+
+    def sizeHint(self) -> Any:  # noqa: N802 - Qt API
+        from qtpy.QtCore import QSize
+
+        hint = self._content_hint()
+        screen = self.screen()
+        cap = int(screen.availableGeometry().height() * self.MAX_DOCK_HEIGHT) if screen is not None else 600
+        bar = self.verticalScrollBar().sizeHint().width()
+        return QSize(hint.width() + bar + 2, min(hint.height() + 2, cap))
+
+    def minimumSizeHint(self) -> Any:  # noqa: N802 - Qt API
+        from qtpy.QtCore import QSize
+
+        inner = self.widget()
+        w = inner.minimumSizeHint().width() if inner is not None else 100
+        return QSize(w + self.verticalScrollBar().sizeHint().width() + 2, 120)
+
+
 def scroll_body(widget: QWidget) -> QVBoxLayout:
     """Give a dock widget a scroll area and return the layout to fill inside it.
 
@@ -133,8 +161,9 @@ def scroll_body(widget: QWidget) -> QVBoxLayout:
     """
     inner = QWidget()
     body = QVBoxLayout(inner)
-    scroll = QScrollArea()
+    scroll = _DockScroll()
     scroll.setWidgetResizable(True)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setFrameShape(QScrollArea.Shape.NoFrame)
     scroll.setWidget(inner)
     outer = QVBoxLayout(widget)
