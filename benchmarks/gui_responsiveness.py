@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
+    from widget_helpers import star_image
 
     from napari_astrosr._napari.widgets.detect import DetectWidget
     from napari_astrosr._napari.widgets.restore import RestoreWidget
-    from widget_helpers import star_image
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)

@@ -217,7 +217,8 @@ def error_message(exc: BaseException) -> str:
 
 # CLI wording in backend messages -> the widgets' words (longest patterns first)
 _WIDGET_WORDS: list[tuple[str, str]] = [
-    (r"pass --resume to continue it or choose another --out", "tick Resume to continue it or choose another output folder"),
+    (r"pass --resume to continue it or choose another --out",
+     "tick Resume to continue it or choose another output folder"),
     (r"run without --resume", "untick Resume"),
     (r"use --overwrite \(overwrite=True\) to replace it", "choose another name or allow replacing it"),
     (r"pass overwrite=True \(--overwrite\)", "allow replacing it"),

@@ -34,7 +34,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -42,10 +41,10 @@ from ...exceptions import AstroSRError
 from ...progress import Progress
 from .._layers import overlay_layer_kwargs, sources_to_points
 from .._workers import (
+    ROLE,
     JobPanel,
     LayerCombo,
     SourceTag,
-    ROLE,
     find_layer,
     is_input_image,
     layer_array,

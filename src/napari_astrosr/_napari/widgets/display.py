@@ -366,7 +366,8 @@ class DisplayWidget(QWidget):
         self.blink_button.setCheckable(True)
         self.side_button = QPushButton("Side by side")
         self.side_button.setCheckable(True)
-        self.side_button.setToolTip("The ticked layers next to each other (pan/zoom linked), aligned on the sky by their WCS")
+        self.side_button.setToolTip(
+            "The ticked layers next to each other (pan/zoom linked), aligned on the sky by their WCS")
         self.compare_note = QLabel("")
         self.compare_note.setWordWrap(True)
         cbox = QGroupBox("Compare")

@@ -32,7 +32,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -381,10 +380,12 @@ class RestoreWidget(QWidget):
         tiles = (getattr(res, "params", None) or {}).get("tiles")
         tile = (getattr(res, "params", None) or {}).get("tile")
         used = f"device used: {res.device}"
+        plural = "s" if tiles and int(tiles) != 1 else ""
         if tiles:
-            used += f" · {tiles} tile{'s' if int(tiles) != 1 else ''}" + (f" of {tile} px" if tile and int(tiles) > 1 else "")
+            used += f" · {tiles} tile{plural}" + (f" of {tile} px" if tile and int(tiles) > 1 else "")
         self.device_used.setText(used)
-        self.tile.setSpecialValueText(f"auto (last run: {tiles} tile{'s' if int(tiles) != 1 else ''})" if tiles else "auto")
+        # the Tile box tells what "auto" did
+        self.tile.setSpecialValueText(f"auto (last run: {tiles} tile{plural})" if tiles else "auto")
         self.add_result_layers(res, residual, tag)
         self.nan_report = note
         if note:
