@@ -217,3 +217,30 @@ def test_remove_layers_while_a_job_runs_then_start_another(make_napari_viewer, q
     assert "b [bicubic]" in viewer.layers and w.run_button.isEnabled()
     viewer.layers.clear()
     qtbot.wait(50)
+
+
+def test_progress_shows_an_estimate_from_the_first_step(qtbot):
+    """A long job's status line says how long is left, from the rate since its first step."""
+    import re
+    import time
+
+    from napari_astrosr._napari._workers import JobPanel
+    from napari_astrosr.progress import Progress
+
+    panel = JobPanel(interval=0.0)
+    qtbot.addWidget(panel)
+    seen: list[str] = []
+
+    def job(stop):
+        for i in range(12):
+            yield Progress(i, 12, f"step {i}")
+            time.sleep(0.15)
+        return "ok"
+
+    panel.start(job, on_result=lambda r, t: None,
+                on_progress=lambda e, t: seen.append(panel.last_status), label="Job")
+    qtbot.waitUntil(lambda: not panel.busy, timeout=20_000)
+    lefts = [float(m.group(1)) for s in seen if (m := re.search(r"about (\d+) s left", s))]
+    assert "about" not in seen[0]  # nothing to estimate from before the second step
+    # 0.15 s per step: at step 2 about 10 steps (1.5 s) remain, so the first estimate says 1-2 s
+    assert lefts and 1 <= lefts[0] <= 3

@@ -453,6 +453,7 @@ class JobPanel(QWidget):
         self.last_error: Optional[BaseException] = None
         #: perf_counter() when the last result reached the main thread (before layers were made)
         self.returned_at: Optional[float] = None
+        self._eta_origin: Optional[tuple[float, float]] = None
 
         self.bar = QProgressBar()
         self.bar.setTextVisible(True)
@@ -526,6 +527,7 @@ class JobPanel(QWidget):
             self._fail(exc, label)
             return None
         self._set_running(True)
+        self._eta_origin: Optional[tuple[float, float]] = None
         self.set_status(f"{label}: starting…" if label else "starting…")
 
         worker = create_worker(_drive, job, self._interval, _ignore_errors=True, _start_thread=False)
@@ -584,7 +586,27 @@ class JobPanel(QWidget):
             self.bar.setRange(0, int(event.total))
             self.bar.setValue(min(int(event.step), int(event.total)))
         msg = event.message or (f"{event.step}/{event.total}" if event.total else f"step {event.step}")
+        eta = self._estimate(event)
+        if eta:
+            msg = f"{msg} ({eta})"
         self.set_status(f"{label}: {msg}" if label else msg)
+
+    def _estimate(self, event: Progress) -> str:
+        """'about 40 s left', from the rate since the first counted step ('' until then)."""
+        if not event.total or event.step is None:
+            return ""
+        now = time.perf_counter()
+        step, total = float(event.step), float(event.total)
+        if self._eta_origin is None or step < self._eta_origin[1]:
+            self._eta_origin = (now, step)  # the first step with a total: the clock starts here
+            return ""
+        t0, s0 = self._eta_origin
+        if step <= s0 or step >= total:
+            return ""
+        left = (now - t0) / (step - s0) * (total - step)
+        if left < 1:
+            return ""
+        return f"about {left:.0f} s left" if left < 90 else f"about {left / 60:.0f} min left"
 
     def stop(self) -> None:
         """Ask the running job to stop (cooperative; returns immediately)."""
