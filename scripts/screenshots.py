@@ -250,6 +250,7 @@ def walkthrough() -> None:
     r.run()
     wait_until(lambda: not r.jobs.busy, timeout=900)
     name = f"hst_galaxy_x2lr [{r.options()['method']}]"
+    viewer.layers[f"{name} residual"].visible = False
     viewer.layers.selection.active = viewer.layers[name]
     viewer.reset_view()
     walk_shot(viewer, 2, "restore")

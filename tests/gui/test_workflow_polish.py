@@ -244,3 +244,20 @@ def test_progress_shows_an_estimate_from_the_first_step(qtbot):
     assert "about" not in seen[0]  # nothing to estimate from before the second step
     # 0.15 s per step: at step 2 about 10 steps (1.5 s) remain, so the first estimate says 1-2 s
     assert lefts and 1 <= lefts[0] <= 3
+
+
+def test_method_descriptions_and_readout_in_widget_words(make_napari_viewer, qtbot):
+    from napari_astrosr._napari.widgets.display import install_wcs_status
+
+    viewer = make_napari_viewer()
+    hdr = {"BUNIT": "MJy/sr"}
+    from astropy.io import fits
+
+    layer = viewer.add_image(star_image((24, 24)), name="im", metadata={"header": fits.Header(hdr)})
+    w = restore_widget(viewer, qtbot)
+    for i in range(w.method.count()):
+        w.method.setCurrentIndex(i)
+        assert "--" not in w.info.text(), (w.method.currentText(), w.info.text())
+    # the unit comes from the header's BUNIT when metadata has no 'bunit'
+    install_wcs_status(layer)
+    assert layer.get_status((3, 4), world=True)["coordinates"].endswith("MJy/sr")

@@ -95,7 +95,7 @@ def install_wcs_status(layer: Any) -> None:
     """Append the unit (BUNIT) and RA/Dec to the layer's status-bar text (idempotent)."""
     if getattr(layer, "_astrosr_status", False) or not isinstance(layer, Image):
         return
-    if (layer.metadata or {}).get("wcs") is None and not (layer.metadata or {}).get("bunit"):
+    if (layer.metadata or {}).get("wcs") is None and not layer_unit(layer):
         return
     original = layer.get_status
 
@@ -107,7 +107,7 @@ def install_wcs_status(layer: Any) -> None:
             radec = layer_radec(layer, pos)
         except Exception:  # never break the status bar
             radec = None
-        bunit = (layer.metadata or {}).get("bunit")
+        bunit = layer_unit(layer)
         if bunit and isinstance(status, dict) and status.get("coordinates"):
             status["coordinates"] = f"{status['coordinates']} {bunit}"
         if radec is not None:

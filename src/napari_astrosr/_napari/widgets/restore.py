@@ -51,6 +51,7 @@ from .._workers import (
     put_residual,
     scroll_body,
     tag_layer,
+    widget_language,
 )
 
 CHECKPOINT_ITEM = "checkpoint file…"
@@ -284,7 +285,7 @@ class RestoreWidget(QWidget):
             bits.append("needs a PSF")
         if info.get("flux"):
             bits.append(f"flux: {info['flux']}")
-        self.info.setText(" · ".join(bits))
+        self.info.setText(widget_language(" · ".join(bits)))  # descriptions are written for the CLI
 
     def _checkpoint_changed(self, text: str) -> None:
         """A readable checkpoint sets the scale it was trained for and describes itself."""
