@@ -7,7 +7,8 @@ Run under a virtual display (no real screen needed)::
 
 Each screenshot is ``viewer.screenshot(canvas_only=False)`` of a napari window with the
 widget docked after it ran on the shipped samples (HST galaxy field, DECam stack), so
-the images show real results. Written to ``docs/images/widget_<name>.png``.
+the images show real results. Written to ``docs/images/widget_<name>.png``; the
+``walkthrough`` shots (the main job step by step) to ``docs/images/walk_<n>_<step>.png``.
 """
 
 from __future__ import annotations
@@ -203,7 +204,78 @@ def train() -> None:
     viewer.close()
 
 
-SHOTS = {"restore": restore, "detect": detect, "inspect": inspect, "coadd": coadd, "train": train}
+def display() -> None:
+    """Display widget: header viewer (filtered), colorbar with BUNIT, on the HST sample."""
+    from napari_astrosr._napari.widgets.display import DisplayWidget, apply_stretch
+
+    viewer = new_viewer()
+    hr = viewer.open_sample("napari-astrosr", "hst_galaxy")[0]
+    apply_stretch(hr, "asinh")
+    w = dock(viewer, DisplayWidget(viewer), "Display")
+    viewer.layers.selection.active = hr
+    w.header_filter.setText("PHOT")
+    viewer.reset_view()
+    shot(viewer, "display")
+    viewer.close()
+
+
+def walk_shot(viewer, n: int, step: str) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    pump(0.8)
+    path = OUT / f"walk_{n}_{step}.png"
+    viewer.screenshot(str(path), canvas_only=False)
+    print(f"wrote {path}")
+    return path
+
+
+def walkthrough() -> None:
+    """The main job step by step: open, restore x2, compare side by side, inspect."""
+    from napari_astrosr._napari.widgets.display import DisplayWidget
+    from napari_astrosr._napari.widgets.inspect import InspectWidget
+    from napari_astrosr._napari.widgets.restore import RestoreWidget
+
+    viewer = new_viewer()
+    hr, lr = hr_and_lr(viewer)
+    hr.visible = False
+    viewer.layers.selection.active = lr
+    d = dock(viewer, DisplayWidget(viewer), "Display")
+    viewer.reset_view()
+    walk_shot(viewer, 1, "open")
+
+    r = dock(viewer, RestoreWidget(viewer), "Restore")
+    wait_until(lambda: r.methods_ready)
+    r.input.set_value(lr)
+    r.method.setCurrentText(r.default_method())
+    r.scale.setValue(2)
+    r.run()
+    wait_until(lambda: not r.jobs.busy, timeout=900)
+    name = f"hst_galaxy_x2lr [{r.options()['method']}]"
+    viewer.layers[f"{name} residual"].visible = False
+    viewer.layers.selection.active = viewer.layers[name]
+    viewer.reset_view()
+    walk_shot(viewer, 2, "restore")
+
+    d.set_compare([lr, viewer.layers[name], viewer.layers[f"{name} residual"]])
+    d.side_button.setChecked(True)
+    pump(0.5)
+    viewer.camera.zoom *= 2.5
+    walk_shot(viewer, 3, "side_by_side")
+    d.side_button.setChecked(False)
+
+    i = dock(viewer, InspectWidget(viewer), "Inspect")
+    i.reference.set_value(hr)
+    i.prediction.set_value(viewer.layers[name])
+    i.run()
+    wait_until(lambda: not i.jobs.busy)
+    for ly in viewer.layers:
+        ly.visible = ly.name in (f"{name} [residual]", f"{name} [source residuals]")
+    viewer.reset_view()
+    walk_shot(viewer, 4, "inspect")
+    viewer.close()
+
+
+SHOTS = {"restore": restore, "detect": detect, "inspect": inspect, "coadd": coadd, "train": train,
+         "display": display, "walkthrough": walkthrough}
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ def test_demo_layers_and_screenshots(make_napari_viewer, tmp_path):
     assert not [e for e in log if e.get("error")], log
     method = json.loads((out / "metrics.json").read_text())["method"]
 
-    src = "hst_galaxy.fits"
+    src = "hst_galaxy"  # (issue 23) layers are named after the file, without its .fits suffix
     name = f"{src} [{method}]"
     names = [ly.name for ly in viewer.layers]
     assert names == [src, name, f"{name} residual", f"{src} sources", f"{name} sources",

@@ -52,7 +52,8 @@ def test_mef_layers_and_file_stacks(make_napari_viewer, tmp_path, rng):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(rng.normal(size=(8, 8)).astype("f4"), name="SCI"),
                   fits.ImageHDU(np.ones((8, 8), "f4"), name="ERR")]).writeto(p)
     layers = viewer.open(str(p), plugin=PLUGIN)
-    assert [ly.name for ly in layers] == ["SCI", "ERR"]
+    # (issue 23) named after the file, EXTNAME as a suffix
+    assert [ly.name for ly in layers] == ["mef [SCI]", "mef [ERR]"]
 
     paths = []
     for i in range(3):

@@ -40,10 +40,11 @@ def random_checkpoint(tmp_path, *, scale=1):
 
 
 def test_method_list_loaded_with_costs_and_a_method_chosen(make_napari_viewer, qtbot):
-    # the list arrives from a thread; once there, the choice is a method (the first, bicubic), not the
-    # 'checkpoint file…' placeholder that was the only item before, and networks show their stored size
+    # the list arrives from a thread; once there, the choice is the first network with bundled weights at
+    # the current scale, not the 'checkpoint file…' placeholder, and networks show their stored size
     w = restore_widget(make_napari_viewer(), qtbot)
-    assert w.method.currentText() == "bicubic"
+    assert w.method.currentText() == "fisr"
+    assert w._methods["fisr"]["kind"] == "network" and w.scale.value() in w._methods["fisr"]["bundled"]
     assert w._methods["fisr"]["params"] > 0 and w._methods["restormer"]["flops"] > 0
 
 
@@ -99,7 +100,8 @@ def test_restore_errors_are_notified(make_napari_viewer, qtbot):
     w.psf.setText("")
     w.run()
     wait_idle(qtbot, w.jobs)
-    assert any("needs --psf" in m for m in notes.errors())
+    # (issue 23: widget wording, not the CLI's "--psf SPEC")
+    assert any("needs a PSF (PSF box" in m for m in notes.errors())
     assert w.run_button.isEnabled() and w.jobs.bar.isHidden()
     # a checkpoint path that does not exist: caught before any worker starts
     w.method.setCurrentText(CHECKPOINT_ITEM)

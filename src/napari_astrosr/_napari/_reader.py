@@ -1,7 +1,9 @@
 """npe2 reader: FITS images -> napari image layers.
 
 - ``.fits .fit .fts .fz`` and their ``.gz`` forms, tile-compressed HDUs;
-- multi-extension files: one layer per image HDU named by EXTNAME; same-shape frames
+- layers are named after the file (``.fits``/``.fz``/``.gz`` suffixes dropped), with the
+  EXTNAME (or ``HDU<n>``) as a suffix when it is not the primary HDU: ``j8xi01 [SCI]``;
+- multi-extension files: one layer per image HDU; same-shape frames
   of one stack (same EXTNAME, or ``ASRSTACK = T``) and 3-D cubes: one stack layer;
 - several files opened together: one stack layer when they share a shape, otherwise
   one layer per file.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 from ..core import fits_io
 from ..exceptions import AstroSRError
@@ -101,13 +103,40 @@ def read_fits_layers(path: PathOrPaths, stack: bool = False) -> list:
         _notify_error(f"napari-astrosr: {paths[0]}: could not be read ({type(exc).__name__}: {exc}).")
         return NOTHING
     for img in images:
-        layers.append(image_layer_tuple(img))
+        layers.append(image_layer_tuple(img, name=layer_name(img, paths)))
         for note in img.warnings:
             if "every pixel" in note:
                 _notify_warning(f"napari-astrosr: {note}")
     if layers:
         prepare_current_viewer()
     return layers or NOTHING
+
+
+_FITS_SUFFIXES = (".gz", ".fz", ".fits", ".fit", ".fts")
+
+
+def file_stem(path: str) -> str:
+    """A FITS file's name without its FITS/compression suffixes (``a.fits.gz`` -> ``a``)."""
+    name = Path(path).name
+    changed = True
+    while changed:
+        changed = False
+        for suf in _FITS_SUFFIXES:
+            if name.lower().endswith(suf) and len(name) > len(suf):
+                name, changed = name[: -len(suf)], True
+    return name
+
+
+def layer_name(img: fits_io.FitsImage, paths: list[str]) -> str:
+    """``<file> [<EXTNAME>]`` (just ``<file>`` for a primary HDU or a whole-file stack)."""
+    if len(paths) > 1 and " (+" in str(img.name):
+        return str(img.name)  # a stack of several files: "first (+2)"
+    src = img.path or paths[0]
+    stem = file_stem(src)
+    ext = str(img.name or "")
+    if not ext or ext in (Path(src).name, Path(paths[0]).name) or ext == "PRIMARY":
+        return stem
+    return f"{stem} [{ext}]"
 
 
 def _read(paths: list[str]) -> list[fits_io.FitsImage]:

@@ -24,6 +24,7 @@ Layer data must be copied on the main thread *before* :meth:`JobPanel.start`
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Optional, Sequence
@@ -38,6 +39,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -57,7 +59,18 @@ __all__ = [
     "notify_error",
     "checkpoint_registry",
     "put_layer",
+    "put_residual",
+    "is_overlay",
+    "is_input_image",
+    "widget_language",
+    "scroll_body",
+    "nan_note",
 ]
+
+#: ``layer.metadata[ROLE]`` of layers drawn *over* an image (flux maps, residuals,
+#: uncertainties): never offered as the input of another job.
+ROLE = "astrosr_role"
+OVERLAY_ROLES = ("flux map", "residual", "uncertainty")
 
 
 # ----------------------------------------------------------------------------- layers
@@ -98,6 +111,66 @@ def find_layer(viewer: Any, tag: SourceTag) -> Optional[Any]:
         if getattr(layer, "unique_id", id(layer)) == tag.layer_id:
             return layer
     return None
+
+
+def is_overlay(layer: Any) -> bool:
+    """True for layers drawn over an image (flux map, residual, uncertainty)."""
+    return (getattr(layer, "metadata", None) or {}).get(ROLE) in OVERLAY_ROLES
+
+
+def is_input_image(layer: Any) -> bool:
+    """A 2-D single-band image layer that is not an overlay: what a job can take as input."""
+    from napari.layers import Image
+
+    return (isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) == 2
+            and not is_overlay(layer))
+
+
+class _DockScroll(QScrollArea):
+    """A scroll area as wide as its content and at most ``MAX_DOCK_HEIGHT`` of the screen tall:
+    napari sizes docks from their size hints, so the dock neither clips its form nor grows
+    the window beyond the screen."""
+
+    MAX_DOCK_HEIGHT = 0.6
+
+    def _content_hint(self) -> Any:
+        inner = self.widget()
+        return inner.sizeHint() if inner is not None else super().sizeHint()
+
+    def sizeHint(self) -> Any:  # noqa: N802 - Qt API
+        from qtpy.QtCore import QSize
+
+        hint = self._content_hint()
+        screen = self.screen()
+        cap = int(screen.availableGeometry().height() * self.MAX_DOCK_HEIGHT) if screen is not None else 600
+        bar = self.verticalScrollBar().sizeHint().width()
+        return QSize(hint.width() + bar + 2, min(hint.height() + 2, cap))
+
+    def minimumSizeHint(self) -> Any:  # noqa: N802 - Qt API
+        from qtpy.QtCore import QSize
+
+        inner = self.widget()
+        w = inner.minimumSizeHint().width() if inner is not None else 100
+        return QSize(w + self.verticalScrollBar().sizeHint().width() + 2, 120)
+
+
+def scroll_body(widget: QWidget) -> QVBoxLayout:
+    """Give a dock widget a scroll area and return the layout to fill inside it.
+
+    A long dock then scrolls instead of growing napari's window beyond the screen.
+    """
+    inner = QWidget()
+    body = QVBoxLayout(inner)
+    scroll = _DockScroll()
+    scroll.setWidgetResizable(True)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    scroll.setWidget(inner)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    widget._astrosr_scroll = scroll  # tests and screenshots scroll it
+    return body
 
 
 def layer_array(layer: Any, *, dtype: Any = np.float32) -> np.ndarray:
@@ -142,10 +215,62 @@ def error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else 'unexpected error'}"
 
 
+# CLI wording in backend messages -> the widgets' words (longest patterns first)
+_WIDGET_WORDS: list[tuple[str, str]] = [
+    (r"pass --resume to continue it or choose another --out",
+     "tick Resume to continue it or choose another output folder"),
+    (r"run without --resume", "untick Resume"),
+    (r"use --overwrite \(overwrite=True\) to replace it", "choose another name or allow replacing it"),
+    (r"pass overwrite=True \(--overwrite\)", "allow replacing it"),
+    (r"(?:pass |give )?--psf SPEC", "a PSF (PSF box, e.g. gaussian:1.0)"),
+    (r"or pass --model CKPT\.pt", "or choose a checkpoint file"),
+    (r"--psf-from-fwhm", "PSF from the header"),
+    (r"--psf", "the PSF box"),
+    (r"--flux-exact", "'Flux-exact'"),
+    (r"--flux-noise", "'only where above the noise'"),
+    (r"--keep-sky", "'keep the input's sky'"),
+    (r"--scale", "Scale"),
+    (r"--method", "Method"),
+    (r"--device", "Device"),
+    (r"--tile", "Tile"),
+    (r"--thresh", "the Threshold"),
+    (r"--minarea", "the Min. area"),
+    (r"--noise", "Noise"),
+    (r"--out", "the output folder"),
+    (r"--resume", "Resume"),
+]
+
+
+def widget_language(msg: str) -> str:
+    """Reword a backend message written for the CLI (``--psf SPEC``...) for a widget."""
+    for pat, repl in _WIDGET_WORDS:
+        msg = re.sub(pat, repl, msg)
+    # any option left: name it without the dashes
+    return re.sub(r"(?<![\w-])--([a-z][a-z-]*)", lambda m: f"'{m.group(1).replace('-', ' ')}'", msg)
+
+
 def notify_error(exc: BaseException, *, context: str = "") -> None:
-    """Show an error as a napari notification (never raises)."""
-    msg = error_message(exc)
-    show_error(f"{context}: {msg}" if context else msg)
+    """Show an error as a napari notification, in the widget's words (never raises)."""
+    msg = widget_language(error_message(exc))
+    # messages that already name their widget ("Inspect: choose ...") get no second prefix
+    if context and not msg.lower().startswith(context.lower()):
+        msg = f"{context}: {msg}"
+    show_error(msg)
+
+
+def nan_note(before: np.ndarray, after: Optional[np.ndarray] = None) -> str:
+    """'' for finite data; else the NaN count and fraction of ``before`` and, given the
+    result ``after`` (any grid), how much of its area is NaN (NaN regions can grow)."""
+    nb = int(np.count_nonzero(~np.isfinite(before)))
+    if nb == 0 and (after is None or np.isfinite(after).all()):
+        return ""
+    fb = nb / max(before.size, 1)
+    text = f"input has {nb:,} NaN/inf pixels ({100 * fb:.2f}% of its area)"
+    if after is not None:
+        fa = float(np.count_nonzero(~np.isfinite(after))) / max(after.size, 1)
+        grow = f", {fa / fb:.1f}x the input's NaN area" if fb > 0 else ""
+        text += f"; the result is NaN on {100 * fa:.2f}% of its area{grow}"
+    return text
 
 
 # ----------------------------------------------------------------------------- layer chooser
@@ -328,6 +453,7 @@ class JobPanel(QWidget):
         self.last_error: Optional[BaseException] = None
         #: perf_counter() when the last result reached the main thread (before layers were made)
         self.returned_at: Optional[float] = None
+        self._eta_origin: Optional[tuple[float, float]] = None
 
         self.bar = QProgressBar()
         self.bar.setTextVisible(True)
@@ -401,6 +527,7 @@ class JobPanel(QWidget):
             self._fail(exc, label)
             return None
         self._set_running(True)
+        self._eta_origin: Optional[tuple[float, float]] = None
         self.set_status(f"{label}: starting…" if label else "starting…")
 
         worker = create_worker(_drive, job, self._interval, _ignore_errors=True, _start_thread=False)
@@ -459,7 +586,27 @@ class JobPanel(QWidget):
             self.bar.setRange(0, int(event.total))
             self.bar.setValue(min(int(event.step), int(event.total)))
         msg = event.message or (f"{event.step}/{event.total}" if event.total else f"step {event.step}")
+        eta = self._estimate(event)
+        if eta:
+            msg = f"{msg} ({eta})"
         self.set_status(f"{label}: {msg}" if label else msg)
+
+    def _estimate(self, event: Progress) -> str:
+        """'about 40 s left', from the rate since the first counted step ('' until then)."""
+        if not event.total or event.step is None:
+            return ""
+        now = time.perf_counter()
+        step, total = float(event.step), float(event.total)
+        if self._eta_origin is None or step < self._eta_origin[1]:
+            self._eta_origin = (now, step)  # the first step with a total: the clock starts here
+            return ""
+        t0, s0 = self._eta_origin
+        if step <= s0 or step >= total:
+            return ""
+        left = (now - t0) / (step - s0) * (total - step)
+        if left < 1:
+            return ""
+        return f"about {left:.0f} s left" if left < 90 else f"about {left / 60:.0f} min left"
 
     def stop(self) -> None:
         """Ask the running job to stop (cooperative; returns immediately)."""
@@ -542,6 +689,22 @@ def put_layer(viewer: Any, layer: Any, *, source_id: Any) -> Any:
             and type(old) is type(layer)
             and old.metadata.get("astrosr_source") == source_id
         ):
+            viewer.layers.remove(old)
+            viewer.layers.insert(i, layer)
+            return layer
+    viewer.add_layer(layer)
+    return layer
+
+
+def put_residual(viewer: Any, layer: Any, *, prediction: str, reference: str) -> Any:
+    """Add a residual layer of ``prediction`` against ``reference``, replacing any earlier
+    residual of the same pair (Restore's "output - input" and Inspect's comparison of
+    the same two layers are one residual, shown once)."""
+    key = [str(prediction), str(reference)]
+    layer.metadata[ROLE] = "residual"
+    layer.metadata["astrosr_residual_pair"] = key
+    for i, old in enumerate(list(viewer.layers)):
+        if old.metadata.get("astrosr_residual_pair") == key:
             viewer.layers.remove(old)
             viewer.layers.insert(i, layer)
             return layer

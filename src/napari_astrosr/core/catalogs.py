@@ -125,13 +125,15 @@ def write_table(
         # FITS keywords are <= 8 chars: keep long names in HIERARCH cards via plain keys
         t.meta.update({k.upper()[:8] if len(k) <= 8 else f"HIERARCH {k}": _fits_value(v) for k, v in prov.items()})
     elif fmt == "ascii.csv":
-        t.meta["comments"] = [f"{k}: {v}" for k, v in prov.items()]
+        # plain CSV: one header row, no '#' lines, so Table.read(path), pandas and spreadsheets
+        # all read it; units and provenance need ECSV or FITS (CSV has no place for them)
+        pass
     else:
         t.meta.update(prov)
 
     def _write(tmp: str) -> None:
         if fmt == "ascii.csv":
-            t.write(tmp, format=fmt, overwrite=True, comment="# ")
+            t.write(tmp, format=fmt, overwrite=True)
         else:
             t.write(tmp, format=fmt, overwrite=True)
 

@@ -157,7 +157,9 @@ class CoaddWidget(QWidget):
         except RuntimeError:  # the widget was deleted; the viewer outlived it
             return
         ticked = set(id(ly) for ly in self.checked_layers())
-        self._frame_layers = [ly for ly in reversed(list(self.viewer.layers)) if _image_2d_or_3d(ly)]
+        # results of any widget (restorations, residuals, flux maps, earlier coadds) are not frames
+        self._frame_layers = [ly for ly in reversed(list(self.viewer.layers))
+                              if _image_2d_or_3d(ly) and "astrosr_source" not in ly.metadata]
         self.frames.clear()
         for ly in self._frame_layers:
             shape = "x".join(str(n) for n in np.shape(ly.data))

@@ -34,21 +34,23 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from ...exceptions import AstroSRError
 from ...progress import Progress
-from .._layers import sources_to_points
+from .._layers import overlay_layer_kwargs, sources_to_points
 from .._workers import (
+    ROLE,
     JobPanel,
     LayerCombo,
     SourceTag,
     find_layer,
+    is_input_image,
     layer_array,
     notify_error,
     put_layer,
+    scroll_body,
     tag_layer,
 )
 
@@ -67,7 +69,7 @@ EXPORT_FORMATS = {
 
 
 def _is_2d_image(layer: Any) -> bool:
-    return isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) == 2
+    return is_input_image(layer)
 
 
 def ellipse_corners(table: Any, *, k: float = ELLIPSE_K) -> np.ndarray:
@@ -161,7 +163,7 @@ class DetectWidget(QWidget):
         exp.addWidget(self.export_button)
 
         self.jobs = JobPanel(busy_widgets=[self.run_button, self.export_button])
-        lay = QVBoxLayout(self)
+        lay = scroll_body(self)
         lay.addLayout(form)
         lay.addWidget(self.run_button)
         lay.addWidget(self.jobs)
@@ -229,6 +231,16 @@ class DetectWidget(QWidget):
         self.catalog, self.catalog_tag = table, tag
         n = len(table)
         layers = []
+        rms = table.meta.get("globalrms")
+        if n == 0:
+            # nothing to draw: no empty layers (they would also become the next input)
+            msg = (f"no sources in '{tag.name}' above {self.thresh.value():g} σ"
+                   + (f" (background rms {rms:.4g})" if rms is not None else "")
+                   + "; lower the Threshold or the Min. area")
+            self.summary.setText(msg)
+            show_info(f"Detect: {msg}")
+            self.export_button.setEnabled(True)
+            return layers
 
         pts, features = sources_to_points(table, scale=(sy, sx), translate=(ty, tx))
         # small centroid markers: the ellipses show the extents
@@ -264,18 +276,19 @@ class DetectWidget(QWidget):
                 note = f"; ellipses skipped ({n} > {MAX_ELLIPSES} sources: Shapes would be slow)"
                 show_info(f"Detect: {n} sources — ellipses not drawn (limit {MAX_ELLIPSES}); the points show them all")
         if fmap is not None:
+            fmap = np.asarray(fmap, dtype=np.float32)
+            # translucent, transparent where the map is ~0: visible over a zscale grey image
             fm = Image(
-                np.asarray(fmap, dtype=np.float32),
+                fmap,
                 name=f"{tag.name} [flux map]",
                 scale=scale,
                 translate=translate,
-                colormap="magma",
-                blending="additive",
                 visible=True,
-                metadata={"wcs": tag.metadata.get("wcs"), "source_layer": tag.name},
+                metadata={"wcs": tag.metadata.get("wcs"), "source_layer": tag.name,
+                          "bunit": tag.metadata.get("bunit"), ROLE: "flux map"},
+                **overlay_layer_kwargs(fmap),
             )
             layers.append(put_layer(self.viewer, fm, source_id=tag.layer_id))
-        rms = table.meta.get("globalrms")
         self.summary.setText(
             f"{n} sources in '{tag.name}'"
             + (f" (background rms {rms:.4g})" if rms is not None else "")
@@ -297,7 +310,10 @@ class DetectWidget(QWidget):
         if fmt == "DS9 regions":
             wcs = self.catalog_tag.metadata.get("wcs") if self.catalog_tag else None
             return write_regions(self.catalog, path, wcs=wcs, overwrite=overwrite)
-        return write_table(self.catalog, path, format=EXPORT_FORMATS[fmt].lstrip("."), overwrite=overwrite)
+        tag = self.catalog_tag
+        return write_table(self.catalog, path, format=EXPORT_FORMATS[fmt].lstrip("."), overwrite=overwrite,
+                           flux_unit=tag.metadata.get("bunit") if tag else None,
+                           meta={"image": tag.name} if tag else None)
 
     def _export_dialog(self) -> None:
         fmt = self.export_format.currentText()

@@ -51,8 +51,8 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGridLayout,
     QGroupBox,
-    QHeaderView,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QScrollArea,
@@ -69,9 +69,12 @@ from .._workers import (
     JobPanel,
     LayerCombo,
     SourceTag,
+    is_input_image,
     layer_array,
     notify_error,
     put_layer,
+    put_residual,
+    scroll_body,
     tag_layer,
 )
 from .restore import RESIDUAL_CMAP, symmetric_limits
@@ -99,7 +102,7 @@ MORPH_ROW_PX = 180
 
 
 def _is_2d_image(layer: Any) -> bool:
-    return isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) == 2
+    return is_input_image(layer)
 
 
 def grid_relation(ref_shape: tuple, pred_shape: tuple) -> tuple[str, int]:
@@ -275,7 +278,7 @@ class InspectWidget(QWidget):
         exp.addWidget(self.export_reg)
 
         self.jobs = JobPanel(busy_widgets=[self.run_button, self.export_res, self.export_reg])
-        lay = QVBoxLayout(self)
+        lay = scroll_body(self)
         lay.addLayout(form)
         lay.addWidget(self.run_button)
         lay.addWidget(self.jobs)
@@ -547,10 +550,13 @@ class InspectWidget(QWidget):
             translate=translate,
             colormap=RESIDUAL_CMAP,
             contrast_limits=symmetric_limits(resid),
-            metadata={"wcs": g.metadata.get("wcs"), "astrosr": {"residual": "prediction - reference",
-                                                                 "reference": comp.ref_tag.name, "grid": comp.note}},
+            metadata={"wcs": g.metadata.get("wcs"), "bunit": g.metadata.get("bunit"),
+                      "astrosr": {"residual": "prediction - reference",
+                                  "reference": comp.ref_tag.name, "grid": comp.note}},
         )
-        put_layer(self.viewer, rl, source_id=source_id)
+        rl.metadata["astrosr_source"] = source_id
+        # one residual per pair: replaces Restore's "output - input" of the same two layers
+        put_residual(self.viewer, rl, prediction=comp.pred_tag.name, reference=comp.ref_tag.name)
 
         tab = comp.residuals
         pts, features = sources_to_points(tab, scale=scale, translate=translate)
@@ -717,7 +723,8 @@ class InspectWidget(QWidget):
         meta = {"reference": self.result.ref_tag.name, "prediction": self.result.pred_tag.name,
                 "grid": self.result.note}
         meta.update({k: v for k, v in self.result.metrics.items() if isinstance(v, (int, float, str)) and v is not None})
-        return write_table(self.result.residuals, path, overwrite=overwrite, meta=meta)
+        return write_table(self.result.residuals, path, overwrite=overwrite, meta=meta,
+                           flux_unit=self.result.grid_tag.metadata.get("bunit"))
 
     def export_regions(self, path: str | Path, *, overwrite: bool = True) -> Path:
         """Write the regions: ``.reg`` DS9 (KL/JS in each region's text), or a table (.ecsv/.csv/.fits)."""

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 from napari.layers import Image
+from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -31,7 +32,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -43,10 +43,15 @@ from .._workers import (
     SourceTag,
     checkpoint_registry,
     find_layer,
+    is_input_image,
     layer_array,
+    nan_note,
     notify_error,
     put_layer,
+    put_residual,
+    scroll_body,
     tag_layer,
+    widget_language,
 )
 
 CHECKPOINT_ITEM = "checkpoint file…"
@@ -54,7 +59,7 @@ RESIDUAL_CMAP = "bwr"  # diverging, white at the centre of the (symmetric) limit
 
 
 def _is_2d_image(layer: Any) -> bool:
-    return isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) == 2
+    return is_input_image(layer)
 
 
 def _checkpoint_meta(path: str) -> dict:
@@ -111,8 +116,9 @@ class RestoreWidget(QWidget):
         self.tile = QSpinBox()
         self.tile.setRange(0, 8192)
         self.tile.setSingleStep(64)
-        self.tile.setSpecialValueText("whole image")
-        self.tile.setToolTip("Tile size in input pixels for network inference (0: whole image)")
+        self.tile.setSpecialValueText("auto")
+        self.tile.setToolTip("Tile size in input pixels for network inference\n"
+                             "(auto: the whole image when it fits in memory, else tiles; the run reports how many)")
         self.flux_exact = QCheckBox("project onto the forward model")
         self.flux_exact.setToolTip(
             "Least change so that PSF blur + flux-conserving downsampling of the output reproduces the input.\n"
@@ -157,7 +163,7 @@ class RestoreWidget(QWidget):
         form.addRow("", self.residual)
 
         self.jobs = JobPanel(busy_widgets=[self.run_button])
-        lay = QVBoxLayout(self)
+        lay = scroll_body(self)
         lay.addLayout(form)
         lay.addWidget(self.info)
         lay.addWidget(self.run_button)
@@ -165,9 +171,14 @@ class RestoreWidget(QWidget):
         lay.addStretch(1)
 
         self.method.currentIndexChanged.connect(self._method_changed)
+        # a choice made by the user survives the list loading; the default does not
+        self._user_chose = False
+        self.method.activated.connect(self._user_activated)
         self.checkpoint.textChanged.connect(self._checkpoint_changed)
         checkpoint_registry().changed.connect(self.refresh_methods)
         self._listed: Optional[list] = None
+        #: the last run's NaN report ('' when input and output were finite)
+        self.nan_report = ""
         self.refresh_methods()
         self._load_methods()
 
@@ -224,15 +235,29 @@ class RestoreWidget(QWidget):
                 "scales": (meta["scale"],) if "scale" in meta else (),
                 "description": f"trained this session: {path}",
             }
-        # before the list has loaded, 'checkpoint file…' is the only item: not a choice to keep
-        chose_file = current == CHECKPOINT_ITEM and self.method.count() > 1
         self.method.blockSignals(True)
         self.method.clear()
         self.method.addItems(list(self._methods) + [CHECKPOINT_ITEM])
-        if current in self._methods or chose_file:
+        if self._user_chose and (current in self._methods or current == CHECKPOINT_ITEM):
             self.method.setCurrentText(current)
+        elif self._methods:
+            self.method.setCurrentText(self.default_method())
         self.method.blockSignals(False)
         self._method_changed()
+
+    def _user_activated(self, *_: Any) -> None:
+        self._user_chose = True
+
+    def default_method(self) -> str:
+        """The first network with bundled weights for the current scale, else the first
+        network with any bundled weights, else the first method listed."""
+        nets = [(k, v) for k, v in self._methods.items() if v.get("kind") == "network" and v.get("bundled")]
+        for k, v in nets:
+            if self.scale.value() in (v.get("bundled") or ()):
+                return k
+        if nets:
+            return nets[0][0]
+        return next(iter(self._methods), CHECKPOINT_ITEM)
 
     def _method_changed(self, *_: Any) -> None:
         label = self.method.currentText()
@@ -260,7 +285,7 @@ class RestoreWidget(QWidget):
             bits.append("needs a PSF")
         if info.get("flux"):
             bits.append(f"flux: {info['flux']}")
-        self.info.setText(" · ".join(bits))
+        self.info.setText(widget_language(" · ".join(bits)))  # descriptions are written for the CLI
 
     def _checkpoint_changed(self, text: str) -> None:
         """A readable checkpoint sets the scale it was trained for and describes itself."""
@@ -328,6 +353,9 @@ class RestoreWidget(QWidget):
             return None
         tag = tag_layer(layer)
         want_residual = self.residual.isChecked()
+        has_nan = bool(nan_note(data))
+        if has_nan:
+            show_warning(f"Restore: {nan_note(data)}; NaN regions stay NaN and can grow in the output")
         wcs = tag.metadata.get("wcs")
         header = tag.metadata.get("header")
 
@@ -340,16 +368,29 @@ class RestoreWidget(QWidget):
                 from ...core.resample import block_sum
 
                 residual = block_sum(np.asarray(res.data, dtype=np.float64), int(res.scale)) - data
-            return res, residual
+            # NaN input: say how much of the output is NaN (a network's receptive field grows the holes)
+            return res, residual, (nan_note(data, np.asarray(res.data)) if has_nan else "")
 
         self.device_used.setText("")
         return self.jobs.start(job, on_result=self._on_result, tag=tag, label=f"Restore [{opts['method']}]")
 
     def _on_result(self, out: tuple, tag: Optional[SourceTag]) -> None:
-        res, residual = out
+        res, residual = out[:2]
+        note = out[2] if len(out) > 2 else ""
         assert tag is not None
-        self.device_used.setText(f"device used: {res.device}")
+        tiles = (getattr(res, "params", None) or {}).get("tiles")
+        tile = (getattr(res, "params", None) or {}).get("tile")
+        used = f"device used: {res.device}"
+        plural = "s" if tiles and int(tiles) != 1 else ""
+        if tiles:
+            used += f" · {tiles} tile{plural}" + (f" of {tile} px" if tile and int(tiles) > 1 else "")
+        self.device_used.setText(used)
+        # the Tile box tells what "auto" did
+        self.tile.setSpecialValueText(f"auto (last run: {tiles} tile{plural})" if tiles else "auto")
         self.add_result_layers(res, residual, tag)
+        self.nan_report = note
+        if note:
+            show_warning(f"Restore: {note}")
 
     def add_result_layers(self, res: Any, residual: Optional[np.ndarray], tag: SourceTag) -> list:
         """Turn a RestoreResult (+ residual) into layers aligned over the source image."""
@@ -383,7 +424,8 @@ class RestoreWidget(QWidget):
                 colormap=RESIDUAL_CMAP,
                 contrast_limits=symmetric_limits(residual),
                 metadata={"wcs": tag.metadata.get("wcs"), "header": tag.metadata.get("header"),
-                          "astrosr": {"residual_of": name}},
+                          "bunit": tag.metadata.get("bunit"), "astrosr": {"residual_of": name}},
             )
-            layers.append(put_layer(self.viewer, resid, source_id=tag.layer_id))
+            resid.metadata["astrosr_source"] = tag.layer_id
+            layers.append(put_residual(self.viewer, resid, prediction=name, reference=tag.name))
         return layers

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -27,13 +28,12 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from ...exceptions import AstroSRError
 from ...progress import Progress
-from .._workers import JobPanel, checkpoint_registry, notify_error
+from .._workers import JobPanel, checkpoint_registry, notify_error, scroll_body
 
 BROWSE_ITEM = "config file…"
 
@@ -103,6 +103,7 @@ class TrainWidget(QWidget):
         self.out_dir.setPlaceholderText("folder for model.pt, log, curves")
         self.out_browse = QPushButton("…")
         self.out_browse.clicked.connect(lambda: self._browse_dir(self.out_dir, "Output folder"))
+        self.resume = QCheckBox("Resume: continue the run saved in the output folder")
 
         self.run_button = QPushButton("Train")
         self.run_button.clicked.connect(self.run)
@@ -131,8 +132,9 @@ class TrainWidget(QWidget):
         form.addRow("Device", self.device)
         form.addRow("Data folder", _path_row(self.data_root, self.data_browse))
         form.addRow("Output folder", _path_row(self.out_dir, self.out_browse))
+        form.addRow("", self.resume)
         self.jobs = JobPanel(busy_widgets=[self.run_button], interval=0.1)
-        lay = QVBoxLayout(self)
+        lay = scroll_body(self)
         lay.addLayout(form)
         lay.addWidget(self.run_button)
         lay.addWidget(self.jobs)
@@ -249,6 +251,7 @@ class TrainWidget(QWidget):
         except AstroSRError as exc:
             notify_error(exc, context="Train")
             return None
+        resume = self.resume.isChecked()
         for v in self.history.values():
             v.clear()
         self._draw()
@@ -257,7 +260,7 @@ class TrainWidget(QWidget):
         def job(stop):
             from ...training.loop import train_job
 
-            return (yield from train_job(cfg, out_dir=out, stop=stop))
+            return (yield from train_job(cfg, out_dir=out, resume=resume, stop=stop))
 
         return self.jobs.start(job, on_result=self._on_result, on_progress=self._on_progress,
                                label=f"Train [{cfg.model.name}]")
