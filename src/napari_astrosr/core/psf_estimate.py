@@ -116,7 +116,7 @@ def psf_to_output_grid(kernel: np.ndarray, scale: int) -> np.ndarray:
 
     Resampled ``scale`` x finer, with the FWHM reduced by the input pixel's box beyond one
     output pixel (Gaussian quadrature: ``fwhm_out^2 = fwhm^2 - 8 ln2 (scale^2 - 1) / 12``, in
-    output pixels) by resampling with a slightly larger factor: the shape is kept, only the
+    output pixels) by resampling with a slightly smaller factor: the shape is kept, only the
     width changes. ``scale = 1`` returns the kernel unchanged (normalised).
     """
     k = normalize_psf(kernel)
@@ -127,7 +127,7 @@ def psf_to_output_grid(kernel: np.ndarray, scale: int) -> np.ndarray:
     f_in = measure_fwhm(fine)
     box_var = 8.0 * math.log(2.0) * (s * s - 1) / 12.0
     f_out = math.sqrt(max(f_in**2 - box_var, 0.25 * f_in**2))
-    return resample_psf(k, float(s) * f_in / f_out)
+    return resample_psf(k, float(s) * f_out / f_in)  # fewer output pixels per input pixel: narrower
 
 
 # --------------------------------------------------------------------------- header keywords
@@ -271,7 +271,7 @@ def _select(cat, m: np.ndarray, shape: tuple[int, int], *, size: int, snr_min: f
 
 
 def estimate_psf(
-    image: np.ndarray, *, mask: Optional[np.ndarray] = None, size: int = 25, max_stars: int = 40,
+    image: np.ndarray, *, mask: Optional[np.ndarray] = None, size: Optional[int] = 25, max_stars: int = 40,
     snr_min: float = 30.0, oversampling: int = 1, where: str = "frame", relax: bool = False,
     return_info: bool = False, smoothing: Optional[str] = None,
 ):
@@ -289,7 +289,8 @@ def estimate_psf(
     mask
         True where pixels are bad.
     size
-        Odd stamp size (pixels); the strict criteria's.
+        Odd stamp size (pixels) of the strict criteria; None: about 6 FWHM of the compact sources
+        (sep's ``sqrt(a b)``), 11 to 25 px.
     max_stars
         Brightest stars kept.
     snr_min, oversampling
@@ -315,7 +316,7 @@ def estimate_psf(
     from astropy.table import Table
     from photutils.psf import EPSFBuilder, extract_stars
 
-    if size % 2 == 0:
+    if size is not None and size % 2 == 0:
         raise AstroSRError(f"{where}: PSF size {size} must be odd.")
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2:
@@ -324,9 +325,17 @@ def estimate_psf(
     sub, cat = _candidates(img, m)
     if len(cat) == 0:
         raise AstroSRError(f"{where}: no stars detected; cannot estimate a PSF. Give --psf or --psf-from-fwhm.")
+    if size is None:
+        r = np.sqrt(np.asarray(cat["a"], float) * np.asarray(cat["b"], float))
+        bright = np.asarray(cat["flux"], float) > np.percentile(np.asarray(cat["flux"], float), 50)
+        fwhm_guess = 2.3548 * float(np.percentile(r[bright] if bright.any() else r, 25))
+        size = int(np.clip(np.ceil(6.0 * fwhm_guess), 11, 25)) | 1
     ladder = [(size, snr_min, 0.10, 0.7, 3, 16)]
     if relax:
-        ladder += [step for step in _LADDER[1:] if step[0] <= size]
+        for step in _LADDER[1:]:
+            step = (min(step[0], size),) + step[1:]
+            if step != ladder[-1]:
+                ladder.append(step)
     notes: list[str] = []
     idx = np.array([], int)
     used = ladder[0]
@@ -510,7 +519,7 @@ def find_psf(
     # 4. the image's own stars
     if estimate:
         try:
-            k, info = estimate_psf(img, mask=mask, size=25, where=where, relax=True, return_info=True)
+            k, info = estimate_psf(img, mask=mask, size=None, where=where, relax=True, return_info=True)
         except AstroSRError as exc:
             raise AstroSRError(
                 f"{where}: no PSF found (no --psf, no PSF extension or FWHM keyword, and the image's stars "
