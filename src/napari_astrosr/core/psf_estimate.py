@@ -263,10 +263,11 @@ def _select(cat, m: np.ndarray, shape: tuple[int, int], *, size: int, snr_min: f
         if m[max(0, yi - half):yi + half + 1, max(0, xi - half):xi + half + 1].any():
             ok[i] = False
     idx = np.flatnonzero(ok)
-    # extended sources: keep stars, whose size is near the smallest round sources' (within 1.5x)
-    if idx.size >= 3:
-        r = np.sqrt(a[idx] * b[idx])
-        idx = idx[r <= 1.5 * np.percentile(r, 25)]
+    # extended sources: stars are the most concentrated sources (peak / flux = 1 / (1.13 FWHM^2) for a
+    # Gaussian); keep those within 1.5x of the most concentrated one's FWHM-equivalent
+    if idx.size >= 2 and "peak" in cat.colnames:
+        conc = np.asarray(cat["peak"], float)[idx] / np.maximum(flux[idx], 1e-30)
+        idx = idx[conc >= conc.max() / 1.5**2]
     return idx[np.argsort(-flux[idx])]
 
 
@@ -354,6 +355,8 @@ def estimate_psf(
         )
     sz = used[0]
     idx = idx[:max_stars]
+    if idx.size < 3:
+        notes.append(f"only {idx.size} star(s): a compact galaxy can pass for a star; check the FWHM")
     x = np.asarray(cat["x"], float)[idx]
     y = np.asarray(cat["y"], float)[idx]
     stars = extract_stars(NDData(sub), Table({"x": x, "y": y}), size=(sz, sz))
