@@ -141,3 +141,21 @@ def test_err_extension_written_with_units_and_wcs(tmp_path):
 
     with pytest.raises(AstroSRError, match="shape"):
         add_err_extension(p, np.ones((3, 3)))
+
+
+def test_filter_factor_makes_sep_default_detection_honest_on_correlated_output():
+    """sep's default matched filter assumes independent pixels: on bicubic x4 output it floods at 5 sigma of the
+    (correct) per-pixel ERR; with ERR x filter_noise_factor it finds no more than on the input."""
+    n, s = 48, 4
+    sig = np.full((n, n), 1.5)
+    err, c = bicubic_err(sig, sig.shape, scale=s, return_factor=True)
+    assert 2.0 < c < 2.8  # measured 2.38
+    fp_in = fp_raw = fp_fixed = 0
+    for seed in range(2):
+        lr = sig * np.random.default_rng(300 + seed).normal(size=sig.shape)
+        out = upsample(lr, s)
+        fp_in += _false_positives(lr, sig, np.empty((0, 2)), 1, minarea=5)[0]
+        fp_raw += _false_positives(out, err, np.empty((0, 2)), s, minarea=5)[0]
+        fp_fixed += _false_positives(out, c * err, np.empty((0, 2)), s, minarea=5)[0]
+    assert fp_fixed <= fp_in < fp_raw
+    assert fp_raw > 20

@@ -29,6 +29,11 @@ Correlated input noise (e.g. drizzled data) is treated as independent per pixel:
 per pixel is then right only to the extent the input's per-pixel sigma is (the map's meaning).
 
 :func:`err_hdu` makes an ``ERR`` image extension (sigma, in the image's BUNIT) for the output file.
+
+Detection on resampled output: the ERR is the right per-pixel sigma, but the output noise is correlated,
+and sep's default matched filter assumes independent pixels, so its S/N comes out too high by
+:func:`filter_noise_factor` (1.81 for bicubic x2, 2.38 at x4, measured): detect with ``err = c * ERR``
+(``ERRFILT`` card) or without the filter (benchmarks/err_propagation.py).
 """
 
 from __future__ import annotations
@@ -41,7 +46,11 @@ from astropy.io import fits
 
 from ..exceptions import AstroSRError
 
-__all__ = ["impulse_response", "propagate_sigma", "bicubic_err", "backprojection_err", "err_hdu", "add_err_extension"]
+__all__ = ["impulse_response", "propagate_sigma", "bicubic_err", "backprojection_err", "err_hdu", "add_err_extension",
+           "filter_noise_factor", "SEP_DEFAULT_FILTER"]
+
+# sep.extract's default filter_kernel (SExtractor's default.conv)
+SEP_DEFAULT_FILTER = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
 
 
 def impulse_response(op: Callable[[np.ndarray], np.ndarray], *, scale: int, probe: int = 33) -> np.ndarray:
@@ -161,33 +170,38 @@ def propagate_sigma(
 
 
 def bicubic_err(sigma: Union[float, np.ndarray], shape: tuple[int, int], *, scale: int,
-                method: str = "bicubic", exact_edges: bool = True) -> np.ndarray:
+                method: str = "bicubic", exact_edges: bool = True, return_factor: bool = False):
     """Output sigma of the flux-conserving ``bicubic`` / ``lanczos`` upsampling by ``scale``.
 
     Flux: the operator keeps every input pixel's flux in its block, so the block sums of the output
-    carry exactly the input's noise; the ERR here is per output pixel.
+    carry exactly the input's noise; the ERR here is per output pixel. ``return_factor``: also return
+    :func:`filter_noise_factor` for sep's default filter (measured 1.81 at x2, 2.38 at x4).
     """
     from .resample import upsample
 
     s = int(scale)
     if s == 1:
-        sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), tuple(shape))
-        return np.array(sig)
+        sig = np.array(np.broadcast_to(np.asarray(sigma, dtype=np.float64), tuple(shape)))
+        return (sig, 1.0) if return_factor else sig
     def op(x):
         return upsample(x, s, method=method)
 
     h = impulse_response(op, scale=s, probe=21)
-    return propagate_sigma(sigma, shape, scale=s, response=h, op=op if exact_edges else None)
+    err = propagate_sigma(sigma, shape, scale=s, response=h, op=op if exact_edges else None)
+    return (err, filter_noise_factor(h, scale=s)) if return_factor else err
 
 
 def backprojection_err(sigma: Union[float, np.ndarray], shape: tuple[int, int], *, scale: int,
                        psf: Optional[np.ndarray], iterations: int = 200, probe: int = 33,
-                       exact_edges: bool = False) -> np.ndarray:
+                       exact_edges: bool = False, return_factor: bool = False):
     """Output sigma of ``backprojection`` (bicubic + the exact flux projection through ``psf``).
 
     The projection is applied to the probe with ``nonneg=False`` (the linear operator; the
     non-negativity rounds change the output only where it would go negative) and a tight CG
-    tolerance. ``psf`` is on the output grid, as for the restoration.
+    tolerance. ``psf`` is on the output grid, as for the restoration. Edges: the interior response is
+    used (measured up to 2x too large within a few PSF widths of the border: conservative);
+    ``exact_edges=True`` probes them exactly (slow: 35 s for a 48 px input). ``return_factor``: also
+    return :func:`filter_noise_factor` for sep's default filter.
     """
     from .projection import project_flux_exact
     from .resample import upsample
@@ -200,16 +214,49 @@ def backprojection_err(sigma: Union[float, np.ndarray], shape: tuple[int, int], 
 
     if psf is not None and probe * s < 3 * max(np.shape(psf)):
         probe = int(np.ceil(3 * max(np.shape(psf)) / s)) | 1
-    return propagate_sigma(sigma, shape, scale=s, response=impulse_response(op, scale=s, probe=probe),
-                           op=op if exact_edges else None)
+    h = impulse_response(op, scale=s, probe=probe)
+    err = propagate_sigma(sigma, shape, scale=s, response=h, op=op if exact_edges else None)
+    return (err, filter_noise_factor(h, scale=s)) if return_factor else err
+
+
+def filter_noise_factor(response: np.ndarray, *, scale: int, kernel: Optional[np.ndarray] = None) -> float:
+    """How much a detection filter's S/N is inflated by the output's correlated noise.
+
+    sep's matched filter (its default with an ``err`` map) computes ``sum k x / sqrt(sum k^2 err^2)``,
+    which assumes independent pixels. Resampled output noise is correlated, so the filtered noise is larger
+    than that by this factor ``c`` (1 for white noise): threshold ``T`` sigma against ``c * ERR`` to get
+    the false-positive rate of ``T`` sigma on white noise, or detect without the filter.
+
+    Parameters
+    ----------
+    response
+        :func:`impulse_response` of the restoration.
+    scale
+        Output pixels per input pixel.
+    kernel
+        The detection filter; default sep's 3x3 default (:data:`SEP_DEFAULT_FILTER`).
+    """
+    from scipy.signal import fftconvolve
+
+    k = SEP_DEFAULT_FILTER if kernel is None else np.asarray(kernel, dtype=np.float64)
+    h = np.asarray(response, dtype=np.float64)
+    hk = fftconvolve(h, k[::-1, ::-1], mode="same")  # correlation with k: the filtered output's response
+    s = int(scale)
+    # per output phase, the sum over input pixels of squared weights = variance for unit white input
+    var_f = np.array([[np.sum(hk[a::s, b::s] ** 2) for b in range(s)] for a in range(s)])
+    var_p = np.array([[np.sum(h[a::s, b::s] ** 2) for b in range(s)] for a in range(s)])
+    white = np.sum(k**2) * var_p.mean()
+    return float(np.sqrt(var_f.mean() / white))
 
 
 def err_hdu(err: np.ndarray, *, header: Optional[fits.Header] = None, bunit: Optional[str] = None,
-            how: str = "") -> fits.ImageHDU:
+            how: str = "", filter_factor: Optional[float] = None) -> fits.ImageHDU:
     """An ``ERR`` image extension (1-sigma per pixel, float32, in the image's BUNIT) for an output file.
 
     ``header``: the output image's header; its WCS and BUNIT are copied (the ERR is on the same grid).
     ``how``: a short text stored as ``ERRMETH`` (e.g. ``"bicubic x2, propagated"``).
+    ``filter_factor``: :func:`filter_noise_factor`, stored as ``ERRFILT`` (multiply the ERR by it when
+    detecting with sep's default matched filter: the output noise is correlated).
     """
     e = np.asarray(err, dtype=np.float32)
     if e.ndim != 2:
@@ -232,10 +279,13 @@ def err_hdu(err: np.ndarray, *, header: Optional[fits.Header] = None, bunit: Opt
         hdr["BUNIT"] = (bunit, "same unit as the image")
     if how:
         hdr["ERRMETH"] = (how[:68], "how the uncertainty was computed")
+    if filter_factor is not None:
+        hdr["ERRFILT"] = (round(float(filter_factor), 4), "x ERR for sep's default 3x3 matched filter")
     return fits.ImageHDU(data=e, header=hdr, name="ERR")
 
 
-def add_err_extension(path: Union[str, Path], err: np.ndarray, *, how: str = "", overwrite_err: bool = True) -> Path:
+def add_err_extension(path: Union[str, Path], err: np.ndarray, *, how: str = "", overwrite_err: bool = True,
+                      filter_factor: Optional[float] = None) -> Path:
     """Append (or replace) the ``ERR`` extension of an image written by ``write_fits``, atomically.
 
     The primary image must have ``err``'s shape; its header supplies the WCS and BUNIT.
@@ -255,7 +305,7 @@ def add_err_extension(path: Union[str, Path], err: np.ndarray, *, how: str = "",
         if not overwrite_err:
             raise AstroSRError(f"{p}: already has an ERR extension.")
         hdus = [hdus[0]] + [h for h in hdus[1:] if h.name != "ERR"]
-    hdus.append(err_hdu(err, header=prim.header, how=how))
+    hdus.append(err_hdu(err, header=prim.header, how=how, filter_factor=filter_factor))
     with atomic_output(p) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
