@@ -82,42 +82,56 @@ def _reach(response: np.ndarray, scale: int, energy: float = 1 - 1e-6) -> int:
     return int(np.ceil(d.ravel()[order][min(k, order.size - 1)])) + 1
 
 
-def _edge_var(op, var_in: np.ndarray, scale: int, reach: int, out: np.ndarray) -> None:
-    """Exact output variance within ``reach`` input pixels of the image edges, by probing (in place).
+def _probe_var(op, var_in: np.ndarray, scale: int, reach: int) -> np.ndarray:
+    """Exact output variance ``sum_q L[p, q]^2 var_q`` of a local operator, by interleaved probing.
 
-    Each edge strip (``3 reach`` input pixels wide, full length) is restored on its own with the
-    input variance split into ``P x P`` interleaved classes (``P = 2 reach + 1``): within one class
-    no two input pixels reach the same output pixel, so the squared outputs sum to
-    ``sum_q L[p, q]^2 var_q`` exactly, with the operator's own edge handling. Output pixels near
-    the strip's cut side are discarded (they would see the artificial edge).
+    The input sigma is split into ``P x P`` interleaved classes (``P = 2 reach + 1``): within one class no
+    two input pixels reach the same output pixel, so the squared outputs of the ``P^2`` class images sum to
+    the variance exactly, with the operator's own edge handling. Costs ``P^2`` operator calls: for small
+    images (and the small calibration image of :func:`_edge_ratio`).
     """
     s = int(scale)
-    h, w = var_in.shape
+    sub = np.sqrt(var_in)
     P = 2 * reach + 1
-    wid = 3 * reach
-    strips = []
-    if h <= wid or w <= wid:
-        strips.append((slice(0, h), slice(0, w), (slice(0, h * s), slice(0, w * s)), (slice(None), slice(None))))
-    else:
-        keep = (wid - reach) * s  # output rows/cols of a strip that are exact
-        strips += [
-            (slice(0, wid), slice(0, w), (slice(0, keep), slice(0, w * s)), (slice(0, keep), slice(None))),
-            (slice(h - wid, h), slice(0, w), (slice(h * s - keep, h * s), slice(0, w * s)),
-             (slice(wid * s - keep, wid * s), slice(None))),
-            (slice(0, h), slice(0, wid), (slice(0, h * s), slice(0, keep)), (slice(None), slice(0, keep))),
-            (slice(0, h), slice(w - wid, w), (slice(0, h * s), slice(w * s - keep, w * s)),
-             (slice(None), slice(wid * s - keep, wid * s))),
-        ]
-    for ys, xs, dst, src in strips:
-        sub = np.sqrt(var_in[ys, xs])
-        iy, ix = np.indices(sub.shape)
-        acc = np.zeros((sub.shape[0] * s, sub.shape[1] * s))
-        for a in range(min(P, sub.shape[0])):
-            for b in range(min(P, sub.shape[1])):
-                z = np.where((iy % P == a) & (ix % P == b), sub, 0.0)
-                if z.any():
-                    acc += np.asarray(op(z), dtype=np.float64) ** 2
-        out[dst] = acc[src]
+    iy, ix = np.indices(sub.shape)
+    acc = np.zeros((sub.shape[0] * s, sub.shape[1] * s))
+    for a in range(min(P, sub.shape[0])):
+        for b in range(min(P, sub.shape[1])):
+            z = np.where((iy % P == a) & (ix % P == b), sub, 0.0)
+            if z.any():
+                acc += np.asarray(op(z), dtype=np.float64) ** 2
+    return acc
+
+
+def _edge_ratio(op, r2: np.ndarray, s: int, reach: int, m: int, shape: tuple[int, int]) -> np.ndarray:
+    """Exact / interior-response variance near the edges, measured on an ``m x m`` unit-sigma image.
+
+    The operator's edge handling changes the squared weights within ``reach`` of the border, not how they
+    scale with sigma, so the ratio measured at unit sigma corrects the interior estimate there (exact for a
+    uniform sigma, and to first order for one that varies slowly over ``reach`` pixels). Rows and columns
+    further than ``m // 2`` input pixels from the border get 1.
+    """
+    from scipy.signal import fftconvolve
+
+    exact = _probe_var(op, np.ones((m, m)), s, reach)
+    z = np.zeros((m * s, m * s))
+    z[::s, ::s] = 1.0
+    off = (r2.shape[0] // s // 2) * s
+    approx = fftconvolve(z, r2, mode="full")[off:off + m * s, off:off + m * s]
+    ratio = np.where(approx > 0, exact / np.maximum(approx, 1e-300), 1.0)
+    h, w = shape
+    half = (m // 2) * s  # output index of the small image's centre row/column (interior: ratio 1)
+
+    def index(n_out: int) -> np.ndarray:
+        i = np.full(n_out, half)
+        lo = np.arange(min(half, n_out))
+        i[lo] = lo
+        hi = np.arange(max(n_out - (m * s - half - 1), half), n_out)
+        i[hi] = hi - n_out + m * s
+        return i
+
+    iy, ix = index(h * s), index(w * s)
+    return ratio[np.ix_(iy, ix)]
 
 
 def propagate_sigma(
@@ -139,8 +153,9 @@ def propagate_sigma(
         :func:`impulse_response` of the operator (its input pixel in the middle of the probe).
     op
         The operator itself: when given, the output within the response's reach of the image
-        edges is computed exactly by probing edge strips (:func:`_edge_var`), where the interior
-        response is wrong (reflected / renormalised edges: up to 2x off, measured).
+        edges is corrected, where the interior response is wrong (reflected / renormalised edges: up
+        to 2x off, measured): exactly by probing on small images (:func:`_probe_var`),
+        else by the exact/interior ratio measured on a small unit-sigma image (:func:`_edge_ratio`).
 
     Returns
     -------
@@ -162,7 +177,12 @@ def propagate_sigma(
     full = fftconvolve(z, r2, mode="full")
     var_out = full[off:off + h * s, off:off + w * s].copy()
     if op is not None:
-        _edge_var(op, var, s, _reach(response, s), var_out)
+        reach = _reach(response, s)
+        m = 4 * reach + 3
+        if h <= m or w <= m:  # small image: probe it exactly
+            var_out = _probe_var(op, var, s, reach)
+        else:
+            var_out *= _edge_ratio(op, r2, s, reach, m, (h, w))
     out = np.sqrt(np.clip(var_out, 0, None))
     if bad.any():
         out[np.repeat(np.repeat(bad, s, axis=0), s, axis=1)] = np.nan
@@ -200,7 +220,7 @@ def backprojection_err(sigma: Union[float, np.ndarray], shape: tuple[int, int], 
     non-negativity rounds change the output only where it would go negative) and a tight CG
     tolerance. ``psf`` is on the output grid, as for the restoration. Edges: the interior response is
     used (measured up to 2x too large within a few PSF widths of the border: conservative);
-    ``exact_edges=True`` probes them exactly (slow: 35 s for a 48 px input). ``return_factor``: also
+    ``exact_edges=True`` corrects them as :func:`propagate_sigma` does (slow: hundreds of CG solves). ``return_factor``: also
     return :func:`filter_noise_factor` for sep's default filter.
     """
     from .projection import project_flux_exact
