@@ -53,9 +53,9 @@ def _fmt(e, truth):
 
 
 def simulated(lines):
+    from _psfnoise_sim import fine_kernel, star_field
     from scipy import ndimage
 
-    from _psfnoise_sim import fine_kernel, star_field
     from napari_astrosr.core.resample import upsample
 
     fine = fine_kernel("gaussian", 3.0)
@@ -88,7 +88,7 @@ def simulated(lines):
 
 
 def real(lines, sides):
-    from quality import DATA, FIELDS, NOISE_REL, _crop, _degrade
+    from quality import DATA, FIELDS, _crop, _degrade
 
     from napari_astrosr.core.fits_io import read_fits
     from napari_astrosr.core.noise import estimate_sigma

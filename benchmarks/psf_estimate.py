@@ -49,6 +49,7 @@ def _find(img):
 
 def simulated(lines, errs):
     from _psfnoise_sim import fine_kernel, star_field, true_kernel
+
     from napari_astrosr.core.psf import measure_fwhm
 
     D = _data()
@@ -70,10 +71,11 @@ def simulated(lines, errs):
               "|---|---|---|---|---|---|---|---|"]
     for label, kind, fwhm, path in psfs:
         if kind == "file":
-            from napari_astrosr.core.psf import psf_from_fits
             import tempfile
 
             from astropy.io import fits
+
+            from napari_astrosr.core.psf import psf_from_fits
 
             k = psf_from_fits(path, size=31)
             with tempfile.NamedTemporaryFile(suffix=".fits") as tmp:

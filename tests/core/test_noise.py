@@ -7,9 +7,10 @@ import pytest
 from astropy.io import fits
 from scipy import ndimage, special
 
-from conftest import shared_file
 from napari_astrosr.core.noise import estimate_sigma, find_noise, sigma_from_map
 from napari_astrosr.exceptions import AstroSRError
+
+from conftest import shared_file
 
 
 def _sources(n=192, *, stars=0, galaxies=0, fwhm=3.0, seed=0, flux=(300.0, 3e4)):

@@ -10,11 +10,12 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy import special
 
-from conftest import shared_file
 from napari_astrosr.core.projection import forward_model
 from napari_astrosr.core.psf import gaussian_psf, measure_fwhm, psf_from_fits, resample_psf
 from napari_astrosr.core.psf_estimate import PsfInfo, find_psf, kernel_hash
 from napari_astrosr.exceptions import AstroSRError
+
+from conftest import shared_file
 
 
 def gaussian_stars(n: int, xy, flux, fwhm: float, *, sigma_noise: float = 1.0, seed: int = 0) -> np.ndarray:

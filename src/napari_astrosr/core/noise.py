@@ -27,7 +27,6 @@ differences, the largest of lags 1-3) and ``method="sep"`` (sep's global backgro
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -276,7 +275,7 @@ def find_noise(
     elif path is not None and path.exists():
         from .fits_io import list_image_hdus, read_fits
 
-        for idx, name, shape in list_image_hdus(path):
+        for idx, name, _shape in list_image_hdus(path):
             if idx > 0 and _kind_from_name(name):
                 fi = read_fits(path, hdu=idx, dtype=np.float64)
                 ext = (name, fi.data, fi.header)

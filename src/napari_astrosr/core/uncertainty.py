@@ -38,8 +38,9 @@ and sep's default matched filter assumes independent pixels, so its S/N comes ou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 from astropy.io import fits
@@ -283,8 +284,9 @@ def err_hdu(err: np.ndarray, *, header: Optional[fits.Header] = None, bunit: Opt
         raise AstroSRError(f"ERR must be 2-D, got shape {e.shape}.")
     hdr = fits.Header()
     if header is not None:
-        from astropy.wcs import WCS
         import warnings
+
+        from astropy.wcs import WCS
 
         try:
             with warnings.catch_warnings():
