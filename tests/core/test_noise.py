@@ -141,3 +141,12 @@ def test_real_rms_map_used_and_added_noise_recovered_on_real_galaxies():
     added = 10 * info.sigma
     noisy = img + _noise(img.shape, added, seed=7)
     assert estimate_sigma(noisy) == pytest.approx(added, rel=0.10)
+
+
+def test_err_beats_wht_when_both_present(tmp_path):
+    img = np.zeros((20, 20), np.float32)
+    p = tmp_path / "both.fits"
+    fits.HDUList([fits.PrimaryHDU(img), fits.ImageHDU(np.full((20, 20), 100.0, np.float32), name="WHT"),
+                  fits.ImageHDU(np.full((20, 20), 0.3, np.float32), name="ERR")]).writeto(p)
+    s, info = find_noise(img, hdul_or_path=p)
+    assert "[ERR]" in info.description and np.allclose(s, 0.3)

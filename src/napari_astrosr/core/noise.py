@@ -5,7 +5,7 @@
 1. a user map (``noise=``: an array or a FITS file; ``kind`` says what it holds);
 2. an error-like extension of the input file, by EXTNAME: ``ERR``/``ERROR``/``SIGMA``/``RMS``/``NOISE``/
    ``STD``/``UNCERT`` (sigma), ``VAR``/``VARIANCE`` (sigma^2), ``IVAR``/``INVVAR``/``IVM`` (1/sigma^2) or
-   ``WHT``/``WEIGHT`` (see below);
+   ``WHT``/``WEIGHT`` (see below); with several, the first of that order (an ERR beats a WHT);
 3. :func:`estimate_sigma`, a robust scalar estimate from the image itself.
 
 Weights: a ``WHT`` extension is an inverse variance only when the header says so (``WHTTYPE``/
@@ -40,7 +40,7 @@ __all__ = ["NoiseInfo", "find_noise", "estimate_sigma", "sigma_from_map", "ERR_E
 
 PathLike = Union[str, os.PathLike]
 ERR_EXTNAMES = ("ERR", "ERROR", "ERRS", "SIGMA", "RMS", "NOISE", "STD", "STDDEV", "UNCERT", "SCI_ERR")
-VAR_EXTNAMES = ("VAR", "VARIANCE", "VAR_POISSON")
+VAR_EXTNAMES = ("VAR", "VARIANCE")  # not JWST's VAR_POISSON / VAR_RNOISE: each is only part of the variance
 IVAR_EXTNAMES = ("IVAR", "INVVAR", "IVM", "INV_VAR")
 WHT_EXTNAMES = ("WHT", "WEIGHT", "WHTMAP", "WGT")
 _MAD = 1.482602218505602  # sigma of a Gaussian per median absolute deviation
@@ -266,20 +266,24 @@ def find_noise(
         return result(sig, bad, notes, "map", f"{p.name}[{fi.name or fi.hdu_index}] as {k}")
 
     # 2. an error-like extension of the input file
+    # several maps (e.g. ERR and WHT): the most direct one wins, err > var > ivar > wht
+    rank = {"err": 0, "var": 1, "ivar": 2, "wht": 3}
     ext = None
     if hdul is not None:
-        for i, h in enumerate(hdul):
-            if i > 0 and h.is_image and h.data is not None and _kind_from_name(h.name or ""):
-                ext = (h.name, np.asarray(h.data, dtype=np.float64), h.header)
-                break
+        cands = [(rank[_kind_from_name(h.name or "")], i) for i, h in enumerate(hdul)
+                 if i > 0 and h.is_image and h.data is not None and _kind_from_name(h.name or "")]
+        if cands:
+            h = hdul[min(cands)[1]]
+            ext = (h.name, np.asarray(h.data, dtype=np.float64), h.header)
     elif path is not None and path.exists():
         from .fits_io import list_image_hdus, read_fits
 
-        for idx, name, _shape in list_image_hdus(path):
-            if idx > 0 and _kind_from_name(name):
-                fi = read_fits(path, hdu=idx, dtype=np.float64)
-                ext = (name, fi.data, fi.header)
-                break
+        cands = [(rank[_kind_from_name(name)], idx, name) for idx, name, _shape in list_image_hdus(path)
+                 if idx > 0 and _kind_from_name(name)]
+        if cands:
+            _, idx, name = min(cands)
+            fi = read_fits(path, hdu=idx, dtype=np.float64)
+            ext = (name, fi.data, fi.header)
     if ext is not None:
         name, m, hdr = ext
         m = _shape_check(m, img.shape, f"{where}[{name}]")
