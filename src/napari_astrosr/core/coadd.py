@@ -42,6 +42,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from ..exceptions import AstroSRError, AstroSRWarning
+from .psf_estimate import estimate_psf  # noqa: F401  (moved there; re-exported for coadd users)
 
 PathLike = Union[str, os.PathLike]
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
@@ -377,82 +378,6 @@ def psf_from_fwhm(
     if not (np.isfinite(fwhm) and 0.5 <= fwhm <= 200):
         raise AstroSRError(f"{where}: header {keyword}={fwhm} px is not a plausible FWHM (0.5-200 px).")
     return _odd_unit(gaussian_psf(fwhm * FWHM_TO_SIGMA, size=size or psf_size_for(fwhm)), where)
-
-
-def estimate_psf(
-    image: np.ndarray, *, mask: Optional[np.ndarray] = None, size: int = 25, max_stars: int = 40,
-    snr_min: float = 30.0, oversampling: int = 1, where: str = "frame",
-) -> np.ndarray:
-    """Empirical PSF from the frame's stars with photutils' ``EPSFBuilder``.
-
-    Stars: sep detections (on the background-subtracted frame) with S/N > ``snr_min``,
-    no flags, no masked pixel nearby, away from the border and from brighter neighbours,
-    round-ish (b/a > 0.7: galaxies and blends are rejected). The ePSF is built at
-    ``oversampling`` x and block-summed back to image pixels when ``oversampling > 1``.
-    """
-    from astropy.nddata import NDData
-    from astropy.table import Table
-    from photutils.psf import EPSFBuilder, extract_stars
-
-    from .detection import detect_sources
-
-    if size % 2 == 0:
-        raise AstroSRError(f"{where}: PSF size {size} must be odd.")
-    img = np.asarray(image, dtype=np.float32)
-    m = ~np.isfinite(img) if mask is None else (np.asarray(mask, bool) | ~np.isfinite(img))
-    clean = np.where(m, 0.0, img).astype(np.float32)
-    h, w = img.shape
-    box = max(16, min(64, h // 4, w // 4))
-    cat = detect_sources(clean, thresh=5.0, minarea=5, mask=m, box=box, subtract_background=True)
-    from .detection import estimate_background
-
-    back = estimate_background(clean, mask=m, box=box).back
-    sub = clean - back
-    if len(cat) == 0:
-        raise AstroSRError(f"{where}: no stars detected; cannot estimate a PSF. Give --psf or --psf-from-fwhm.")
-    x = np.asarray(cat["x"], float)
-    y = np.asarray(cat["y"], float)
-    flux = np.asarray(cat["flux"], float)
-    ferr = np.asarray(cat["flux_err"], float) if "flux_err" in cat.colnames else np.sqrt(np.abs(flux))
-    a = np.asarray(cat["a"], float)
-    b = np.asarray(cat["b"], float)
-    flag = np.asarray(cat["flag"], int) if "flag" in cat.colnames else np.zeros(len(cat), int)
-    half = size // 2 + 1
-    snr = flux / np.maximum(ferr, 1e-30)
-    ok = (snr > snr_min) & (flag == 0) & (b / np.maximum(a, 1e-6) > 0.7)
-    ok &= (x > half) & (x < w - 1 - half) & (y > half) & (y < h - 1 - half)
-    # isolation: no brighter-than-10% neighbour within one stamp
-    for i in np.flatnonzero(ok):
-        d = np.hypot(x - x[i], y - y[i])
-        near = (d > 0) & (d < size) & (flux > 0.1 * flux[i])
-        if near.any():
-            ok[i] = False
-    # saturated/masked cores
-    for i in np.flatnonzero(ok):
-        yi, xi = int(round(y[i])), int(round(x[i]))
-        if m[max(0, yi - half):yi + half + 1, max(0, xi - half):xi + half + 1].any():
-            ok[i] = False
-    idx = np.flatnonzero(ok)
-    if idx.size < 3:
-        raise AstroSRError(
-            f"{where}: only {idx.size} isolated bright stars found (need 3) to estimate a PSF. "
-            "Give --psf or --psf-from-fwhm."
-        )
-    idx = idx[np.argsort(-flux[idx])][:max_stars]
-    stars = extract_stars(NDData(sub), Table({"x": x[idx], "y": y[idx]}), size=(size, size))
-    builder = EPSFBuilder(oversampling=oversampling, maxiters=10, progress_bar=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        epsf, _ = builder(stars)
-    psf = np.asarray(epsf.data, dtype=np.float64)
-    if oversampling > 1:
-        from .resample import block_sum
-
-        psf = block_sum(psf, oversampling)
-    psf = np.clip(psf, 0, None)
-    if psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0:
-        psf = crop_psf(psf, size)
-    return _odd_unit(psf, where)
 
 
 def common_psf_size(psfs: Sequence[np.ndarray]) -> int:
