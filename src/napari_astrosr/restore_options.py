@@ -1,0 +1,300 @@
+"""The restore option set, once: :class:`RestoreOptions` (validated, bounded) and the method registry.
+
+Every way into a restoration (``restore``/``restore_job``, ``restore_dask``, the tiled and batch jobs,
+``astrosr restore``/``astrosr batch`` and the Restore widget) builds one :class:`RestoreOptions`, so the
+defaults and the checks are the same everywhere. No torch here: the CLI imports this module to build its
+arguments without loading a network.
+
+Safe defaults (issue 20): every network and ``backprojection`` projects its output onto the forward model
+(blur + block sum reproduce the input), exactly on clean data and noise-aware on noisy data
+(:func:`resolve_noise` decides from the measured noise); networks keep the input's sky. Opt out with
+``project=False`` (``--no-projection``) and ``keep_sky=False`` (``--no-keep-sky``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .exceptions import AstroSRError
+
+__all__ = [
+    "MethodInfo",
+    "METHODS",
+    "CLASSICAL",
+    "NETWORKS",
+    "RestoreOptions",
+    "options_from_kwargs",
+    "resolve_noise",
+    "resolve_psf",
+    "NoiseChoice",
+    "CLEAN_NOISE_REL",
+]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """One restoration method: what it is, what it does to flux, and its defaults."""
+
+    name: str
+    kind: Literal["classical", "network"]
+    flux: str
+    description: str = ""
+    needs_psf: bool = False
+    projects: bool = False  # forward-model projection on by default
+    keeps_sky: bool = False  # sky gate on by default
+
+
+_GAN_FLUX = ("GAN translation: flux not constrained by the network (measured to move flux out of faint "
+             "sources); the default projection onto the forward model restores it (give --psf)")
+_NET_FLUX = ("network output projected by default onto the forward model (blur + block sum reproduce the "
+             "input: exactly on clean data, above the noise on noisy data); --no-projection: approximate")
+
+# the one registry: names, kinds, flux statements and defaults (network descriptions/scales come from
+# models.registry, which needs torch, through restoration.list_methods)
+METHODS: dict[str, MethodInfo] = {m.name: m for m in (
+    MethodInfo("bicubic", "classical", "conserved exactly: block_sum(output) == input (every pixel, so every source)",
+               "flux-conserving bicubic (Keys cubic convolution) upsampling"),
+    MethodInfo("lanczos", "classical", "conserved exactly: block_sum(output) == input (every pixel, so every source)",
+               "flux-conserving Lanczos-3 upsampling"),
+    MethodInfo("richardson-lucy", "classical", "total conserved exactly (global rescale); per-source flux approximately",
+               "Richardson-Lucy deconvolution (skimage) with --psf, then flux-conserving bicubic", needs_psf=True),
+    MethodInfo("backprojection", "classical",
+               "blur + block-sum of the output reproduce every input pixel (to CG tolerance; above the noise on "
+               "noisy data)",
+               "flux-conserving bicubic + projection through the PSF forward model (--psf)", needs_psf=True,
+               projects=True),
+    MethodInfo("fisr", "network", _NET_FLUX, projects=True, keeps_sky=True),
+    MethodInfo("restormer", "network", _NET_FLUX, projects=True, keeps_sky=True),
+    MethodInfo("pix2wgan", "network", _GAN_FLUX, projects=True, keeps_sky=True),
+    MethodInfo("pix2wgan-cascade", "network", _GAN_FLUX, projects=True, keeps_sky=True),
+)}
+CLASSICAL: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.kind == "classical")
+NETWORKS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.kind == "network")
+
+# measured LR noise below this fraction of the LR robust range (99.5th percentile - median) counts as clean:
+# the projection is then exact. Noise-aware with a tiny sigma is nearly exact anyway; above it, an exact
+# projection fits the noise (docs/results_quality.md: x2 noisy, fisr + flux-exact 33.4 dB vs 39.5 dB).
+CLEAN_NOISE_REL = 0.002
+
+
+class RestoreOptions(BaseModel):
+    """Every option of one restoration, validated (unknown keys and out-of-range values rejected).
+
+    ``project``, ``flux_noise`` and ``keep_sky`` default to ``None``: the method's default (see the module
+    docstring); the effective choices are :attr:`projects` and :attr:`sky_levels`.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, arbitrary_types_allowed=True)
+
+    method: str = Field(description="restoration method (see `astrosr methods`)")
+    scale: int = Field(default=2, ge=1, le=16, description="integer enlargement factor")
+    model: Optional[str] = Field(default=None, max_length=4096,
+                                 description="checkpoint .pt written by `astrosr train` (default: bundled)")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="where networks run (auto: cuda, mps, cpu)")
+    tile: Optional[int] = Field(default=None, ge=1, le=1 << 16, description="network tile side in input pixels")
+    overlap: Optional[int] = Field(default=None, ge=0, le=1 << 12, description="tile overlap in input pixels")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(default="auto", description="GPU autocast precision")
+    threads: Optional[int] = Field(default=None, ge=1, le=1024, description="CPU threads for networks")
+    iterations: Optional[int] = Field(default=None, ge=1, le=100_000,
+                                      description="Richardson-Lucy / projection iterations")
+    flux_thresh: float = Field(default=1.5, gt=0.0, le=1000.0, description="FISR flux-map detection sigma")
+    project: Optional[bool] = Field(
+        default=None, description="project onto the forward model (default: networks and backprojection)")
+    psf: Any = Field(default=None, description="blur the input carries, on the output grid (spec, file, array)")
+    flux_noise: Union[None, float, str] = Field(
+        default=None, description="input noise sigma per pixel, 'auto' (measured) or 'exact' (default: auto)")
+    keep_sky: Union[None, bool, str, tuple] = Field(
+        default=None, description="networks: act only where the input shows signal (default on: 2,5 sigma)")
+    sky_rms: Optional[float] = Field(default=None, gt=0.0, description="noise rms the sky gate measures S/N against")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"--method {v!r}: unknown; choose one of {', '.join(METHODS)}.")
+        return v
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_path(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, Path) else v
+
+    @field_validator("psf")
+    @classmethod
+    def _psf_kind(cls, v: Any) -> Any:
+        if v is None or isinstance(v, np.ndarray):
+            return v
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, str):
+            return v.strip() or None
+        raise ValueError(f"--psf {v!r}: give a spec (gaussian:1.0, airy:2, moffat:3,2.5, none), a PSF FITS or an array.")
+
+    @field_validator("flux_noise", mode="before")
+    @classmethod
+    def _noise(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, str):
+            t = v.strip().lower()
+            if t in ("auto", "exact"):
+                return t
+            try:
+                v = float(t)
+            except ValueError:
+                raise ValueError(f"--flux-noise {v!r}: give the input's noise sigma per pixel, 'auto' or 'exact'.") \
+                    from None
+        v = float(v)
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"--flux-noise {v!r}: must be a finite number >= 0, 'auto' or 'exact'.")
+        return v
+
+    @field_validator("keep_sky", mode="before")
+    @classmethod
+    def _sky(cls, v: Any) -> Any:
+        if v is None or v is False:
+            return v
+        from .core.skygate import parse_keep_sky
+
+        try:
+            levels = parse_keep_sky(v)
+        except AstroSRError as exc:
+            raise ValueError(str(exc)) from None
+        return None if levels is None else tuple(float(x) for x in levels)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RestoreOptions":
+        info = METHODS[self.method]
+        if info.kind == "classical" and self.keep_sky not in (None, False):
+            raise ValueError(f"--keep-sky applies to the networks (their changes in the sky); {self.method} is a "
+                             "classical method: drop --keep-sky.")
+        if self.method == "backprojection" and self.project is False:
+            raise ValueError("backprojection is the forward-model projection (of bicubic): --no-projection would "
+                             "make it bicubic; use --method bicubic.")
+        if self.flux_noise is not None and not self.projects:
+            raise ValueError("--flux-noise makes the forward-model projection noise-aware: it needs a projection "
+                             f"({'drop --no-projection' if self.project is False else 'add --project'} or use "
+                             "--method backprojection).")
+        return self
+
+    # effective choices ------------------------------------------------------------------------------------------
+    @property
+    def info(self) -> MethodInfo:
+        """The method's registry entry."""
+        return METHODS[self.method]
+
+    @property
+    def is_network(self) -> bool:
+        """True for the networks."""
+        return self.info.kind == "network"
+
+    @property
+    def projects(self) -> bool:
+        """Whether the output is projected onto the forward model (explicit ``project``, else the default)."""
+        if self.project is not None:
+            return bool(self.project)
+        if not self.info.projects:
+            return False
+        # scale 1 with no blur to undo: the projection would return the input
+        return not (self.scale == 1 and self.psf is None)
+
+    @property
+    def sky_levels(self) -> Optional[tuple[float, float]]:
+        """The sky gate's (low, high) sigma levels, or None when the sky is not kept."""
+        if self.keep_sky is False or not self.is_network:
+            return None
+        if self.keep_sky is None:
+            from .core.skygate import parse_keep_sky
+
+            return tuple(parse_keep_sky(True)) if self.info.keeps_sky else None
+        return tuple(self.keep_sky)
+
+    def restore_kwargs(self) -> dict[str, Any]:
+        """The fields that differ from their defaults (for ``restore_job(**kw)`` and fingerprints)."""
+        return self.model_dump(exclude_defaults=True)
+
+
+_ALIASES = ("flux_exact",)
+
+
+def options_from_kwargs(**kwargs: Any) -> RestoreOptions:
+    """A :class:`RestoreOptions` from ``restore(...)``-style keywords, as one clear :class:`AstroSRError`.
+
+    ``flux_exact=True`` is the older spelling of ``project=True`` (``False`` means "the default").
+    """
+    kw = {k: v for k, v in kwargs.items() if k not in _ALIASES}
+    if kwargs.get("flux_exact") and kw.get("project") is None:
+        kw["project"] = True
+    try:
+        return RestoreOptions(**kw)
+    except ValidationError as exc:
+        raise AstroSRError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The first validation error as one line naming the option."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        return f"{loc}: unknown restore option; known: {', '.join(RestoreOptions.model_fields)}."
+    if msg.startswith("--"):
+        return msg
+    return f"--{loc.replace('_', '-')}: {msg}" if loc else msg
+
+
+# resolvers: the single places the lead swaps in better PSF / noise estimators --------------------------------
+
+
+@dataclass(frozen=True)
+class NoiseChoice:
+    """How the projection treats noise: ``mode`` ``exact`` or ``noise-aware``, the sigma used, and why."""
+
+    mode: Literal["exact", "noise-aware"]
+    sigma: Optional[float]
+    measured: Optional[float]
+    source: str
+
+
+def resolve_noise(image: np.ndarray, flux_noise: Union[None, float, str] = None) -> NoiseChoice:
+    """Choose exact or noise-aware projection for ``image`` (the LR input) from ``flux_noise``.
+
+    ``None``/``"auto"``: measure the per-pixel noise (``core.projection.estimate_lr_noise``); below
+    :data:`CLEAN_NOISE_REL` of the image's robust range (99.5th percentile - median) the data count as clean
+    and the projection is exact, else noise-aware with that sigma. ``"exact"`` or ``0``: exact. A number: that
+    sigma, noise-aware.
+    """
+    if flux_noise == "exact" or (isinstance(flux_noise, (int, float)) and float(flux_noise) == 0.0):
+        return NoiseChoice("exact", None, None, "given")
+    if isinstance(flux_noise, (int, float)):
+        return NoiseChoice("noise-aware", float(flux_noise), None, "given")
+    from .core.projection import estimate_lr_noise
+
+    arr = np.asarray(image, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    sigma = float(estimate_lr_noise(np.nan_to_num(arr)))
+    span = float(np.percentile(finite, 99.5) - np.median(finite)) if finite.size else 0.0
+    rel = sigma / span if span > 0 else 0.0
+    src = f"measured (sep background rms {sigma:.4g} = {rel:.2%} of the robust range)"
+    if not np.isfinite(sigma) or rel < CLEAN_NOISE_REL:
+        return NoiseChoice("exact", None, sigma, src + "; clean")
+    return NoiseChoice("noise-aware", sigma, sigma, src)
+
+
+def resolve_psf(psf: Any, *, header: Any = None) -> tuple[Any, str]:
+    """The PSF the projection uses and where it came from: ``(psf, source)``.
+
+    Order: the PSF given; else (today) none: the pixel block sum alone, which makes every input pixel's flux
+    exact (the guarantee flux-conserving bicubic gives) without assuming a blur. ``header`` is for PSF
+    keywords/extension lookups (``core.psf_estimate``) once those exist.
+    """
+    if psf is not None:
+        label = f"array{psf.shape}" if isinstance(psf, np.ndarray) else str(psf)
+        return psf, f"given ({label})"
+    return "none", "default: block sum only (no --psf; give the PSF for the full forward model)"
