@@ -177,7 +177,7 @@ class RestoreOptions(BaseModel):
         if self.method == "backprojection" and self.project is False:
             raise ValueError("backprojection is the forward-model projection (of bicubic): --no-projection would "
                              "make it bicubic; use --method bicubic.")
-        if self.flux_noise is not None and not self.projects:
+        if self.flux_noise not in (None, "auto") and not self.projects:  # "auto" is the default's spelling
             raise ValueError("--flux-noise makes the forward-model projection noise-aware: it needs a projection "
                              f"({'drop --no-projection' if self.project is False else 'add --project'} or use "
                              "--method backprojection).")
@@ -298,3 +298,75 @@ def resolve_psf(psf: Any, *, header: Any = None) -> tuple[Any, str]:
         label = f"array{psf.shape}" if isinstance(psf, np.ndarray) else str(psf)
         return psf, f"given ({label})"
     return "none", "default: block sum only (no --psf; give the PSF for the full forward model)"
+
+
+# command line: the arguments of `astrosr restore` and `astrosr batch`, from the model ------------------------
+
+_CLI_FIELDS = ("method", "scale", "model", "device", "tile", "overlap", "threads", "precision", "iterations", "psf")
+
+
+def add_cli_arguments(p: Any, *, fields: tuple[str, ...] = _CLI_FIELDS, device_default: Optional[str] = None) -> None:
+    """Add the restore options to an ``argparse`` parser: ``fields`` (help and defaults from
+    :class:`RestoreOptions`) plus the projection, noise and sky switches. ``device_default`` overrides the
+    model's (``astrosr batch`` runs on CPU workers unless told otherwise)."""
+    f = RestoreOptions.model_fields
+    for name in fields:
+        flag = "--" + name.replace("_", "-")
+        desc = f[name].description or ""
+        if name == "method":
+            p.add_argument(flag, required=True, choices=tuple(METHODS), help=desc)
+        elif name == "precision":
+            p.add_argument(flag, default="auto", choices=("auto", "fp32", "bf16", "fp16"), help=desc + " (CPU: fp32)")
+        elif name == "device":
+            d = device_default or f[name].default
+            p.add_argument(flag, default=d, help=f"{desc} (default {d})")
+        elif name == "psf":
+            p.add_argument(flag, default=None,
+                           help="blur the input carries, in output pixels: gaussian:SIGMA|airy:R|gaussian+airy:S,R|"
+                                "moffat:FWHM[,BETA]|PSF.fits|none (without it the projection uses the block sum "
+                                "alone: every input pixel's flux exact)")
+        elif f[name].annotation in (int, Optional[int]):
+            d = f[name].default
+            p.add_argument(flag, type=int, default=d, help=desc + (f" (default {d})" if d is not None else ""))
+        else:
+            p.add_argument(flag, default=f[name].default, help=desc)
+    proj = p.add_mutually_exclusive_group()
+    proj.add_argument("--no-projection", dest="project", action="store_false", default=None,
+                      help="networks/backprojection: skip the default projection onto the forward model (the "
+                           "network's flux is then only approximate)")
+    proj.add_argument("--flux-exact", "--project", dest="project", action="store_true", default=None,
+                      help="project onto the forward model (the default for networks and backprojection; for "
+                           "bicubic/lanczos/richardson-lucy it needs --psf)")
+    p.add_argument("--flux-noise", default=None, metavar="SIGMA|auto|exact",
+                   help="the projection's noise: 'auto' (default) measures it and projects exactly on clean data, "
+                        "only above the noise on noisy data; a sigma per input pixel; or 'exact'")
+    sky = p.add_mutually_exclusive_group()
+    sky.add_argument("--keep-sky", nargs="?", const=True, default=None, metavar="LOW,HIGH",
+                     help="networks (default on, 2,5): the network acts only where the input's S/N exceeds LOW "
+                          "sigma, fully above HIGH; the sky stays the input's flux-conserving upsampling")
+    sky.add_argument("--no-keep-sky", dest="keep_sky", action="store_const", const=False,
+                     help="networks: let the network change the sky too")
+
+
+def options_from_args(args: Any, **overrides: Any) -> RestoreOptions:
+    """The :class:`RestoreOptions` of parsed CLI arguments (the fields present on ``args``), as one clear
+    :class:`AstroSRError` naming the option."""
+    kw = {k: getattr(args, k) for k in RestoreOptions.model_fields if hasattr(args, k)}
+    kw = {k: v for k, v in kw.items() if v is not None or k in ("project", "keep_sky")}
+    kw.update(overrides)
+    return options_from_kwargs(**kw)
+
+
+def describe_choices(params: dict) -> str:
+    """One line saying what the projection, noise and sky choices were (CLI, widget), from result params."""
+    mode = params.get("projection", "off")
+    if mode == "off":
+        proj = "no projection"
+    else:
+        psf = params.get("psf_source") or params.get("psf")
+        proj = f"projection {mode}"
+        if mode == "noise-aware" and params.get("flux_noise") is not None:
+            proj += f" (sigma {params['flux_noise']:.4g})"
+        proj += f", PSF {psf}"
+    sky = f"sky kept ({params['keep_sky'][0]:g},{params['keep_sky'][1]:g} sigma)" if params.get("keep_sky") else None
+    return "; ".join(x for x in (proj, sky) if x)
