@@ -444,10 +444,11 @@ def main_job(
     yield Progress(3, N_STEPS, "comparing: block_sum(output) vs input")
     t0 = time.perf_counter()
     from .core.metrics import evaluate_with_residuals, match_sources
+    from .core.grids import consistency_residual
     from .core.resample import block_sum
 
-    down = block_sum(np.asarray(res.data, dtype=np.float64), scale)
-    residual = (down - data.astype(np.float64)).astype(np.float32)
+    down = block_sum(np.asarray(res.data, dtype=np.float64), scale)  # the output on the input grid
+    residual = consistency_residual(res.data, data, scale=scale)
     rois = default_rois(data, det_in.sources, det_in.segmap)
     roi_masks = [(r.name, r.mask(data.shape)) for r in rois]
     with warnings.catch_warnings():

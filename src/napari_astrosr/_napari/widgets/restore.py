@@ -351,9 +351,9 @@ class RestoreWidget(QWidget):
             res = yield from restore_job(data, wcs=wcs, header=header, stop=stop, **opts)
             residual = None
             if want_residual:
-                from ...core.resample import block_sum
+                from ...core.grids import consistency_residual
 
-                residual = block_sum(np.asarray(res.data, dtype=np.float64), int(res.scale)) - data
+                residual = consistency_residual(res.data, data, scale=int(res.scale))
             return res, residual
 
         self.device_used.setText("")
