@@ -201,7 +201,8 @@ def restore_job(
         ``project`` (default: on for the networks and backprojection): project the output through the
         forward model (``psf`` blur + block sum) so that it reproduces the input. ``psf``: the blur the input
         carries, on the *output* grid (``gaussian:1.0``, ``airy:2``, ``PSF.fits``, an array or ``"none"``);
-        without one a network's projection uses the block sum alone (every input pixel's flux exact).
+        a network with no ``psf`` is an error asking for one or for ``project=False`` (a projection through
+        the block sum alone measured worse than bicubic on per-source flux).
         ``flux_noise``: ``None``/``"auto"`` measure the input's noise and project exactly on clean data,
         noise-aware (a Wiener filter of the residual, :func:`core.projection.noise_aware_target`) on noisy
         data (:func:`~napari_astrosr.restore_options.resolve_noise`); a sigma; or ``"exact"``.
@@ -306,6 +307,10 @@ def restore_job(
         if scale not in spec.scales:
             raise AstroSRError(f"--scale {scale}: {method} supports {', '.join(map(str, spec.scales))}.")
         net, meta = _resolve_model(method, scale, model, device)
+        if flux_exact and psf is None:  # after the weights' check, before minutes of inference
+            raise AstroSRError(f"{method}: its default projection onto the forward model needs the PSF the input "
+                               "carries: give --psf SPEC|PSF.fits (on the output grid, e.g. gaussian:1.0; 'none' for "
+                               "no blur) or --no-projection (the network's flux is then only approximate).")
         ckpt_hash = meta.get("sha256")
         params.update(checkpoint=Path(meta["path"]).name if meta.get("path") else None,
                       preset=meta.get("preset"), normalization=meta.get("normalization"))

@@ -239,6 +239,7 @@ class RestoreWidget(QWidget):
         self._method_changed()
 
     def _method_changed(self, *_: Any) -> None:
+        self.psf.setStyleSheet("")
         label = self.method.currentText()
         info = self._methods.get(label, {})
         is_file = label == CHECKPOINT_ITEM
@@ -324,10 +325,18 @@ class RestoreWidget(QWidget):
             # only a choice that differs from the method's default is passed (its errors stay the default's)
             project=None if method == "backprojection" or project == (METHODS[method].projects if method in METHODS
                                                                         else False) else project,
-            flux_noise=("auto" if self.flux_noise.isChecked() else "exact") if project else None,
+            # checked: the default (noise measured, exact or noise-aware); unchecked: always exact
+            flux_noise=None if self.flux_noise.isChecked() or not project else "exact",
             keep_sky=(True if self.keep_sky.isChecked() else False) if self.keep_sky.isEnabled() else None,
         )
-        return options_from_kwargs(**kw).model_dump()
+        opts = options_from_kwargs(**kw)
+        # a network's projection needs the PSF (restore_options.resolve_psf): say so at the field, before a run
+        self.psf.setStyleSheet("")
+        if opts.is_network and opts.projects and opts.psf is None:
+            self.psf.setStyleSheet("border: 2px solid #d9534f;")
+            raise AstroSRError(f"PSF: {method}'s projection onto the forward model needs the PSF the input carries "
+                               "(e.g. gaussian:1.0 on the output grid, a PSF.fits, or none); or uncheck the projection")
+        return opts.model_dump()
 
     def run(self) -> Any:
         """Start restoring the chosen layer (returns the worker, or None on bad input)."""
