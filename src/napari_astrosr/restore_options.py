@@ -18,21 +18,28 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .exceptions import AstroSRError
 
 __all__ = [
-    "MethodInfo",
-    "METHODS",
     "CLASSICAL",
+    "CLEAN_NOISE_REL",
+    "METHODS",
     "NETWORKS",
+    "MethodInfo",
+    "NoiseChoice",
     "RestoreOptions",
     "options_from_kwargs",
     "resolve_noise",
     "resolve_psf",
-    "NoiseChoice",
-    "CLEAN_NOISE_REL",
 ]
 
 
@@ -170,7 +177,7 @@ class RestoreOptions(BaseModel):
         return None if levels is None else tuple(float(x) for x in levels)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "RestoreOptions":
+    def _consistent(self) -> RestoreOptions:
         info = METHODS[self.method]
         if info.kind == "classical" and self.keep_sky not in (None, False):
             raise ValueError(f"--keep-sky applies to the networks (their changes in the sky); {self.method} is a "

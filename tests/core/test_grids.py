@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
-from napari_astrosr.core.grids import consistency_residual, grid_relation, lq_scale, match_grids
+from napari_astrosr.core.grids import (
+    consistency_residual,
+    grid_relation,
+    lq_scale,
+    match_grids,
+)
 from napari_astrosr.core.resample import upsample
 from napari_astrosr.exceptions import AstroSRError
 

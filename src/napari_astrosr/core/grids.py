@@ -16,7 +16,7 @@ import numpy as np
 from ..exceptions import AstroSRError
 from .resample import block_sum
 
-__all__ = ["consistency_residual", "grid_relation", "match_grids", "lq_scale"]
+__all__ = ["consistency_residual", "grid_relation", "lq_scale", "match_grids"]
 
 
 def consistency_residual(output: np.ndarray, data: np.ndarray, *, scale: int) -> np.ndarray:
