@@ -223,10 +223,6 @@ class RestoreOptions(BaseModel):
             return tuple(parse_keep_sky(True)) if self.info.keeps_sky else None
         return tuple(self.keep_sky)
 
-    def restore_kwargs(self) -> dict[str, Any]:
-        """The fields that differ from their defaults (for ``restore_job(**kw)`` and fingerprints)."""
-        return self.model_dump(exclude_defaults=True)
-
 
 _ALIASES = ("flux_exact",)
 
