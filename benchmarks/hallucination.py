@@ -61,6 +61,10 @@ def _restore(lr, method, scale, psf=None):
     if psf is None:
         psf = "gaussian:1.0" if scale > 1 else f"gaussian:{GROUND_SIGMA}"
     kw = {"psf": psf} if method in ("richardson-lucy", "backprojection") else {}
+    if method == "backprojection":
+        kw["flux_noise"] = "exact"  # as measured before the restore defaults changed (issue 20)
+    elif method not in ("bicubic", "lanczos", "richardson-lucy"):
+        kw.update(project=False, keep_sky=False)  # the network alone
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return restore(lr, method=method, scale=scale, device="cpu", threads=1, **kw).data
@@ -201,12 +205,13 @@ def main(argv=None) -> int:
                      f"{'no broadening' if f_m <= f_in * 1.02 else 'BROADENS'} |")
         lines.append(f"| point grid: flux / truth, faint -> bright | {m} | | {per_level(fl)} | |")
         if m != "richardson-lucy":
+            from napari_astrosr.core.projection import estimate_lr_noise
             from napari_astrosr.restoration import restore
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = restore(lr, method=m, scale=1, psf=f"gaussian:{GROUND_SIGMA}", flux_exact=True,
-                              flux_noise="auto", device="cpu", threads=1).data
+                out = restore(lr, method=m, scale=1, psf=f"gaussian:{GROUND_SIGMA}", flux_exact=True, keep_sky=False,
+                              flux_noise=estimate_lr_noise(np.nan_to_num(lr)), device="cpu", threads=1).data
             lines.append(f"| point grid: flux / truth, faint -> bright | {m} + flux-noise | | "
                          f"{per_level(fwhm_stats(out, pos, half=10)[1])} | |")
     print("x1 done", file=sys.stderr, flush=True)

@@ -40,9 +40,11 @@ DEG_PSF = "gaussian:1.75"
 def _methods():
     from napari_astrosr.training.checkpoints import bundled_checkpoint
 
-    ms = [("bicubic", {}), ("backprojection", {"psf": DEG_PSF}), ("richardson-lucy", {"psf": DEG_PSF})]
+    # spelled out: as measured before the restore defaults changed (issue 20): exact backprojection, network alone
+    ms = [("bicubic", {}), ("backprojection", {"psf": DEG_PSF, "flux_noise": "exact"}),
+          ("richardson-lucy", {"psf": DEG_PSF})]
     if bundled_checkpoint("restormer", 2) is not None:
-        ms.append(("restormer", {}))
+        ms.append(("restormer", {"project": False, "keep_sky": False}))
     elif bundled_checkpoint("restormer", 1) is not None:
         ms.append(("restormer-x1", {}))
     return ms
@@ -56,7 +58,7 @@ def _restore_all(lq, methods):
     for name, kw in methods:
         t0 = time.perf_counter()
         if name == "restormer-x1":  # a same-size network after the flux-conserving bicubic x2 upsample
-            out[name] = restore(upsample(lq, 2, method="bicubic"), method="restormer", scale=1).data
+            out[name] = restore(upsample(lq, 2, method="bicubic"), method="restormer", scale=1, keep_sky=False).data
         else:
             out[name] = restore(lq, method=name, scale=2, **kw).data
         out[name] = np.asarray(out[name], np.float64)

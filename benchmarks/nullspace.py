@@ -69,7 +69,8 @@ def sr_groups(side):
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = restore(lr, method=net, scale=scale, device="cpu", threads=1).data.astype(np.float64)
+                out = restore(lr, method=net, scale=scale, device="cpu", threads=1, project=False,
+                              keep_sky=False).data.astype(np.float64)  # the network alone
             yield f"{net} x{scale}", hr, lr, scale, psf, nz, base, out
 
 

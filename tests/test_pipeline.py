@@ -159,7 +159,8 @@ def test_flux_exact_switch_for_a_chosen_method(tmp_path):
     """--flux-exact with a method the caller chose (off by default for it): the projection runs, the forward
     model is reproduced, and the validation uses it too; --no-flux-exact turns the default's off."""
     src = sample_path("hst_galaxy")
-    on = run(main_job(src, out_dir=tmp_path / "on", method="lanczos", flux_exact=True))
+    # exact: the default measures the sample's noise first (real HST noise: noise-aware), see test below
+    on = run(main_job(src, out_dir=tmp_path / "on", method="lanczos", flux_exact=True, flux_noise="exact"))
     assert on.metrics["flux_exact"] is True and "flux-exact" in on.metrics["method_reason"]
     assert on.metrics["consistency"]["forward_model_residual"]["max_abs"] < 1e-3 * float(np.nanmax(on.input.data))
     off = run(main_job(src, out_dir=tmp_path / "off", method="bicubic", validate=False))

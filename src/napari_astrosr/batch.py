@@ -48,6 +48,7 @@ import numpy as np
 from .core.atomic import atomic_output
 from .exceptions import AstroSRError
 from .progress import NEVER, Progress
+from .restore_options import NETWORKS, RestoreOptions, options_from_kwargs, resolve_noise
 
 PathLike = Union[str, os.PathLike]
 
@@ -91,20 +92,35 @@ class RestoreParams:
     sky_rms: Optional[float] = None
     """The sky gate's noise rms of the upsampled input (resolved per image, once, before tiling)."""
 
+    @classmethod
+    def from_options(cls, opts: RestoreOptions, *, norm: Optional[tuple] = None) -> "RestoreParams":
+        """The plain-value form of a :class:`~napari_astrosr.restore_options.RestoreOptions`, its defaults
+        resolved (``flux_exact`` is whether it projects, ``keep_sky`` the sky gate's levels or None)."""
+        psf = opts.psf
+        if psf is not None and not isinstance(psf, str):
+            raise AstroSRError("batch/tiled restorations take --psf as a spec or a file path, not an array.")
+        return cls(method=opts.method, scale=int(opts.scale), model=opts.model, flux_exact=opts.projects, psf=psf,
+                   device=opts.device, tile=opts.tile, norm=norm,
+                   flux_noise=opts.flux_noise if opts.projects else None, keep_sky=opts.sky_levels,
+                   sky_rms=opts.sky_rms if opts.sky_levels is not None else None)
+
     def restore_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``restoration.restore`` / ``restore_job``."""
-        kw: dict[str, Any] = dict(method=self.method, scale=self.scale, flux_exact=self.flux_exact, device=self.device)
+        """Keyword arguments for ``restoration.restore`` / ``restore_job``: every choice explicit, so that a
+        worker makes the same one as the client did."""
+        kw: dict[str, Any] = dict(method=self.method, scale=self.scale, device=self.device)
         if self.model is not None:
             kw["model"] = self.model
         if self.psf is not None:
             kw["psf"] = self.psf
         if self.tile is not None:
             kw["tile"] = self.tile
-        if self.flux_noise is not None:
+        if bool(self.flux_exact) != RestoreOptions(method=self.method, scale=self.scale, psf=self.psf).projects:
+            kw["project"] = bool(self.flux_exact)  # only a choice that differs from the default (errors stay its own)
+        if self.flux_exact and self.flux_noise is not None:
             kw["flux_noise"] = self.flux_noise
-        if self.keep_sky is not None:
-            kw["keep_sky"] = tuple(self.keep_sky)
-            if self.sky_rms is not None:
+        if self.is_network():
+            kw["keep_sky"] = tuple(self.keep_sky) if self.keep_sky is not None else False
+            if self.keep_sky is not None and self.sky_rms is not None:
                 kw["sky_rms"] = self.sky_rms
         return kw
 
@@ -122,7 +138,9 @@ class RestoreParams:
         if psf is not None and Path(str(psf)).is_file():
             psf = "sha256:" + file_sha256(psf)
         fp["psf"] = psf
-        if self.flux_noise is not None:  # absent otherwise: fingerprints of earlier batches stay valid
+        if self.flux_exact and self.flux_noise is None:  # the default: measured per file
+            fp["flux_noise"] = "auto"
+        elif self.flux_noise is not None:  # absent otherwise: fingerprints of earlier batches stay valid
             fp["flux_noise"] = self.flux_noise if isinstance(self.flux_noise, str) else float(self.flux_noise)
         if self.keep_sky is not None:  # likewise
             fp["keep_sky"] = [float(v) for v in self.keep_sky]
@@ -130,9 +148,7 @@ class RestoreParams:
 
 
     def is_network(self) -> bool:
-        from . import restoration
-
-        return self.method in getattr(restoration, "NETWORKS", {})
+        return self.method in NETWORKS
 
     def checkpoint(self) -> Optional[str]:
         """The checkpoint file used: ``model``, or the bundled one for a network, else None."""
@@ -334,15 +350,29 @@ def _restore_block(block: np.ndarray, *, params: RestoreParams, depth: int, bloc
     return out[top * s: out.shape[0] - bottom * s, left * s: out.shape[1] - right * s]
 
 
-def resolve_flux_noise(flux_noise: Union[float, str], image: Any) -> float:
-    """A number for ``flux_noise``: given, or ``"auto"`` measured on the central (<= 1024^2) section.
+def resolve_flux_noise(flux_noise: Union[None, float, str], image: Any) -> Union[float, str]:
+    """``flux_noise`` for a whole image, decided once on the central (<= 1024^2) section: a sigma (noise-aware)
+    or ``"exact"`` (:func:`~napari_astrosr.restore_options.resolve_noise`).
 
-    One sigma for the whole image, so that every tile of a tiled restoration makes the same
-    noise-aware projection (a per-tile estimate would differ from tile to tile).
+    One choice for the whole image, so that every tile of a tiled restoration makes the same projection (a
+    per-tile estimate would differ from tile to tile).
     """
-    from .restoration import _parse_flux_noise
+    choice = resolve_noise(_central_section(image).astype(np.float32), flux_noise)
+    return choice.sigma if choice.mode == "noise-aware" else "exact"
 
-    return _parse_flux_noise(flux_noise, _central_section(image).astype(np.float32))
+
+def resolve_for_image(opts: RestoreOptions, image: Any) -> RestoreOptions:
+    """``opts`` with the per-image measurements made once (the projection's noise choice, the sky gate's rms),
+    so that every block of a tiled restoration makes the same choices as the in-memory one would."""
+    upd: dict[str, Any] = {}
+    if opts.projects and opts.flux_noise in (None, "auto"):
+        upd["flux_noise"] = resolve_flux_noise(opts.flux_noise, image)
+    levels = opts.sky_levels
+    if opts.is_network:
+        upd["keep_sky"] = levels if levels is not None else False
+        if levels is not None and opts.sky_rms is None:
+            upd["sky_rms"] = resolve_sky_rms(image, opts.scale)
+    return opts.model_copy(update=upd)
 
 
 def _central_section(image: Any, half: int = 512) -> np.ndarray:
@@ -363,34 +393,13 @@ def resolve_sky_rms(image: Any, scale: int) -> float:
     return sky_rms(sky_base(filled, scale))
 
 
-def _sky_params(params: "RestoreParams", keep_sky: Any, image: Any, rms: Optional[float] = None) -> "RestoreParams":
-    """``params`` with the validated sky-gate levels and the image's rms for a tiled run (``rms``, or measured
-    once here)."""
-    from dataclasses import replace
-
-    from .restoration import check_keep_sky
-
-    levels = check_keep_sky(keep_sky, method=params.method)
-    if levels is None:
-        return params
-    return replace(params, keep_sky=levels, sky_rms=resolve_sky_rms(image, params.scale) if rms is None else float(rms))
-
-
 def restore_dask(
     darr: Any,
     *,
-    method: str,
-    scale: int = 2,
-    model: Optional[PathLike] = None,
-    flux_exact: bool = False,
-    psf: Optional[str] = None,
-    device: str = "cpu",
-    tile: Optional[int] = None,
+    options: Optional[RestoreOptions] = None,
     depth: Optional[int] = None,
     chunks: Union[int, tuple, str, None] = None,
-    flux_noise: Union[None, float, str] = None,
-    keep_sky: Union[None, bool, str, tuple] = None,
-    sky_rms: Optional[float] = None,
+    **option_kwargs: Any,
 ):
     """Restore a 2-D (dask) array block by block with overlap; returns a lazy dask array.
 
@@ -399,9 +408,14 @@ def restore_dask(
     darr
         2-D ``dask.array.Array`` (or anything ``dask.array.asarray`` accepts, e.g. a numpy array
         or a memory map), input pixels (y, x).
-    method, scale, model, flux_exact, psf, device, tile
-        As in :func:`napari_astrosr.restoration.restore` (``psf``: a spec string or a file path;
-        ``tile`` is the network inference tile *inside* each block).
+    options, **option_kwargs
+        The restore options (:class:`~napari_astrosr.restore_options.RestoreOptions`, or its fields by
+        keyword as in :func:`napari_astrosr.restoration.restore`; ``device`` defaults to ``cpu`` here, ``psf``
+        is a spec string or a file path, ``tile`` the network inference tile *inside* each block). The
+        projection's noise choice (``flux_noise`` None/``"auto"``) and the sky gate's rms (``sky_rms``) are
+        measured once, on the central (up to 1024^2) section of the whole image, and every block uses them;
+        the gate's background is sep's mesh of each padded block, so tiles agree with the in-memory result
+        to a small fraction of the noise, not bit for bit (tests/test_batch.py).
     depth
         Halo in input pixels added on each inner side of every block; default
         :func:`default_depth`. Make it at least the method's influence radius for the tiled result to
@@ -409,16 +423,6 @@ def restore_dask(
     chunks
         Rechunk the input first (default: keep ``darr``'s chunks, or 1024 for non-dask input).
         Chunks smaller than ``depth`` are merged with neighbours.
-    flux_noise
-        As in ``restore``: the noise-aware projection. ``"auto"`` is measured once, on the central
-        (up to 1024^2) section of the whole image, and every block uses that sigma.
-    keep_sky
-        As in ``restore`` (networks): the gate's noise rms is measured once, like ``flux_noise``; its
-        background is sep's mesh of each padded block, so tiles agree with the in-memory result to a
-        small fraction of the noise, not bit for bit (tests/test_batch.py).
-    sky_rms
-        The gate's rms if already measured (:func:`resolve_sky_rms`; the tiled FITS job measures it once for
-        its probe and its blocks); default: measured here.
 
     Returns
     -------
@@ -438,10 +442,11 @@ def restore_dask(
     import dask.array as da
     from dask.array.overlap import ensure_minimum_chunksize
 
-    params = RestoreParams(method=method, scale=int(scale), model=str(model) if model is not None else None,
-                           flux_exact=bool(flux_exact), psf=psf, device=device, tile=tile)
-    if int(scale) < 1:
-        raise AstroSRError(f"scale={scale}: must be a positive integer.")
+    if options is None:
+        options = options_from_kwargs(**({"device": "cpu"} | option_kwargs))
+    elif option_kwargs:
+        raise AstroSRError(f"restore_dask: give options= or keywords, not both ({', '.join(option_kwargs)}).")
+    scale = options.scale
     if not isinstance(darr, da.Array):
         darr = da.asarray(darr, chunks=chunks or DEFAULT_CHUNK)
     elif chunks is not None:
@@ -450,11 +455,7 @@ def restore_dask(
         raise AstroSRError(f"restore_dask: needs a 2-D image, got shape {darr.shape}.")
     if darr.dtype != np.float32:
         darr = darr.astype(np.float32)
-    if flux_noise is not None:
-        from dataclasses import replace
-
-        params = replace(params, flux_noise=resolve_flux_noise(flux_noise, darr))
-    params = _sky_params(params, keep_sky, darr, rms=sky_rms)
+    params = RestoreParams.from_options(resolve_for_image(options, darr))
     if params.is_network():
         from dataclasses import replace
 
@@ -643,13 +644,7 @@ def restore_fits_tiled_job(
     path: PathLike,
     out: PathLike,
     *,
-    method: str,
-    scale: int = 2,
-    model: Optional[PathLike] = None,
-    flux_exact: bool = False,
-    psf: Optional[str] = None,
-    device: str = "cpu",
-    tile: Optional[int] = None,
+    options: Optional[RestoreOptions] = None,
     chunk: int = DEFAULT_CHUNK,
     depth: Optional[int] = None,
     hdu: Optional[int] = None,
@@ -658,8 +653,7 @@ def restore_fits_tiled_job(
     num_workers: Optional[int] = None,
     extra_cards: Optional[dict] = None,
     stop=NEVER,
-    flux_noise: Union[None, float, str] = None,
-    keep_sky: Union[None, bool, str, tuple] = None,
+    **option_kwargs: Any,
 ) -> Generator[Progress, None, TiledResult]:
     """Restore a FITS image larger than memory, streaming sections from and to disk (a job).
 
@@ -670,9 +664,9 @@ def restore_fits_tiled_job(
         by tile; ``.gz`` files cannot be read in sections and are decompressed whole).
     out
         Output FITS. Written to a temporary file in the same folder, renamed when complete.
-    method, scale, model, flux_exact, psf, device, tile, depth, flux_noise, keep_sky
-        As in :func:`restore_dask` (``flux_noise="auto"`` and the sky gate's rms are measured once on the
-        file's central section).
+    options, **option_kwargs, depth
+        As in :func:`restore_dask` (the projection's noise choice and the sky gate's rms are measured once
+        on the file's central section).
     chunk
         Block size in input pixels (memory per block ~ ``(chunk + 2 depth)^2 * scale^2 * 4`` bytes
         times the method's working copies).
@@ -704,6 +698,11 @@ def restore_fits_tiled_job(
     from .exceptions import StoppedError
 
     t0 = time.perf_counter()
+    if options is None:
+        options = options_from_kwargs(**({"device": "cpu"} | option_kwargs))
+    elif option_kwargs:
+        raise AstroSRError(f"restore_fits_tiled_job: give options= or keywords, not both ({', '.join(option_kwargs)}).")
+    method = options.method
     src = FitsSection(path, hdu=hdu)
     out = Path(out)
     if out.exists() and not overwrite:
@@ -717,12 +716,9 @@ def restore_fits_tiled_job(
         pass
     if chunk < 16:
         raise AstroSRError(f"chunk={chunk}: use at least 16 pixels.")
-    if flux_noise is not None:
-        flux_noise = resolve_flux_noise(flux_noise, src)
-    params = RestoreParams(method=method, scale=int(scale), model=str(model) if model is not None else None,
-                           flux_exact=bool(flux_exact), psf=psf, device=device, tile=tile, flux_noise=flux_noise)
-    params = _sky_params(params, keep_sky, src)
-    s = int(scale)
+    options = resolve_for_image(options, src)
+    params = RestoreParams.from_options(options)
+    s = int(options.scale)
     ny, nx = src.shape
     shape_out = (ny * s, nx * s)
 
@@ -750,9 +746,7 @@ def restore_fits_tiled_job(
 
     darr = da.from_array(src, chunks=(chunk, chunk), name=f"fits-{dask.base.tokenize(src)}", asarray=False,
                          fancy=False)
-    result = restore_dask(darr, method=method, scale=s, model=model, flux_exact=flux_exact, psf=psf,
-                          device=device, tile=tile, depth=depth, flux_noise=flux_noise,
-                          keep_sky=params.keep_sky, sky_rms=params.sky_rms)
+    result = restore_dask(darr, options=options, depth=depth)
 
     with atomic_output(out) as tmp:
         # pre-allocate: header, then a sparse data area of the final size (zero padding is valid FITS)
@@ -913,8 +907,7 @@ def _restore_file(path: Path, out: Path, params: RestoreParams, digest: str, t0:
 
         res = run(restore_fits_tiled_job(
             path, out, overwrite=True, chunk=int(chunk or DEFAULT_CHUNK), depth=depth,
-            extra_cards={HASH_KEY: digest},
-            **params.restore_kwargs(),
+            extra_cards={HASH_KEY: digest}, options=options_from_kwargs(**params.restore_kwargs()),
         ))
         msg = f"tiled {res.n_blocks} blocks"
     else:
@@ -1050,13 +1043,7 @@ def batch_job(
     inputs: Union[PathLike, Sequence[PathLike]],
     outdir: PathLike,
     *,
-    method: str,
-    scale: int = 2,
-    model: Optional[PathLike] = None,
-    flux_exact: bool = False,
-    psf: Optional[str] = None,
-    device: str = "cpu",
-    tile: Optional[int] = None,
+    options: Optional[RestoreOptions] = None,
     scheduler: Any = "local",
     workers: Optional[int] = None,
     threads_per_worker: int = 1,
@@ -1067,8 +1054,7 @@ def batch_job(
     max_memory: Optional[int] = DEFAULT_MAX_MEMORY,
     retries: int = 1,
     stop=NEVER,
-    flux_noise: Union[None, float, str] = None,
-    keep_sky: Union[None, bool, str, tuple] = None,
+    **option_kwargs: Any,
 ) -> Generator[Progress, None, BatchResult]:
     """Restore many FITS files on a Dask distributed cluster (a job: yields one event per file).
 
@@ -1078,9 +1064,10 @@ def batch_job(
         Glob pattern(s) or paths (``**`` recursive).
     outdir
         Output folder (created if missing); outputs are ``<stem>_<method>_x<scale>.fits``.
-    method, scale, model, flux_exact, psf, device, tile, flux_noise, keep_sky
-        As in :func:`napari_astrosr.restoration.restore` (``flux_noise="auto"`` and the sky gate's rms are
-        measured per file).
+    options, **option_kwargs
+        The restore options (:class:`~napari_astrosr.restore_options.RestoreOptions` or its fields by keyword,
+        as in :func:`napari_astrosr.restoration.restore`; ``device`` defaults to ``cpu`` here). The
+        projection's noise choice and the sky gate's rms are measured per file.
     scheduler
         ``"local"`` (a LocalCluster of ``workers`` processes, default one per core,
         ``threads_per_worker`` threads each), a scheduler address (``tcp://host:8786``: the same job on
@@ -1109,6 +1096,11 @@ def batch_job(
     from distributed import as_completed
 
     t0 = time.perf_counter()
+    if options is None:
+        options = options_from_kwargs(**({"device": "cpu"} | option_kwargs))
+    elif option_kwargs:
+        raise AstroSRError(f"batch_job: give options= or keywords, not both ({', '.join(option_kwargs)}).")
+    method, scale, model = options.method, options.scale, options.model
     files = expand_inputs(inputs)
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
@@ -1117,11 +1109,6 @@ def batch_job(
         raise AstroSRError(f"--scale {scale}: must be a positive integer.")
     if model is not None and not Path(model).is_file():
         raise AstroSRError(f"--model {model}: no such file.")
-    _check_method(method, int(scale))
-    from .restoration import check_flux_noise, check_keep_sky
-
-    flux_noise = check_flux_noise(flux_noise, flux_exact=flux_exact, method=method)  # "auto": measured per file
-    sky_levels = check_keep_sky(keep_sky, method=method)
     outs = [output_path(p, outdir, method=method, scale=scale) for p in files]
     # never feed our own outputs back in (e.g. OUTDIR inside the glob)
     out_set = {str(o.resolve()) for o in outs}
@@ -1135,9 +1122,9 @@ def batch_job(
             raise AstroSRError(f"{p} and {seen[o.name]}: both would be written to {o}; restore them into separate folders.")
         seen[o.name] = p
     outdir.mkdir(parents=True, exist_ok=True)
-    params = RestoreParams(method=method, scale=int(scale), model=str(Path(model).resolve()) if model else None,
-                           flux_exact=bool(flux_exact), psf=psf, device=device, tile=tile, flux_noise=flux_noise,
-                           keep_sky=sky_levels)
+    if model:
+        options = options.model_copy(update={"model": str(Path(model).resolve())})
+    params = RestoreParams.from_options(options)
 
     rows = [FileResult(file=str(p), status="cancelled", output=str(o)) for p, o in zip(files, outs)]
     n = len(files)
@@ -1186,15 +1173,6 @@ def _n_workers(client) -> int:
     except TypeError:
         info = client.scheduler_info()
     return len(info.get("workers", {}))
-
-
-def _check_method(method: str, scale: int) -> None:
-    """Fail before starting a cluster when the method is unknown (torch-free check)."""
-    from . import restoration
-
-    methods = getattr(restoration, "METHODS", None)
-    if methods and method not in methods:
-        raise AstroSRError(f"--method {method}: unknown; choose one of {', '.join(methods)} (astrosr methods).")
 
 
 def batch(inputs, outdir, **kwargs) -> BatchResult:

@@ -321,6 +321,8 @@ def main_job(
     overwrite: bool = False,
     stop=NEVER,
     flux_exact: Optional[bool] = None,
+    flux_noise: Union[None, float, str] = None,
+    keep_sky: Union[None, bool, str, tuple] = None,
 ) -> Generator[Progress, None, MainJobResult]:
     """Restore ``path``, detect and compare input/output, validate against bicubic, export.
 
@@ -339,7 +341,10 @@ def main_job(
         Integer enlargement (2).
     flux_exact
         Project the result through the forward model (``psf``, default ``gaussian:1.0``). None
-        (default): on for the default FISR choice, off for a method given by the caller.
+        (default): the method's default (on for the networks and backprojection, restore_options.METHODS).
+    flux_noise, keep_sky
+        As in :func:`napari_astrosr.restoration.restore_job` (default: the noise is measured and the
+        projection is exact on clean data, noise-aware on noisy data; networks keep the input's sky).
     device
         ``auto``/``cpu``/``cuda``/``mps`` for networks; the one used is in the result.
     validate
@@ -413,6 +418,12 @@ def main_job(
         kw["psf"] = choice["psf"]
     if choice.get("flux_exact"):
         kw["flux_exact"] = True
+    elif choice.get("flux_exact") is False:
+        kw["project"] = False
+    if flux_noise is not None:
+        kw["flux_noise"] = flux_noise
+    if keep_sky is not None:
+        kw["keep_sky"] = keep_sky
     try:
         res = yield from _sub(restore_job(data, stop=stop, **kw), 1, f"restore ({meth} x{scale})")
     except StoppedError:
@@ -427,6 +438,8 @@ def main_job(
         names = output_names(Path(img.path or src).name.split(".")[0] or "image", meth, scale)
         kw.update(method=meth, psf=choice["psf"])
         kw.pop("flux_exact", None)
+        kw.pop("project", None)
+        kw.pop("keep_sky", None)
         kw.pop("model", None)
         res = yield from _sub(restore_job(data, stop=stop, **kw), 1, f"restore ({meth} x{scale})")
     timings["restore"] = time.perf_counter() - t0
@@ -444,10 +457,11 @@ def main_job(
     yield Progress(3, N_STEPS, "comparing: block_sum(output) vs input")
     t0 = time.perf_counter()
     from .core.metrics import evaluate_with_residuals, match_sources
+    from .core.grids import consistency_residual
     from .core.resample import block_sum
 
-    down = block_sum(np.asarray(res.data, dtype=np.float64), scale)
-    residual = (down - data.astype(np.float64)).astype(np.float32)
+    down = block_sum(np.asarray(res.data, dtype=np.float64), scale)  # the output on the input grid
+    residual = consistency_residual(res.data, data, scale=scale)
     rois = default_rois(data, det_in.sources, det_in.segmap)
     roi_masks = [(r.name, r.mask(data.shape)) for r in rois]
     with warnings.catch_warnings():
@@ -508,9 +522,10 @@ def main_job(
         for j, m in enumerate(dict.fromkeys([meth, "backprojection", "bicubic"])):
             mk = dict(vkw, method=m)
             if m != meth:
-                mk.pop("model", None)
-                mk.pop("flux_exact", None)
-                mk.pop("psf", None)
+                for k in ("model", "flux_exact", "project", "psf", "keep_sky"):
+                    mk.pop(k, None)
+                if m == "bicubic":
+                    mk.pop("flux_noise", None)
             if m == "backprojection":
                 mk["psf"] = kw.get("psf") or DEFAULT_PSF
             tv = time.perf_counter()
@@ -552,7 +567,9 @@ def main_job(
         "device": res.device,
         "params": res.params,
         "checkpoint_sha256": res.checkpoint_hash,
-        "flux_exact": bool(choice.get("flux_exact") or meth == "backprojection"),
+        "flux_exact": res.params.get("projection", "off") != "off",
+        "projection": res.params.get("projection", "off"),
+        "flux_noise": res.params.get("flux_noise"),
         "flux_exact_psf": choice["psf"],
         "consistency": part_a,
         "validation": part_b if validate else None,

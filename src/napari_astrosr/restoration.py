@@ -33,31 +33,15 @@ import numpy as np
 from ._version import __version__
 from .exceptions import AstroSRError
 from .progress import NEVER, Progress, run
+from .restore_options import CLASSICAL as _CLASSICAL_NAMES
+from .restore_options import METHODS as _REGISTRY
+from .restore_options import NETWORKS as _NETWORK_NAMES
+from .restore_options import RestoreOptions, options_from_kwargs, resolve_noise, resolve_psf
 
-CLASSICAL: dict[str, dict[str, Any]] = {
-    "bicubic": dict(
-        description="flux-conserving bicubic (Keys cubic convolution) upsampling",
-        flux="conserved exactly: block_sum(output) == input (every pixel, so every source)"),
-    "lanczos": dict(
-        description="flux-conserving Lanczos-3 upsampling",
-        flux="conserved exactly: block_sum(output) == input (every pixel, so every source)"),
-    "richardson-lucy": dict(
-        description="Richardson-Lucy deconvolution (skimage) with --psf, then flux-conserving bicubic",
-        flux="total conserved exactly (global rescale); per-source flux approximately"),
-    "backprojection": dict(
-        description="flux-conserving bicubic + flux-exact projection through the PSF forward model (--psf)",
-        flux="blur + block-sum of the output reproduce every input pixel (to CG tolerance)"),
-}
-# measured on held-out HST fields degraded with the HSC PSF: pooled median |rel. flux error| 0.64 vs the
-# input's 0.48 (docs/results_quality.md)
-_GAN_FLUX = ("GAN translation: flux not constrained (measured to move flux out of faint sources); give the "
-             "survey PSF with --flux-exact --flux-noise auto to enforce the forward model")
-NETWORKS: dict[str, dict[str, Any]] = {
-    "fisr": dict(flux="residual on a flux-conserving base; total approximately kept; use --flux-exact for exact"),
-    "restormer": dict(flux="runs on the flux-conserving bicubic image; total approximately kept; --flux-exact for exact"),
-    "pix2wgan": dict(flux=_GAN_FLUX),
-    "pix2wgan-cascade": dict(flux=_GAN_FLUX),
-}
+# views of the one registry (restore_options.METHODS), kept for callers of these names
+CLASSICAL: dict[str, dict[str, Any]] = {n: dict(description=_REGISTRY[n].description, flux=_REGISTRY[n].flux)
+                                         for n in _CLASSICAL_NAMES}
+NETWORKS: dict[str, dict[str, Any]] = {n: dict(flux=_REGISTRY[n].flux) for n in _NETWORK_NAMES}
 METHODS = tuple(CLASSICAL) + tuple(NETWORKS)
 
 
@@ -239,158 +223,102 @@ def _resolve_model(method: str, scale: int, model: Any, device: str):
     return load_checkpoint(path, device="cpu", expect_name=method, expect_scale=scale)
 
 
-def check_flux_noise(flux_noise, *, flux_exact: bool, method: str) -> Union[None, float, str]:
-    """Validate ``--flux-noise`` against the other options: None, ``"auto"`` or a sigma >= 0.
-
-    Raises AstroSRError for a bad value, or when there is no projection to make noise-aware
-    (it needs ``flux_exact`` or ``method="backprojection"``). ``"auto"`` is not measured here.
-    """
-    if flux_noise is None:
-        return None
-    if isinstance(flux_noise, str):
-        if flux_noise.strip().lower() == "auto":
-            flux_noise = "auto"
-        else:
-            try:
-                flux_noise = float(flux_noise)
-            except ValueError:
-                raise AstroSRError(f"--flux-noise {flux_noise!r}: give the input's noise sigma per pixel or 'auto'.") from None
-    if flux_noise != "auto":
-        v = float(flux_noise)
-        if not np.isfinite(v) or v < 0:
-            raise AstroSRError(f"--flux-noise {flux_noise!r}: must be a finite number >= 0 or 'auto'.")
-        flux_noise = v
-    if not (flux_exact or method == "backprojection"):
-        raise AstroSRError("--flux-noise makes the flux-exact projection noise-aware: use it with --flux-exact "
-                           "or --method backprojection.")
-    return flux_noise
-
-
-def check_keep_sky(keep_sky, *, method: str) -> Optional[tuple[float, float]]:
-    """Validate ``keep_sky`` (see :func:`restore_job`): ``(low, high)`` sigma levels or None."""
-    from .core.skygate import parse_keep_sky
-
-    levels = parse_keep_sky(keep_sky)
-    if levels is not None and method in CLASSICAL:
-        raise AstroSRError(f"--keep-sky applies to the networks (their changes in the sky); {method} is a classical "
-                           "method: drop --keep-sky.")
-    return levels
-
-
-def _parse_flux_noise(flux_noise, arr: np.ndarray) -> float:
-    """``--flux-noise`` as a number: a sigma (input units per pixel), or ``auto`` measured on ``arr``
-    (sep background rms)."""
-    v = check_flux_noise(flux_noise, flux_exact=True, method="")
-    if v == "auto":
-        from .core.projection import estimate_lr_noise
-
-        return estimate_lr_noise(np.nan_to_num(arr))
-    return float(v)
-
-
 def restore_job(
     data: np.ndarray,
     *,
-    method: str,
-    scale: int = 2,
-    model: Union[str, Path, Any, None] = None,
-    device: str = "auto",
-    tile: Optional[int] = None,
-    flux_exact: bool = False,
-    psf: Union[str, np.ndarray, None] = None,
-    flux_noise: Union[None, float, str] = None,
-    keep_sky: Union[None, bool, str, tuple] = None,
-    sky_rms: Optional[float] = None,
+    options: Optional[RestoreOptions] = None,
     wcs: Any = None,
     header: Any = None,
     stop=NEVER,
-    overlap: Optional[int] = None,
-    precision: str = "auto",
-    threads: Optional[int] = None,
-    iterations: Optional[int] = None,
-    flux_thresh: float = 1.5,
+    **option_kwargs: Any,
 ) -> Generator[Progress, None, RestoreResult]:
     """Restore (and enlarge by ``scale``) a 2-D image with ``method``.
+
+    The options are one :class:`~napari_astrosr.restore_options.RestoreOptions`, given as ``options=`` or as
+    its fields by keyword (``method=..., scale=..., psf=...``; ``flux_exact=True`` is the older spelling of
+    ``project=True``). The main ones:
 
     Parameters
     ----------
     data
         2-D image in flux per pixel; NaN/blank pixels allowed (they come back as NaN).
-    method
-        One of ``bicubic, lanczos, richardson-lucy, backprojection, fisr, restormer,
-        pix2wgan, pix2wgan-cascade``.
-    scale
-        Integer enlargement. Networks must have been trained for it.
-    model
-        Checkpoint ``.pt`` (with its ``.json``); default: the bundled one for (method, scale).
-        An in-memory ``torch.nn.Module`` is accepted too (its ``normalization`` attribute,
-        default median/std).
-    device
-        ``auto`` (cuda, mps, cpu), ``cpu``, ``cuda``, ``mps``; the one used is in the result.
-    tile
-        Tile side in *input* pixels for networks (default: whole image up to 384 px, else 256).
-    flux_exact
-        Project the output through the forward model (needs ``psf``; pass ``"none"`` for
-        an input with no blur beyond its pixels).
-    psf
-        The blur the input carries, on the *output* grid: ``gaussian:1.0``, ``airy:2``,
-        ``PSF.fits``, an array, or ``"none"``. Needed by richardson-lucy, backprojection
-        and ``flux_exact``.
-    flux_noise
-        Make the projection (``flux_exact`` or ``backprojection``) noise-aware: the input's
-        per-pixel noise sigma, or ``"auto"`` (sep's background rms of the input). The output then
-        reproduces the input only where the residual rises above that noise (a Wiener filter of
-        the residual, :func:`core.projection.noise_aware_target`); None (default): exactly.
-    keep_sky
-        Networks only: keep the input's sky. The network's change is applied only where the
-        input's local S/N exceeds LOW sigma, fully above HIGH (True: 2, 5; or ``"LOW,HIGH"`` / a
-        pair); below, the output is the input's flux-conserving bicubic upsampling
-        (:func:`core.skygate.sky_gate`: the networks skew the sky's distribution, which biases
-        mode-based backgrounds and so bright sources' aperture fluxes). Applied before any projection.
-    sky_rms
-        The noise rms of the upsampled input that ``keep_sky`` measures S/N against (default: sep's
-        global rms of it; the tiled batch measures it once per image so that every tile gates alike).
+    options
+        A validated option set (else built from ``option_kwargs``).
     wcs, header
-        The input's WCS/header: the result carries the scaled WCS and a header with provenance.
+        The input's WCS/header: the result carries the scaled WCS and a header with provenance
+        (``ASRPROJ``/``ASRNOISE``/``ASRPSF``/``ASRSKY``: the projection, noise and sky choices made).
     stop
         Stop flag (``is_set()``); a stop raises :class:`~napari_astrosr.exceptions.StoppedError`.
-    overlap, precision, threads
-        Tiling overlap (input pixels), GPU autocast precision, CPU thread count.
-    iterations
-        Richardson-Lucy iterations (default 30) / projection CG iterations (default 50).
-    flux_thresh
-        Detection threshold (sigma) of FISR's flux map.
+    **option_kwargs
+        ``method`` (``bicubic, lanczos, richardson-lucy, backprojection, fisr, restormer, pix2wgan,
+        pix2wgan-cascade``); ``scale``; ``model`` (checkpoint ``.pt``, default the bundled one; an in-memory
+        ``torch.nn.Module`` is accepted too, with its ``normalization`` attribute); ``device``; ``tile``,
+        ``overlap`` (input pixels), ``precision``, ``threads``; ``iterations`` (Richardson-Lucy, default 30 /
+        projection CG, default 50); ``flux_thresh`` (FISR's flux map).
+
+        ``project`` (default: on for the networks and backprojection): project the output through the
+        forward model (``psf`` blur + block sum) so that it reproduces the input. ``psf``: the blur the input
+        carries, on the *output* grid (``gaussian:1.0``, ``airy:2``, ``PSF.fits``, an array or ``"none"``);
+        a network with no ``psf`` is an error asking for one or for ``project=False`` (a projection through
+        the block sum alone measured worse than bicubic on per-source flux).
+        ``flux_noise``: ``None``/``"auto"`` measure the input's noise and project exactly on clean data,
+        noise-aware (a Wiener filter of the residual, :func:`core.projection.noise_aware_target`) on noisy
+        data (:func:`~napari_astrosr.restore_options.resolve_noise`); a sigma; or ``"exact"``.
+
+        ``keep_sky`` (networks; default on, ``False`` to opt out): the network's change is applied only where
+        the input's local S/N exceeds LOW sigma, fully above HIGH (True: 2, 5; or ``"LOW,HIGH"`` / a pair);
+        below, the output is the input's flux-conserving bicubic upsampling (:func:`core.skygate.sky_gate`).
+        Applied before the projection. ``sky_rms``: the noise rms the gate measures S/N against (default:
+        sep's global rms of the upsampled input).
     """
     from .training.inference import fill_invalid, validate_image
 
     t_start = time.perf_counter()
-    if method not in METHODS:
-        raise AstroSRError(f"--method {method!r}: unknown; choose one of {', '.join(METHODS)}.")
-    if int(scale) != scale or scale < 1:
-        raise AstroSRError(f"--scale {scale}: must be a positive integer.")
-    scale = int(scale)
+    model_obj = option_kwargs.get("model")
+    if model_obj is not None and not isinstance(model_obj, (str, Path)):
+        option_kwargs = dict(option_kwargs, model=None)  # an in-memory module: not an option to validate
+    else:
+        model_obj = None
+    if options is None:
+        options = options_from_kwargs(**option_kwargs)
+    elif option_kwargs:
+        raise AstroSRError(f"restore_job: give options= or keywords, not both ({', '.join(option_kwargs)}).")
+    opts = options
+    method, scale, psf, iterations = opts.method, opts.scale, opts.psf, opts.iterations
+    device, tile, overlap, precision, threads = opts.device, opts.tile, opts.overlap, opts.precision, opts.threads
+    flux_thresh = opts.flux_thresh
+    model = model_obj if model_obj is not None else opts.model
     arr = validate_image(data, what="input image")
-    psf_given = psf is not None
+    flux_exact = opts.projects
+    if flux_exact and psf is None and opts.project:
+        raise AstroSRError("--flux-exact needs --psf SPEC (the blur the input carries, in output pixels, "
+                           "e.g. gaussian:1.0); use --psf none for an unblurred input.")
+    psf_source = None
+    if flux_exact or psf is not None:
+        psf, psf_source = resolve_psf(psf, header=header)
     psf_label = _psf_label(psf)
     kernel = None
-    if psf_given:
+    if psf is not None:
         from .core.psf import parse_psf
 
         kernel = parse_psf(psf)
-    if flux_exact and not psf_given:
-        raise AstroSRError("--flux-exact needs --psf SPEC (the blur the input carries, in output pixels, "
-                           "e.g. gaussian:1.0); use --psf none for an unblurred input.")
     if flux_exact and kernel is None and scale == 1:
         raise AstroSRError("--flux-exact at --scale 1 with no PSF would just return the input; give --psf.")
-    flux_noise = check_flux_noise(flux_noise, flux_exact=flux_exact, method=method)
-    noise_sigma = _parse_flux_noise(flux_noise, arr) if flux_noise is not None else None
-    sky_levels = check_keep_sky(keep_sky, method=method)
+    noise = resolve_noise(arr, opts.flux_noise) if flux_exact else None
+    noise_sigma = noise.sigma if noise is not None else None
+    flux_noise = opts.flux_noise
+    sky_levels = opts.sky_levels
+    sky_rms = opts.sky_rms
     params: dict[str, Any] = {"method": method, "scale": scale, "flux_exact": bool(flux_exact), "psf": psf_label,
                               "version": __version__}
     if noise_sigma is not None:
         params["flux_noise"] = noise_sigma
     if sky_levels is not None:
         params["keep_sky"] = list(sky_levels)
+    params["projection"] = noise.mode if noise is not None else "off"
+    if noise is not None:
+        params["noise_source"] = noise.source
+        params["psf_source"] = psf_source
     timings: dict[str, float] = {}
     ckpt_hash = None
     used_device = "cpu"
@@ -437,6 +365,10 @@ def restore_job(
         if scale not in spec.scales:
             raise AstroSRError(f"--scale {scale}: {method} supports {', '.join(map(str, spec.scales))}.")
         net, meta = _resolve_model(method, scale, model, device)
+        if flux_exact and psf is None:  # after the weights' check, before minutes of inference
+            raise AstroSRError(f"{method}: its default projection onto the forward model needs the PSF the input "
+                               "carries: give --psf SPEC|PSF.fits (on the output grid, e.g. gaussian:1.0; 'none' for "
+                               "no blur) or --no-projection (the network's flux is then only approximate).")
         ckpt_hash = meta.get("sha256")
         params.update(checkpoint=Path(meta["path"]).name if meta.get("path") else None,
                       preset=meta.get("preset"), normalization=meta.get("normalization"))
@@ -543,6 +475,8 @@ def restore_job(
 
         out_wcs = scale_wcs(wcs, scale)
     out_header = _result_header(header, method=method, params=params, checkpoint_hash=ckpt_hash)
+    for key, value, comment in choice_cards(params):
+        out_header[key] = (value, comment)
     timings["total"] = time.perf_counter() - t_start
     return RestoreResult(data=np.ascontiguousarray(out, dtype=np.float32), wcs=out_wcs, header=out_header,
                          method=method, scale=scale, device=used_device, params=params, timings=timings,
@@ -602,16 +536,26 @@ def restore(data: Any, **kwargs) -> RestoreResult:
 
         wcs, header = kwargs.pop("wcs", None), kwargs.pop("header", None)
         kwargs.pop("stop", None)
-        allowed = ("method", "scale", "model", "flux_exact", "psf", "device", "tile", "depth", "chunks", "flux_noise",
-                   "keep_sky")
-        unknown = sorted(set(kwargs) - set(allowed))
-        if unknown:
-            raise AstroSRError(f"restore() of a dask array does not take {', '.join(unknown)}.")
-        if kwargs.get("device", "auto") == "auto":
-            kwargs["device"] = pick_device("auto")
-        out = restore_dask(data, **kwargs)
-        s = int(kwargs.get("scale", 2))
+        lazy = {k: kwargs.pop(k) for k in ("depth", "chunks") if k in kwargs}
+        opts = options_from_kwargs(**kwargs)
+        if opts.device == "auto":
+            opts = opts.model_copy(update={"device": pick_device("auto")})
+        out = restore_dask(data, options=opts, **lazy)
+        s = opts.scale
         return RestoreResult(data=out, wcs=scale_wcs(wcs, s) if wcs is not None else None, header=header,
-                             method=kwargs["method"], scale=s, device=kwargs["device"],
-                             params={k: v for k, v in kwargs.items() if k != "model"} | {"lazy": True})
+                             method=opts.method, scale=s, device=opts.device,
+                             params=opts.model_dump(exclude_defaults=True, exclude={"model", "psf"})
+                             | {"projects": opts.projects, "lazy": True})
     return run(restore_job(data, **kwargs))
+
+
+def choice_cards(params: dict) -> list[tuple[str, Any, str]]:
+    """Header cards stating the projection, noise, PSF and sky choices a restoration made (from its params)."""
+    cards: list[tuple[str, Any, str]] = [("ASRPROJ", params.get("projection", "off"),
+                                          "forward-model projection: exact, noise-aware or off")]
+    if params.get("flux_noise") is not None:
+        cards.append(("ASRNOISE", float(params["flux_noise"]), "input noise sigma the projection kept above"))
+    if params.get("projection", "off") != "off" and params.get("psf") is not None:
+        cards.append(("ASRPSF", str(params["psf"])[:60], "PSF of the projection (output grid)"))
+    cards.append(("ASRSKY", params.get("keep_sky") is not None, "network kept only above the input's noise"))
+    return cards

@@ -207,9 +207,12 @@ def test_restore_noise_aware_backprojection(make_napari_viewer, qtbot):
     w.method.setCurrentText("backprojection")
     w.scale.setValue(2)
     w.psf.setText("gaussian:1.0")
-    assert w.options()["flux_noise"] is None
+    # automatic by default (issue 20: the noise measured, noise-aware here); unchecked: exact
+    assert w.flux_noise.isChecked() and w.options()["flux_noise"] is None
+    w.flux_noise.setChecked(False)
+    assert w.options()["flux_noise"] == "exact"
     w.flux_noise.setChecked(True)
-    assert w.options()["flux_noise"] == "auto"
+    assert w.options()["flux_noise"] is None
     w.run()
     wait_idle(qtbot, w.jobs)
     out = viewer.layers["noisy [backprojection]"]
@@ -227,7 +230,14 @@ def test_keep_sky_box_runs_the_sky_gate_for_networks_only(make_napari_viewer, qt
     assert not w.keep_sky.isEnabled() and w.options()["keep_sky"] is None
     w.method.setCurrentText("restormer")
     w.scale.setValue(2)
-    assert w.keep_sky.isEnabled() and w.options()["keep_sky"] is True
+    # the network's default projection needs the PSF: the field is highlighted, nothing runs
+    notes = Notes()
+    assert w.run() is None and "border" in w.psf.styleSheet()
+    assert any("PSF" in m and "projection" in m for m in notes.errors())
+    w.psf.setText("gaussian:1.0")
+    # on by default for networks (issue 20); the options carry the validated levels
+    assert w.keep_sky.isEnabled() and w.keep_sky.isChecked() and w.options()["keep_sky"] == (2.0, 5.0)
+    assert w.psf.styleSheet() == "" and w.options()["project"] is None  # the default: projected
     w.run()
     wait_idle(qtbot, w.jobs)
     out = viewer.layers["sky [restormer]"]
@@ -245,6 +255,7 @@ def test_exact_projection_noise_warning_is_a_notification(make_napari_viewer, qt
     w.method.setCurrentText("bicubic")
     w.scale.setValue(2)
     w.flux_exact.setChecked(True)
+    w.flux_noise.setChecked(False)  # the exact projection (the default measures the noise first)
     w.psf.setText("gaussian:2.0")
     w.run()
     wait_idle(qtbot, w.jobs)

@@ -71,7 +71,7 @@ def test_network_restore_stopped_between_tiles(tmp_path, image):
     pt = _tiny_checkpoint(tmp_path)
     flag, on_progress, seen = _stop_after(2)
     with pytest.raises(StoppedError, match="tiles"):
-        run(restore_job(image, method="fisr", scale=2, model=pt, tile=16, device="cpu", stop=flag),
+        run(restore_job(image, method="fisr", scale=2, model=pt, tile=16, device="cpu", stop=flag, project=False),
             on_progress=on_progress)
     totals = [ev.total for ev in seen if ev.total]
     assert len(seen) < max(totals) + 2, "the job ran on after the stop"

@@ -49,18 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT_GLOB",
                    help="FITS files or quoted glob patterns ('data/**/*.fits' is recursive)")
     p.add_argument("-o", "--outdir", required=True, help="output folder (created); outputs are <stem>_<method>_x<scale>.fits")
-    p.add_argument("--method", required=True, help="restoration method (astrosr methods)")
-    p.add_argument("--scale", type=_positive, default=2, help="enlargement factor (default 2)")
-    p.add_argument("--model", default=None, help="checkpoint written by astrosr train (network methods)")
-    p.add_argument("--flux-exact", action="store_true", help="project onto the forward model (see astrosr restore)")
-    p.add_argument("--flux-noise", default=None, metavar="SIGMA|auto",
-                   help="noise-aware projection (with --flux-exact or backprojection; see astrosr restore); 'auto' "
-                        "is measured per file, once, so every tile of a big file uses the same sigma")
-    p.add_argument("--keep-sky", nargs="?", const=True, default=None, metavar="LOW,HIGH",
-                   help="networks: act only where the input shows signal (see astrosr restore; default 2,5)")
-    p.add_argument("--psf", default=None, help="PSF the inputs carry: gaussian:SIGMA | airy:R | gaussian+airy:S,R | PSF.fits")
-    p.add_argument("--device", default="cpu", help="device per worker (default cpu)")
-    p.add_argument("--tile", type=_positive, default=None, help="network inference tile (pixels) inside each file/block")
+    from ..restore_options import add_cli_arguments
+
+    add_cli_arguments(p, fields=("method", "scale", "model", "device", "tile", "psf"), device_default="cpu")
     p.add_argument("--scheduler", default="local", help="'local' (LocalCluster on this machine) or a scheduler address tcp://HOST:PORT")
     p.add_argument("--workers", type=_positive, default=None, help="local workers (processes; default: one per CPU core)")
     p.add_argument("--threads-per-worker", type=_positive, default=1, help="threads per local worker (default 1)")
@@ -90,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet and ev.message:
             print(f"[{ev.step}/{ev.total}] {ev.message}", file=sys.stderr, flush=True)
 
+    from ..restore_options import options_from_args
+
     job = batch_job(
-        args.inputs, args.outdir, method=args.method, scale=args.scale, model=args.model,
-        flux_exact=args.flux_exact, psf=args.psf, device=args.device, tile=args.tile, flux_noise=args.flux_noise,
-        keep_sky=args.keep_sky, scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
+        args.inputs, args.outdir, options=options_from_args(args), scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
         overwrite=args.overwrite, chunk=args.chunk, depth=args.depth, max_memory=args.max_memory,
         retries=max(0, args.retries),
     )

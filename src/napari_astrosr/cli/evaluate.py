@@ -76,40 +76,12 @@ def format_report(d: dict) -> str:
 
 
 def lq_scale(ref, lq, scale=None) -> int:
-    """Reference pixels per LQ pixel: ``scale`` if given, else from the WCS pixel scales (when both
-    images have a celestial WCS), else from the shapes (an exact integer ratio); checked against both."""
-    import numpy as np
+    """Reference pixels per LQ pixel (:func:`core.grids.lq_scale`): ``scale`` if given, else from the WCS pixel
+    scales (when both images have a celestial WCS), else from the shapes; checked against both."""
+    from ..core.grids import lq_scale as _lq_scale
 
-    from ..exceptions import AstroSRError
-
-    if scale is None and lq.data.shape == ref.data.shape:
-        return 1
-    s = scale
-    rw, lw = getattr(ref, "wcs", None), getattr(lq, "wcs", None)
-    if s is None and rw is not None and lw is not None and rw.has_celestial and lw.has_celestial:
-        from astropy.wcs.utils import proj_plane_pixel_scales
-
-        ratio = float(np.mean(proj_plane_pixel_scales(lw.celestial)) / np.mean(proj_plane_pixel_scales(rw.celestial)))
-        s = int(round(ratio))
-        if s < 1 or abs(ratio - s) > 0.01 * s:
-            raise AstroSRError(f"--input {lq.path}: its pixels are {ratio:.4g} x the reference's (from the WCSs); "
-                               "only integer factors are supported -- reproject it onto the reference grid first.")
-        # the two grids must share the lower-left pixel corner (as `astrosr degrade` makes them)
-        corner = rw.celestial.world_to_pixel(lw.celestial.pixel_to_world(-0.5, -0.5))
-        off = float(np.hypot(float(corner[0]) + 0.5, float(corner[1]) + 0.5))
-        if off > 0.25:
-            raise AstroSRError(f"--input {lq.path}: its pixel grid is offset by {off:.2f} reference pixels from the "
-                               "reference's (WCS); reproject it onto the reference grid first.")
-    if s is None:
-        ry, rx = ref.data.shape
-        ly, lx = lq.data.shape
-        cand = ry // ly if ly else 0
-        if cand >= 1 and rx // lx == cand and ry - cand * ly < cand and rx - cand * lx < cand:
-            s = cand
-        else:
-            raise AstroSRError(f"--input {lq.path} has shape {lq.data.shape} but --reference has {ref.data.shape}; "
-                               "pass --scale S (reference pixels per LQ pixel) or resample it onto the reference grid.")
-    return int(s)
+    return _lq_scale(ref.data.shape, lq.data.shape, scale=scale, gt_wcs=getattr(ref, "wcs", None),
+                     lq_wcs=getattr(lq, "wcs", None), lq_name=f"--input {lq.path}", what="astrosr evaluate")
 
 
 def _morphology(args, ref, pred) -> dict:

@@ -77,6 +77,7 @@ from .._workers import (
     scroll_body,
     tag_layer,
 )
+from ...core import grids as _core_grids
 from .restore import RESIDUAL_CMAP, symmetric_limits
 
 #: Regions whose masks cover fewer pixels than this are evaluated on the main thread.
@@ -105,39 +106,9 @@ def _is_2d_image(layer: Any) -> bool:
     return is_input_image(layer)
 
 
-def grid_relation(ref_shape: tuple, pred_shape: tuple) -> tuple[str, int]:
-    """Which image is finer and by what integer factor: ``("same", 1)``, ``("prediction", k)``
-    or ``("reference", k)``; AstroSRError when the grids are not compatible."""
-    ref_shape, pred_shape = tuple(ref_shape), tuple(pred_shape)
-    if ref_shape == pred_shape:
-        return "same", 1
-    for finer, coarser, name in ((pred_shape, ref_shape, "prediction"), (ref_shape, pred_shape, "reference")):
-        k = finer[0] // coarser[0] if coarser[0] else 0
-        if k >= 2 and finer == (coarser[0] * k, coarser[1] * k):
-            return name, k
-    raise AstroSRError(
-        f"Inspect: reference {ref_shape} and prediction {pred_shape} are not on compatible grids "
-        "(same size, or one an integer factor finer); resample one of them first"
-    )
-
-
-def match_grids(ref: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, str, str]:
-    """Put reference and prediction on one grid.
-
-    Returns ``(ref_c, pred_c, grid, note)`` where ``grid`` is ``"reference"`` or
-    ``"prediction"`` (whose pixels the comparison uses) and ``note`` says what was done.
-    An image an integer factor finer than the other is block-summed (flux-conserving).
-    """
-    finer, k = grid_relation(ref.shape, pred.shape)
-    if finer == "same":
-        return ref, pred, "reference", "same grid"
-    from ...core.resample import block_sum
-
-    if finer == "prediction":
-        note = f"prediction block-summed x{k} (flux-conserving) onto the reference grid"
-        return ref, block_sum(pred, k).astype(np.float32), "reference", note
-    note = f"reference block-summed x{k} (flux-conserving) onto the prediction grid"
-    return block_sum(ref, k).astype(np.float32), pred, "prediction", note
+# the grid logic lives in core (shared with `astrosr evaluate`); re-exported here for the widget's callers
+grid_relation = _core_grids.grid_relation
+match_grids = _core_grids.match_grids
 
 
 @dataclass
@@ -156,20 +127,9 @@ class Comparison:
 
 
 def lq_scale(gt_shape: tuple, lq_shape: tuple) -> Optional[int]:
-    """GT pixels per LQ pixel from the shapes: None when LQ is on the GT grid, else the integer
-    factor (``measure_morphology`` checks that ``scale x LQ shape`` covers GT up to a remainder
-    smaller than one LQ pixel, as :func:`core.degrade.degrade` crops it)."""
-    gt_shape, lq_shape = tuple(gt_shape)[-2:], tuple(lq_shape)[-2:]
-    if gt_shape == lq_shape:
-        return None
-    if min(lq_shape) < 1 or lq_shape[0] > gt_shape[0] or lq_shape[1] > gt_shape[1]:
-        raise AstroSRError(f"Morphology: input (LQ) {lq_shape} is larger than the reference (GT) {gt_shape}; "
-                           "choose the degraded input as LQ and the ground truth as reference")
-    k = gt_shape[0] // lq_shape[0]
-    if k < 2 or gt_shape[1] // lq_shape[1] != k:
-        raise AstroSRError(f"Morphology: input (LQ) {lq_shape} is not an integer factor coarser than the "
-                           f"reference (GT) {gt_shape}; resample it first")
-    return int(k)
+    """GT pixels per LQ pixel from the shapes (:func:`core.grids.lq_scale`): None when LQ is on the GT grid."""
+    k = _core_grids.lq_scale(gt_shape, lq_shape)
+    return None if k == 1 else k
 
 
 @dataclass

@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...exceptions import AstroSRError
+from ...restore_options import METHODS, describe_choices, options_from_kwargs
 from .._layers import result_layer_kwargs
 from .._workers import (
     JobPanel,
@@ -113,23 +114,27 @@ class RestoreWidget(QWidget):
         # (not resolved here: that would import torch and slow the widget's opening)
         self.device.setToolTip("auto: cuda if available, then mps, then cpu; the device used is shown after a run")
         self.device_used = QLabel("")
+        self.choices_used = QLabel("")  # what the projection/sky defaults did on the last run
+        self.choices_used.setWordWrap(True)
         self.tile = QSpinBox()
         self.tile.setRange(0, 8192)
         self.tile.setSingleStep(64)
         self.tile.setSpecialValueText("auto")
         self.tile.setToolTip("Tile size in input pixels for network inference\n"
                              "(auto: the whole image when it fits in memory, else tiles; the run reports how many)")
-        self.flux_exact = QCheckBox("project onto the forward model")
+        self.flux_exact = QCheckBox("project onto the forward model (recommended)")
         self.flux_exact.setToolTip(
-            "Least change so that PSF blur + flux-conserving downsampling of the output reproduces the input.\n"
-            "Gains on clean data; on noisy data it fits the noise (leave it off)."
+            "Least change so that PSF blur + flux-conserving downsampling of the output reproduces the input:\n"
+            "sources keep the flux the data give them. On by default for the networks and backprojection\n"
+            "(uncheck to see a network's output alone); without a PSF it uses the block sum alone."
         )
-        self.flux_noise = QCheckBox("only where above the noise (noisy input)")
+        self.flux_noise = QCheckBox("measure the noise: exact on clean data, only above the noise on noisy data")
         self.flux_noise.setToolTip(
-            "Noise-aware projection: reproduce the input only where the residual rises above its noise\n"
-            "(sep background rms; a Wiener filter of the residual). Use on noisy data instead of leaving\n"
-            "the projection off. Applies to flux-exact and to backprojection."
+            "Automatic (default): the input's noise is measured; on clean data the projection is exact, on\n"
+            "noisy data it reproduces the input only where the residual rises above that noise (a Wiener\n"
+            "filter of the residual). Unchecked: always exact (fits the noise of a noisy input)."
         )
+        self.flux_noise.setChecked(True)
         self.keep_sky = QCheckBox("keep the input's sky (network only on sources)")
         self.keep_sky.setToolTip(
             "Networks: apply the network's change only where the input shows signal (S/N above 2, fully above 5);\n"
@@ -161,6 +166,7 @@ class RestoreWidget(QWidget):
         form.addRow("Sky", self.keep_sky)
         form.addRow("PSF", self.psf)
         form.addRow("", self.residual)
+        form.addRow("", self.choices_used)
 
         self.jobs = JobPanel(busy_widgets=[self.run_button])
         lay = scroll_body(self)
@@ -260,11 +266,19 @@ class RestoreWidget(QWidget):
         return next(iter(self._methods), CHECKPOINT_ITEM)
 
     def _method_changed(self, *_: Any) -> None:
+        self.psf.setStyleSheet("")
         label = self.method.currentText()
         info = self._methods.get(label, {})
         is_file = label == CHECKPOINT_ITEM
         self._update_psf_enabled()
-        self.keep_sky.setEnabled(is_file or info.get("kind") in ("network", "checkpoint"))
+        is_net = is_file or info.get("kind") in ("network", "checkpoint")
+        self.keep_sky.setEnabled(is_net)
+        # the method's defaults (one registry: restore_options.METHODS)
+        name = str(info.get("name", label))
+        projects = is_net or (name in METHODS and METHODS[name].projects)
+        self.flux_exact.setChecked(projects)
+        self.flux_exact.setEnabled(name != "backprojection")  # it is the projection
+        self.keep_sky.setChecked(is_net)
         self.checkpoint.setEnabled(is_file)
         self.browse.setEnabled(is_file)
         if info.get("kind") == "checkpoint":
@@ -313,7 +327,7 @@ class RestoreWidget(QWidget):
     # ------------------------------------------------------------------ running
 
     def options(self) -> dict:
-        """The restore_job keyword arguments chosen in the widget."""
+        """The restore_job keyword arguments chosen in the widget (validated through ``RestoreOptions``)."""
         label = self.method.currentText()
         info = self._methods.get(label, {})
         model: Optional[str] = None
@@ -327,18 +341,29 @@ class RestoreWidget(QWidget):
         else:
             method = str(info.get("name", label))
         psf = self.psf.text().strip() or None if self.psf.isEnabled() else None
-        return dict(
+        project = self.flux_exact.isChecked()
+        kw = dict(
             method=method,
             scale=int(self.scale.value()),
             model=model,
             device=self.device.currentText(),
             tile=int(self.tile.value()) or None,
-            flux_exact=self.flux_exact.isChecked(),
             psf=psf,
-            flux_noise="auto" if self.flux_noise.isChecked() and (self.flux_exact.isChecked()
-                                                                  or method == "backprojection") else None,
-            keep_sky=True if self.keep_sky.isChecked() and self.keep_sky.isEnabled() else None,
+            # only a choice that differs from the method's default is passed (its errors stay the default's)
+            project=None if method == "backprojection" or project == (METHODS[method].projects if method in METHODS
+                                                                        else False) else project,
+            # checked: the default (noise measured, exact or noise-aware); unchecked: always exact
+            flux_noise=None if self.flux_noise.isChecked() or not project else "exact",
+            keep_sky=(True if self.keep_sky.isChecked() else False) if self.keep_sky.isEnabled() else None,
         )
+        opts = options_from_kwargs(**kw)
+        # a network's projection needs the PSF (restore_options.resolve_psf): say so at the field, before a run
+        self.psf.setStyleSheet("")
+        if opts.is_network and opts.projects and opts.psf is None:
+            self.psf.setStyleSheet("border: 2px solid #d9534f;")
+            raise AstroSRError(f"PSF: {method}'s projection onto the forward model needs the PSF the input carries "
+                               "(e.g. gaussian:1.0 on the output grid, a PSF.fits, or none); or uncheck the projection")
+        return opts.model_dump()
 
     def run(self) -> Any:
         """Start restoring the chosen layer (returns the worker, or None on bad input)."""
@@ -365,13 +390,14 @@ class RestoreWidget(QWidget):
             res = yield from restore_job(data, wcs=wcs, header=header, stop=stop, **opts)
             residual = None
             if want_residual:
-                from ...core.resample import block_sum
+                from ...core.grids import consistency_residual
 
-                residual = block_sum(np.asarray(res.data, dtype=np.float64), int(res.scale)) - data
+                residual = consistency_residual(res.data, data, scale=int(res.scale))
             # NaN input: say how much of the output is NaN (a network's receptive field grows the holes)
             return res, residual, (nan_note(data, np.asarray(res.data)) if has_nan else "")
 
         self.device_used.setText("")
+        self.choices_used.setText("")
         return self.jobs.start(job, on_result=self._on_result, tag=tag, label=f"Restore [{opts['method']}]")
 
     def _on_result(self, out: tuple, tag: Optional[SourceTag]) -> None:
@@ -387,6 +413,7 @@ class RestoreWidget(QWidget):
         self.device_used.setText(used)
         # the Tile box tells what "auto" did
         self.tile.setSpecialValueText(f"auto (last run: {tiles} tile{plural})" if tiles else "auto")
+        self.choices_used.setText(describe_choices(res.params))
         self.add_result_layers(res, residual, tag)
         self.nan_report = note
         if note:
