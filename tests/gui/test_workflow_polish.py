@@ -54,6 +54,7 @@ def test_restore_method_default_tile_truth_and_nan_report(make_napari_viewer, qt
 
     # a network run says how many tiles ran, in the device line and in the Tile box
     w.method.setCurrentText(w.default_method())
+    w.psf.setText("gaussian:1.0")  # the default projection needs the PSF the input carries
     w.run()
     wait_idle(qtbot, w.jobs, timeout=120_000)
     tiles = viewer.layers[f"holes [{w.options()['method']}]"].metadata["astrosr"]["params"]["tiles"]
