@@ -45,6 +45,7 @@ from ..exceptions import AstroSRError
 __all__ = [
     "ImagePair",
     "PatchPool",
+    "DevicePool",
     "TrainData",
     "normalize",
     "denormalize",
@@ -322,6 +323,56 @@ class PatchPool:
             g = np.exp(rng.uniform(np.log(gain[0]), np.log(gain[1]), size=(n, 1, 1, 1))).astype(np.float32)
             for key in ("x", "y", "fmap_in", "fmap_hr"):
                 out[key] = out[key] * g
+            out["std"] = out["std"] / g
+            out["gain"] = g.reshape(n)
+        return out
+
+
+class DevicePool:
+    """A :class:`PatchPool` resident on the training device; batches drawn there.
+
+    Why: the per-step host work of :meth:`PatchPool.sample` (fancy indexing, rotations and a
+    host-to-device copy of every batch) starved a GPU. The pool is copied to the device once;
+    :meth:`sample` consumes the numpy generator exactly like :meth:`PatchPool.sample` (same
+    indices, quarter turns, flip and gains), so a seed gives the same batches on any device
+    and a resumed run continues exactly.
+    """
+
+    KEYS = ("x", "y", "fmap_in", "fmap_hr")
+
+    def __init__(self, pool: PatchPool, device="cpu"):
+        import torch
+
+        self.pool = pool
+        self.device = torch.device(device)
+        self.t = {k: torch.from_numpy(np.ascontiguousarray(getattr(pool, k))).to(self.device) for k in self.KEYS}
+        self.p = pool.weight / pool.weight.sum()
+        n_all = len(pool)
+        self.psf_id = pool.psf_id if pool.psf_id is not None else np.full(n_all, -1, np.int64)
+        self.clean = pool.clean if pool.clean is not None else np.zeros(n_all, bool)
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def sample(self, n: int, rng: np.random.Generator, *, gain: Optional[tuple[float, float]] = None) -> dict[str, Any]:
+        """Same draws as :meth:`PatchPool.sample`; image arrays come back as device tensors."""
+        import torch
+
+        idx = rng.choice(len(self.pool), size=n, replace=True, p=self.p)
+        k = int(rng.integers(4))
+        flip = bool(rng.integers(2))
+        it = torch.from_numpy(idx).to(self.device)
+        out: dict[str, Any] = {}
+        for key, v in self.t.items():
+            a = torch.rot90(v.index_select(0, it), k, dims=(-2, -1))
+            out[key] = torch.flip(a, dims=(-1,)) if flip else a
+        out.update(med=self.pool.med[idx], std=self.pool.std[idx], psf_id=self.psf_id[idx], clean=self.clean[idx],
+                   rot90=k, flip=flip)
+        if gain is not None:
+            g = np.exp(rng.uniform(np.log(gain[0]), np.log(gain[1]), size=(n, 1, 1, 1))).astype(np.float32)
+            gt = torch.from_numpy(g).to(self.device)
+            for key in self.KEYS:
+                out[key] = out[key] * gt
             out["std"] = out["std"] / g
             out["gain"] = g.reshape(n)
         return out
