@@ -58,6 +58,13 @@ class PsfSpec(_Strict):
         default=None, gt=0.0, le=3600.0,
         description="arcsec/pixel of a PSF file; it is resampled to each training image's pixel scale (from its WCS)",
     )
+    files: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="kind random: real PSF FITS files (relative to the data root, in HR pixels) drawn instead of a "
+        "STAR PSF with probability file_prob, each resampled by a factor drawn in file_scale",
+    )
+    file_prob: float = Field(default=0.0, ge=0.0, le=1.0)
+    file_scale: tuple[float, float] = Field(default=(1.0, 1.0), description="[lo, hi] resampling factor of a PSF file")
 
     @model_validator(mode="after")
     def _need_spec(self) -> "PsfSpec":
@@ -75,6 +82,14 @@ class NoiseSpec(_Strict):
     """
 
     prob: float = Field(default=0.0, ge=0.0, le=1.0)
+    poisson_prob: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="of the noisy realisations, the fraction whose noise is Poisson (source + sky shot noise) + "
+        "Gaussian read noise of the same background sigma, instead of white Gaussian")
+    correlated_prob: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="of the noisy realisations, the fraction whose noise is correlated like a resampled "
+        "(drizzled / interpolated) image's: white noise through a random bilinear-shift kernel, rescaled to sigma")
     sigma_rel_min: float = Field(default=0.0, ge=0.0, le=1.0)
     sigma_rel_max: float = Field(default=0.0, ge=0.0, le=1.0)
 

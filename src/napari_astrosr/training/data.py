@@ -152,6 +152,14 @@ def _make_psf(cfg: TrainConfig, root: Path, rng: np.random.Generator, image_wcs,
     if spec.kind == "random":
         from ..core.degrade import random_star_psf
 
+        if spec.files and rng.random() < spec.file_prob:
+            # a real PSF (HST / JWST / Spitzer files), taken as HR-pixel sampled, stretched by a random factor
+            f = spec.files[int(rng.integers(len(spec.files)))]
+            psf = P.psf_from_fits(_resolve(root, f))
+            factor = float(rng.uniform(*spec.file_scale))
+            if abs(factor - 1) > 1e-3:
+                psf = P.resample_psf(psf, factor)
+            return psf, {"psf": f, "psf_resample": round(factor, 4)}
         fam = spec.family
         if fam == "mixed":
             fam = "gaussian" if rng.random() < 0.5 else "gaussian+airy"
@@ -184,6 +192,43 @@ def _noise_sigma(cfg: TrainConfig, lr: np.ndarray, rng: np.random.Generator) -> 
     return float(rng.uniform(n.sigma_rel_min, n.sigma_rel_max) * max(peak, 1e-20))
 
 
+def _noise_kind(cfg: TrainConfig, rng: np.random.Generator) -> str:
+    n = cfg.data.noise
+    if not (n.poisson_prob or n.correlated_prob):
+        return "gaussian"  # no draw: configs without these keys reproduce their old data exactly
+    u = rng.random()
+    if u < n.poisson_prob:
+        return "poisson"
+    return "correlated" if u < n.poisson_prob + n.correlated_prob else "gaussian"
+
+
+def _noise(lr: np.ndarray, sigma: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A noise image of background standard deviation ``sigma`` (zero mean).
+
+    ``poisson``: a sky level ``b`` (1-20% of the robust peak) and a gain ``g`` are chosen so
+    that the sky shot noise and a Gaussian read noise (20-80% of sigma) add up to ``sigma``
+    in empty sky; sources then get their own shot noise ``sqrt((lr + b) / g)``, and the sky
+    is subtracted again (zero mean). ``correlated``: white noise convolved with the kernel
+    of a bilinear resampling at a random sub-pixel shift, rescaled to ``sigma``.
+    """
+    if kind == "poisson":
+        f = rng.uniform(0.2, 0.8)
+        read, shot = sigma * f, sigma * np.sqrt(1.0 - f * f)
+        peak = float(np.nanpercentile(lr, 99.5) - np.nanmedian(lr))
+        b = max(rng.uniform(0.01, 0.2) * max(peak, 1e-20), 1e-20)
+        g = b / shot**2
+        lam = np.clip(np.nan_to_num(lr) + b, 0.0, None) * g
+        return (rng.poisson(lam) / g - lam / g + rng.normal(0.0, read, lr.shape)).astype(np.float32)
+    white = rng.normal(0.0, 1.0, lr.shape)
+    if kind == "correlated":
+        from scipy.ndimage import convolve as nd_convolve
+
+        fy, fx = rng.uniform(0.2, 0.8, 2)
+        k = np.outer([1 - fy, fy], [1 - fx, fx])
+        white = nd_convolve(white, k / np.sqrt((k * k).sum()), mode="wrap")
+    return (sigma * white).astype(np.float32)
+
+
 def _degrade_pair(hr: np.ndarray, cfg: TrainConfig, root: Path, rng: np.random.Generator,
                   wcs=None, pixel_scale: Optional[float] = None) -> tuple[np.ndarray, dict, np.ndarray]:
     from ..core.degrade import degrade
@@ -194,7 +239,9 @@ def _degrade_pair(hr: np.ndarray, cfg: TrainConfig, root: Path, rng: np.random.G
     lr = np.asarray(d.data, dtype=np.float32)
     sigma = _noise_sigma(cfg, lr, rng)
     if sigma > 0:
-        lr = (lr + rng.normal(0.0, sigma, lr.shape)).astype(np.float32)
+        kind = _noise_kind(cfg, rng)
+        lr = (lr + _noise(lr, sigma, kind, rng)).astype(np.float32)
+        params["noise_kind"] = kind
     params["noise_sigma"] = sigma
     from ..core.psf import normalize_psf
 
@@ -215,6 +262,11 @@ def _simulate(src: DataSource, seed: int, hr_sigma: float = 0.6):
     from ..core.psf import gaussian_psf
 
     shape = (src.size, src.size)
+    if src.simulate == "sky":
+        from . import skies
+
+        dens = S.DENSITIES.get(src.density, src.density) if src.density is not None else None
+        return skies.sky_image(shape, np.random.default_rng(seed), _sky_bank(), star_density=dens)
     # HR "truth" keeps a small instrumental PSF (sigma 0.6 px): real HR images are never delta-sharp
     psf = gaussian_psf(hr_sigma)
     fn = S.star_field if src.simulate == "starfield" else S.sersic_galaxies
@@ -222,6 +274,18 @@ def _simulate(src: DataSource, seed: int, hr_sigma: float = 0.6):
     kw = {"density": src.density} if src.density is not None else {}
     sim = fn(shape, psf=psf, seed=seed, noise="none", sky=0.0, **kw)
     return np.asarray(sim.image, dtype=np.float32)
+
+
+_BANK: dict = {}
+
+
+def _sky_bank():
+    """The galaxy stamp bank of ``simulate: sky`` sources (rendered once per process, cached on disk)."""
+    if "bank" not in _BANK:
+        from .skies import stamp_bank
+
+        _BANK["bank"] = stamp_bank()
+    return _BANK["bank"]
 
 
 def build_image_pairs(config: TrainConfig, *, root: Optional[Path] = None) -> list[ImagePair]:
