@@ -311,6 +311,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
     ms, ds = cfg.model.scale, cfg.data.scale
     save_config(cfg, out / "config.yaml")
     dev = pick_device(cfg.run.device)
+    if dev.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick its fastest kernels once
     # bf16 autocast for the network's forward on CUDA; losses and the projection stay fp32
     amp, precision = autocast_context(dev, "auto" if cfg.run.precision == "auto" else cfg.run.precision)
 
