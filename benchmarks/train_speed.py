@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT = ["fisr_x2_gpu", "fisr_x4_gpu", "restormer_x1_gpu", "restormer_x2_gpu", "restormer_x4_gpu", "pix2wgan_gpu"]
+DEFAULT = ["fisr_x2_gpu", "restormer_x2_gpu", "fisr_x4_gpu", "restormer_x1_gpu", "pix2wgan_gpu", "restormer_x4_gpu"]
 
 
 def shrink(cfg: dict, steps: int, batch: int | None) -> dict:
@@ -33,7 +33,7 @@ def shrink(cfg: dict, steps: int, batch: int | None) -> dict:
     d["max_patches"] = min(d.get("max_patches", 4000), 2000)
     for s in d["sources"]:
         if s["kind"] == "simulate":
-            s["count"], s["size"] = 1, max(128, 4 * d["patch"] * d["scale"])
+            s["count"], s["size"] = 1, max(128, 2 * d["patch"] * d["scale"])
         elif s["kind"] == "degrade":
             s["files"] = s["files"][:1]
     r = cfg["run"]

@@ -6,7 +6,7 @@ smoke test, so the script can be checked end to end where there is no GPU).
 Each config runs as its own ``python -m napari_astrosr train CONFIG --out RUNS/NAME
 --max-minutes M`` process (the loop stops cleanly at its wall-time budget, validates, saves and
 plots). A process still running at the hard deadline gets SIGINT (clean stop with a checkpoint),
-then SIGKILL 30 s later. Afterwards each run's weights are exported without optimizer state
+then SIGKILL 45 s later. Afterwards each run's weights are exported without optimizer state
 (``training.loop.export_checkpoint``) and packed with its log, curves, config and console output
 into at most ``--max-files`` tar.gz files of under 15 MiB each in ``--pack``.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 LIMIT = 15 * 1024 * 1024
+GRACE = 45  # seconds between SIGINT (clean stop: finish the step, validate, save, plot) and SIGKILL
 
 
 def tiny(cfg: dict) -> dict:
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
                 print(f"[gpu_train] {name}: past the deadline, SIGINT (clean stop)", flush=True)
                 p.send_signal(signal.SIGINT)
                 interrupted.add(name)
-            elif p.poll() is None and now > t_end + 30:
+            elif p.poll() is None and now > t_end + GRACE:
                 print(f"[gpu_train] {name}: killed", flush=True)
                 p.kill()
         time.sleep(1)

@@ -44,8 +44,8 @@ nvidia-smi || echo "(no nvidia-smi: CPU run)"
 "$PY" -c "import torch, numpy, astropy, sep, pydantic; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__, 'astropy', astropy.__version__)" \
   || { echo "imports failed"; exit 1; }
 
-CONFIGS="configs/fisr_x2_gpu.yaml configs/fisr_x4_gpu.yaml configs/restormer_x1_gpu.yaml configs/restormer_x2_gpu.yaml \
-configs/restormer_x4_gpu.yaml configs/pix2wgan_gpu.yaml configs/pix2wgan_cascade_gpu.yaml"
+CONFIGS=${GPU_TRAIN_CONFIGS:-"configs/fisr_x2_gpu.yaml configs/fisr_x4_gpu.yaml configs/restormer_x1_gpu.yaml configs/restormer_x2_gpu.yaml \
+configs/restormer_x4_gpu.yaml configs/pix2wgan_gpu.yaml configs/pix2wgan_cascade_gpu.yaml"}
 if [ "${GPU_TRAIN_TINY:-0}" = 1 ]; then
   SPEED_ARGS="--configs configs/fisr_x2_gpu.yaml configs/restormer_x1_gpu.yaml --steps 3 --warmup 1 --batch 4"
   TINY=--tiny
@@ -60,7 +60,7 @@ timeout -s INT -k 10 $SPEED_LIMIT "$PY" benchmarks/train_speed.py $SPEED_ARGS --
   || echo "(train_speed ended early: rows measured so far are in train_speed.md)"
 
 NOW=$(($(date +%s) - T0))
-DEADLINE=$((LIMIT - NOW - 60))         # every run over (SIGINT, then kill 30 s later) before packing
+DEADLINE=$((LIMIT - NOW - 75))         # every run over (SIGINT, then kill 45 s later) before packing
 MINUTES=$("$PY" -c "print(round(max(0.5, ($DEADLINE - ${GPU_TRAIN_BUILD_S:-150}) / 60), 2))")
 echo "== training ($NOW s): deadline ${DEADLINE}s, ${MINUTES} min of training each"
 "$PY" scripts/gpu_train.py $CONFIGS $TINY --runs "${GPU_TRAIN_RUNS:-/tmp/astrosr_runs_$T0}" --minutes "$MINUTES" --deadline "$DEADLINE" \

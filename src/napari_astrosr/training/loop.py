@@ -57,13 +57,14 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
-def _make_optimizer(params, cfg: TrainConfig):
+def _make_optimizer(params, cfg: TrainConfig, fused: bool = False):
     import torch
 
     o = cfg.optim
+    kw = {"fused": True} if fused else {}  # CUDA: one kernel for the whole update
     if o.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-    return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **kw)
+    return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **kw)
 
 
 def _forward(model, needs_flux: bool, x, fmap):
@@ -346,7 +347,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
     model.to(dev)
     _train_mode(model, cfg)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = _make_optimizer(trainable, cfg)
+    opt = _make_optimizer(trainable, cfg, fused=dev.startswith("cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     critic = opt_c = None
     if cfg.gan.enabled:
@@ -504,42 +505,46 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                 sw = b["gain_w"] if sw is None else sw * b["gain_w"]
             lp = pixel_loss(pred, b["y"], kind=cfg.loss.pixel, weight=sw, delta=cfg.loss.huber_delta)
             loss = lp * (cfg.gan.l1_weight if critic is not None else 1.0)
-            row["loss_pixel"] = lp.item()
+            row["loss_pixel"] = lp.detach()
             if cfg.loss.fcl_weight > 0:
                 lf = flux_consistency_loss(pred, b["y"], b["fmap_hr"], weight=sw)
                 loss = loss + cfg.loss.fcl_weight * lf * (cfg.gan.l1_weight if critic is not None else 1.0)
-                row["loss_fcl"] = lf.item()
+                row["loss_fcl"] = lf.detach()
             if cfg.loss.pool_weight > 0:
                 lpool = pooled_loss(pred, b["y"], size=cfg.loss.pool_size or 2 * ds, weight=sw, **pool_kw)
                 loss = loss + cfg.loss.pool_weight * lpool * (cfg.gan.l1_weight if critic is not None else 1.0)
-                row["loss_pool"] = lpool.item()
+                row["loss_pool"] = lpool.detach()
             if cfg.loss.background_weight > 0:
                 lbkg = background_loss(pred, b["y"], weight=sw)
                 loss = loss + cfg.loss.background_weight * lbkg * (cfg.gan.l1_weight if critic is not None else 1.0)
-                row["loss_bkg"] = lbkg.item()
+                row["loss_bkg"] = lbkg.detach()
             if use_proj and "proj_idx" in b:
                 lproj = projected_loss(pred, b)
                 loss = loss + cfg.loss.projection_weight * lproj
-                row["loss_proj"] = lproj.item()
+                row["loss_proj"] = lproj.detach()
             if critic is not None:
                 la = generator_adversarial_loss(critic, pred, cond=b["x"])
                 loss = loss + la
-                row["loss_adv"] = la.item()
-            if not torch.isfinite(loss):
-                raise AstroSRError(f"{cfg.name}: loss became {loss.item()} at step {step}; lower optim.lr "
-                                   "or set optim.grad_clip.")
+                row["loss_adv"] = la.detach()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
+            # one device->host copy per step for every logged term (each .item() stalls a GPU)
+            tkeys = [k for k, v in row.items() if torch.is_tensor(v)]
+            vals = torch.stack([row[k].float() for k in tkeys] + [loss.detach().float()]).tolist()
+            row.update(zip(tkeys, vals[:-1]))
+            if not math.isfinite(vals[-1]):
+                raise AstroSRError(f"{cfg.name}: loss became {vals[-1]} at step {step}; lower optim.lr "
+                                   "or set optim.grad_clip.")
             opt.step()
             sched.step()
             step += 1
-            row["loss"] = loss.item()
+            row["loss"] = vals[-1]
             for k, v in row.items():
                 running[k] = running.get(k, 0.0) + v
             running["_n"] = running.get("_n", 0) + 1
-            values: dict[str, Any] = {"loss": loss.item()}
+            values: dict[str, Any] = {"loss": vals[-1]}
             is_val = step % cfg.run.val_every == 0 or step == cfg.run.steps
             if step % cfg.run.log_every == 0 or is_val:
                 n = running.pop("_n")
@@ -555,7 +560,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                 log.row(rec)
             if step % cfg.run.checkpoint_every == 0:
                 save()
-            text = f"loss {loss.item():.4g}"
+            text = f"loss {vals[-1]:.4g}"
             if "val_psnr" in values:
                 text += f"  val PSNR {values['val_psnr']:.2f} dB (bicubic {values['val_psnr_bicubic']:.2f})"
             yield Progress(step, cfg.run.steps, text, values=values)
