@@ -56,12 +56,10 @@ def main(argv=None) -> int:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
         total += dst.stat().st_size
-    from napari_astrosr.training.skies import stamp_bank
+    from napari_astrosr.training.skies import save_bank, stamp_bank
 
     bank = stamp_bank()
-    src = Path(sorted(Path.home().glob(f".cache/napari-astrosr/stamps_{bank.renderer}_{len(bank)}_*.npz"))[-1])
-    shutil.copy2(src, dest / "stamps.npz")
-    total += (dest / "stamps.npz").stat().st_size
+    total += save_bank(bank, dest / "stamps.npz").stat().st_size
     print(f"{len(need)} data files + stamp bank ({bank.renderer}, {len(bank)} stamps) in {dest}: {total / 2**20:.1f} MiB")
     return 0
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from napari_astrosr.core.degrade import degrade, random_star_psf  # noqa: E402
-from napari_astrosr.training import skies  # noqa: E402
+from napari_astrosr.core.degrade import degrade, random_star_psf
+from napari_astrosr.training import skies
 
 
 def main(out="docs/images/training_skies.png") -> int:

@@ -9,16 +9,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_astrosr.config import config_from_dict  # noqa: E402
-from napari_astrosr.progress import StopFlag, run  # noqa: E402
-from napari_astrosr.training import physics, skies  # noqa: E402
-from napari_astrosr.training.data import DevicePool, PatchPool  # noqa: E402
-from napari_astrosr.training.loop import train_job  # noqa: E402
+from napari_astrosr.config import config_from_dict
+from napari_astrosr.progress import StopFlag, run
+from napari_astrosr.training import physics, skies
+from napari_astrosr.training.data import DevicePool, PatchPool
+from napari_astrosr.training.loop import train_job
 
 
 def _pool(n=12, p=8, s=2, seed=0):
     rng = np.random.default_rng(seed)
-    f = lambda *sh: rng.normal(size=sh).astype(np.float32)  # noqa: E731
+    f = lambda *sh: rng.normal(size=sh).astype(np.float32)
     return PatchPool(x=f(n, 1, p, p), y=f(n, 1, p * s, p * s), fmap_in=f(n, 1, p, p), fmap_hr=f(n, 1, p * s, p * s),
                      med=f(n, 1, 1, 1), std=np.abs(f(n, 1, 1, 1)) + 1, weight=rng.random(n) + 0.1, names=["a"],
                      psf_id=rng.integers(0, 3, n), clean=rng.random(n) < 0.5)
@@ -120,7 +120,7 @@ def test_degradation_of_a_sky_keeps_flux_with_real_psfs_and_noise_models(monkeyp
     from napari_astrosr.core.degrade import degrade
 
     rng = np.random.default_rng(0)
-    lr, params, psf = D._degrade_pair(hr, cfg, tmp_path, rng)
+    _, params, psf = D._degrade_pair(hr, cfg, tmp_path, rng)
     clean = np.asarray(degrade(hr, scale=2, psf=psf, noise=None).data)
     # noiseless: the block sum of the degraded image is the blurred HR (flux kept)
     assert clean.sum() == pytest.approx(hr.sum(), rel=1e-4)
@@ -179,10 +179,10 @@ def test_half_precision_export_halves_the_file_and_loads(tmp_path):
     from napari_astrosr.training.checkpoints import load_checkpoint, save_checkpoint
 
     m = build_model("fisr", preset="lite", scale=2)
-    kw = dict(name="fisr", preset="lite", scale=2, config={"preset": "lite"}, normalization={"kind": "median_std"})
     from napari_astrosr.models.registry import resolve_config
 
-    kw["config"] = resolve_config("fisr", preset="lite")
+    kw = {"name": "fisr", "preset": "lite", "scale": 2, "config": resolve_config("fisr", preset="lite"),
+          "normalization": {"kind": "median_std"}}
     full = save_checkpoint(tmp_path / "f.pt", m, **kw)
     half = save_checkpoint(tmp_path / "h.pt", m, half=True, **kw)
     assert half.stat().st_size < 0.6 * full.stat().st_size

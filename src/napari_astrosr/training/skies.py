@@ -30,11 +30,10 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-__all__ = ["StampBank", "stamp_bank", "sky_image", "HR_SIGMA", "BANK_VERSION"]
+__all__ = ["BANK_VERSION", "HR_SIGMA", "StampBank", "sky_image", "stamp_bank"]
 
 HR_SIGMA = 0.6
 """Sigma (HR px) of the Gaussian instrument PSF every simulated HR truth keeps."""
@@ -146,7 +145,7 @@ def _bank_path(n: int, size: int, seed: int, renderer: str) -> Path:
     return cache / f"stamps_{renderer}_{n}_{key}.npz"
 
 
-def stamp_bank(n: int = 1024, *, seed: int = 0, size: int = STAMP, renderer: Optional[str] = None,
+def stamp_bank(n: int = 1024, *, seed: int = 0, size: int = STAMP, renderer: str | None = None,
                cache: bool = True) -> StampBank:
     """The seeded galaxy stamp bank (read from cache, else rendered and cached).
 
@@ -185,11 +184,19 @@ def stamp_bank(n: int = 1024, *, seed: int = 0, size: int = STAMP, renderer: Opt
         scale[i] = 1.0 / float(stamps[i].astype(np.float64).sum())  # unit flux after the fp16 rounding
     bank = StampBank(stamps, scale, p["hlr"].astype(np.float32), renderer, int(seed))
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, stamps=stamps, scale=scale, hlr=bank.hlr, renderer=renderer, seed=seed)
-        os.replace(tmp, path)
+        save_bank(bank, path)
     return bank
+
+
+def save_bank(bank: StampBank, path) -> Path:
+    """Write ``bank`` as a compressed ``.npz`` (atomically); :func:`stamp_bank` reads it back."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, stamps=bank.stamps, scale=bank.scale, hlr=bank.hlr, renderer=bank.renderer,
+                        seed=bank.seed)
+    os.replace(tmp, path)
+    return path
 
 
 def _load(path: Path) -> StampBank:
@@ -214,7 +221,7 @@ def _add_stamp(img: np.ndarray, stamp: np.ndarray, cy: int, cx: int) -> None:
 
 
 def sky_image(shape: tuple[int, int], rng: np.random.Generator, bank: StampBank, *,
-              star_density: Optional[float] = None, galaxy_density: Optional[float] = None,
+              star_density: float | None = None, galaxy_density: float | None = None,
               flux_range: tuple[float, float] = (20.0, 20000.0), blend_fraction: float = 0.25) -> np.ndarray:
     """One noiseless HR sky (zero background) of galaxies from ``bank`` and stars.
 
