@@ -189,3 +189,17 @@ def test_half_precision_export_halves_the_file_and_loads(tmp_path):
     m2, _ = load_checkpoint(half)
     for (k, v), v2 in zip(m.state_dict().items(), m2.state_dict().values()):
         assert v2.dtype == v.dtype and torch.allclose(v, v2, rtol=1e-3, atol=1e-4), k
+
+
+def test_fft_correlation_equals_the_grouped_convolution():
+    """CUDA applies per-sample PSFs by FFT; it must be the same operator as the CPU's conv2d (and its adjoint)."""
+    from napari_astrosr.core.psf import gaussian_airy_psf
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.rand(4, 1, 20, 24, generator=g)
+    psf = physics.psf_bank([gaussian_airy_psf(s, 1.5 * s) for s in (0.7, 1.0, 1.5, 2.2)], size=11)
+    for p in (psf, psf[:1]):
+        ref = physics.blur(y, p)  # CPU tensors: the conv2d path
+        assert torch.allclose(physics.fft_correlate(y, p), ref, atol=1e-6)
+        refa = physics.blur_adjoint(y, p)
+        assert torch.allclose(physics.fft_correlate(y, torch.flip(p, dims=(-2, -1))), refa, atol=1e-6)
