@@ -58,6 +58,13 @@ class PsfSpec(_Strict):
         default=None, gt=0.0, le=3600.0,
         description="arcsec/pixel of a PSF file; it is resampled to each training image's pixel scale (from its WCS)",
     )
+    files: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="kind random: real PSF FITS files (relative to the data root, in HR pixels) drawn instead of a "
+        "STAR PSF with probability file_prob, each resampled by a factor drawn in file_scale",
+    )
+    file_prob: float = Field(default=0.0, ge=0.0, le=1.0)
+    file_scale: tuple[float, float] = Field(default=(1.0, 1.0), description="[lo, hi] resampling factor of a PSF file")
 
     @model_validator(mode="after")
     def _need_spec(self) -> "PsfSpec":
@@ -75,6 +82,14 @@ class NoiseSpec(_Strict):
     """
 
     prob: float = Field(default=0.0, ge=0.0, le=1.0)
+    poisson_prob: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="of the noisy realisations, the fraction whose noise is Poisson (source + sky shot noise) + "
+        "Gaussian read noise of the same background sigma, instead of white Gaussian")
+    correlated_prob: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="of the noisy realisations, the fraction whose noise is correlated like a resampled "
+        "(drizzled / interpolated) image's: white noise through a random bilinear-shift kernel, rescaled to sigma")
     sigma_rel_min: float = Field(default=0.0, ge=0.0, le=1.0)
     sigma_rel_max: float = Field(default=0.0, ge=0.0, le=1.0)
 
@@ -88,8 +103,10 @@ class NoiseSpec(_Strict):
 class DataSource(_Strict):
     """One source of HR/LR training pairs.
 
-    - ``simulate``: synthetic star fields or Sersic galaxies (``core.simulate``);
-      ``count`` images of ``size`` px; validation images use disjoint seeds.
+    - ``simulate``: synthetic star fields or Sersic galaxies (``core.simulate``), or
+      ``sky``: realistic skies (``training.skies``: bulge + disk galaxies with knots from a
+      GalSim stamp bank, stars sparse to crowded, blends); ``count`` images of ``size`` px;
+      validation images use disjoint seeds.
     - ``degrade``: real FITS files (``files``, relative to the data root) degraded on the
       fly with the STAR pipeline (``core.degrade``).
     - ``paired``: real LR/HR pairs already on matching grids (``lr`` and ``hr`` files,
@@ -97,7 +114,7 @@ class DataSource(_Strict):
     """
 
     kind: Literal["simulate", "degrade", "paired"]
-    simulate: Optional[Literal["starfield", "galaxies"]] = None
+    simulate: Optional[Literal["starfield", "galaxies", "sky"]] = None
     count: int = Field(default=4, ge=1, le=1000)
     size: int = Field(default=256, ge=32, le=4096)
     files: list[str] = Field(default_factory=list, max_length=200)
@@ -124,7 +141,7 @@ class DataSource(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "DataSource":
         if self.kind == "simulate" and self.simulate is None:
-            raise ValueError("a 'simulate' source needs simulate: starfield | galaxies")
+            raise ValueError("a 'simulate' source needs simulate: starfield | galaxies | sky")
         if self.kind == "degrade" and not self.files:
             raise ValueError("a 'degrade' source needs files: [...] (FITS paths relative to data.root)")
         if self.kind == "paired" and (not self.lr or not self.hr):
@@ -132,8 +149,8 @@ class DataSource(_Strict):
         if self.pixel_scale is not None and self.kind != "simulate":
             raise ValueError("pixel_scale is for 'simulate' sources; real files take it from their WCS")
         if self.density is not None:
-            if self.simulate != "starfield":
-                raise ValueError("density is for 'simulate: starfield' sources")
+            if self.simulate not in ("starfield", "sky"):
+                raise ValueError("density is for 'simulate: starfield' and 'simulate: sky' sources")
             if not isinstance(self.density, str) and not 0 < self.density <= 0.05:
                 raise ValueError(f"density {self.density}: use sparse | medium | crowded or stars per pixel in (0, 0.05]")
         return self
@@ -310,6 +327,9 @@ class RunConfig(_Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     threads: Optional[int] = Field(default=None, ge=1, le=256)
     device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="training forward pass: auto = bf16 autocast on CUDA, fp32 elsewhere")
+    compile: bool = Field(default=False, description="torch.compile the network (CUDA only; falls back if it fails)")
     val_images: int = Field(default=3, ge=0, le=100, description="whole validation images used for Flux Error")
 
 

@@ -65,7 +65,8 @@ def _jsonable(obj: Any) -> Any:
 
 def save_checkpoint(path: PathLike, model, *, name: str, preset: Optional[str], scale: int, config: dict,
                     normalization: dict, optimizer=None, step: int = 0, extra: Optional[dict] = None,
-                    state_dicts: Optional[dict] = None) -> Path:
+                    state_dicts: Optional[dict] = None, cost: Optional[dict] = None,
+                    half: bool = False) -> Path:
     """Write ``path`` (.pt, state dicts only) and its ``.json`` sidecar, both atomically.
 
     Parameters
@@ -87,6 +88,12 @@ def save_checkpoint(path: PathLike, model, *, name: str, preset: Optional[str], 
         Training information for the sidecar (data, losses, metrics, time).
     state_dicts
         More state dicts to store (e.g. ``{"critic": critic.state_dict()}``).
+    cost
+        ``models.registry.model_cost`` of the network (``{"params", "flops", "flops_input"}``),
+        stored as the sidecar's top-level ``cost`` so readers need not build the network.
+    half
+        Store floating-point weights as float16 (half the file; loaders cast back to the
+        model's dtype). For shipping only: resuming wants full precision.
     """
     import torch
 
@@ -100,7 +107,11 @@ def save_checkpoint(path: PathLike, model, *, name: str, preset: Optional[str], 
     get_spec(name)
     if "kind" not in normalization:
         raise AstroSRError("normalization must be a dict with a 'kind' (e.g. {'kind': 'median_std'}).")
-    payload: dict[str, Any] = {"model": model.state_dict(), "step": int(step)}
+    # CPU copies: a checkpoint written on a GPU loads anywhere
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        sd = {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
+    payload: dict[str, Any] = {"model": sd, "step": int(step)}
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
     for key, sd in (state_dicts or {}).items():
@@ -112,6 +123,8 @@ def save_checkpoint(path: PathLike, model, *, name: str, preset: Optional[str], 
         "package_version": __version__, "step": int(step), "training": _jsonable(extra or {}),
         "sha256": file_sha256(path),
     }
+    if cost is not None:
+        meta["cost"] = _jsonable(cost)
     side = sidecar_path(path)
     _atomic_write(side, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
     return path

@@ -45,6 +45,7 @@ from ..exceptions import AstroSRError
 __all__ = [
     "ImagePair",
     "PatchPool",
+    "DevicePool",
     "TrainData",
     "normalize",
     "denormalize",
@@ -151,6 +152,18 @@ def _make_psf(cfg: TrainConfig, root: Path, rng: np.random.Generator, image_wcs,
     if spec.kind == "random":
         from ..core.degrade import random_star_psf
 
+        if spec.files and rng.random() < spec.file_prob:
+            # a real PSF (HST / JWST / Spitzer files), taken as HR-pixel sampled, stretched by a random factor
+            f = spec.files[int(rng.integers(len(spec.files)))]
+            psf = P.psf_from_fits(_resolve(root, f))
+            factor = float(rng.uniform(*spec.file_scale))
+            if abs(factor - 1) > 1e-3:
+                psf = P.resample_psf(psf, factor)
+            # cropped to 25 px (the far wings hold ~1% of the flux): the projected loss convolves with it every step
+            if psf.shape[0] > 25:
+                c0, c1 = (psf.shape[0] - 25) // 2, (psf.shape[1] - 25) // 2
+                psf = P.normalize_psf(psf[c0:c0 + 25, c1:c1 + 25])
+            return psf, {"psf": f, "psf_resample": round(factor, 4)}
         fam = spec.family
         if fam == "mixed":
             fam = "gaussian" if rng.random() < 0.5 else "gaussian+airy"
@@ -183,6 +196,43 @@ def _noise_sigma(cfg: TrainConfig, lr: np.ndarray, rng: np.random.Generator) -> 
     return float(rng.uniform(n.sigma_rel_min, n.sigma_rel_max) * max(peak, 1e-20))
 
 
+def _noise_kind(cfg: TrainConfig, rng: np.random.Generator) -> str:
+    n = cfg.data.noise
+    if not (n.poisson_prob or n.correlated_prob):
+        return "gaussian"  # no draw: configs without these keys reproduce their old data exactly
+    u = rng.random()
+    if u < n.poisson_prob:
+        return "poisson"
+    return "correlated" if u < n.poisson_prob + n.correlated_prob else "gaussian"
+
+
+def _noise(lr: np.ndarray, sigma: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A noise image of background standard deviation ``sigma`` (zero mean).
+
+    ``poisson``: a sky of 10-1000 counts per pixel (level ``b``, gain ``g``) whose shot noise
+    and a Gaussian read noise (20-80% of sigma) add up to ``sigma`` in empty sky; sources then get their own shot noise ``sqrt((lr + b) / g)``, and the sky
+    is subtracted again (zero mean). ``correlated``: white noise convolved with the kernel
+    of a bilinear resampling at a random sub-pixel shift, rescaled to ``sigma``.
+    """
+    if kind == "poisson":
+        f = rng.uniform(0.2, 0.8)
+        read, shot = sigma * f, sigma * np.sqrt(1.0 - f * f)
+        # the sky holds n_sky counts per pixel (10 to 1000, log-uniform): its shot noise sqrt(b / g) is `shot`
+        n_sky = float(np.exp(rng.uniform(np.log(10.0), np.log(1000.0))))
+        b = shot * np.sqrt(n_sky)
+        g = n_sky / b
+        lam = np.clip(np.nan_to_num(lr) + b, 0.0, None) * g
+        return (rng.poisson(lam) / g - lam / g + rng.normal(0.0, read, lr.shape)).astype(np.float32)
+    white = rng.normal(0.0, 1.0, lr.shape)
+    if kind == "correlated":
+        from scipy.ndimage import convolve as nd_convolve
+
+        fy, fx = rng.uniform(0.2, 0.8, 2)
+        k = np.outer([1 - fy, fy], [1 - fx, fx])
+        white = nd_convolve(white, k / np.sqrt((k * k).sum()), mode="wrap")
+    return (sigma * white).astype(np.float32)
+
+
 def _degrade_pair(hr: np.ndarray, cfg: TrainConfig, root: Path, rng: np.random.Generator,
                   wcs=None, pixel_scale: Optional[float] = None) -> tuple[np.ndarray, dict, np.ndarray]:
     from ..core.degrade import degrade
@@ -193,7 +243,9 @@ def _degrade_pair(hr: np.ndarray, cfg: TrainConfig, root: Path, rng: np.random.G
     lr = np.asarray(d.data, dtype=np.float32)
     sigma = _noise_sigma(cfg, lr, rng)
     if sigma > 0:
-        lr = (lr + rng.normal(0.0, sigma, lr.shape)).astype(np.float32)
+        kind = _noise_kind(cfg, rng)
+        lr = (lr + _noise(lr, sigma, kind, rng)).astype(np.float32)
+        params["noise_kind"] = kind
     params["noise_sigma"] = sigma
     from ..core.psf import normalize_psf
 
@@ -214,6 +266,11 @@ def _simulate(src: DataSource, seed: int, hr_sigma: float = 0.6):
     from ..core.psf import gaussian_psf
 
     shape = (src.size, src.size)
+    if src.simulate == "sky":
+        from . import skies
+
+        dens = S.DENSITIES.get(src.density, src.density) if src.density is not None else None
+        return skies.sky_image(shape, np.random.default_rng(seed), _sky_bank(), star_density=dens)
     # HR "truth" keeps a small instrumental PSF (sigma 0.6 px): real HR images are never delta-sharp
     psf = gaussian_psf(hr_sigma)
     fn = S.star_field if src.simulate == "starfield" else S.sersic_galaxies
@@ -221,6 +278,18 @@ def _simulate(src: DataSource, seed: int, hr_sigma: float = 0.6):
     kw = {"density": src.density} if src.density is not None else {}
     sim = fn(shape, psf=psf, seed=seed, noise="none", sky=0.0, **kw)
     return np.asarray(sim.image, dtype=np.float32)
+
+
+_BANK: dict = {}
+
+
+def _sky_bank():
+    """The galaxy stamp bank of ``simulate: sky`` sources (rendered once per process, cached on disk)."""
+    if "bank" not in _BANK:
+        from .skies import stamp_bank
+
+        _BANK["bank"] = stamp_bank()
+    return _BANK["bank"]
 
 
 def build_image_pairs(config: TrainConfig, *, root: Optional[Path] = None) -> list[ImagePair]:
@@ -322,6 +391,56 @@ class PatchPool:
             g = np.exp(rng.uniform(np.log(gain[0]), np.log(gain[1]), size=(n, 1, 1, 1))).astype(np.float32)
             for key in ("x", "y", "fmap_in", "fmap_hr"):
                 out[key] = out[key] * g
+            out["std"] = out["std"] / g
+            out["gain"] = g.reshape(n)
+        return out
+
+
+class DevicePool:
+    """A :class:`PatchPool` resident on the training device; batches drawn there.
+
+    Why: the per-step host work of :meth:`PatchPool.sample` (fancy indexing, rotations and a
+    host-to-device copy of every batch) starved a GPU. The pool is copied to the device once;
+    :meth:`sample` consumes the numpy generator exactly like :meth:`PatchPool.sample` (same
+    indices, quarter turns, flip and gains), so a seed gives the same batches on any device
+    and a resumed run continues exactly.
+    """
+
+    KEYS = ("x", "y", "fmap_in", "fmap_hr")
+
+    def __init__(self, pool: PatchPool, device="cpu"):
+        import torch
+
+        self.pool = pool
+        self.device = torch.device(device)
+        self.t = {k: torch.from_numpy(np.ascontiguousarray(getattr(pool, k))).to(self.device) for k in self.KEYS}
+        self.p = pool.weight / pool.weight.sum()
+        n_all = len(pool)
+        self.psf_id = pool.psf_id if pool.psf_id is not None else np.full(n_all, -1, np.int64)
+        self.clean = pool.clean if pool.clean is not None else np.zeros(n_all, bool)
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def sample(self, n: int, rng: np.random.Generator, *, gain: Optional[tuple[float, float]] = None) -> dict[str, Any]:
+        """Same draws as :meth:`PatchPool.sample`; image arrays come back as device tensors."""
+        import torch
+
+        idx = rng.choice(len(self.pool), size=n, replace=True, p=self.p)
+        k = int(rng.integers(4))
+        flip = bool(rng.integers(2))
+        it = torch.from_numpy(idx).to(self.device)
+        out: dict[str, Any] = {}
+        for key, v in self.t.items():
+            a = torch.rot90(v.index_select(0, it), k, dims=(-2, -1))
+            out[key] = torch.flip(a, dims=(-1,)) if flip else a
+        out.update(med=self.pool.med[idx], std=self.pool.std[idx], psf_id=self.psf_id[idx], clean=self.clean[idx],
+                   rot90=k, flip=flip)
+        if gain is not None:
+            g = np.exp(rng.uniform(np.log(gain[0]), np.log(gain[1]), size=(n, 1, 1, 1))).astype(np.float32)
+            gt = torch.from_numpy(g).to(self.device)
+            for key in self.KEYS:
+                out[key] = out[key] * gt
             out["std"] = out["std"] / g
             out["gain"] = g.reshape(n)
         return out

@@ -57,13 +57,14 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
-def _make_optimizer(params, cfg: TrainConfig):
+def _make_optimizer(params, cfg: TrainConfig, fused: bool = False):
     import torch
 
     o = cfg.optim
+    kw = {"fused": True} if fused else {}  # CUDA: one kernel for the whole update
     if o.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-    return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **kw)
+    return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **kw)
 
 
 def _forward(model, needs_flux: bool, x, fmap):
@@ -71,7 +72,8 @@ def _forward(model, needs_flux: bool, x, fmap):
 
 
 def predict_image(model, lr: np.ndarray, *, needs_flux: bool, data_scale: int, model_scale: int,
-                  fluxmap_thresh: float = 1.5, normalization: Optional[dict] = None) -> np.ndarray:
+                  fluxmap_thresh: float = 1.5, normalization: Optional[dict] = None,
+                  device: str = "cpu") -> np.ndarray:
     """Whole-image prediction in flux units through the production path (``training.inference.infer``).
 
     Same-size networks get the flux-conserving bicubic upsampling of ``lr`` (as
@@ -85,7 +87,7 @@ def predict_image(model, lr: np.ndarray, *, needs_flux: bool, data_scale: int, m
     x = _input_image(lr, data_scale, model_scale)
     fm = flux_map_from_image(np.nan_to_num(lr), thresh=fluxmap_thresh) if needs_flux else None
     out, _ = infer(model, x, scale=model_scale, flux_map=fm, normalization=normalization or NORMALIZATION,
-                   device="cpu")
+                   device=device, precision="fp32")
     return out
 
 
@@ -116,7 +118,8 @@ def _bicubic(lr: np.ndarray, s: int) -> np.ndarray:
     return np.asarray(upsample(np.nan_to_num(lr), s, method="bicubic"), dtype=np.float32)
 
 
-def _validate(model, data, cfg: TrainConfig, needs_flux: bool, pixel_kind: str, baseline_cache: dict) -> dict:
+def _validate(model, data, cfg: TrainConfig, needs_flux: bool, pixel_kind: str, baseline_cache: dict,
+              device: str = "cpu") -> dict:
     """Validation loss on held-out patches + PSNR and Flux Error on whole held-out images."""
     import torch
 
@@ -129,16 +132,16 @@ def _validate(model, data, cfg: TrainConfig, needs_flux: bool, pixel_kind: str, 
     with torch.no_grad():
         v = data.val
         n = min(len(v), 64)
-        x = torch.from_numpy(v.x[:n])
-        y = torch.from_numpy(v.y[:n])
-        f = torch.from_numpy(v.fmap_in[:n])
+        x = torch.from_numpy(v.x[:n]).to(device)
+        y = torch.from_numpy(v.y[:n]).to(device)
+        f = torch.from_numpy(v.fmap_in[:n]).to(device)
         out["val_loss"] = float(pixel_loss(_forward(model, needs_flux, x, f), y, kind=pixel_kind,
                                           delta=cfg.loss.huber_delta))
     ps, fe, fr = [], [], []
     for i, pair in enumerate(data.val_images):
         pred = predict_image(model, pair.lr, needs_flux=needs_flux, data_scale=cfg.data.scale,
                              model_scale=cfg.model.scale, fluxmap_thresh=cfg.loss.fcl_thresh,
-                             normalization=normalization_of(cfg))
+                             normalization=normalization_of(cfg), device=device)
         hr = np.nan_to_num(pair.hr)
         ps.append(metrics.psnr(hr, pred))
         m = metrics.flux_error(hr, pred)
@@ -302,7 +305,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
 
     from ..models.registry import build_model, get_spec, resolve_config
     from .checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
-    from .data import build_train_data, normalization_of
+    from .data import DevicePool, build_train_data, normalization_of
+    from .inference import autocast_context, pick_device
     from .losses import (background_loss, critic_loss, flux_consistency_loss, generator_adversarial_loss, pixel_loss,
                          pooled_loss, sample_weights)
 
@@ -310,6 +314,11 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
     needs_flux = bool(spec.needs_flux_map)
     ms, ds = cfg.model.scale, cfg.data.scale
     save_config(cfg, out / "config.yaml")
+    dev = pick_device(cfg.run.device)
+    if dev.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick its fastest kernels once
+    # bf16 autocast for the network's forward on CUDA; losses and the projection stay fp32
+    amp, precision = autocast_context(dev, "auto" if cfg.run.precision == "auto" else cfg.run.precision)
 
     yield Progress(0, cfg.run.steps, "building training data")
     t_data = time.perf_counter()
@@ -338,15 +347,16 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         full_cfg = resolve_config(cfg.model.name, preset=cfg.model.preset, **overrides)
     if cfg.model.zero_init_last and not resume:
         _zero_last(model.stages[-1] if cfg.gan.cascade else model)
+    model.to(dev)
     _train_mode(model, cfg)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = _make_optimizer(trainable, cfg)
+    opt = _make_optimizer(trainable, cfg, fused=dev.startswith("cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     critic = opt_c = None
     if cfg.gan.enabled:
         from ..models.pix2wgan import build_critic
 
-        critic = build_critic("small", ndf=cfg.gan.critic_width)
+        critic = build_critic("small", ndf=cfg.gan.critic_width).to(dev)
         opt_c = torch.optim.Adam(critic.parameters(), lr=cfg.gan.critic_lr, betas=tuple(cfg.optim.betas))
     n_params = sum(p.numel() for p in trainable)
 
@@ -365,9 +375,21 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         step = int(st["step"])
         if "torch_rng" in st:
             torch.set_rng_state(st["torch_rng"])  # dropout etc. continue as if never stopped
+        if "cuda_rng" in st and dev.startswith("cuda"):
+            torch.cuda.set_rng_state(st["cuda_rng"])
         wall_before = float(st.get("wall_s", 0.0))
         history = dict(meta.get("training", {}).get("history", {}))
     baseline: dict = {}
+    hardware = _hardware(dev)
+    cost = _cost(cfg, full_cfg)
+    # the pool lives on the training device: a batch is an index_select there, no host copy
+    pool = DevicePool(data.train, dev)
+    net = model
+    if cfg.run.compile and dev.startswith("cuda"):
+        try:
+            net = torch.compile(model)
+        except Exception:  # noqa: BLE001 - compile is an optimisation, never a requirement
+            net = model
     t0 = time.perf_counter()
 
     def wall() -> float:
@@ -378,14 +400,17 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             "config_name": cfg.name, "config_file": Path(cfg.source_path).name if cfg.source_path else None,
             "run": cfg.model_dump(mode="json"), "data": data.summary, "steps": step, "wall_time_s": round(wall(), 1),
             "data_build_s": round(t_data, 1), "params": n_params, "torch_threads": torch.get_num_threads(),
+            "hardware": hardware, "device": dev, "precision": precision, "batch_size": cfg.run.batch_size,
             "validation": final_val or history.get("last_val", {}), "history": history,
             "stage1": ({"path": Path(stage1_meta["path"]).name, "sha256": stage1_meta.get("sha256")}
                        if stage1_meta else None),
         }
         save_checkpoint(ckpt_path, model, name=cfg.model.name, preset=cfg.model.preset if not cfg.gan.cascade else None,
                         scale=cfg.model.pipeline_scale or ds, config=full_cfg, normalization=normalization_of(cfg),
-                        optimizer=opt, step=step, extra=extra)
+                        optimizer=opt, step=step, extra=extra, cost=cost)
         st = {"step": step, "scheduler": sched.state_dict(), "wall_s": wall(), "torch_rng": torch.get_rng_state()}
+        if dev.startswith("cuda"):
+            st["cuda_rng"] = torch.cuda.get_rng_state()
         if critic is not None:
             st["critic"] = critic.state_dict()
             st["critic_opt"] = opt_c.state_dict()
@@ -405,23 +430,22 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         bank = physics.psf_bank(data.psfs)
         margin = cfg.loss.projection_margin or bank.shape[-1] // 2
         # exact (A A^T)^-1 per PSF, built on first use (~0.3 s each for 24-px LR patches)
-        projector = physics.DirectProjector(bank, ds, (cfg.data.patch, cfg.data.patch))
+        projector = physics.DirectProjector(bank, ds, (cfg.data.patch, cfg.data.patch)).to(dev)
         if 2 * margin >= cfg.data.patch * ds:
             raise AstroSRError(f"{cfg.source_path}: loss.projection_margin {margin} HR px leaves nothing of a "
                                f"{cfg.data.patch * ds}-px HR patch; use a larger data.patch or a smaller margin.")
 
     def batch(k: int, salt: int = 0):
-        b = data.train.sample(cfg.run.batch_size, np.random.default_rng([cfg.run.seed, k, salt]),
-                              gain=cfg.data.gain_augment)
-        out = {key: torch.from_numpy(v) for key, v in b.items() if key in ("x", "y", "fmap_in", "fmap_hr")}
+        b = pool.sample(cfg.run.batch_size, np.random.default_rng([cfg.run.seed, k, salt]), gain=cfg.data.gain_augment)
+        out = {key: v for key, v in b.items() if key in ("x", "y", "fmap_in", "fmap_hr")}
         if cfg.loss.gain_invariant and "gain" in b:
             w = 1.0 / b["gain"].astype(np.float32)
-            out["gain_w"] = torch.from_numpy(w / w.mean())
+            out["gain_w"] = torch.from_numpy(w / w.mean()).to(dev)
         if use_proj:
             sel = np.flatnonzero(b["clean"] & (b["psf_id"] >= 0))
             if len(sel):
                 # the projector rotates/flips each sample's PSF like the batch (DirectProjector.project)
-                out["proj_idx"] = torch.from_numpy(sel)
+                out["proj_idx"] = torch.from_numpy(sel).to(dev)
                 out["proj_ids"] = b["psf_id"][sel]
                 out["proj_aug"] = (int(b["rot90"]), bool(b["flip"]))
         return out
@@ -447,7 +471,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             lo = lo + cfg.loss.fcl_weight * flux_consistency_loss(pj, yt, b["fmap_hr"][idx][..., m:-m, m:-m], weight=w)
         return lo
 
-    msg = (f"{cfg.model.name}/{cfg.model.preset}: {n_params / 1e6:.2f}M params, {len(data.train)} train / "
+    msg = (f"{cfg.model.name}/{cfg.model.preset} on {hardware} ({precision}): {n_params / 1e6:.2f}M params, "
+           f"{len(data.train)} train / "
            f"{len(data.val)} val patches ({t_data:.0f} s to build)")
     yield Progress(step, cfg.run.steps, msg, values={"params": n_params, **data.summary})
     running: dict[str, float] = {}
@@ -464,57 +489,65 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                 # WGAN-GP: several critic updates per generator update, each on a fresh batch
                 for c in range(cfg.gan.critic_steps):
                     b = batch(step, 1 + c)
-                    with torch.no_grad():
-                        fake = model(b["x"])
+                    with torch.no_grad(), amp:
+                        fake = net(b["x"])
+                    fake = fake.float()
                     lc, info = critic_loss(critic, b["y"], fake, cond=b["x"], gp_weight=cfg.gan.gp_weight,
-                                           generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + step * 13 + c))
+                                           generator=torch.Generator(device=dev).manual_seed(
+                                               cfg.run.seed * 7919 + step * 13 + c))
                     opt_c.zero_grad(set_to_none=True)
                     lc.backward()
                     opt_c.step()
                 row.update(critic_loss=lc.item(), wasserstein=info["wasserstein"], gp=info["gp"])
             b = batch(step)
-            pred = _forward(model, needs_flux, b["x"], b["fmap_in"])
+            with amp:
+                pred = _forward(net, needs_flux, b["x"], b["fmap_in"])
+            pred = pred.float()
             sw = sample_weights(b["x"], floor=cfg.loss.relative_floor) if cfg.loss.patch_relative else None
             if "gain_w" in b:
                 sw = b["gain_w"] if sw is None else sw * b["gain_w"]
             lp = pixel_loss(pred, b["y"], kind=cfg.loss.pixel, weight=sw, delta=cfg.loss.huber_delta)
             loss = lp * (cfg.gan.l1_weight if critic is not None else 1.0)
-            row["loss_pixel"] = lp.item()
+            row["loss_pixel"] = lp.detach()
             if cfg.loss.fcl_weight > 0:
                 lf = flux_consistency_loss(pred, b["y"], b["fmap_hr"], weight=sw)
                 loss = loss + cfg.loss.fcl_weight * lf * (cfg.gan.l1_weight if critic is not None else 1.0)
-                row["loss_fcl"] = lf.item()
+                row["loss_fcl"] = lf.detach()
             if cfg.loss.pool_weight > 0:
                 lpool = pooled_loss(pred, b["y"], size=cfg.loss.pool_size or 2 * ds, weight=sw, **pool_kw)
                 loss = loss + cfg.loss.pool_weight * lpool * (cfg.gan.l1_weight if critic is not None else 1.0)
-                row["loss_pool"] = lpool.item()
+                row["loss_pool"] = lpool.detach()
             if cfg.loss.background_weight > 0:
                 lbkg = background_loss(pred, b["y"], weight=sw)
                 loss = loss + cfg.loss.background_weight * lbkg * (cfg.gan.l1_weight if critic is not None else 1.0)
-                row["loss_bkg"] = lbkg.item()
+                row["loss_bkg"] = lbkg.detach()
             if use_proj and "proj_idx" in b:
                 lproj = projected_loss(pred, b)
                 loss = loss + cfg.loss.projection_weight * lproj
-                row["loss_proj"] = lproj.item()
+                row["loss_proj"] = lproj.detach()
             if critic is not None:
                 la = generator_adversarial_loss(critic, pred, cond=b["x"])
                 loss = loss + la
-                row["loss_adv"] = la.item()
-            if not torch.isfinite(loss):
-                raise AstroSRError(f"{cfg.name}: loss became {loss.item()} at step {step}; lower optim.lr "
-                                   "or set optim.grad_clip.")
+                row["loss_adv"] = la.detach()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
+            # one device->host copy per step for every logged term (each .item() stalls a GPU)
+            tkeys = [k for k, v in row.items() if torch.is_tensor(v)]
+            vals = torch.stack([row[k].float() for k in tkeys] + [loss.detach().float()]).tolist()
+            row.update(zip(tkeys, vals[:-1]))
+            if not math.isfinite(vals[-1]):
+                raise AstroSRError(f"{cfg.name}: loss became {vals[-1]} at step {step}; lower optim.lr "
+                                   "or set optim.grad_clip.")
             opt.step()
             sched.step()
             step += 1
-            row["loss"] = loss.item()
+            row["loss"] = vals[-1]
             for k, v in row.items():
                 running[k] = running.get(k, 0.0) + v
             running["_n"] = running.get("_n", 0) + 1
-            values: dict[str, Any] = {"loss": loss.item()}
+            values: dict[str, Any] = {"loss": vals[-1]}
             is_val = step % cfg.run.val_every == 0 or step == cfg.run.steps
             if step % cfg.run.log_every == 0 or is_val:
                 n = running.pop("_n")
@@ -522,7 +555,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                 running = {}
                 rec.update(step=step, wall_s=round(wall(), 2), lr=float(sched.get_last_lr()[0]))
                 if is_val:
-                    val = _validate(model, data, cfg, needs_flux, cfg.loss.pixel, baseline)
+                    val = _validate(model, data, cfg, needs_flux, cfg.loss.pixel, baseline, dev)
                     rec.update(val)
                     values.update(val)
                     history["last_val"] = {"step": step, **val}
@@ -530,14 +563,14 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                 log.row(rec)
             if step % cfg.run.checkpoint_every == 0:
                 save()
-            text = f"loss {loss.item():.4g}"
+            text = f"loss {vals[-1]:.4g}"
             if "val_psnr" in values:
                 text += f"  val PSNR {values['val_psnr']:.2f} dB (bicubic {values['val_psnr_bicubic']:.2f})"
             yield Progress(step, cfg.run.steps, text, values=values)
     finally:
         log.close()
     if stopped or "last_val" not in history or history["last_val"].get("step") != step:
-        val = _validate(model, data, cfg, needs_flux, cfg.loss.pixel, baseline)
+        val = _validate(model, data, cfg, needs_flux, cfg.loss.pixel, baseline, dev)
         history["last_val"] = {"step": step, **val}
         # a validation-only row, so the log and curves.png of a stopped run end with its final validation too
         final = _Log(out / "log.csv", append=True)
@@ -555,6 +588,29 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
     why = "stopped" if stopped else "done"
     yield Progress(step, cfg.run.steps, f"{why}: {path} ({wall():.0f} s)", values={"checkpoint": str(path), **history["last_val"]})
     return path
+
+
+def _hardware(dev: str) -> str:
+    """What the run trained on, for the sidecar (GPU name, else the CPU)."""
+    import platform
+
+    import torch
+
+    if dev.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(dev))
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _cost(cfg: TrainConfig, full_cfg: dict) -> Optional[dict]:
+    """``models.registry.model_cost`` of the trained architecture on a 64x64 input (None if it cannot)."""
+    from ..models.registry import model_cost
+
+    try:
+        if cfg.gan.cascade:
+            return model_cost(cfg.model.name, preset=None, scale=cfg.model.scale, **full_cfg)
+        return model_cost(cfg.model.name, preset=cfg.model.preset, scale=cfg.model.scale, **dict(cfg.model.overrides))
+    except Exception:  # noqa: BLE001 - a cost the counter cannot trace must not lose a trained model
+        return None
 
 
 def train(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER, root: Optional[Path] = None) -> Path:
