@@ -298,18 +298,37 @@ def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
     return w
 
 
+_FROZEN: dict = {}
+
+
 def _freeze(model, args):
-    """A frozen TorchScript trace of ``model`` on ``args`` (one tile shape), or None where it fails."""
+    """A frozen TorchScript trace of ``model`` on ``args`` (one tile shape), or None where it fails.
+
+    Cached (two entries) by the module's class, weights and the input shapes: tracing costs about
+    one tile's forward pass, and a restore loads a fresh module, so repeated restores of one
+    checkpoint (batch, the widget) would pay it every time.
+    """
+    import hashlib
     import warnings
 
     import torch
 
+    h = hashlib.sha1(type(model).__qualname__.encode())
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    key = (h.hexdigest(), tuple(tuple(a.shape) for a in args))
+    if key in _FROZEN:
+        return _FROZEN[key]
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarning on the modules' shape checks
-            return torch.jit.freeze(torch.jit.trace(model, args, check_trace=False))
+            graph = torch.jit.freeze(torch.jit.trace(model, args, check_trace=False))
     except Exception:  # pragma: no cover - an untraceable module runs eagerly
-        return None
+        graph = None
+    while len(_FROZEN) >= 2:
+        _FROZEN.pop(next(iter(_FROZEN)))
+    _FROZEN[key] = graph
+    return graph
 
 
 def validate_image(data: Any, *, what: str = "image") -> np.ndarray:
