@@ -85,3 +85,18 @@ def test_dispatchers_use_core_on_the_cpu():
     x = np.random.default_rng(3).gamma(0.3, 5.0, size=(20, 24)).astype(np.float32)
     assert not ops.use_torch_on("cpu") and ops.use_torch_on("cuda:0")
     np.testing.assert_array_equal(ops.upsample(x, 2, device="cpu"), R.upsample(x, 2))
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_same_results():
+    rng = np.random.default_rng(4)
+    x = np.clip(_field(rng), 0, None)
+    np.testing.assert_allclose(ops.upsample(x, 2, device="cuda"), R.upsample(x, 2), rtol=0, atol=1e-10 * x.max())
+    np.testing.assert_allclose(ops.flux_map_from_image(x, device="cuda"), FM.flux_map_from_image(x), rtol=1e-5,
+                               atol=1e-6 * x.max())
+    k = P.gaussian_psf(1.0)
+    lr = J.forward_model(x, scale=2, psf=k)
+    sr = R.upsample(lr, 2)
+    (b, _), _ = _run(ops.iter_project_flux_exact(sr, lr, scale=2, psf=k, device="cuda"))
+    a = J.project_flux_exact(sr, lr, scale=2, psf=k)
+    assert np.abs(a - b).max() < 1e-6 * np.abs(a).max()
