@@ -245,9 +245,10 @@ def receptive_radius(model) -> Optional[int]:
 
 CPU_TILE_CACHE_BYTES = 18 << 20
 """Bytes of one feature map of an automatic CPU tile (18 MiB: 384 px for the bundled FISR's 32
-channels). Per-pixel cost on the CPU jumps once the feature maps leave the cache (measured on this
-2-core machine, bundled FISR, one thread, frozen channels-last graph: 3.8 us per pixel at 256-384 px,
-8.1 at 512), so CPU tiles stay this size and the overlap is paid instead."""
+channels). Per-pixel cost on the CPU rises once the feature maps leave the cache (measured on the
+shared 2-core machine, bundled FISR, one thread: one 2048^2 tile took 4.3x the time of 36 fitted
+384-px tiles, interleaved, benchmarks/tiling_overhead.py), so CPU tiles stay this size and the
+overlap is paid instead."""
 
 
 def auto_tile(model, *, device: str = "cpu", scale: int = 1) -> int:
@@ -462,9 +463,9 @@ def infer_job(
     fast = None
     if dev == "cpu" and rad is not None and not per_tile and any(p.dim() == 4 for p in model.parameters()):
         # plain conv stacks on the CPU: channels-last weights and a frozen TorchScript graph of the
-        # tile shape (all tiles share it), measured 2.3x the eager contiguous module (bundled FISR,
-        # 192 px: 4.2 vs 9.7 us/px; outputs equal to 2e-6 of the peak); on a copy, so the caller's
-        # module keeps its layout
+        # tile shape (all tiles share it); measured 1.2x (quiet machine) to 2.3x (loaded) the eager
+        # contiguous module per pixel (bundled FISR; outputs equal to 2e-6 of the peak); on a copy,
+        # so the caller's module keeps its layout
         import copy
 
         model = copy.deepcopy(model).to(memory_format=torch.channels_last)
