@@ -374,19 +374,19 @@ def restore_job(
                       preset=meta.get("preset"), normalization=meta.get("normalization"))
         filled, _ = fill_invalid(arr)
         flux_map = None
+        # the steps around the network run in torch on its device when that is a GPU (models.ops)
+        from .models import ops
+
+        used_device = pick_device(device)
         t0 = time.perf_counter()
         if spec.upsamples:
             net_in, net_scale = arr, scale
             if spec.needs_flux_map:
-                from .core.fluxmap import flux_map_from_image
-
-                flux_map = flux_map_from_image(filled, thresh=flux_thresh)
+                flux_map = ops.flux_map_from_image(filled, thresh=flux_thresh, device=used_device)
                 timings["flux_map"] = time.perf_counter() - t0
         else:
-            from .core.resample import upsample
-
             # same-size networks work on the target grid: flux-conserving bicubic first
-            net_in = upsample(arr, scale, method="bicubic") if scale > 1 else arr
+            net_in = ops.upsample(arr, scale, method="bicubic", device=used_device) if scale > 1 else arr
             net_scale = 1
             timings["upsample"] = time.perf_counter() - t0
         net_tile = None if tile is None else int(tile) * (1 if spec.upsamples else scale)
@@ -416,6 +416,13 @@ def restore_job(
 
     if flux_exact:
         from .core.projection import iter_project_flux_exact
+
+        if used_device != "cpu":  # on the network's GPU (models.ops imports torch: not for CPU-only methods)
+            from functools import partial
+
+            from .models import ops
+
+            iter_project_flux_exact = partial(ops.iter_project_flux_exact, device=used_device)
 
         if stop.is_set():
             from .exceptions import StoppedError

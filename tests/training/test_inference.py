@@ -37,6 +37,34 @@ def test_tiles_cover_the_image():
         assert all(b - a <= t - o for a, b in zip(starts, starts[1:]))
 
 
+def test_tile_starts_are_evenly_spaced_and_fitted_tiles_cover():
+    from napari_astrosr.training.inference import fit_tile
+
+    assert tile_starts(512, 256, 32) == [0, 128, 256]  # not 0, 224, 256
+    for n, t, o in [(2048, 192, 40), (1000, 300, 32), (257, 64, 16)]:
+        starts = tile_starts(n, t, o)
+        steps = np.diff(starts)
+        assert steps.max() - steps.min() <= 1 and steps.max() <= t - o
+        ft = fit_tile(n, t, o)
+        fs = tile_starts(n, ft, o)
+        assert ft <= t and len(fs) == len(starts) and fs[-1] + ft == n
+        assert np.diff(fs).max() <= ft - o
+    assert fit_tile(100, 256, 32) == 100
+
+
+def test_auto_tiles_of_the_bundled_fisr_match_one_tile(rng):
+    # default tiles (cache-sized, fitted, overlap from the receptive field) against the whole image
+    from napari_astrosr.training.checkpoints import bundled_checkpoint, load_checkpoint
+
+    net, meta = load_checkpoint(bundled_checkpoint("fisr", 2), device="cpu")
+    x = _image(rng, shape=(520, 450)).astype(np.float32)
+    fm = np.abs(x).astype(np.float32)
+    a, ia = infer(net, x, scale=2, flux_map=fm, normalization=meta["normalization"])
+    b, ib = infer(net, x, scale=2, flux_map=fm, normalization=meta["normalization"], tile=520)
+    assert ia["tiles"] > 1 and ib["tiles"] == 1 and ia["overlap"] == 40
+    assert np.abs(a - b).max() < 1e-3 * np.abs(b).max()
+
+
 def test_tiled_equals_untiled_for_a_local_network(rng):
     x = _image(rng)
     net = _local_net()

@@ -99,9 +99,25 @@ def block_sum(image: np.ndarray, factor: int) -> np.ndarray:
     ny, nx = a.shape[0] // f, a.shape[1] // f
     if ny == 0 or nx == 0:
         raise AstroSRError(f"image {a.shape} is smaller than one {f}x{f} block.")
-    b = a[: ny * f, : nx * f].astype(np.float64, copy=False)
-    out = b.reshape(ny, f, nx, f).sum(axis=(1, 3))
+    out = _fast_block_sum(a[: ny * f, : nx * f].astype(np.float64, copy=False), f)
     return out.astype(a.dtype, copy=False) if a.dtype == np.float32 else out
+
+
+def _fast_block_sum(x: np.ndarray, f: int) -> np.ndarray:
+    """``block_sum`` of a 2-D array whose sides are multiples of ``f``, by strided slice additions.
+
+    Measured faster than ``reshape(ny, f, nx, f).sum(axis=(1, 3))`` (numpy reduces the two inner
+    axes of that 4-D view slowly: 1.8x at 4096^2 x2).
+    """
+    t = x[0::f]
+    if f > 1:
+        t = t + x[1::f]
+        for i in range(2, f):
+            t += x[i::f]
+    out = t[:, 0::f].copy()
+    for j in range(1, f):
+        out += t[:, j::f]
+    return out
 
 
 def block_split(image: np.ndarray, factor: int) -> np.ndarray:
@@ -278,43 +294,108 @@ def _lanczos3(d: np.ndarray, a: int = 3) -> np.ndarray:
     return np.where(np.abs(d) < a, np.sinc(d) * np.sinc(d / a), 0.0)
 
 
+def _reflect_index(j: np.ndarray, n: int) -> np.ndarray:
+    """Half-sample symmetric reflection of indices into ``[0, n)`` (like ndimage mode='reflect')."""
+    jj = np.where(j < 0, -j - 1, j)
+    jj = np.where(jj >= n, 2 * n - jj - 1, jj)
+    return np.clip(jj, 0, n - 1)
+
+
 @functools.lru_cache(maxsize=16)
-def _interp_matrix(n_in: int, f: int, method: str):
-    """Sparse (n_in*f, n_in) interpolation matrix, rows normalised to 1, reflect edges.
+def _phase_taps(f: int, method: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-phase taps of the x``f`` interpolation: ``(w, d, support)``.
 
-    Written here because scipy.ndimage offers no Lanczos kernel, and its spline ``zoom`` with
-    ``grid_mode=True`` is ~7x slower than this separable sparse product (measured: 6.7 s
-    against 1.0 s for a 2048x2048 x2 upsample). Costs 2*support multiply-adds per output
-    pixel per axis. Output centres follow the ``(x + 0.5) * f - 0.5`` convention.
+    Output pixel ``i * f + p`` (centre ``u = i + (p + 0.5) / f - 0.5`` in input pixels) is
+    ``sum_t w[p, t] * x[i + d[p] + t]`` over ``t = -support + 1 .. support``: the weights depend
+    only on the phase ``p`` for an integer factor, so each phase is a short 1-D correlation.
+    Rows are normalised to 1 (Lanczos-3 is not a partition of unity); reflection at the
+    edges moves weights between input pixels but keeps each row's sum.
     """
-    from scipy import sparse
-
     kernel, support = (_keys_cubic, 2) if method == "bicubic" else (_lanczos3, 3)
-    n_out = n_in * f
-    u = (np.arange(n_out) + 0.5) / f - 0.5  # output centres in input pixel coordinates
-    base = np.floor(u).astype(int)
-    rows, cols, vals = [], [], []
-    for t in range(-support + 1, support + 1):
-        j = base + t
-        w = kernel(u - j)
-        # half-sample symmetric reflection at the edges (like ndimage mode='reflect')
-        jj = np.where(j < 0, -j - 1, j)
-        jj = np.where(jj >= n_in, 2 * n_in - jj - 1, jj)
-        jj = np.clip(jj, 0, n_in - 1)
-        rows.append(np.arange(n_out))
-        cols.append(jj)
-        vals.append(w)
-    m = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_out, n_in))
-    norm = np.asarray(m.sum(axis=1)).ravel()
-    return sparse.diags(1.0 / norm) @ m
+    frac = (np.arange(f) + 0.5) / f - 0.5
+    d = np.floor(frac).astype(int)
+    t = np.arange(-support + 1, support + 1)
+    w = kernel((frac - d)[:, None] - t[None, :])
+    w /= w.sum(axis=1, keepdims=True)
+    return w, d, support
+
+
+def _lr_taps(f: int, method: str) -> tuple[np.ndarray, int]:
+    """Taps ``g`` of the 1-D LR-grid operator "interpolate x``f`` then sum blocks of ``f``":
+    ``(B I x)[i] = sum_j g[j] * x[i + j - off]`` on the same reflected padding as the interpolation."""
+    w, d, support = _phase_taps(f, method)
+    off = support + 1
+    g = np.zeros(2 * off + 1)
+    for p in range(f):
+        for k, t in enumerate(range(-support + 1, support + 1)):
+            g[off + d[p] + t] += w[p, k]
+    return g, off
+
+
+def _correlate(x: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+    """``out[i] = sum_j g[j] * x[i + j - len(g) // 2]`` along ``axis`` with half-sample symmetric edges.
+
+    ``scipy.ndimage.correlate1d`` (C, contiguous line buffers) with ``mode='reflect'`` is that
+    reflection; an axis shorter than the filter's half width reflects more than once, which
+    ndimage does differently, so it gets the explicit index map instead.
+    """
+    from scipy import ndimage
+
+    off = len(g) // 2
+    n = x.shape[axis]
+    if n > off:
+        return ndimage.correlate1d(x, g, axis=axis, mode="reflect")
+    xp = np.take(x, _reflect_index(np.arange(-off, n + off), n), axis=axis)
+    out = np.zeros_like(x)
+    for j, gj in enumerate(g):
+        out += gj * np.take(xp, np.arange(j, j + n), axis=axis)
+    return out
+
+
+def _phase_filters(f: int, method: str) -> list[np.ndarray]:
+    """The per-phase taps of :func:`_phase_taps` as centred odd filters for :func:`_correlate`."""
+    w, d, support = _phase_taps(f, method)
+    off = support + 1
+    out = []
+    for p in range(f):
+        g = np.zeros(2 * off + 1)
+        g[off + d[p] - support + 1: off + d[p] + support + 1] = w[p]
+        out.append(g)
+    return out
+
+
+def _interp_axis(x: np.ndarray, f: int, method: str, axis: int) -> np.ndarray:
+    """Interpolate x``f`` along ``axis``: one short correlation per output phase, then interleave."""
+    from scipy import ndimage
+
+    filters = _phase_filters(f, method)
+    shape = list(x.shape)
+    out = np.empty(shape[: axis + 1] + [f] + shape[axis + 1:], dtype=x.dtype)
+    for p, g in enumerate(filters):
+        view = out[:, p] if axis == 0 else out[:, :, p]
+        if x.shape[axis] > len(g) // 2:  # ndimage writes each phase straight into its interleaved slots
+            ndimage.correlate1d(x, g, axis=axis, mode="reflect", output=view)
+        else:
+            view[...] = _correlate(x, g, axis)
+    shape[axis] *= f
+    return out.reshape(shape)
 
 
 def _interpolate(density: np.ndarray, f: int, method: str) -> np.ndarray:
+    """Separable x``f`` interpolation of a 2-D array (Keys bicubic or Lanczos-3, reflect edges).
+
+    Each axis is a set of short per-phase correlations (no transposes, no sparse matrices): the
+    cost is linear in the output size. The small axis-0 pass runs first, on the input grid.
+    """
     if method == "nearest":
         return np.repeat(np.repeat(density, f, axis=0), f, axis=1)
-    my = _interp_matrix(density.shape[0], f, method)
-    mx = _interp_matrix(density.shape[1], f, method)
-    return np.asarray((my @ (mx @ density.T).T))
+    return _interp_axis(_interp_axis(density, f, method, 0), f, method, 1)
+
+
+def _lr_operator(c: np.ndarray, f: int, method: str) -> np.ndarray:
+    """``block_sum(_interpolate(c, f, method), f)`` computed on the LR grid (separable short taps)."""
+    g, _ = _lr_taps(f, method)
+    return _correlate(_correlate(c, g, 0), g, 1)
 
 
 def upsample(
@@ -351,16 +432,23 @@ def upsample(
     valid = np.isfinite(a)
     if not valid.any():
         raise AstroSRError("image is entirely NaN/blank; nothing to upsample.")
-    x = np.where(valid, a, 0.0).astype(np.float64)
+    x = a.astype(np.float64, copy=False) if valid.all() else np.where(valid, a, 0.0).astype(np.float64)
     if f == 1:
         out = x.copy()
     else:
-        out = _interpolate(x / (f * f), f, method)
+        # The interpolation is linear, so the refinement rounds are done on the LR grid on the
+        # interpolation's coefficients c (block_sum(interp(c)) is a short separable LR operator)
+        # and only one full-size interpolation is made: the same result as interpolating each
+        # round's residual, at linear cost (one interpolation, one block sum, one block add).
+        c = x / (f * f)
         if method != "nearest":
             for _ in range(max(0, int(refine))):
-                res = x - block_sum(out, f)
-                out += _interpolate(res / (f * f), f, method)
-            out += block_split(x - block_sum(out, f), f)
+                c = c + (x - _lr_operator(c, f, method)) / (f * f)
+        out = _interpolate(c, f, method)
+        if method != "nearest":
+            res = (x - _fast_block_sum(out, f)) / (f * f)
+            ny, nx = x.shape
+            out.reshape(ny, f, nx, f)[...] += res[:, None, :, None]
     if not valid.all():
         out[np.repeat(np.repeat(~valid, f, axis=0), f, axis=1)] = np.nan
     dtype = a.dtype if a.dtype.kind == "f" else np.float64

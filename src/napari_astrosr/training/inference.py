@@ -192,13 +192,92 @@ def enlarge_mask(mask: np.ndarray, scale: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- tiles
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of ``tile`` pixels covering ``n`` with at least ``overlap``."""
+    """Evenly spaced start offsets of tiles of ``tile`` pixels covering ``n`` with at least ``overlap``.
+
+    The fewest tiles that can cover ``n`` (``ceil((n - overlap) / (tile - overlap))``), spread
+    evenly, so no tile overlaps its neighbour much more than another (a last start that barely
+    advances past the previous one wastes a tile's work on a few pixels).
+    """
     if tile >= n:
         return [0]
     step = max(1, tile - overlap)
-    starts = list(range(0, n - tile, step))
-    starts.append(n - tile)
-    return sorted(set(starts))
+    k = max(2, math.ceil((n - overlap) / step))
+    return sorted({int(round(i * (n - tile) / (k - 1))) for i in range(k)})
+
+
+def fit_tile(n: int, tile: int, overlap: int, *, multiple: int = 8) -> int:
+    """The smallest tile side that covers ``n`` with as few tiles of at most ``tile`` pixels as possible.
+
+    E.g. 2048 px with tiles of at most 1024 and 32 overlap: 3 tiles of 704 instead of 3 of 1024
+    (2112 instead of 3072 pixels of work per row). Rounded up to ``multiple`` (the U-Nets pad to
+    a multiple of 8 anyway).
+    """
+    if tile >= n:
+        return n
+    step = max(1, tile - overlap)
+    k = max(2, math.ceil((n - overlap) / step))
+    side = math.ceil((n - overlap) / k) + overlap
+    return min(n, -(-side // multiple) * multiple)
+
+
+AUTO_OVERLAP = 32
+"""Default overlap (input pixels) of automatic tiles: today's default (256-px tiles, tile // 8)."""
+
+def receptive_radius(model) -> Optional[int]:
+    """Receptive-field radius (input pixels) of a plain stack of stride-1 convolutions: the sum of
+    ``dilation * (kernel - 1) // 2`` over every Conv2d (an upper bound for residual/parallel
+    branches). ``None`` when it cannot be bounded that way: strided convolutions, pixel unshuffle,
+    pooling or attention (the U-Nets and Restormer here)."""
+    import torch.nn as nn
+
+    radius = 0
+    for m in model.modules():
+        name = type(m).__name__.lower()
+        if "attention" in name or name == "mdta" or isinstance(m, (nn.PixelUnshuffle, nn.AvgPool2d, nn.MaxPool2d,
+                                                                    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            return None
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            if isinstance(m, nn.ConvTranspose2d) or max(m.stride) > 1:
+                return None
+            radius += sum(d * (k - 1) // 2 for k, d in zip(m.kernel_size, m.dilation)) // 2
+    return radius
+
+
+CPU_TILE_CACHE_BYTES = 18 << 20
+"""Bytes of one feature map of an automatic CPU tile (18 MiB: 384 px for the bundled FISR's 32
+channels). Per-pixel cost on the CPU rises once the feature maps leave the cache (measured on the
+shared 2-core machine, bundled FISR, one thread: one 2048^2 tile took 4.3x the time of 36 fitted
+384-px tiles, interleaved, benchmarks/tiling_overhead.py), so CPU tiles stay this size and the
+overlap is paid instead."""
+
+
+def auto_tile(model, *, device: str = "cpu", scale: int = 1) -> int:
+    """Tile side (input pixels) for ``model`` when none is given.
+
+    - Networks whose receptive field is not bounded by their convolutions (U-Nets, attention:
+      :func:`receptive_radius` is None): 256, the tile their outputs were checked with
+      (:func:`infer_job` does not tile them below 384 px, as before).
+    - Plain convolution stacks (the bundled FISR), on the CPU: the side at which one feature map
+      of the widest layer fills :data:`CPU_TILE_CACHE_BYTES` (cache-sized; >= 128).
+    - On a CUDA device: the largest side (a multiple of 64, <= 4096) whose activations, estimated
+      as 6 float32 maps of the widest layer plus 8 output-grid maps per pixel, fit a quarter of the
+      free memory: few tiles, so the overlap is a small part of the work.
+    """
+    import torch
+    import torch.nn as nn
+
+    if receptive_radius(model) is None:
+        return 256
+    widest = max([m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)] or [16])
+    if not device.startswith("cuda"):
+        return int(max(128, math.sqrt(CPU_TILE_CACHE_BYTES / (4 * widest)) // 32 * 32))
+    per_px = 6 * 4 * widest + 8 * 4 * max(1, int(scale)) ** 2
+    try:
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+    except Exception:  # pragma: no cover - device query failed: a conservative 1 GiB
+        free = 4 << 30
+    side = int(math.sqrt(free / 4 / per_px)) // 64 * 64
+    return int(min(4096, max(256, side)))
 
 
 def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
@@ -218,6 +297,39 @@ def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
         if fall:
             w[length - r:] = t[::-1]
     return w
+
+
+_FROZEN: dict = {}
+
+
+def _freeze(model, args):
+    """A frozen TorchScript trace of ``model`` on ``args`` (one tile shape), or None where it fails.
+
+    Cached (two entries) by the module's class, weights and the input shapes: tracing costs about
+    one tile's forward pass, and a restore loads a fresh module, so repeated restores of one
+    checkpoint (batch, the widget) would pay it every time.
+    """
+    import hashlib
+    import warnings
+
+    import torch
+
+    h = hashlib.sha1(type(model).__qualname__.encode())
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    key = (h.hexdigest(), tuple(tuple(a.shape) for a in args))
+    if key in _FROZEN:
+        return _FROZEN[key]
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarning on the modules' shape checks
+            graph = torch.jit.freeze(torch.jit.trace(model, args, check_trace=False))
+    except Exception:  # pragma: no cover - an untraceable module runs eagerly
+        graph = None
+    while len(_FROZEN) >= 2:
+        _FROZEN.pop(next(iter(_FROZEN)))
+    _FROZEN[key] = graph
+    return graph
 
 
 def validate_image(data: Any, *, what: str = "image") -> np.ndarray:
@@ -266,8 +378,12 @@ def infer_job(
     normalization
         The checkpoint's normalisation dict (see module docstring).
     tile, overlap
-        Tile side and overlap in input pixels. ``tile=None``: 256 when the image is larger
-        than 384 pixels on a side, else the whole image. ``overlap=None``: tile // 8, at least 16.
+        Tile side and overlap in input pixels; tiles are spaced evenly (:func:`tile_starts`).
+        ``tile=None``: at most :func:`auto_tile` (cache-sized on the CPU: 192 px for the
+        bundled FISR; memory-sized on a GPU; 256 for U-Nets/attention), shrunk to the smallest side
+        that covers the image with as few tiles (:func:`fit_tile`); its overlap is twice the
+        receptive radius, 32..64 (:func:`receptive_radius`), 32 where that is unbounded.
+        ``overlap=None`` with a given tile: tile // 8, at least 16.
     device
         ``auto``/``cpu``/``cuda``/``mps``; the device used is in ``info["device"]``.
     precision
@@ -299,18 +415,29 @@ def infer_job(
             raise AstroSRError(f"flux map shape {flux_map.shape} differs from image {arr.shape}.")
         fmn = (np.nan_to_num(flux_map).astype(np.float32, copy=False) if per_tile
                else normalize_flux_map(flux_map, params))
+    rad = receptive_radius(model)
+    # automatic tiles fitted to the image: plain convolution stacks only (U-Nets and attention keep
+    # today's 256-px tiles and whole images up to 384 px, the outputs their tolerances were set on)
+    auto = tile is None and not per_tile and rad is not None
     if tile is None:
         if per_tile:
             tile = params["window"]  # the statistics window the network was trained with
+        elif auto:
+            tile = auto_tile(model, device=dev, scale=scale)
         else:
             tile = 256 if max(h, w) > 384 else max(h, w)
     tile = int(tile)
     if tile < MIN_SIZE:
         raise AstroSRError(f"--tile {tile}: tiles must be at least {MIN_SIZE} pixels.")
-    th, tw = min(tile, h), min(tile, w)
     if overlap is None:
-        overlap = max(16, tile // 8)
+        # auto: twice the receptive radius (the seams then sit where both tiles barely see their
+        # padding), 32..64
+        overlap = min(2 * AUTO_OVERLAP, max(AUTO_OVERLAP, 8 * math.ceil(rad / 4))) if auto else max(16, tile // 8)
     overlap = int(min(overlap, tile // 2))
+    if auto:  # tiles as small as covers the image with the same count (a given --tile is kept as is)
+        th, tw = fit_tile(h, tile, overlap), fit_tile(w, tile, overlap)
+    else:
+        th, tw = min(tile, h), min(tile, w)
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     n_tiles = len(ys) * len(xs)
     s = int(scale)
@@ -332,6 +459,18 @@ def infer_job(
     amp, prec = autocast_context(dev, precision)
     t0 = time.perf_counter()
     model = model.to(dev).eval()
+    fmt = torch.contiguous_format
+    fast = None
+    if dev == "cpu" and rad is not None and not per_tile and any(p.dim() == 4 for p in model.parameters()):
+        # plain conv stacks on the CPU: channels-last weights and a frozen TorchScript graph of the
+        # tile shape (all tiles share it); measured 1.2x (quiet machine) to 2.3x (loaded) the eager
+        # contiguous module per pixel (bundled FISR; outputs equal to 2e-6 of the peak); on a copy,
+        # so the caller's module keeps its layout
+        import copy
+
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        fmt = torch.channels_last
+        fast = {}
     try:
         k = 0
         for y0, wy in zip(ys, wy_list):
@@ -342,16 +481,18 @@ def infer_job(
                 if per_tile:
                     t_med, t_std = tile_stats(xa, params["floor"])
                     xa = ((xa - t_med) / t_std).astype(np.float32)
-                xt = torch.from_numpy(xa)[None, None].to(dev)
+                xt = torch.from_numpy(xa)[None, None].to(dev).contiguous(memory_format=fmt)
+                args = (xt,)
+                if fmn is not None:
+                    fa = np.ascontiguousarray(fmn[y0:y0 + th, x0:x0 + tw])
+                    if per_tile:
+                        fa = (fa / t_std).astype(np.float32)  # a flux map has no offset
+                    args = (xt, torch.from_numpy(fa)[None, None].to(dev).contiguous(memory_format=fmt))
+                if fast is not None and "graph" not in fast:
+                    fast["graph"] = _freeze(model, args)
+                net = fast["graph"] if fast is not None and fast["graph"] is not None else model
                 with torch.inference_mode(), amp:
-                    if fmn is not None:
-                        fa = np.ascontiguousarray(fmn[y0:y0 + th, x0:x0 + tw])
-                        if per_tile:
-                            fa = (fa / t_std).astype(np.float32)  # a flux map has no offset
-                        ft = torch.from_numpy(fa)[None, None]
-                        yt = model(xt, ft.to(dev))
-                    else:
-                        yt = model(xt)
+                    yt = net(*args)
                 yt = yt.float().cpu().numpy()[0, 0]
                 if yt.shape != (th * s, tw * s):
                     raise AstroSRError(f"network returned {yt.shape} for a {th}x{tw} tile; expected x{s}. "
@@ -378,7 +519,8 @@ def infer_job(
         out += np.float32(params["offset"] / (s * s))
     if mask is not None:
         out[enlarge_mask(mask, s)] = np.nan
-    info = {"device": dev, "precision": prec, "tiles": n_tiles, "tile": tile, "overlap": overlap,
+    info = {"device": dev, "precision": prec, "tiles": n_tiles, "tile": tile, "tile_shape": (th, tw),
+            "overlap": overlap,
             "seconds": time.perf_counter() - t0, "normalization": params,
             "masked_pixels": int(mask.sum()) if mask is not None else 0}
     return out, info
