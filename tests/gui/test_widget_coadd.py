@@ -65,7 +65,6 @@ def test_ivar_and_median_from_layers(make_napari_viewer, qtbot):
 @pytest.mark.slow
 def test_dip_live_latent_and_stop(make_napari_viewer, qtbot):
     pytest.importorskip("torch")
-    pytest.importorskip("napari_astrosr.training.coadd")
     viewer = make_napari_viewer()
     _, frames = _frames(n=3)
     stack = viewer.add_image(frames, name="stack")
@@ -89,3 +88,5 @@ def test_dip_live_latent_and_stop(make_napari_viewer, qtbot):
     assert "stopped" in w.jobs.last_status and w.jobs.last_error is None
     assert viewer.layers["stack [coadd dip]"] is layer and np.isfinite(layer.data).all()
     assert layer.metadata["astrosr"]["metrics"]["stop_reason"] in ("stopped", "stop")
+    # the widget says what was checked against the ivar coadd (the CLI's report lines)
+    assert "checked:" in w.summary.text() and "S/N 10-20" in w.summary.text()
