@@ -37,15 +37,16 @@ class CoaddOptions:
     """Options of one coadd (CLI arguments and widget controls map onto these fields).
 
     The DIP defaults are the measured ones of ``docs/results_coadd.md``: the network learns
-    a correction to a lightly smoothed ivar coadd (``skip_smooth``), the fit stops on held-out
-    pixels (``holdout``/``patience``; ``iterations`` is only a cap), the sky offsets' mean is
-    pinned and a final flux projection (``project``) gives every source the ivar coadd's flux.
+    a correction to the ivar coadd (skip term), the fit stops when held-out pixels stop
+    improving (``holdout``/``patience``; ``iterations`` is only a cap), the sky offsets' mean
+    is pinned, a sky gate keeps the smoothed ivar coadd where it shows no source (``gate``)
+    and a final flux projection (``project``) gives every source the ivar coadd's flux.
     """
 
     method: str = "dip"
     homogenize: bool = False
     sigma_clip: Optional[float] = 3.0
-    iterations: int = 1500
+    iterations: int = 600
     seed: int = 0
     device: str = "auto"
     sky: str = "fit"
@@ -54,7 +55,9 @@ class CoaddOptions:
     blind: bool = False
     ensemble: int = 1
     skip: bool = True
-    skip_smooth: float = 1.5
+    skip_smooth: float = 0.0
+    gate: Optional[Sequence[float]] = (2.0, 5.0)
+    gate_sigma: float = 1.5
     lr: float = 5e-4
     chi2_stop: Optional[float] = None
     holdout: float = 0.1
@@ -62,7 +65,7 @@ class CoaddOptions:
     min_iterations: int = 100
     project: bool = True
     pin_sky: bool = True
-    kernel_sizes: Sequence[int] = (3, 5, 7, 9)
+    kernel_sizes: Sequence[int] = (3, 5)
     preview_every: int = 100
     threads: Optional[int] = None
     report: bool = True
@@ -88,10 +91,11 @@ class CoaddOptions:
     def dip_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~napari_astrosr.models.dip_coadd.dip_coadd_job`."""
         keys = ("iterations", "seed", "device", "sky", "pedestal", "superres", "blind", "ensemble", "skip",
-                "skip_smooth", "lr", "chi2_stop", "holdout", "patience", "min_iterations", "project", "pin_sky",
+                "skip_smooth", "lr", "chi2_stop", "holdout", "patience", "min_iterations", "project", "pin_sky", "gate", "gate_sigma",
                 "kernel_sizes", "preview_every", "threads")
         out = {k: getattr(self, k) for k in keys}
         out["kernel_sizes"] = tuple(int(k) for k in self.kernel_sizes)
+        out["gate"] = tuple(float(v) for v in self.gate) if self.gate else None
         out.update(self.extra)
         return out
 
@@ -99,6 +103,7 @@ class CoaddOptions:
         """Plain dict (provenance)."""
         d = asdict(self)
         d["kernel_sizes"] = list(self.kernel_sizes)
+        d["gate"] = list(self.gate) if self.gate else None
         return d
 
 

@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-mixed-bands", action="store_true", help="coadd frames with different FILTER values")
     p.add_argument("--homogenize", action="store_true", help="ivar: convolve frames to the worst PSF first")
     p.add_argument("--sigma-clip", type=float, default=3.0, help="median: sigma-clipping threshold (default 3)")
-    p.add_argument("--iterations", type=int, default=1500,
-                   help="DIP: step cap (default 1500); the fit normally stops earlier on held-out pixels")
+    p.add_argument("--iterations", type=int, default=600,
+                   help="DIP: step cap (default 600); the fit stops earlier when held-out pixels stop improving")
     p.add_argument("--seed", type=int, default=0, help="DIP: torch seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="DIP: device")
     p.add_argument("--sky", choices=("fit", "none"), default="fit", help="DIP: fit one sky offset per frame (default)")
@@ -46,8 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blind", action="store_true", help="DIP: learn the PSFs too")
     p.add_argument("--no-skip", action="store_true",
                    help="DIP: paper's flat start (no ivar-coadd skip term; use with --lr 2e-3)")
-    p.add_argument("--skip-smooth", type=float, default=1.5, metavar="PX",
-                   help="DIP: Gaussian sigma (px) smoothing the ivar coadd the fit starts from (default 1.5; 0: none)")
+    p.add_argument("--skip-smooth", type=float, default=0.0, metavar="PX",
+                   help="DIP: Gaussian sigma (px) smoothing the ivar coadd the fit starts from (default 0: none)")
+    p.add_argument("--gate", type=float, nargs=2, default=(2.0, 5.0), metavar=("LOW", "HIGH"),
+                   help="DIP: sky gate: below LOW sigma of the smoothed ivar coadd keep it, above HIGH the DIP latent "
+                        "(default 2 5)")
+    p.add_argument("--no-gate", action="store_true", help="DIP: no sky gate (the latent everywhere)")
+    p.add_argument("--kernels", type=int, nargs="+", default=[3, 5], metavar="K",
+                   help="DIP: depthwise kernel sizes of the encoder (default 3 5; the paper's 3 5 7 9 is ~2x slower)")
     p.add_argument("--lr", type=float, default=5e-4, help="DIP: Adam learning rate (default 5e-4)")
     p.add_argument("--holdout", type=float, default=0.1,
                    help="DIP: fraction of pixels held out; stop when their chi2 stops improving (default 0.1; 0: off)")
@@ -100,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, sky=args.sky, pedestal=args.pedestal, superres=args.superres,
         blind=args.blind, ensemble=args.ensemble, skip=not args.no_skip, skip_smooth=args.skip_smooth, lr=args.lr,
         chi2_stop=args.chi2_stop, holdout=args.holdout, patience=args.patience, project=not args.no_project,
-        threads=args.threads,
+        gate=None if args.no_gate else tuple(args.gate), kernel_sizes=tuple(args.kernels), threads=args.threads,
     )
     res = run_with_bar(coadd_job(stack, options=opts), desc=f"coadd {args.method}", quiet=args.json)
     params = dict(res.params)

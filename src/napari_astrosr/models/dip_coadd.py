@@ -1,5 +1,9 @@
 """Deep-image-prior multi-frame coaddition (AstroClearNet) as a long job.
 
+The CLI and the widget call it through :func:`napari_astrosr.coadd_job.coadd_job` (one
+options model, one report); this module holds the torch fit and its finishing steps
+(:func:`gate_sky`, :func:`project_flux`).
+
 ``dip_coadd_job`` fits :class:`~napari_astrosr.models.astroclearnet.AstroClearNet` to one
 stack (no training data: the network's structure is the prior). Loss: Huber on residuals
 scaled by each pixel's sigma, over unmasked pixels; Adam (lr 5e-4, x0.95 every 1000 steps).
@@ -9,6 +13,11 @@ correction; ``skip=False, lr=2e-3`` is the paper's flat start.
 It yields :class:`~napari_astrosr.progress.Progress` events with the loss and, every
 ``preview_every`` steps, a preview of the latent; setting ``stop`` returns the current
 latent (not an error). It ends at the step budget or on a plateau of the loss.
+
+Finishing (options, on by default in ``coadd_job``): a sky gate blends back to the
+Gaussian-smoothed ivar coadd where that shows no source (lower pixel noise, correlated), and
+a flux projection adds the smoothed residual ``ivar - latent * PSF_eff`` so every source's
+aperture flux becomes the ivar coadd's.
 
 Flux. The latent is a deconvolved image on the frames' grid (or 2x finer): convolved with
 frame i's PSF (and block-summed for ``superres=2``) it reproduces frame i, so the flux of a
@@ -95,7 +104,7 @@ def dip_coadd_job(
     ema: float = 0.99, plateau_tol: float = 2e-4, plateau_window: int = 200, min_iterations: int = 300, preview_every: int = 100,
     kernel_sizes: Sequence[int] = (3, 5, 7, 9), multiplier: int = 2, hidden: int = 32, skip: bool = True,
     chi2_stop: Optional[float] = None, warmup: int = 0, channels_last: bool = True, metrics: bool = True,
-    skip_smooth: float = 0.0, holdout: float = 0.0, patience: int = 100, val_every: int = 10,
+    skip_smooth: float = 0.0, holdout: float = 0.0, patience: int = 100, val_every: int = 10, val_tol: float = 1e-3,
     project: bool = False, project_sigma: Optional[float] = None, pin_sky: bool = False,
     gate: Optional[Sequence[float]] = None, gate_sigma: float = 1.5,
     wcs=None, header=None, threads: Optional[int] = None, stop=NEVER,
@@ -151,10 +160,10 @@ def dip_coadd_job(
         becomes the skip term (0: none). The latent then starts without the coadd's pixel
         noise; the PSF-convolved data term barely constrains pixel-scale noise in the latent,
         so it stays low unless the data demand structure there (sources).
-    holdout, patience, val_every
+    holdout, patience, val_every, val_tol
         Hold out this fraction of the unmasked pixels of every frame from the loss; every
         ``val_every`` steps the returned (EMA) latent's chi-square on them is measured, and
-        the fit stops when it has not improved for ``patience`` steps (after
+        the fit stops when it has not improved by a fraction ``val_tol`` for ``patience`` steps (after
         ``min_iterations``), returning the latent of the best validation chi-square. A
         stopping rule from the data, not a step budget (``iterations`` is then a cap).
     project, project_sigma
@@ -350,7 +359,7 @@ def dip_coadd_job(
                         mv = dec_eval(dec, ema_lat, ema_sky)
                         v = float((((mv - dt) * vt) ** 2).sum()) / nval
                     val_hist.append((step, v))
-                    if v < best_val * (1 - 1e-4):
+                    if v < best_val * (1 - float(val_tol)):
                         best_val, best_step = v, step
                         best_lat = ema_lat.clone()
                         best_sky = ema_sky.clone() if ema_sky is not None else None
@@ -400,6 +409,7 @@ def dip_coadd_job(
                     "pedestal": float(net.pedestal().detach().cpu()) * scale if pedestal else 0.0,
                     "steps": step, "reason": reason, "loss": losses[-1] if losses else float("nan"),
                     "best_step": best_step, "val_chi2": best_val if np.isfinite(best_val) else None,
+                    "val_hist": val_hist,
                 })
             if stopped:
                 break
@@ -445,6 +455,7 @@ def dip_coadd_job(
         "seconds": elapsed, "steps_per_s": steps_total / max(elapsed, 1e-9),
         "pedestal": float(np.mean([m["pedestal"] for m in members])),
         "chi2_frames": chi2_frames, "best_step": int(members[-1]["best_step"]),
+        "val_curve": [[int(a), float(b)] for a, b in members[-1]["val_hist"]],
     }
     if gate_info is not None:
         met["gate_network_fraction"] = gate_info["network_fraction"]
