@@ -149,5 +149,6 @@ def test_stop_returns_within_one_second():
     opts = CoaddOptions(iterations=100_000, device="cpu", preview_every=0)
     res = run(coadd_job(st, options=opts, stop=flag), on_progress=on_progress)
     latency = time.perf_counter() - t_set[0]
-    assert res.metrics["stop_reason"] == "stopped" and "report" in res.metrics
+    assert res.metrics["stop_reason"] == "stopped" and "stopped" in res.metrics["report"]["checked"]
+    assert np.isfinite(res.data).all()
     assert latency < 1.0, f"Stop took {latency:.2f} s"

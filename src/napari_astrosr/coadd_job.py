@@ -184,7 +184,11 @@ def coadd_job(
         from .models.dip_coadd import dip_coadd_job
 
         res = yield from dip_coadd_job(stack, metrics=False, stop=stop, **options.dip_kwargs())
-    if options.report:
+    if options.report and stop.is_set():
+        # Stop must act within a second: the check (detection, photometry) is skipped and
+        # the result says so
+        res.metrics["report"] = {"checked": "nothing: stopped by the user before the check"}
+    elif options.report:
         yield Progress(1, 1, "checking flux, sky sigma and sharpness against the ivar coadd")
         rep = coadd_report(res, stack)
         res.metrics["report"] = rep
@@ -271,6 +275,7 @@ def report_lines(result: CoaddResult) -> list[str]:
                      + (f", held-out chi2 {m['val_chi2']:.3f}" if m.get("val_chi2") is not None else ""))
     if rep:
         lines.append(f"checked: {rep.get('checked', '')}")
+    if "sharpness_gain" in rep:
         lines.append(f"S_F {100 * rep['sharpness_gain']:+.1f}%, sky sigma {100 * rep['sky_sigma_change']:+.1f}% vs ivar coadd")
         if "bins" in rep:
             verdict = "flux kept" if rep.get("flux_ok") else "FLUX NOT KEPT"

@@ -1121,13 +1121,11 @@ def source_flux_report(
         check) and ``table`` (per-source x, y, snr, f_ref, f_img, ratio).
     """
     if match_kernel is not None:
-        from scipy.signal import fftconvolve
+        from scipy.ndimage import convolve
 
         k = np.asarray(match_kernel, np.float64)
         k = k / k.sum()
-        img = np.nan_to_num(np.asarray(image, np.float64))
-        py, px = k.shape[0] // 2, k.shape[1] // 2
-        image = fftconvolve(np.pad(img, ((py, py), (px, px)), mode="reflect"), k, mode="valid")
+        image = convolve(np.nan_to_num(np.asarray(image, np.float64)), k, mode="reflect")
     full = compare_fluxes(image, reference, fwhm=fwhm, reference_sigma=reference_sigma, snr_min=float(bins[0]),
                           radius_fwhm=radius_fwhm, mask=mask)
     tab = full.get("table")
