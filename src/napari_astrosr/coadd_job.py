@@ -91,7 +91,8 @@ class CoaddOptions:
     def dip_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~napari_astrosr.models.dip_coadd.dip_coadd_job`."""
         keys = ("iterations", "seed", "device", "sky", "pedestal", "superres", "blind", "ensemble", "skip",
-                "skip_smooth", "lr", "chi2_stop", "holdout", "patience", "min_iterations", "project", "pin_sky", "gate", "gate_sigma",
+                "skip_smooth", "lr", "chi2_stop", "holdout", "patience", "min_iterations", "project", "pin_sky",
+                "gate", "gate_sigma",
                 "kernel_sizes", "preview_every", "threads")
         out = {k: getattr(self, k) for k in keys}
         out["kernel_sizes"] = tuple(int(k) for k in self.kernel_sizes)

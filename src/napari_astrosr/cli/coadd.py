@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 NAME = "coadd"
 HELP = "coadd registered exposures: inverse-variance mean, sigma-clipped median, or AstroClearNet DIP"
@@ -99,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
         clip_outliers=args.clip_outliers, gain_keyword=args.gain_keyword,
         allow_mixed_bands=args.allow_mixed_bands, psf_size=args.psf_size,
     )
-    for note in stack.notes:
-        print(f"astrosr coadd: {note}")
+    for note in stack.notes:  # (on stderr with --json: stdout holds one JSON object)
+        print(f"astrosr coadd: {note}", file=sys.stderr if args.json else sys.stdout)
     opts = CoaddOptions(
         method=args.method, homogenize=args.homogenize, sigma_clip=args.sigma_clip, iterations=args.iterations,
         seed=args.seed, device=args.device, sky=args.sky, pedestal=args.pedestal, superres=args.superres,

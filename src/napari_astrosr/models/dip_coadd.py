@@ -547,7 +547,9 @@ def gate_sky(data: np.ndarray, stack: FrameStack, *, superres: int = 1, levels: 
 
     iv = ivar_coadd(stack).data.astype(np.float64)
     ok = np.isfinite(iv)
-    base = gaussian_filter(np.where(ok, iv, 0.0), float(sigma), mode="reflect", truncate=4.0) if sigma > 0 else np.where(ok, iv, 0.0)
+    base = np.where(ok, iv, 0.0)
+    if sigma > 0:
+        base = gaussian_filter(base, float(sigma), mode="reflect", truncate=4.0)
     s = int(superres)
     if s > 1:
         base = np.kron(base, np.ones((s, s))) / (s * s)
