@@ -63,6 +63,11 @@ def test_flux_projection_gives_back_a_lost_source_flux(field):
     assert after["flux_ok"] and after["flux_ratio_min"] > 0.97
     # total flux becomes the ivar coadd's
     assert after_img.sum() == pytest.approx(np.nansum(iv.data), rel=0.01)
+    # three passes (the job's default) keep every source within 2% too (on this noiseless
+    # latent the dimmed star goes 0.994 -> 1.013: more passes are not always closer per source)
+    after3 = source_flux_report(project_flux(latent, stack, iterations=3), iv.data, fwhm=4.0,
+                                reference_sigma=iv.uncertainty, match_kernel=kern)
+    assert after3["flux_ok"] and np.abs(after3["table"]["ratio"] - 1).max() < 0.02
 
 
 def test_sky_gate_lowers_sky_noise_and_keeps_flux(field):

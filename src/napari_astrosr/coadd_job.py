@@ -64,6 +64,7 @@ class CoaddOptions:
     patience: int = 100
     min_iterations: int = 100
     project: bool = True
+    project_iterations: int = 3
     pin_sky: bool = True
     kernel_sizes: Sequence[int] = (3, 5)
     preview_every: int = 100
@@ -91,7 +92,8 @@ class CoaddOptions:
     def dip_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~napari_astrosr.models.dip_coadd.dip_coadd_job`."""
         keys = ("iterations", "seed", "device", "sky", "pedestal", "superres", "blind", "ensemble", "skip",
-                "skip_smooth", "lr", "chi2_stop", "holdout", "patience", "min_iterations", "project", "pin_sky",
+                "skip_smooth", "lr", "chi2_stop", "holdout", "patience", "min_iterations", "project", "project_iterations",
+                "pin_sky",
                 "gate", "gate_sigma",
                 "kernel_sizes", "preview_every", "threads")
         out = {k: getattr(self, k) for k in keys}
