@@ -36,6 +36,8 @@ def test_ivar_and_median_from_layers(make_napari_viewer, qtbot):
     # equal weights: the inverse-variance mean is the plain mean
     np.testing.assert_allclose(out.data, frames.mean(axis=0), atol=1e-4)
     assert tuple(out.scale) == (2.0, 2.0)
+    # the same report lines as `astrosr coadd`
+    assert "checked:" in w.summary.text() and "sky sigma" in w.summary.text()
 
     # several 2-D layers instead of a stack, median
     for i in range(3):
@@ -87,3 +89,5 @@ def test_dip_live_latent_and_stop(make_napari_viewer, qtbot):
     assert "stopped" in w.jobs.last_status and w.jobs.last_error is None
     assert viewer.layers["stack [coadd dip]"] is layer and np.isfinite(layer.data).all()
     assert layer.metadata["astrosr"]["metrics"]["stop_reason"] in ("stopped", "stop")
+    # the widget says what was checked (after Stop: nothing, so that Stop acts at once)
+    assert "checked: nothing: stopped" in w.summary.text()

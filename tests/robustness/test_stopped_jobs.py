@@ -96,7 +96,7 @@ def test_tiled_fits_restore_stopped_leaves_no_partial_file(tmp_path):
 def test_dip_coadd_stopped_returns_best_so_far():
     pytest.importorskip("torch")
     from napari_astrosr.core.psf import gaussian_psf
-    from napari_astrosr.training.coadd import dip_coadd_job
+    from napari_astrosr.models.dip_coadd import dip_coadd_job
 
     rng = np.random.default_rng(2)
     frames = rng.normal(5, 1, (2, 24, 24)).astype(np.float32)

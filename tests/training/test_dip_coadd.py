@@ -14,7 +14,7 @@ from napari_astrosr.core.coadd import aperture_fluxes, ivar_coadd  # noqa: E402
 from napari_astrosr.core.psf import convolve, gaussian_psf  # noqa: E402
 from napari_astrosr.exceptions import AstroSRError  # noqa: E402
 from napari_astrosr.progress import Progress, StopFlag  # noqa: E402
-from napari_astrosr.training.coadd import dip_coadd, dip_coadd_job  # noqa: E402
+from napari_astrosr.models.dip_coadd import dip_coadd, dip_coadd_job  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from test_coadd import sim_stack  # noqa: E402

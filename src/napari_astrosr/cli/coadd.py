@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 NAME = "coadd"
 HELP = "coadd registered exposures: inverse-variance mean, sigma-clipped median, or AstroClearNet DIP"
@@ -36,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-mixed-bands", action="store_true", help="coadd frames with different FILTER values")
     p.add_argument("--homogenize", action="store_true", help="ivar: convolve frames to the worst PSF first")
     p.add_argument("--sigma-clip", type=float, default=3.0, help="median: sigma-clipping threshold (default 3)")
-    p.add_argument("--iterations", type=int, default=2000, help="DIP: step budget (default 2000)")
+    p.add_argument("--iterations", type=int, default=600,
+                   help="DIP: step cap (default 600); the fit stops earlier when held-out pixels stop improving")
     p.add_argument("--seed", type=int, default=0, help="DIP: torch seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="DIP: device")
     p.add_argument("--sky", choices=("fit", "none"), default="fit", help="DIP: fit one sky offset per frame (default)")
@@ -45,10 +47,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blind", action="store_true", help="DIP: learn the PSFs too")
     p.add_argument("--no-skip", action="store_true",
                    help="DIP: paper's flat start (no ivar-coadd skip term; use with --lr 2e-3)")
+    p.add_argument("--skip-smooth", type=float, default=0.0, metavar="PX",
+                   help="DIP: Gaussian sigma (px) smoothing the ivar coadd the fit starts from (default 0: none)")
+    p.add_argument("--gate", type=float, nargs=2, default=(2.0, 5.0), metavar=("LOW", "HIGH"),
+                   help="DIP: sky gate: below LOW sigma of the smoothed ivar coadd keep it, above HIGH the DIP latent "
+                        "(default 2 5)")
+    p.add_argument("--no-gate", action="store_true", help="DIP: no sky gate (the latent everywhere)")
+    p.add_argument("--kernels", type=int, nargs="+", default=[3, 5], metavar="K",
+                   help="DIP: depthwise kernel sizes of the encoder (default 3 5; the paper's 3 5 7 9 is ~2x slower)")
     p.add_argument("--lr", type=float, default=5e-4, help="DIP: Adam learning rate (default 5e-4)")
+    p.add_argument("--holdout", type=float, default=0.1,
+                   help="DIP: fraction of pixels held out; stop when their chi2 stops improving (default 0.1; 0: off)")
+    p.add_argument("--patience", type=int, default=100, help="DIP: steps without held-out improvement before stopping")
+    p.add_argument("--no-project", action="store_true",
+                   help="DIP: skip the final flux projection onto the ivar coadd (smoothed residual)")
     p.add_argument("--chi2-stop", type=float, default=None, metavar="X",
-                   help="DIP: stop once mean (residual/sigma)^2 <= X (e.g. 1.0); default off")
+                   help="DIP: also stop once mean (residual/sigma)^2 <= X (e.g. 1.0); default off")
     p.add_argument("--ensemble", type=int, default=1, help="DIP: number of seeds; >1 gives an uncertainty map (std)")
+    p.add_argument("--threads", type=int, default=None, help="DIP: torch CPU threads (default: torch's)")
     p.add_argument("--residuals", metavar="RES.fits", help="also write per-frame residuals (cube)")
     p.add_argument("--uncertainty", metavar="UNC.fits", help="also write the per-pixel uncertainty map")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -60,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ..core.coadd import coadd_header, ivar_coadd, load_frames, median_coadd
+    from ..coadd_job import CoaddOptions, coadd_job, report_lines
+    from ..core.coadd import load_frames
     from ..core.fits_io import write_fits
     from ..exceptions import AstroSRError
     from .common import run_with_bar
@@ -83,23 +100,16 @@ def run(args: argparse.Namespace) -> int:
         clip_outliers=args.clip_outliers, gain_keyword=args.gain_keyword,
         allow_mixed_bands=args.allow_mixed_bands, psf_size=args.psf_size,
     )
-    for note in stack.notes:
-        print(f"astrosr coadd: {note}")
-    if args.method == "ivar":
-        res = ivar_coadd(stack, homogenize=args.homogenize)
-        res.header = coadd_header(res.header, method="ivar", n_frames=stack.n)
-    elif args.method == "median":
-        res = median_coadd(stack, sigma_clip=args.sigma_clip or None)
-        res.header = coadd_header(res.header, method="median", n_frames=stack.n)
-    else:
-        from ..training.coadd import dip_coadd_job
-
-        job = dip_coadd_job(
-            stack, iterations=args.iterations, seed=args.seed, device=args.device, sky=args.sky,
-            pedestal=args.pedestal, superres=args.superres, blind=args.blind, ensemble=args.ensemble,
-            skip=not args.no_skip, lr=args.lr, chi2_stop=args.chi2_stop,
-        )
-        res = run_with_bar(job, desc="DIP coadd")
+    for note in stack.notes:  # (on stderr with --json: stdout holds one JSON object)
+        print(f"astrosr coadd: {note}", file=sys.stderr if args.json else sys.stdout)
+    opts = CoaddOptions(
+        method=args.method, homogenize=args.homogenize, sigma_clip=args.sigma_clip, iterations=args.iterations,
+        seed=args.seed, device=args.device, sky=args.sky, pedestal=args.pedestal, superres=args.superres,
+        blind=args.blind, ensemble=args.ensemble, skip=not args.no_skip, skip_smooth=args.skip_smooth, lr=args.lr,
+        chi2_stop=args.chi2_stop, holdout=args.holdout, patience=args.patience, project=not args.no_project,
+        gate=None if args.no_gate else tuple(args.gate), kernel_sizes=tuple(args.kernels), threads=args.threads,
+    )
+    res = run_with_bar(coadd_job(stack, options=opts), desc=f"coadd {args.method}", quiet=args.json)
     params = dict(res.params)
     params["background_subtracted"] = not args.no_subtract_background
     prov = dict(method=f"coadd-{args.method}", parameters=params, inputs=list(args.frames))
@@ -118,10 +128,31 @@ def run(args: argparse.Namespace) -> int:
     for path, arr in extra:
         write_fits(path, np.asarray(arr, np.float32), header=res.header, wcs=res.wcs if np.ndim(arr) == 2 else None,
                    overwrite=args.overwrite, provenance=prov, protect=protect)
-    metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))}
     if args.json:
-        print(json.dumps({"output": str(args.output), "method": args.method, **metrics}, default=float))
+        print(json.dumps({"output": str(args.output), "method": args.method, **_jsonable(res.metrics)}))
     else:
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-        print(f"astrosr coadd: wrote {args.output} ({args.method}, {stack.n} frames{', ' + shown if shown else ''})")
+        print(f"astrosr coadd: wrote {args.output} ({args.method}, {stack.n} frames)")
+        for line in report_lines(res):
+            print(f"astrosr coadd: {line}")
     return 0
+
+
+def _jsonable(obj):
+    """Metrics -> JSON types (NaN -> null; numpy scalars and arrays -> Python)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    return obj

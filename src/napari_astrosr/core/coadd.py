@@ -25,7 +25,7 @@ directly comparable with photometry on the exposures. PSF homogenisation
 (widest) PSF, which conserves every frame's total and per-source flux (in apertures large
 enough for the broader PSF) and gives a coadd with one well-defined PSF.
 
-The deep-image-prior coadd (AstroClearNet) lives in :mod:`napari_astrosr.training.coadd`
+The deep-image-prior coadd (AstroClearNet) lives in :mod:`napari_astrosr.models.dip_coadd`
 because it needs torch; it returns the same :class:`CoaddResult`.
 """
 
@@ -1012,3 +1012,103 @@ def coadd_header(header: Optional[fits.Header], *, method: str, n_frames: int, e
 def warn(msg: str) -> None:
     """Warn with the package's warning class (shown once per message)."""
     warnings.warn(msg, AstroSRWarning, stacklevel=3)
+
+
+#: S/N bin edges of the per-source flux report (forced photometry at the ivar coadd's sources)
+SNR_BINS = (10.0, 20.0, 50.0, 100.0, float("inf"))
+
+
+def source_flux_report(
+    image: np.ndarray, reference: np.ndarray, *, fwhm: float, reference_sigma: Optional[np.ndarray] = None,
+    mask: Optional[np.ndarray] = None, bins: Sequence[float] = SNR_BINS, radius_fwhm: float = 2.0,
+    tolerance: float = 0.02, floor: float = 0.9, match_kernel: Optional[np.ndarray] = None,
+) -> dict[str, Any]:
+    """Every S/N > ``bins[0]`` source's flux in ``image`` against ``reference``, by S/N bin.
+
+    Forced photometry at the reference's sources (detected as in :func:`compare_fluxes`),
+    circular apertures of ``radius_fwhm x fwhm``: the image's flux is the reference's (local
+    annulus background, 3-5 FWHM) plus the background-subtracted aperture flux of
+    ``image - reference``. Per bin: number of sources, median ratio, robust scatter
+    (1.4826 x MAD) and the lowest ratio. ``flux_ok`` is True when every non-empty bin's
+    median is within ``tolerance`` of 1 and no source is below ``floor``.
+
+    ``match_kernel``: convolve ``image`` with this unit-sum kernel first (for a deconvolved
+    image: the reference's PSF), so both images have the same PSF and crowding, aperture
+    losses and the local backgrounds affect them alike; convolution conserves every
+    source's flux, so a flux change in ``image`` survives it.
+
+    Returns
+    -------
+    dict
+        ``bins`` (list of dicts: lo, hi, n, median, scatter, min), ``n_sources``,
+        ``flux_ratio_median`` / ``flux_ratio_scatter`` / ``flux_ratio_min`` over all of
+        them, ``n_below_floor``, ``flux_ok``, ``checked`` (a one-line statement of the
+        check) and ``table`` (per-source x, y, snr, f_ref, f_img, ratio).
+    """
+    if match_kernel is not None:
+        from scipy.ndimage import convolve
+
+        k = np.asarray(match_kernel, np.float64)
+        k = k / k.sum()
+        image = convolve(np.nan_to_num(np.asarray(image, np.float64)), k, mode="reflect")
+    full = compare_fluxes(image, reference, fwhm=fwhm, reference_sigma=reference_sigma, snr_min=float(bins[0]),
+                          radius_fwhm=radius_fwhm, mask=mask)
+    tab = full.get("table")
+    if tab is not None:
+        # image flux = reference flux + the background-subtracted aperture flux of (image -
+        # reference): neighbours' wings in the annulus cancel in the difference, so the two
+        # images' different noise cannot bias their local backgrounds differently (an annulus
+        # median of noise + positive wings shifts with the noise level: 7% on a crowded S/N 74
+        # star of a noisy vs noiseless pair, measured)
+        diff = np.nan_to_num(np.asarray(image, np.float64)) - np.nan_to_num(np.asarray(reference, np.float64))
+        r_ap = radius_fwhm * fwhm
+        d_flux, _ = aperture_fluxes(diff, tab["x"], tab["y"], radius=r_ap, annulus=(3.0 * fwhm, 5.0 * fwhm))
+        tab = dict(tab)
+        tab["f_img"] = tab["f_ref"] + d_flux
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tab["ratio"] = tab["f_img"] / tab["f_ref"]
+    edges = [float(b) for b in bins]
+    rows = []
+    if tab is None:
+        snr = ratio = np.zeros(0)
+    else:
+        snr, ratio = np.asarray(tab["snr"]), np.asarray(tab["ratio"])
+    sel_all = snr > edges[0]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (snr > lo) & (snr <= hi)
+        r = ratio[sel]
+        rows.append({
+            "lo": lo, "hi": hi, "n": int(sel.sum()),
+            "median": float(np.median(r)) if r.size else float("nan"),
+            "scatter": float(1.4826 * np.median(np.abs(r - np.median(r)))) if r.size > 1 else float("nan"),
+            "min": float(r.min()) if r.size else float("nan"),
+        })
+    r_all = ratio[sel_all]
+    n_below = int((r_all < floor).sum())
+    ok = bool(r_all.size) and n_below == 0 and all(abs(b["median"] - 1) <= tolerance for b in rows if b["n"])
+    out = {
+        "bins": rows, "n_sources": int(r_all.size),
+        "flux_ratio_median": float(np.median(r_all)) if r_all.size else float("nan"),
+        "flux_ratio_scatter": float(1.4826 * np.median(np.abs(r_all - np.median(r_all)))) if r_all.size > 1 else float("nan"),
+        "flux_ratio_min": float(r_all.min()) if r_all.size else float("nan"),
+        "n_below_floor": n_below, "flux_ok": ok,
+        "checked": (f"flux of all {int(r_all.size)} S/N>{edges[0]:g} sources of the ivar coadd (forced apertures r="
+                    f"{radius_fwhm:g}xFWHM): median within {100 * tolerance:g}% per S/N bin and none below {floor:g}"),
+        "aperture_radius": float(radius_fwhm * fwhm),
+    }
+    if tab is not None:
+        out["table"] = {k: np.asarray(v)[sel_all] for k, v in tab.items()}
+    return out
+
+
+def format_flux_bins(report: dict[str, Any]) -> list[str]:
+    """Human-readable lines of :func:`source_flux_report`'s bins (CLI output, widget text)."""
+    lines = []
+    for b in report.get("bins", []):
+        hi = "inf" if not np.isfinite(b["hi"]) else f"{b['hi']:g}"
+        if b["n"]:
+            lines.append(f"S/N {b['lo']:g}-{hi}: n={b['n']}, flux/ivar median {b['median']:.3f}, "
+                         f"scatter {b['scatter']:.3f}, min {b['min']:.3f}")
+        else:
+            lines.append(f"S/N {b['lo']:g}-{hi}: no source")
+    return lines

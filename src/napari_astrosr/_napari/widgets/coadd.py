@@ -6,10 +6,16 @@ weights); mask: a layer whose non-zero pixels are bad; PSF: a spec (``gaussian:1
 ``moffat:3,2.5``, ``PSF.fits``), estimated from each frame's stars (photutils ePSF), or
 a PSF layer (2-D: all frames; 3-D: one per frame).
 
-- **DIP** (:func:`napari_astrosr.training.coadd.dip_coadd_job`, AstroClearNet): the
-  latent layer ``<frames> [coadd dip]`` updates live from the job's previews; Stop keeps
-  the current latent.
-- **inverse variance** / **median** (:mod:`napari_astrosr.core.coadd`): one step each.
+All methods run :func:`napari_astrosr.coadd_job.coadd_job`, the job behind ``astrosr
+coadd`` (same options model, same checks, same report):
+
+- **DIP** (AstroClearNet): the latent layer ``<frames> [coadd dip]`` updates live from the
+  job's previews; the progress line gives an estimate of the time left from the first
+  step; Stop (checked every optimisation step) keeps the current latent.
+- **inverse variance** / **median**: one step each.
+
+The text below the buttons says what was checked against the inverse-variance coadd (S_F,
+sky sigma, per-source flux by S/N bin) and what came out.
 
 The widget only translates layers into these calls; the results keep the frames' world
 coordinates (a 2x super-resolved DIP latent is aligned like an x2 restoration).
@@ -113,7 +119,8 @@ class CoaddWidget(QWidget):
         self.method.currentTextChanged.connect(self._method_changed)
         self.iterations = QSpinBox()
         self.iterations.setRange(1, 100_000)
-        self.iterations.setValue(2000)
+        self.iterations.setValue(1500)
+        self.iterations.setToolTip("DIP: step cap; the fit stops earlier when its held-out pixels' chi2 stops improving")
         self.superres = QComboBox()
         self.superres.addItems(["1", "2"])
         self.seed = QSpinBox()
@@ -265,6 +272,14 @@ class CoaddWidget(QWidget):
 
     # ------------------------------------------------------------------ running
 
+    def options(self) -> Any:
+        """The :class:`~napari_astrosr.coadd_job.CoaddOptions` of the controls (CLI defaults otherwise)."""
+        from ...coadd_job import CoaddOptions
+
+        return CoaddOptions(method=METHODS[self.method.currentText()], iterations=int(self.iterations.value()),
+                            superres=int(self.superres.currentText()), seed=int(self.seed.value()),
+                            device=self.device.currentText(), preview_every=int(self.preview_every))
+
     def run(self) -> Any:
         """Start the coadd (returns the worker, or None on bad input)."""
         method = METHODS[self.method.currentText()]
@@ -276,54 +291,23 @@ class CoaddWidget(QWidget):
         first = inp.pop("layers")
         tag = tag_layer(first[0])
         tag.name = first[0].name if len(first) == 1 else f"{first[0].name}+{len(first) - 1}"
-        opts = dict(iterations=int(self.iterations.value()), superres=int(self.superres.currentText()),
-                    seed=int(self.seed.value()), device=self.device.currentText())
+        opts = self.options()
         self.latent_layer = None
         self._limits_set = None
-        preview_every = int(self.preview_every)
 
         def job(stop):
-            from ...core import coadd as cc
+            # the same job as `astrosr coadd` (coadd_job): only the inputs come from layers
+            from ...coadd_job import coadd_job, stack_from_arrays
 
-            frames = inp["frames"]
-            sigmas = inp["sigmas"]
-            if inp["weights"] is not None:
-                sigmas, wmask = cc.noise_from_weights(inp["weights"])
-                inp["masks"] = wmask if inp["masks"] is None else (inp["masks"] | wmask)
-            psfs = inp["psfs"]
-            if inp.get("psf_spec"):
-                from ...core.psf import parse_psf
-
-                k = parse_psf(inp["psf_spec"])
-                psfs = None if k is None else [k] * len(frames)
-            elif inp.get("psf_estimate") and method == "dip":
-                psfs = []
-                for i, f in enumerate(frames):
-                    yield Progress(i, len(frames), f"estimating the PSF of frame {i + 1}/{len(frames)}")
-                    m = None if inp["masks"] is None else inp["masks"][i]
-                    psfs.append(cc.estimate_psf(f, mask=m, where=f"frame {i + 1}"))
-            if method == "dip":
-                from ...training.coadd import dip_coadd_job
-
-                res = yield from dip_coadd_job(frames, psfs=psfs, sigmas=sigmas, masks=inp["masks"],
-                                               iterations=opts["iterations"], superres=opts["superres"],
-                                               seed=opts["seed"], device=opts["device"], stop=stop,
-                                               preview_every=preview_every,
-                                               wcs=tag.metadata.get("wcs"), header=tag.metadata.get("header"))
-            elif method == "ivar":
-                yield Progress(0, 1, "inverse-variance coadd")
-                w = None if sigmas is None else 1.0 / np.square(np.asarray(sigmas, dtype=np.float64))
-                res = cc.ivar_coadd(frames, weights=w, masks=inp["masks"], wcs=tag.metadata.get("wcs"),
-                                    header=tag.metadata.get("header"))
-            else:
-                yield Progress(0, 1, "median coadd")
-                res = cc.median_coadd(frames, masks=inp["masks"], wcs=tag.metadata.get("wcs"),
-                                      header=tag.metadata.get("header"))
-            return res
+            stack = yield from stack_from_arrays(
+                inp["frames"], sigmas=inp["sigmas"], weights=inp["weights"], masks=inp["masks"], psfs=inp["psfs"],
+                psf_spec=inp.get("psf_spec"), estimate_psfs=bool(inp.get("psf_estimate")) and method == "dip",
+                wcs=tag.metadata.get("wcs"), header=tag.metadata.get("header"), stop=stop)
+            return (yield from coadd_job(stack, options=opts, stop=stop))
 
         self._method = method
         self.previews = 0
-        self._superres = opts["superres"] if method == "dip" else 1
+        self._superres = opts.superres if method == "dip" else 1
         return self.jobs.start(job, on_result=self._on_result, on_progress=self._on_progress, tag=tag,
                                label=f"Coadd [{method}]")
 
@@ -373,6 +357,6 @@ class CoaddWidget(QWidget):
                         scale=scale, translate=translate, colormap="viridis", visible=False,
                         metadata={"wcs": res.wcs})
             put_layer(self.viewer, unc, source_id=tag.layer_id)
-        bits = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                for k, v in (res.metrics or {}).items() if isinstance(v, (int, float))][:6]
-        self.summary.setText(f"{layer.name}: " + (", ".join(bits) if bits else "done"))
+        from ...coadd_job import report_lines
+
+        self.summary.setText("\n".join([f"{layer.name}:"] + report_lines(res)))
