@@ -64,10 +64,30 @@ def run(args: argparse.Namespace) -> int:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     meta = dict(input=str(Path(args.image).name), thresh_sigma=args.thresh, minarea=args.minarea,
                 deblend_cont=args.deblend_cont, background_box=args.box)
+    if args.regions:
+        # build the regions before writing anything: a WCS that cannot place them fails here
+        from ..core.catalogs import table_to_regions
+
+        if args.sky_regions and (img.wcs is None or not img.wcs.has_celestial):
+            raise AstroSRError(f"{args.image}: has no usable celestial WCS, so --sky-regions cannot be written; "
+                               "drop --sky-regions for pixel regions.")
+        try:
+            table_to_regions(table, wcs=img.wcs, sky=args.sky_regions)
+        except AstroSRError:
+            raise
+        except Exception as exc:
+            raise AstroSRError(f"{args.image}: its WCS cannot place the sources on the sky "
+                               f"({type(exc).__name__}); drop --sky-regions for pixel regions.") from exc
+    created = not out.exists()
     write_table(table, out, overwrite=args.overwrite, meta=meta, flux_unit=img.unit)
     msg = f"{len(table)} sources -> {out}"
     if args.regions:
-        write_regions(table, args.regions, wcs=img.wcs, sky=args.sky_regions, overwrite=args.overwrite)
+        try:
+            write_regions(table, args.regions, wcs=img.wcs, sky=args.sky_regions, overwrite=args.overwrite)
+        except BaseException:
+            if created:  # both or neither: the catalog alone is a partial result
+                out.unlink(missing_ok=True)
+            raise
         msg += f", regions -> {args.regions}"
     print(msg)
     return 0

@@ -26,8 +26,8 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from .._version import __version__
-from .atomic import atomic_output
-from ..exceptions import AstroSRError, WCSWarning
+from .atomic import atomic_output, claim_output, shown
+from ..exceptions import AstroSRError, AstroSRWarning, WCSWarning
 
 PathLike = Union[str, os.PathLike]
 
@@ -241,7 +241,9 @@ def _make_wcs(header: fits.Header, naxis: int, where: str) -> tuple[Optional[WCS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header, naxis=2 if naxis >= 2 else naxis)
+            warnings.simplefilter("ignore", AstroSRWarning)
+            # an unrelated unwritable card (control bytes, 1E999) must not cost the image its WCS
+            wcs = WCS(sanitize_header(header), naxis=2 if naxis >= 2 else naxis)
         if not wcs.has_celestial and not wcs.wcs.ctype[0]:
             return None, notes
         # evaluate once: a broken distortion or projection fails here, not later in a widget
@@ -424,7 +426,7 @@ def provenance_cards(
     if parameters:
         cards.append(("ASRPARAM", json.dumps(parameters, sort_keys=True, default=str), "method parameters (JSON)"))
     for i, inp in enumerate(inputs[:99]):
-        cards.append((f"ASRIN{i + 1}", Path(inp).name, "input file"))
+        cards.append((f"ASRIN{i + 1}", _ascii(Path(inp).name), "input file"))
     return cards
 
 
@@ -457,17 +459,7 @@ def write_fits(
     protect
         Input files that must never be overwritten, even with ``overwrite=True``.
     """
-    out = Path(path)
-    for src in protect:
-        try:
-            if out.exists() and Path(src).exists() and os.path.samefile(out, src):
-                raise AstroSRError(f"{out}: is an input file; refusing to overwrite it. Choose another output name.")
-        except OSError:
-            pass
-    if out.exists() and not overwrite:
-        raise AstroSRError(f"{out}: already exists. Choose another name or pass overwrite=True (--overwrite).")
-    if not out.parent.exists():
-        raise AstroSRError(f"{out.parent}: output folder does not exist.")
+    out = claim_output(path, inputs=protect, overwrite=overwrite)
     data = np.asarray(data)
     if data.ndim not in (2, 3):
         raise AstroSRError(f"{out}: can only write 2-D images or 3-D cubes, got shape {data.shape}.")
@@ -479,13 +471,74 @@ def write_fits(
         hdr.update(wcs.to_header(relax=True))
     for key, value, comment in provenance_cards(**(provenance or {})):
         hdr[key] = (value, comment)
+    hdr = sanitize_header(hdr, where=shown(out))
     if data.dtype.kind == "f":
         data = data.astype(data.dtype.newbyteorder("="), copy=False)
     hdu = fits.PrimaryHDU(data=np.ascontiguousarray(data), header=hdr)
-    with atomic_output(out) as tmp:
+    with atomic_output(out, overwrite=overwrite, inputs=protect) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hdu.writeto(tmp, overwrite=True, output_verify="silentfix")
+    return out
+
+
+def _ascii(text: str) -> str:
+    """Printable ASCII (FITS headers hold nothing else): other characters escaped."""
+    text = os.fsencode(text).decode("utf-8", "backslashreplace") if isinstance(text, str) else str(text)
+    return "".join(c if 32 <= ord(c) < 127 else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+                   for c in text)
+
+
+def _card_ok(card: fits.Card) -> bool:
+    """Whether astropy can write ``card`` back as a valid FITS card."""
+    if card.keyword == "CONTINUE":  # an orphan continuation (a valid one was merged when read)
+        return False
+    try:
+        value = card.value
+    except Exception:
+        return False
+    if isinstance(value, float) and not np.isfinite(value):
+        return False
+    if isinstance(value, complex) and not (np.isfinite(value.real) and np.isfinite(value.imag)):
+        return False
+    try:
+        image = card.image
+    except Exception:
+        return False
+    return all(32 <= b < 127 for b in image.encode("latin-1", "replace"))
+
+
+def sanitize_header(hdr: fits.Header, *, where: str = "header") -> fits.Header:
+    """A copy of ``hdr`` without the cards astropy read but cannot write back.
+
+    Control or non-ASCII bytes, an orphan ``CONTINUE``, non-finite numbers (``1E999``, NaN
+    SIP terms) are dropped -- COMMENT/HISTORY text is kept with the bad characters escaped --
+    and one :class:`AstroSRWarning` lists the dropped keywords.
+    Nothing of the image itself depends on these cards (the WCS was validated on reading).
+    """
+    out = fits.Header()
+    dropped: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for card in hdr.cards:
+            key = card.keyword
+            if key in ("COMMENT", "HISTORY", "") and not _card_ok(card):
+                try:
+                    out.append((key, _ascii(str(card.value))), end=True)
+                    continue
+                except Exception:
+                    pass
+            if not _card_ok(card):
+                dropped.append(_ascii(key) or "(blank)")
+                continue
+            try:
+                out.append(card, end=True)
+            except Exception:
+                dropped.append(_ascii(key) or "(blank)")
+    if dropped:
+        more = f" (+{len(dropped) - 8} more)" if len(dropped) > 8 else ""
+        warnings.warn(f"{where}: dropped header card(s) that cannot be written back as valid FITS: "
+                      f"{', '.join(dropped[:8])}{more}", AstroSRWarning, stacklevel=3)
     return out
 
 
