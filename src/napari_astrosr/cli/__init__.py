@@ -98,6 +98,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     debug = bool(getattr(args, "debug", False))
     previous = None
+    formatwarning = warnings.formatwarning
+    if not debug:  # one line per warning, like the errors (the source line means nothing to a user)
+        warnings.formatwarning = lambda message, category, *a, **k: (
+            f"astrosr {args.command}: warning: {' '.join(str(message).split())}\n")
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -144,6 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "and report the traceback.", file=sys.stderr)
         return 1
     finally:
+        warnings.formatwarning = formatwarning
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -28,6 +28,7 @@ def _hdu(v):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     import warnings
     from pathlib import Path
 
@@ -68,11 +69,14 @@ def run(args: argparse.Namespace) -> int:
         # build the regions before writing anything: a WCS that cannot place them fails here
         from ..core.catalogs import table_to_regions
 
-        if args.sky_regions and (img.wcs is None or not img.wcs.has_celestial):
-            raise AstroSRError(f"{args.image}: has no usable celestial WCS, so --sky-regions cannot be written; "
-                               "drop --sky-regions for pixel regions.")
+        sky = args.sky_regions
+        if sky and (img.wcs is None or not img.wcs.has_celestial):
+            # the reader already warned why the WCS is unusable: fall back to pixel coordinates
+            print(f"astrosr detect: warning: {args.image}: no usable celestial WCS; --regions written in image "
+                  "pixel coordinates instead of RA/Dec", file=sys.stderr, flush=True)
+            sky = False
         try:
-            table_to_regions(table, wcs=img.wcs, sky=args.sky_regions)
+            table_to_regions(table, wcs=img.wcs, sky=sky)
         except AstroSRError:
             raise
         except Exception as exc:
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     msg = f"{len(table)} sources -> {out}"
     if args.regions:
         try:
-            write_regions(table, args.regions, wcs=img.wcs, sky=args.sky_regions, overwrite=args.overwrite)
+            write_regions(table, args.regions, wcs=img.wcs, sky=sky, overwrite=args.overwrite)
         except BaseException:
             if created:  # both or neither: the catalog alone is a partial result
                 out.unlink(missing_ok=True)

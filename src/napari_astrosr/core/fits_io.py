@@ -236,26 +236,121 @@ def _short(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def _make_wcs(header: fits.Header, naxis: int, where: str) -> tuple[Optional[WCS], list[str]]:
+#: Distortion keywords whose value is an order or an axis count: bounded before wcslib sees them
+#: (``WCSAXES = 100000`` takes wcslib a minute and then crashes; ``A_ORDER = 100000`` asks for 75 GB).
+_WCS_COUNTS = {"WCSAXES": 9, "A_ORDER": 20, "B_ORDER": 20, "AP_ORDER": 20, "BP_ORDER": 20}
+_WCS_PREFIXES = ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT", "CD1_", "CD2_", "PC1_", "PC2_", "PV1_", "PV2_",
+                 "A_", "B_", "AP_", "BP_")
+_WCS_KEYS = ("A_ORDER", "B_ORDER", "LONPOLE", "LATPOLE", "WCSAXES", "RADESYS", "EQUINOX")
+_RADESYS = {"ICRS", "FK5", "FK4", "FK4-NO-E", "GAPPT", "ECLIPTIC", "GALACTIC", ""}
+
+
+def _header_wcs_problem(header: fits.Header) -> Optional[str]:
+    """Why ``header``'s WCS keywords must not reach wcslib at all (None: they may)."""
+    for key, limit in _WCS_COUNTS.items():
+        if key in header:
+            v = header[key]
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 0 <= int(v) <= limit:
+                return f"{key} = {_ascii(str(v))[:30]} (must be an integer 0-{limit})"
+    for key in header.keys():
+        m = re.match(r"PV(\d+)_(\d+)$", key)
+        if m and (int(m.group(1)) > 9 or int(m.group(2)) > 99):
+            return f"{key} (index out of range)"
+    rad = header.get("RADESYS", header.get("RADECSYS"))
+    if rad is not None and str(rad).strip().upper() not in _RADESYS:
+        return f"RADESYS = {_ascii(str(rad))[:30]!r} (not a known frame)"
+    return None
+
+
+def usable_wcs(wcs: WCS, shape: Sequence[int]) -> Optional[str]:
+    """Check once, on reading, that a celestial WCS can place every pixel of the image.
+
+    Parameters
+    ----------
+    wcs
+        The WCS built from the header.
+    shape
+        The image shape (the last two axes are y, x).
+
+    Returns
+    -------
+    str or None
+        None when the WCS is usable; otherwise why not (finite reference values, a
+        non-singular and finite CD/PC x CDELT matrix with a plausible pixel scale, a
+        reference pixel within 1e8 pixels, and corners, centre and sources of the grid
+        mapping to finite sky positions and back to within 0.5 pixel).
+    """
+    c = wcs.celestial.wcs
+    ny, nx = (int(shape[-2]), int(shape[-1])) if len(shape) >= 2 else (1, int(shape[-1]))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not (np.all(np.isfinite(c.crval)) and np.all(np.isfinite(c.crpix))):
+            return "CRVAL/CRPIX are not finite"
+        if np.any(np.abs(c.crpix) > 1e8):
+            return f"CRPIX {tuple(float(v) for v in c.crpix)} is implausibly far from the image"
+        m = np.asarray(wcs.celestial.pixel_scale_matrix, float)
+        if not np.all(np.isfinite(m)):
+            return "the CD/PC/CDELT matrix is not finite"
+        det = abs(float(np.linalg.det(m))) if m.shape == (2, 2) else 0.0
+        if not np.isfinite(det) or det == 0.0:
+            return "the CD/PC/CDELT matrix is singular"
+        scale = np.sqrt(det)
+        if not 1e-12 < scale < 10.0:
+            return f"pixel scale {scale:.3g} deg is implausible"
+        # singular values: a nearly rank-1 matrix maps the image onto a line
+        sv = np.linalg.svd(m, compute_uv=False)
+        if sv[-1] <= 1e-9 * sv[0]:
+            return "the CD/PC/CDELT matrix is nearly singular"
+        xs = np.array([0, nx - 1, 0, nx - 1, (nx - 1) / 2], float)
+        ys = np.array([0, 0, ny - 1, ny - 1, (ny - 1) / 2], float)
+        try:
+            ra, dec = wcs.celestial.all_pix2world(xs, ys, 0)
+            if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
+                return "pixels of the image map to no sky position"
+            bx, by = wcs.celestial.all_world2pix(ra, dec, 0, maxiter=50, tolerance=1e-6, quiet=True)
+        except Exception as exc:
+            return f"it cannot be evaluated ({_short(exc)})"
+        if not (np.all(np.isfinite(bx)) and np.all(np.isfinite(by))) or max(
+                np.max(np.abs(bx - xs)), np.max(np.abs(by - ys))) > 0.5:
+            return "sky positions do not map back to their pixels (broken distortion?)"
+    return None
+
+
+def _make_wcs(header: fits.Header, naxis: int, where: str, shape: Sequence[int] = ()) -> tuple[Optional[WCS], list[str]]:
     notes: list[str] = []
+
+    def unusable(why: str) -> tuple[None, list[str]]:
+        msg = f"{where}: WCS in header is invalid or unusable ({why}); image opened in pixel coordinates, without WCS."
+        warnings.warn(msg, WCSWarning, stacklevel=4)
+        notes.append(msg)
+        return None, notes
+
+    problem = _header_wcs_problem(header)
+    if problem:
+        return unusable(problem)
+    # an unrelated unwritable card (control bytes, 1E999) must not cost the image its WCS; a WCS
+    # keyword of that kind must (wcslib would silently use its default: a wrong sky position)
+    clean, dropped = _sanitized(header)
+    bad = [k for k in dropped if k.startswith(_WCS_PREFIXES) or k in _WCS_KEYS]
+    if bad:
+        return unusable(f"{', '.join(bad[:4])} not a valid FITS value")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            warnings.simplefilter("ignore", AstroSRWarning)
-            # an unrelated unwritable card (control bytes, 1E999) must not cost the image its WCS
-            wcs = WCS(sanitize_header(header), naxis=2 if naxis >= 2 else naxis)
+            wcs = WCS(clean, naxis=2 if naxis >= 2 else naxis)
         if not wcs.has_celestial and not wcs.wcs.ctype[0]:
             return None, notes
         # evaluate once: a broken distortion or projection fails here, not later in a widget
-        wcs.pixel_to_world_values(0.0, 0.0)
+        with np.errstate(all="ignore"):
+            wcs.pixel_to_world_values(0.0, 0.0)
         if not wcs.has_celestial:
             return None, notes
-        return wcs, notes
     except Exception as exc:
-        msg = f"{where}: WCS in header is invalid ({_short(exc)}); image opened without WCS."
-        warnings.warn(msg, WCSWarning, stacklevel=3)
-        notes.append(msg)
-        return None, notes
+        return unusable(_short(exc))
+    why = usable_wcs(wcs, shape) if len(shape) >= 2 else None
+    if why:
+        return unusable(why)
+    return wcs, notes
 
 
 def _to_float(raw: np.ndarray, header: fits.Header, dtype: np.dtype) -> np.ndarray:
@@ -387,7 +482,7 @@ def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
                 raise AstroSRError(f"{p}: HDU {idx} is a 3-D cube {raw.shape}; pick one plane or use a stack.")
             data = _to_float(raw, header, dtype)
             where = f"{p.name}[{idx}]"
-            wcs, notes = _make_wcs(header, raw.ndim, where)
+            wcs, notes = _make_wcs(header, raw.ndim, where, raw.shape)
             if not np.isfinite(data).any():
                 notes.append(f"{where}: every pixel is NaN or blank.")
             unit = header.get("BUNIT")
@@ -516,6 +611,15 @@ def sanitize_header(hdr: fits.Header, *, where: str = "header") -> fits.Header:
     and one :class:`AstroSRWarning` lists the dropped keywords.
     Nothing of the image itself depends on these cards (the WCS was validated on reading).
     """
+    out, dropped = _sanitized(hdr)
+    if dropped:
+        more = f" (+{len(dropped) - 8} more)" if len(dropped) > 8 else ""
+        warnings.warn(f"{where}: dropped header card(s) that cannot be written back as valid FITS: "
+                      f"{', '.join(dropped[:8])}{more}", AstroSRWarning, stacklevel=3)
+    return out
+
+
+def _sanitized(hdr: fits.Header) -> tuple[fits.Header, list[str]]:
     out = fits.Header()
     dropped: list[str] = []
     with warnings.catch_warnings():
@@ -535,11 +639,7 @@ def sanitize_header(hdr: fits.Header, *, where: str = "header") -> fits.Header:
                 out.append(card, end=True)
             except Exception:
                 dropped.append(_ascii(key) or "(blank)")
-    if dropped:
-        more = f" (+{len(dropped) - 8} more)" if len(dropped) > 8 else ""
-        warnings.warn(f"{where}: dropped header card(s) that cannot be written back as valid FITS: "
-                      f"{', '.join(dropped[:8])}{more}", AstroSRWarning, stacklevel=3)
-    return out
+    return out, dropped
 
 
 def _strip_wcs(hdr: fits.Header) -> None:
@@ -552,10 +652,8 @@ def _strip_wcs(hdr: fits.Header) -> None:
             hdr.remove(key, ignore_missing=True, remove_all=True)
     except Exception:
         pass
-    prefixes = ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT", "CD1_", "CD2_", "PC1_", "PC2_", "PV1_", "PV2_",
-                "A_", "B_", "AP_", "BP_")
     for key in list(hdr.keys()):
-        if key.startswith(prefixes) or key in ("A_ORDER", "B_ORDER", "LONPOLE", "LATPOLE", "WCSAXES", "RADESYS", "EQUINOX"):
+        if key.startswith(_WCS_PREFIXES) or key in _WCS_KEYS:
             hdr.remove(key, ignore_missing=True, remove_all=True)
 
 
@@ -587,7 +685,7 @@ def describe(path: PathLike) -> str:
                 if naxis >= 2:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        wcs, notes = _make_wcs(hdr, naxis, f"{p.name}[{i}]")
+                        wcs, notes = _make_wcs(hdr, naxis, f"{p.name}[{i}]", shape)
                     if wcs is not None:
                         from astropy.wcs.utils import proj_plane_pixel_scales
 
