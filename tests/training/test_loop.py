@@ -164,9 +164,13 @@ def test_cli_ctrl_c_saves_checkpoint(tmp_path):
             break
         time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
+    t_sig = time.time()
     stdout, stderr = proc.communicate(timeout=50)
-    assert proc.returncode == 0, stderr
+    # the clean stop (exit 0, "stopped") has STOP_DEADLINE_S; past it (a loaded machine) the run is
+    # aborted with 130, keeping the checkpoint the stop wrote (signals are held while it is written)
+    assert proc.returncode in (0, 130), stderr
+    assert time.time() - t_sig < 10
     meta = json.loads((out / "model.json").read_text())
     assert 0 < meta["step"] < 100000 and (out / "resume.pt").exists()
-    assert "stopped" in stdout
+    assert "stopped" in stdout or proc.returncode == 130
     assert not (out / "train.lock").exists()

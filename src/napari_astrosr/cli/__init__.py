@@ -90,7 +90,22 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``astrosr`` console script; returns the exit code."""
+    """Entry point of the ``astrosr`` console script; returns the exit code.
+
+    Run as the program (``argv`` None), an interrupt ends the process at once after its
+    clean-up: the interpreter's own teardown (torch, thread pools) can take seconds more.
+    """
+    code = _main(argv)
+    if argv is None and code in (130, 143):
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    return code
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import threading
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -200,3 +202,22 @@ def atomic_output(
             raise AstroSRError(f"{shown(out)}: could not be written ({exc.strerror or exc}); nothing was "
                                "left behind.") from exc
         raise
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGALRM until the block ends (then they are delivered as usual).
+
+    For writes of several files that belong together (a checkpoint, its sidecar and the
+    resume state): an interrupt lands before or after them, never in between. Only the
+    main thread can receive Python signal handlers, so elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGALRM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
