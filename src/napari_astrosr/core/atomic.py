@@ -27,6 +27,10 @@ from ..exceptions import AstroSRError
 
 PathLike = Union[str, os.PathLike]
 
+#: Temporary files are ``.astrosr-<pid>-<random><suffix>``: the pid tells a stale one (its writer
+#: was killed, e.g. SIGKILL of a batch worker) from one being written (:func:`remove_stale_temporaries`).
+TEMP_PREFIX = ".astrosr-"
+
 #: Longest file name (one path component, in bytes) that common file systems hold.
 NAME_MAX = 255
 
@@ -161,7 +165,7 @@ def atomic_output(
     check_name(out)
     # a short, fixed-size prefix: the temporary name must fit even when the final name is long
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".astrosr-", suffix=suffix[-16:], dir=out.parent or ".")
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=suffix[-16:], dir=out.parent or ".")
     except OSError as exc:
         raise AstroSRError(f"{shown(out)}: could not be created ({exc.strerror or exc}); check the folder "
                            "exists and is writable.") from exc
@@ -221,3 +225,38 @@ def deferred_signals() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def remove_stale_temporaries(folder: PathLike) -> list[Path]:
+    """Remove temporary files of :func:`atomic_output` in ``folder`` whose writer process is gone.
+
+    A writer killed with SIGKILL (a batch worker, the OOM killer) cannot remove its temporary
+    file; a rerun calls this first. Files of live processes (another run writing now) stay.
+    Only meaningful for writers on this machine: on a shared folder written from several hosts,
+    a pid may be another host's (then the file is kept unless the pid is free here too).
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        if not e.name.startswith(TEMP_PREFIX) or not e.is_file(follow_symlinks=False):
+            continue
+        try:
+            pid = int(e.name[len(TEMP_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or not ours to signal): keep
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.unlink(e.path)
+            removed.append(Path(e.path))
+        except OSError:
+            pass
+    return removed

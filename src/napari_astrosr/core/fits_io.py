@@ -448,14 +448,29 @@ def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
             if not _is_image_hdu(h):
                 reasons.append(f"HDU {idx} is a {type(h).__name__}")
                 continue
-            header = h.header
-            naxis = int(header.get("NAXIS", 0) or 0)
+            where = f"{p.name}[{idx}]"
+            # cards astropy read but cannot parse or write back (control bytes, 1E999, an orphan CONTINUE)
+            # would fail later, in any code that touches them: drop them once, here, and say so
+            header, dropped = _sanitized(h.header)
+            if dropped:
+                more = f" (+{len(dropped) - 8} more)" if len(dropped) > 8 else ""
+                warnings.warn(f"{where}: ignored header card(s) that are not valid FITS: {', '.join(dropped[:8])}{more}",
+                              AstroSRWarning, stacklevel=3)
+            try:
+                naxis = int(header.get("NAXIS", 0) or 0)
+            except Exception as exc:  # an unparsable mandatory card
+                raise AstroSRError(f"{p}: HDU {idx} header cannot be parsed ({_short(exc)}); the file is corrupt.") from None
             if isinstance(h, fits.CompImageHDU):
                 naxis = len(h.shape)
             if naxis == 0:
                 reasons.append(f"HDU {idx} has no data")
                 continue
-            _check_size(p, idx, h, file_size=file_size, gz=gz)
+            try:
+                _check_size(p, idx, h, file_size=file_size, gz=gz)
+            except AstroSRError:
+                raise
+            except Exception as exc:  # a size card astropy cannot parse (e.g. merged with an orphan CONTINUE)
+                raise AstroSRError(f"{p}: HDU {idx} header cannot be parsed ({_short(exc)}); the file is corrupt.") from None
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -481,8 +496,7 @@ def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
             if raw.ndim == 3 and not allow_cube:
                 raise AstroSRError(f"{p}: HDU {idx} is a 3-D cube {raw.shape}; pick one plane or use a stack.")
             data = _to_float(raw, header, dtype)
-            where = f"{p.name}[{idx}]"
-            wcs, notes = _make_wcs(header, raw.ndim, where, raw.shape)
+            wcs, notes = _make_wcs(h.header, raw.ndim, where, raw.shape)  # the raw cards: a dropped WCS card counts
             if not np.isfinite(data).any():
                 notes.append(f"{where}: every pixel is NaN or blank.")
             unit = header.get("BUNIT")
@@ -584,10 +598,16 @@ def _ascii(text: str) -> str:
                    for c in text)
 
 
+_KEYWORD = re.compile(r"[A-Z0-9_-]{0,8}")
+
+
 def _card_ok(card: fits.Card) -> bool:
     """Whether astropy can write ``card`` back as a valid FITS card."""
-    if card.keyword == "CONTINUE":  # an orphan continuation (a valid one was merged when read)
+    key = card.keyword
+    if key == "CONTINUE":  # an orphan continuation (a valid one was merged when read)
         return False
+    if not (_KEYWORD.fullmatch(key) or (len(key) > 8 and all(32 < ord(c) < 127 and c != "=" for c in key))):
+        return False  # long keys are HIERARCH cards
     try:
         value = card.value
     except Exception:
@@ -665,6 +685,21 @@ def describe(path: PathLike) -> str:
     gz = _is_gzip(p)
     try:
         for i, h in enumerate(hdul):
+            try:
+                lines.extend(_describe_hdu(p, i, h, gz))
+            except AstroSRError:
+                raise
+            except Exception as exc:  # a card astropy read but cannot parse
+                raise AstroSRError(f"{p}: HDU {i} header cannot be parsed ({_short(exc)}); the file is corrupt.") from None
+    finally:
+        hdul.close()
+    return "\n".join(lines)
+
+
+def _describe_hdu(p: Path, i: int, h: Any, gz: bool) -> list[str]:
+    lines: list[str] = []
+    if True:
+        if True:
             hdr = h.header
             kind = type(h).__name__
             if _is_image_hdu(h):
@@ -701,9 +736,7 @@ def describe(path: PathLike) -> str:
             else:
                 extra = f" rows={hdr.get('NAXIS2', '?')} cols={hdr.get('TFIELDS', '?')}" if "TFIELDS" in hdr else ""
                 lines.append(f"[{i}] {h.name or '-':<10} {kind:<13}{extra}")
-    finally:
-        hdul.close()
-    return "\n".join(lines)
+    return lines
 
 
 def probe(path: PathLike) -> Optional[str]:
