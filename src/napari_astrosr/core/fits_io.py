@@ -247,6 +247,13 @@ _RADESYS = {"ICRS", "FK5", "FK4", "FK4-NO-E", "GAPPT", "ECLIPTIC", "GALACTIC", "
 
 def _header_wcs_problem(header: fits.Header) -> Optional[str]:
     """Why ``header``'s WCS keywords must not reach wcslib at all (None: they may)."""
+    try:
+        return _wcs_card_problem(header)
+    except Exception as exc:  # a WCS card astropy cannot even parse (control bytes in RADESYS, ...)
+        return f"a WCS card cannot be parsed ({_short(exc)})"
+
+
+def _wcs_card_problem(header: fits.Header) -> Optional[str]:
     for key, limit in _WCS_COUNTS.items():
         if key in header:
             v = header[key]
