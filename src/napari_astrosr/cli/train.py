@@ -11,7 +11,7 @@ import argparse
 NAME = "train"
 HELP = "train a network from a YAML config (configs/*.yaml); Ctrl-C saves a checkpoint"
 #: Seconds between the first Ctrl-C / SIGTERM and an abort (keeping the last complete checkpoint).
-STOP_DEADLINE_S = 1.8
+STOP_DEADLINE_S = 1.2
 ORDER = 60
 
 
