@@ -704,45 +704,44 @@ def describe(path: PathLike) -> str:
 
 
 def _describe_hdu(p: Path, i: int, h: Any, gz: bool) -> list[str]:
+    """The lines of one HDU in :func:`describe`."""
     lines: list[str] = []
-    if True:
-        if True:
-            hdr = h.header
-            kind = type(h).__name__
-            if _is_image_hdu(h):
-                # a header claiming more data than the file holds: corrupt, say so (exit 2)
-                _check_size(p, i, h, file_size=p.stat().st_size, gz=gz)
-                naxis = int(hdr.get("NAXIS", 0) or 0)
-                if isinstance(h, fits.CompImageHDU):
-                    shape = tuple(h.shape)
-                else:
-                    shape = tuple(int(hdr.get(f"NAXIS{k}", 0)) for k in range(naxis, 0, -1))
-                bitpix = int(hdr.get("BITPIX", 0))
-                dtype = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}.get(bitpix, str(bitpix))
-                scaled = " (BSCALE/BZERO)" if ("BSCALE" in hdr or "BZERO" in hdr) else ""
-                desc = f"[{i}] {h.name or '-':<10} {kind:<13} shape={shape if shape else '()'} dtype={dtype}{scaled}"
-                if hdr.get("BUNIT"):
-                    desc += f" unit={hdr['BUNIT']}"
-                lines.append(desc)
-                if naxis >= 2:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        wcs, notes = _make_wcs(hdr, naxis, f"{p.name}[{i}]", shape)
-                    if wcs is not None:
-                        from astropy.wcs.utils import proj_plane_pixel_scales
+    hdr = h.header
+    kind = type(h).__name__
+    if _is_image_hdu(h):
+        # a header claiming more data than the file holds: corrupt, say so (exit 2)
+        _check_size(p, i, h, file_size=p.stat().st_size, gz=gz)
+        naxis = int(hdr.get("NAXIS", 0) or 0)
+        if isinstance(h, fits.CompImageHDU):
+            shape = tuple(h.shape)
+        else:
+            shape = tuple(int(hdr.get(f"NAXIS{k}", 0)) for k in range(naxis, 0, -1))
+        bitpix = int(hdr.get("BITPIX", 0))
+        dtype = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}.get(bitpix, str(bitpix))
+        scaled = " (BSCALE/BZERO)" if ("BSCALE" in hdr or "BZERO" in hdr) else ""
+        desc = f"[{i}] {h.name or '-':<10} {kind:<13} shape={shape if shape else '()'} dtype={dtype}{scaled}"
+        if hdr.get("BUNIT"):
+            desc += f" unit={hdr['BUNIT']}"
+        lines.append(desc)
+        if naxis >= 2:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wcs, notes = _make_wcs(hdr, naxis, f"{p.name}[{i}]", shape)
+            if wcs is not None:
+                from astropy.wcs.utils import proj_plane_pixel_scales
 
-                        scales = proj_plane_pixel_scales(wcs.celestial) * 3600.0
-                        ny, nx = shape[-2:]
-                        c = wcs.celestial.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
-                        lines.append(
-                            f"     WCS {'/'.join(list(wcs.wcs.ctype)[:2])}  centre=({float(c[0]):.6f}, {float(c[1]):.6f}) deg"
-                            f"  pixel scale={scales[0]:.4f}\"x{scales[1]:.4f}\""
-                        )
-                    else:
-                        lines.append("     WCS none" + (f" ({notes[0]})" if notes else ""))
+                scales = proj_plane_pixel_scales(wcs.celestial) * 3600.0
+                ny, nx = shape[-2:]
+                c = wcs.celestial.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
+                lines.append(
+                    f"     WCS {'/'.join(list(wcs.wcs.ctype)[:2])}  centre=({float(c[0]):.6f}, {float(c[1]):.6f}) deg"
+                    f"  pixel scale={scales[0]:.4f}\"x{scales[1]:.4f}\""
+                )
             else:
-                extra = f" rows={hdr.get('NAXIS2', '?')} cols={hdr.get('TFIELDS', '?')}" if "TFIELDS" in hdr else ""
-                lines.append(f"[{i}] {h.name or '-':<10} {kind:<13}{extra}")
+                lines.append("     WCS none" + (f" ({notes[0]})" if notes else ""))
+    else:
+        extra = f" rows={hdr.get('NAXIS2', '?')} cols={hdr.get('TFIELDS', '?')}" if "TFIELDS" in hdr else ""
+        lines.append(f"[{i}] {h.name or '-':<10} {kind:<13}{extra}")
     return lines
 
 
