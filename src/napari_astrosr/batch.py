@@ -45,7 +45,7 @@ from typing import Any, Callable, Generator, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from .core.atomic import atomic_output
+from .core.atomic import atomic_output, remove_stale_temporaries
 from .exceptions import AstroSRError
 from .progress import NEVER, Progress
 from .restore_options import NETWORKS, RestoreOptions, options_from_kwargs, resolve_noise
@@ -1122,6 +1122,9 @@ def batch_job(
             raise AstroSRError(f"{p} and {seen[o.name]}: both would be written to {o}; restore them into separate folders.")
         seen[o.name] = p
     outdir.mkdir(parents=True, exist_ok=True)
+    # a rerun after a killed worker: its half-written temporary files go; finished outputs (published
+    # atomically, each with its ASRHASH) are skipped by restore_file
+    remove_stale_temporaries(outdir)
     if model:
         options = options.model_copy(update={"model": str(Path(model).resolve())})
     params = RestoreParams.from_options(options)
@@ -1152,6 +1155,7 @@ def batch_job(
                 exc = fut.exception()
                 row.status = "failed"
                 row.message = str(exc) if isinstance(exc, AstroSRError) else f"{type(exc).__name__}: {exc}"
+                row.message = " ".join(row.message.split())  # one line per file in the summary
             done += 1
             yield Progress(done, n, f"{Path(row.file).name}: {row.status}"
                            + (f" ({row.seconds:.1f} s)" if row.status == "done" else "")

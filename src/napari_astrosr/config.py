@@ -37,6 +37,79 @@ __all__ = [
 ]
 
 
+#: Bounds on a network's constructor arguments (overrides, checkpoint sidecars), checked before
+#: anything is built: the real presets use widths <= 64, <= 8 blocks per level, 4 levels.
+MAX_CONFIG_INT = 4096
+MAX_TOTAL_BLOCKS = 256
+MAX_CONFIG_LIST = 16
+MAX_CONFIG_DEPTH = 4
+MAX_YAML_BYTES = 1_000_000
+_BLOCK_KEYS = ("num_blocks", "refinement", "prompt_len", "stages")
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of plain containers, iteratively (no recursion to blow up); stops past ``limit``."""
+    deepest, stack = 0, [(obj, 0)]
+    while stack:
+        o, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend((v, d + 1) for v in o)
+    return deepest
+
+
+def check_model_config(cfg: Any, *, where: str) -> None:
+    """Refuse constructor arguments no network here could want, before anything is built.
+
+    Every integer in 0..``MAX_CONFIG_INT`` (widths, heads, sizes), at most ``MAX_TOTAL_BLOCKS``
+    blocks in all, lists of at most ``MAX_CONFIG_LIST`` items, finite floats within 1e6, short
+    strings, nesting at most ``MAX_CONFIG_DEPTH``. The parameter count and activation memory
+    are checked afterwards on the meta device (``training.checkpoints.check_model_budget``).
+    """
+    if not isinstance(cfg, dict):
+        raise AstroSRError(f"{where}: model config must be a mapping of constructor arguments.")
+    if _depth(cfg, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
+        raise AstroSRError(f"{where}: model config is nested deeper than {MAX_CONFIG_DEPTH} levels; fix it.")
+    blocks = 0
+    stack: list[tuple[str, Any]] = [(str(k), v) for k, v in cfg.items()]
+    while stack:
+        key, v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend((f"{key}.{k}", x) for k, x in v.items())
+            continue
+        if isinstance(v, (list, tuple)):
+            if len(v) > MAX_CONFIG_LIST:
+                raise AstroSRError(f"{where}: model config '{key}' has {len(v)} items (at most {MAX_CONFIG_LIST}).")
+            if key.rsplit(".", 1)[-1] == "stages":
+                blocks += len(v)
+            stack.extend((f"{key}[{i}]", x) for i, x in enumerate(v))
+            continue
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, int):
+            if not 0 <= v <= MAX_CONFIG_INT:
+                shown = str(v) if abs(v) < 10**12 else f"an integer of {len(str(abs(v)))} digits"
+                raise AstroSRError(f"{where}: model config '{key}' = {shown} is out of range "
+                                   f"(0 to {MAX_CONFIG_INT}); fix the value.")
+            if key.split("[")[0].rsplit(".", 1)[-1] in _BLOCK_KEYS:
+                blocks += v
+        elif isinstance(v, float):
+            if not (v == v and abs(v) <= 1e6):
+                raise AstroSRError(f"{where}: model config '{key}' = {v} is not a finite number within 1e6.")
+        elif isinstance(v, str):
+            if len(v) > 64:
+                raise AstroSRError(f"{where}: model config '{key}' is a {len(v)}-character string (at most 64).")
+        else:
+            raise AstroSRError(f"{where}: model config '{key}' has an unsupported type {type(v).__name__}.")
+    if blocks > MAX_TOTAL_BLOCKS:
+        raise AstroSRError(f"{where}: model config asks for {blocks} blocks in all (at most {MAX_TOTAL_BLOCKS}); "
+                           "use a preset or smaller num_blocks.")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -229,6 +302,14 @@ class ModelConfig(_Strict):
         "input is already on the target grid (e.g. pix2wgan on a ground-based image resampled onto the HST grid)",
     )
 
+    @model_validator(mode="after")
+    def _bounded(self) -> "ModelConfig":
+        try:
+            check_model_config(self.overrides, where="model.overrides")
+        except AstroSRError as exc:
+            raise ValueError(str(exc).removeprefix("model.overrides: ")) from None
+        return self
+
 
 class LossConfig(_Strict):
     """Pixel loss plus FISR's Flux Consistency Loss (usable with any model)."""
@@ -390,15 +471,27 @@ def load_config(path: Union[str, os.PathLike]) -> TrainConfig:
 
     p = Path(path)
     if not p.is_file():
-        raise AstroSRError(f"{p}: training config not found.")
+        raise AstroSRError(f"{p}: training config not found; check the path.")
     try:
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise AstroSRError(f"{p}: is {size:,} bytes; a training config is at most {MAX_YAML_BYTES:,} bytes.")
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise AstroSRError(f"{p}: cannot read config ({exc}).") from None
+    # nesting is bounded before the parser recurses into it (flow-style brackets or indentation)
+    if max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0) > 400 or \
+            max(text.count("["), text.count("{")) > 2000:
+        raise AstroSRError(f"{p}: nested too deeply or too many brackets for a training config; fix the YAML.")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise AstroSRError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+    except (RecursionError, ValueError, OverflowError) as exc:  # deep nesting; a 5,000-digit integer
+        raise AstroSRError(f"{p}: not a usable YAML config ({type(exc).__name__}: "
+                           f"{(str(exc).splitlines() or [''])[0][:100]}); fix the YAML.") from None
+    if _depth(data, 12) > 12:
+        raise AstroSRError(f"{p}: nested deeper than a training config can be (12 levels); fix the YAML.")
     return config_from_dict(data, source=str(p))
 
 

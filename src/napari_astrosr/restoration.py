@@ -340,7 +340,7 @@ def restore_job(
                 raise AstroSRError("richardson-lucy needs --psf SPEC (the blur the input carries, in output pixels).")
             it = 30 if iterations is None else int(iterations)
             params["iterations"] = it
-            out = classical.richardson_lucy(arr, kernel, scale=scale, iterations=it)
+            out = classical.richardson_lucy(arr, kernel, scale=scale, iterations=it, stop=stop)
         else:
             if kernel is None:
                 raise AstroSRError("backprojection needs --psf SPEC (the blur the input carries, in output "

@@ -90,7 +90,9 @@ def test_cli_on_full_tmpfs(tinyfs, image, capsys, command):
 
 
 def test_write_fits_patched_replace(tmp_path, monkeypatch):
+    # publication is link(2) without overwrite (exclusive), rename with it: fail both
     monkeypatch.setattr(fits_io.os, "replace", _enospc)
+    monkeypatch.setattr(fits_io.os, "link", _enospc)
     with pytest.raises(AstroSRError, match=r"out\.fits: could not be written"):
         write_fits(tmp_path / "out.fits", np.ones((8, 8), np.float32))
     assert _listing(tmp_path) == []
@@ -120,6 +122,7 @@ def _table():
 @pytest.mark.parametrize("suffix", [".ecsv", ".fits", ".csv"])
 def test_write_table_patched_replace(tmp_path, monkeypatch, suffix):
     monkeypatch.setattr(catalogs.os, "replace", _enospc)
+    monkeypatch.setattr(catalogs.os, "link", _enospc)  # the exclusive publication (no overwrite)
     with pytest.raises(AstroSRError, match=rf"cat\{suffix}.*No space left"):
         catalogs.write_table(_table(), tmp_path / f"cat{suffix}")
     assert _listing(tmp_path) == []
@@ -127,6 +130,7 @@ def test_write_table_patched_replace(tmp_path, monkeypatch, suffix):
 
 def test_write_regions_patched_replace(tmp_path, monkeypatch):
     monkeypatch.setattr(catalogs.os, "replace", _enospc)
+    monkeypatch.setattr(catalogs.os, "link", _enospc)  # the exclusive publication (no overwrite)
     with pytest.raises(AstroSRError, match=r"cat\.reg.*No space left"):
         catalogs.write_regions(_table(), tmp_path / "cat.reg")
     assert _listing(tmp_path) == []
@@ -136,6 +140,7 @@ def test_cli_detect_patched_replace(tmp_path, image, monkeypatch, capsys):
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.setattr(os, "replace", _enospc)  # every module's os.replace
+    monkeypatch.setattr(os, "link", _enospc)  # the exclusive publication (no overwrite)
     code = main(["detect", str(image), "-o", str(out / "cat.ecsv"), "--regions", str(out / "cat.reg")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err

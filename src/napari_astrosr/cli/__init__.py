@@ -15,7 +15,9 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
+import threading
 import warnings
 from typing import Optional, Sequence
 
@@ -50,17 +52,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Argument destinations that name something a command writes (files or folders).
+OUTPUT_ARGS = ("output", "outdir", "out", "regions", "residuals", "uncertainty", "truth", "summary",
+               "morph_table", "morph_plot")
+
+
+def _paths(value):
+    if isinstance(value, (str, os.PathLike)):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _paths(v)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs that are inputs (any existing path argument) or each other."""
+    from ..core.atomic import refuse_inputs
+
+    outputs = [(k, v) for k in OUTPUT_ARGS for v in _paths(getattr(args, k, None))]
+    inputs = [v for k, val in vars(args).items() if k not in OUTPUT_ARGS and not k.startswith("_")
+              for v in _paths(val) if os.path.lexists(v) and not os.path.isdir(v)]
+    flag = {k: "--" + k.replace("_", "-") for k, _ in outputs}
+    flag.update(output="-o", outdir="-o")
+    for i, (k, v) in enumerate(outputs):
+        refuse_inputs(v, inputs, what=f"{flag[k]} {v}")
+        for k2, v2 in outputs[:i]:
+            if os.fspath(v) == os.fspath(v2) or (os.path.lexists(v) and os.path.lexists(v2) and os.path.samefile(v, v2)):
+                raise AstroSRError(f"{flag[k]} {v}: is also given as {flag[k2]}; give each output its own name.")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so the same clean-up as for Ctrl-C runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``astrosr`` console script; returns the exit code."""
+    """Entry point of the ``astrosr`` console script; returns the exit code.
+
+    Run as the program (``argv`` None), an interrupt ends the process at once after its
+    clean-up: the interpreter's own teardown (torch, thread pools) can take seconds more.
+    """
+    code = _main(argv)
+    if argv is None and code in (130, 143):
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    return code
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False))
+    previous = None
+    formatwarning = warnings.formatwarning
+    if not debug:  # one line per warning, like the errors (the source line means nothing to a user)
+        warnings.formatwarning = lambda message, category, *a, **k: (
+            f"astrosr {args.command}: warning: {' '.join(str(message).split())}\n")
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if not debug:
             warnings.simplefilter("default")
+        _check_outputs(args)
         code = args._run(args)
         return int(code or 0)
     except AstroSRError as exc:
@@ -76,14 +138,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (OSError, ValueError):
             pass
         return 0
+    except Terminated:
+        print(f"astrosr {args.command}: terminated (SIGTERM); nothing partial was left", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print(f"astrosr {args.command}: interrupted", file=sys.stderr)
+        print(f"astrosr {args.command}: interrupted; nothing partial was left", file=sys.stderr)
         return 130
     except MemoryError:
         if debug:
             raise
         print(f"astrosr {args.command}: error: out of memory; try a smaller --tile or a smaller image.", file=sys.stderr)
         return 2
+    except RecursionError:
+        if debug:
+            raise
+        print(f"astrosr {args.command}: error: an input is nested too deeply to read; check the files given.",
+              file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug of ours: one line, exit 1 (not 2: the user did nothing wrong)
+        if debug:
+            raise
+        text = " ".join(str(exc).split())[:300]
+        print(f"astrosr {args.command}: internal error ({type(exc).__name__}: {text}); rerun with --debug "
+              "and report the traceback.", file=sys.stderr)
+        return 1
+    finally:
+        warnings.formatwarning = formatwarning
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _console() -> None:  # pragma: no cover - used by ``python -m``

@@ -92,7 +92,13 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     if args.summary:
         _write_summary(result, args.summary)
-    return 0 if result.ok else 1
+    if not result.ok:
+        bad = [r for r in result.rows if r.status not in ("done", "skipped")]
+        print(f"astrosr batch: error: {len(bad)} of {len(result.rows)} file(s) not restored (first: "
+              f"{bad[0].file}: {bad[0].message or bad[0].status}); fix or remove them and rerun: finished files "
+              "are skipped.", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _write_summary(result, path: str) -> None:

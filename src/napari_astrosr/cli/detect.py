@@ -28,6 +28,7 @@ def _hdu(v):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     import warnings
     from pathlib import Path
 
@@ -64,10 +65,33 @@ def run(args: argparse.Namespace) -> int:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     meta = dict(input=str(Path(args.image).name), thresh_sigma=args.thresh, minarea=args.minarea,
                 deblend_cont=args.deblend_cont, background_box=args.box)
+    if args.regions:
+        # build the regions before writing anything: a WCS that cannot place them fails here
+        from ..core.catalogs import table_to_regions
+
+        sky = args.sky_regions
+        if sky and (img.wcs is None or not img.wcs.has_celestial):
+            # the reader already warned why the WCS is unusable: fall back to pixel coordinates
+            print(f"astrosr detect: warning: {args.image}: no usable celestial WCS; --regions written in image "
+                  "pixel coordinates instead of RA/Dec", file=sys.stderr, flush=True)
+            sky = False
+        try:
+            table_to_regions(table, wcs=img.wcs, sky=sky)
+        except AstroSRError:
+            raise
+        except Exception as exc:
+            raise AstroSRError(f"{args.image}: its WCS cannot place the sources on the sky "
+                               f"({type(exc).__name__}); drop --sky-regions for pixel regions.") from exc
+    created = not out.exists()
     write_table(table, out, overwrite=args.overwrite, meta=meta, flux_unit=img.unit)
     msg = f"{len(table)} sources -> {out}"
     if args.regions:
-        write_regions(table, args.regions, wcs=img.wcs, sky=args.sky_regions, overwrite=args.overwrite)
+        try:
+            write_regions(table, args.regions, wcs=img.wcs, sky=sky, overwrite=args.overwrite)
+        except BaseException:
+            if created:  # both or neither: the catalog alone is a partial result
+                out.unlink(missing_ok=True)
+            raise
         msg += f", regions -> {args.regions}"
     print(msg)
     return 0

@@ -90,7 +90,9 @@ def _morphology(args, ref, pred) -> dict:
     from ..core.psf import parse_psf
     from ..exceptions import AstroSRError
 
-    lq = read_fits(args.input)
+    import numpy as np
+
+    lq = read_fits(args.input, dtype=np.float64)
     if lq.data.ndim != 2:
         raise AstroSRError(f"--input {args.input}: is {lq.data.ndim}-D {lq.data.shape}; evaluate takes 2-D images.")
     scale = lq_scale(ref, lq, args.scale)
@@ -151,8 +153,11 @@ def run(args: argparse.Namespace) -> int:
             raise AstroSRError(f"{dest}: already exists; choose another name or pass --overwrite.")
         if dest and not args.morphology:
             raise AstroSRError(f"--{opt.replace('_', '-')} needs --morphology.")
-    ref = read_fits(args.reference)
-    pred = read_fits(args.prediction)
+    import numpy as np
+
+    # float64: squared errors of values near the float32 maximum (3e38) overflow in float32
+    ref = read_fits(args.reference, dtype=np.float64)
+    pred = read_fits(args.prediction, dtype=np.float64)
     for img, opt in ((ref, "--reference"), (pred, "--prediction")):
         if img.data.ndim != 2:
             raise AstroSRError(f"{opt} {img.path}: is {img.data.ndim}-D {img.data.shape}; evaluate takes 2-D images.")
@@ -195,9 +200,14 @@ def run(args: argparse.Namespace) -> int:
             m = result["morphology"]
             print(f"\nmorphology ({m['n_galaxies']} galaxies): RMSE vs GT  LQ -> RS  (scatter reduction)")
             for q, e in m.items():
-                if isinstance(e, dict) and "lq" in e:
+                if isinstance(e, dict) and "rmse" in e.get("lq", {}) and "rmse" in e.get("rs", {}):
                     print(f"  {q:<12} {_fmt(e['lq']['rmse']):>10} -> {_fmt(e['rs']['rmse']):<10} "
                           f"(x{_fmt(e['scatter_reduction'])})")
+            px = m.get("pixels")
+            if isinstance(px, dict) and "lq" in px and "rs" in px:
+                print(f"  {'pixels':<12} median RMSE/peak {_fmt(px['lq'].get('median_rmse_over_peak'))} -> "
+                      f"{_fmt(px['rs'].get('median_rmse_over_peak'))}; median r "
+                      f"{_fmt(px['lq'].get('median_pearson_r'))} -> {_fmt(px['rs'].get('median_pearson_r'))}")
         for w in result.get("warnings", []):
             print(f"warning: {w}", file=sys.stderr)
     return 0

@@ -10,6 +10,8 @@ import argparse
 
 NAME = "train"
 HELP = "train a network from a YAML config (configs/*.yaml); Ctrl-C saves a checkpoint"
+#: Seconds between the first Ctrl-C / SIGTERM and an abort (keeping the last complete checkpoint).
+STOP_DEADLINE_S = 1.2
 ORDER = 60
 
 
@@ -47,20 +49,37 @@ def run(args: argparse.Namespace) -> int:
         raise AstroSRError(f"--data-root {args.data_root}: not a folder.")
     stop = StopFlag()
 
-    def on_sigint(signum, frame):  # first Ctrl-C: clean stop with a checkpoint; second: abort
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nastrosr train: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
-              file=sys.stderr)
+    from . import Terminated
 
-    old = signal.signal(signal.SIGINT, on_sigint)
+    kind = [signal.SIGINT]
+
+    def interrupt():
+        return Terminated() if kind[0] == signal.SIGTERM else KeyboardInterrupt()
+
+    def on_signal(signum, frame):  # first Ctrl-C / SIGTERM: clean stop with a checkpoint; second: abort
+        if stop.is_set():
+            raise interrupt()
+        kind[0] = signum
+        stop.set()
+        print(f"\nastrosr train: stopping after this step and saving a checkpoint (at most {STOP_DEADLINE_S:.0f} s; "
+              "Ctrl-C again to abort)", file=sys.stderr)
+        # a step or the final validation may take longer than a person waits: abort then, keeping the last
+        # complete checkpoint (checkpoints are written with signals held, never half)
+        signal.setitimer(signal.ITIMER_REAL, STOP_DEADLINE_S)
+
+    def on_alarm(signum, frame):
+        raise interrupt()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
     try:
         job = train_job(cfg, out_dir=out, resume=args.resume, stop=stop,
                         root=Path(args.data_root) if args.data_root else None)
         ckpt = run_with_bar(job, desc=f"train {cfg.name}", quiet=args.quiet)
     finally:
-        signal.signal(signal.SIGINT, old)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, h in old.items():
+            signal.signal(s, h)
     import json
 
     meta = json.loads(ckpt.with_suffix(".json").read_text())

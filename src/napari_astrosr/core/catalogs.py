@@ -57,8 +57,8 @@ def _check_dest(path: PathLike, overwrite: bool) -> Path:
     return p
 
 
-def _atomic(p: Path, write) -> Path:
-    with atomic_output(p, suffix=p.suffix) as tmp:  # suffix: astropy picks the format from it
+def _atomic(p: Path, write, *, overwrite: bool = True) -> Path:
+    with atomic_output(p, suffix=p.suffix, overwrite=overwrite) as tmp:  # suffix: astropy picks the format from it
         write(tmp)
     return p
 
@@ -137,7 +137,7 @@ def write_table(
         else:
             t.write(tmp, format=fmt, overwrite=True)
 
-    return _atomic(p, _write)
+    return _atomic(p, _write, overwrite=overwrite)
 
 
 def _fits_value(v):
@@ -189,7 +189,7 @@ def write_regions(
 
     p = _check_dest(path, overwrite)
     regs = Regions(table_to_regions(table, wcs=wcs, sky=sky, k=k, color=color))
-    return _atomic(p, lambda tmp: regs.write(tmp, format="ds9", overwrite=True))
+    return _atomic(p, lambda tmp: regs.write(tmp, format="ds9", overwrite=True), overwrite=overwrite)
 
 
 def region_to_mask(region, shape, *, wcs=None) -> np.ndarray:

@@ -26,8 +26,8 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from .._version import __version__
-from .atomic import atomic_output
-from ..exceptions import AstroSRError, WCSWarning
+from .atomic import atomic_output, claim_output, shown
+from ..exceptions import AstroSRError, AstroSRWarning, WCSWarning
 
 PathLike = Union[str, os.PathLike]
 
@@ -236,24 +236,128 @@ def _short(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def _make_wcs(header: fits.Header, naxis: int, where: str) -> tuple[Optional[WCS], list[str]]:
+#: Distortion keywords whose value is an order or an axis count: bounded before wcslib sees them
+#: (``WCSAXES = 100000`` takes wcslib a minute and then crashes; ``A_ORDER = 100000`` asks for 75 GB).
+_WCS_COUNTS = {"WCSAXES": 9, "A_ORDER": 20, "B_ORDER": 20, "AP_ORDER": 20, "BP_ORDER": 20}
+_WCS_PREFIXES = ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT", "CD1_", "CD2_", "PC1_", "PC2_", "PV1_", "PV2_",
+                 "A_", "B_", "AP_", "BP_")
+_WCS_KEYS = ("A_ORDER", "B_ORDER", "LONPOLE", "LATPOLE", "WCSAXES", "RADESYS", "EQUINOX")
+_RADESYS = {"ICRS", "FK5", "FK4", "FK4-NO-E", "GAPPT", "ECLIPTIC", "GALACTIC", ""}
+
+
+def _header_wcs_problem(header: fits.Header) -> Optional[str]:
+    """Why ``header``'s WCS keywords must not reach wcslib at all (None: they may)."""
+    try:
+        return _wcs_card_problem(header)
+    except Exception as exc:  # a WCS card astropy cannot even parse (control bytes in RADESYS, ...)
+        return f"a WCS card cannot be parsed ({_short(exc)})"
+
+
+def _wcs_card_problem(header: fits.Header) -> Optional[str]:
+    for key, limit in _WCS_COUNTS.items():
+        if key in header:
+            v = header[key]
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 0 <= int(v) <= limit:
+                return f"{key} = {_ascii(str(v))[:30]} (must be an integer 0-{limit})"
+    for key in header.keys():
+        m = re.match(r"PV(\d+)_(\d+)$", key)
+        if m and (int(m.group(1)) > 9 or int(m.group(2)) > 99):
+            return f"{key} (index out of range)"
+    rad = header.get("RADESYS", header.get("RADECSYS"))
+    if rad is not None and str(rad).strip().upper() not in _RADESYS:
+        return f"RADESYS = {_ascii(str(rad))[:30]!r} (not a known frame)"
+    return None
+
+
+def usable_wcs(wcs: WCS, shape: Sequence[int]) -> Optional[str]:
+    """Check once, on reading, that a celestial WCS can place every pixel of the image.
+
+    Parameters
+    ----------
+    wcs
+        The WCS built from the header.
+    shape
+        The image shape (the last two axes are y, x).
+
+    Returns
+    -------
+    str or None
+        None when the WCS is usable; otherwise why not (finite reference values, a
+        non-singular and finite CD/PC x CDELT matrix with a plausible pixel scale, a
+        reference pixel within 1e8 pixels, and corners, centre and sources of the grid
+        mapping to finite sky positions and back to within 0.5 pixel).
+    """
+    c = wcs.celestial.wcs
+    ny, nx = (int(shape[-2]), int(shape[-1])) if len(shape) >= 2 else (1, int(shape[-1]))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not (np.all(np.isfinite(c.crval)) and np.all(np.isfinite(c.crpix))):
+            return "CRVAL/CRPIX are not finite"
+        if np.any(np.abs(c.crpix) > 1e8):
+            return f"CRPIX {tuple(float(v) for v in c.crpix)} is implausibly far from the image"
+        m = np.asarray(wcs.celestial.pixel_scale_matrix, float)
+        if not np.all(np.isfinite(m)):
+            return "the CD/PC/CDELT matrix is not finite"
+        det = abs(float(np.linalg.det(m))) if m.shape == (2, 2) else 0.0
+        if not np.isfinite(det) or det == 0.0:
+            return "the CD/PC/CDELT matrix is singular"
+        scale = np.sqrt(det)
+        if not 1e-12 < scale < 10.0:
+            return f"pixel scale {scale:.3g} deg is implausible"
+        # singular values: a nearly rank-1 matrix maps the image onto a line
+        sv = np.linalg.svd(m, compute_uv=False)
+        if sv[-1] <= 1e-9 * sv[0]:
+            return "the CD/PC/CDELT matrix is nearly singular"
+        xs = np.array([0, nx - 1, 0, nx - 1, (nx - 1) / 2], float)
+        ys = np.array([0, 0, ny - 1, ny - 1, (ny - 1) / 2], float)
+        try:
+            ra, dec = wcs.celestial.all_pix2world(xs, ys, 0)
+            if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
+                return "pixels of the image map to no sky position"
+            bx, by = wcs.celestial.all_world2pix(ra, dec, 0, maxiter=50, tolerance=1e-6, quiet=True)
+        except Exception as exc:
+            return f"it cannot be evaluated ({_short(exc)})"
+        if not (np.all(np.isfinite(bx)) and np.all(np.isfinite(by))) or max(
+                np.max(np.abs(bx - xs)), np.max(np.abs(by - ys))) > 0.5:
+            return "sky positions do not map back to their pixels (broken distortion?)"
+    return None
+
+
+def _make_wcs(header: fits.Header, naxis: int, where: str, shape: Sequence[int] = ()) -> tuple[Optional[WCS], list[str]]:
     notes: list[str] = []
+
+    def unusable(why: str) -> tuple[None, list[str]]:
+        msg = f"{where}: WCS in header is invalid or unusable ({why}); image opened in pixel coordinates, without WCS."
+        warnings.warn(msg, WCSWarning, stacklevel=4)
+        notes.append(msg)
+        return None, notes
+
+    problem = _header_wcs_problem(header)
+    if problem:
+        return unusable(problem)
+    # an unrelated unwritable card (control bytes, 1E999) must not cost the image its WCS; a WCS
+    # keyword of that kind must (wcslib would silently use its default: a wrong sky position)
+    clean, dropped = _sanitized(header)
+    bad = [k for k in dropped if k.startswith(_WCS_PREFIXES) or k in _WCS_KEYS]
+    if bad:
+        return unusable(f"{', '.join(bad[:4])} not a valid FITS value")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header, naxis=2 if naxis >= 2 else naxis)
+            wcs = WCS(clean, naxis=2 if naxis >= 2 else naxis)
         if not wcs.has_celestial and not wcs.wcs.ctype[0]:
             return None, notes
         # evaluate once: a broken distortion or projection fails here, not later in a widget
-        wcs.pixel_to_world_values(0.0, 0.0)
+        with np.errstate(all="ignore"):
+            wcs.pixel_to_world_values(0.0, 0.0)
         if not wcs.has_celestial:
             return None, notes
-        return wcs, notes
     except Exception as exc:
-        msg = f"{where}: WCS in header is invalid ({_short(exc)}); image opened without WCS."
-        warnings.warn(msg, WCSWarning, stacklevel=3)
-        notes.append(msg)
-        return None, notes
+        return unusable(_short(exc))
+    why = usable_wcs(wcs, shape) if len(shape) >= 2 else None
+    if why:
+        return unusable(why)
+    return wcs, notes
 
 
 def _to_float(raw: np.ndarray, header: fits.Header, dtype: np.dtype) -> np.ndarray:
@@ -351,14 +455,29 @@ def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
             if not _is_image_hdu(h):
                 reasons.append(f"HDU {idx} is a {type(h).__name__}")
                 continue
-            header = h.header
-            naxis = int(header.get("NAXIS", 0) or 0)
+            where = f"{p.name}[{idx}]"
+            # cards astropy read but cannot parse or write back (control bytes, 1E999, an orphan CONTINUE)
+            # would fail later, in any code that touches them: drop them once, here, and say so
+            header, dropped = _sanitized(h.header)
+            if dropped:
+                more = f" (+{len(dropped) - 8} more)" if len(dropped) > 8 else ""
+                warnings.warn(f"{where}: ignored header card(s) that are not valid FITS: {', '.join(dropped[:8])}{more}",
+                              AstroSRWarning, stacklevel=3)
+            try:
+                naxis = int(header.get("NAXIS", 0) or 0)
+            except Exception as exc:  # an unparsable mandatory card
+                raise AstroSRError(f"{p}: HDU {idx} header cannot be parsed ({_short(exc)}); the file is corrupt.") from None
             if isinstance(h, fits.CompImageHDU):
                 naxis = len(h.shape)
             if naxis == 0:
                 reasons.append(f"HDU {idx} has no data")
                 continue
-            _check_size(p, idx, h, file_size=file_size, gz=gz)
+            try:
+                _check_size(p, idx, h, file_size=file_size, gz=gz)
+            except AstroSRError:
+                raise
+            except Exception as exc:  # a size card astropy cannot parse (e.g. merged with an orphan CONTINUE)
+                raise AstroSRError(f"{p}: HDU {idx} header cannot be parsed ({_short(exc)}); the file is corrupt.") from None
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -384,8 +503,7 @@ def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
             if raw.ndim == 3 and not allow_cube:
                 raise AstroSRError(f"{p}: HDU {idx} is a 3-D cube {raw.shape}; pick one plane or use a stack.")
             data = _to_float(raw, header, dtype)
-            where = f"{p.name}[{idx}]"
-            wcs, notes = _make_wcs(header, raw.ndim, where)
+            wcs, notes = _make_wcs(h.header, raw.ndim, where, raw.shape)  # the raw cards: a dropped WCS card counts
             if not np.isfinite(data).any():
                 notes.append(f"{where}: every pixel is NaN or blank.")
             unit = header.get("BUNIT")
@@ -424,7 +542,7 @@ def provenance_cards(
     if parameters:
         cards.append(("ASRPARAM", json.dumps(parameters, sort_keys=True, default=str), "method parameters (JSON)"))
     for i, inp in enumerate(inputs[:99]):
-        cards.append((f"ASRIN{i + 1}", Path(inp).name, "input file"))
+        cards.append((f"ASRIN{i + 1}", _ascii(Path(inp).name), "input file"))
     return cards
 
 
@@ -457,17 +575,7 @@ def write_fits(
     protect
         Input files that must never be overwritten, even with ``overwrite=True``.
     """
-    out = Path(path)
-    for src in protect:
-        try:
-            if out.exists() and Path(src).exists() and os.path.samefile(out, src):
-                raise AstroSRError(f"{out}: is an input file; refusing to overwrite it. Choose another output name.")
-        except OSError:
-            pass
-    if out.exists() and not overwrite:
-        raise AstroSRError(f"{out}: already exists. Choose another name or pass overwrite=True (--overwrite).")
-    if not out.parent.exists():
-        raise AstroSRError(f"{out.parent}: output folder does not exist.")
+    out = claim_output(path, inputs=protect, overwrite=overwrite)
     data = np.asarray(data)
     if data.ndim not in (2, 3):
         raise AstroSRError(f"{out}: can only write 2-D images or 3-D cubes, got shape {data.shape}.")
@@ -479,14 +587,86 @@ def write_fits(
         hdr.update(wcs.to_header(relax=True))
     for key, value, comment in provenance_cards(**(provenance or {})):
         hdr[key] = (value, comment)
+    hdr = sanitize_header(hdr, where=shown(out))
     if data.dtype.kind == "f":
         data = data.astype(data.dtype.newbyteorder("="), copy=False)
     hdu = fits.PrimaryHDU(data=np.ascontiguousarray(data), header=hdr)
-    with atomic_output(out) as tmp:
+    with atomic_output(out, overwrite=overwrite, inputs=protect) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hdu.writeto(tmp, overwrite=True, output_verify="silentfix")
     return out
+
+
+def _ascii(text: str) -> str:
+    """Printable ASCII (FITS headers hold nothing else): other characters escaped."""
+    text = os.fsencode(text).decode("utf-8", "backslashreplace") if isinstance(text, str) else str(text)
+    return "".join(c if 32 <= ord(c) < 127 else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+                   for c in text)
+
+
+_KEYWORD = re.compile(r"[A-Z0-9_-]{0,8}")
+
+
+def _card_ok(card: fits.Card) -> bool:
+    """Whether astropy can write ``card`` back as a valid FITS card."""
+    key = card.keyword
+    if key == "CONTINUE":  # an orphan continuation (a valid one was merged when read)
+        return False
+    if not (_KEYWORD.fullmatch(key) or (len(key) > 8 and all(32 < ord(c) < 127 and c != "=" for c in key))):
+        return False  # long keys are HIERARCH cards
+    try:
+        value = card.value
+    except Exception:
+        return False
+    if isinstance(value, float) and not np.isfinite(value):
+        return False
+    if isinstance(value, complex) and not (np.isfinite(value.real) and np.isfinite(value.imag)):
+        return False
+    try:
+        image = card.image
+    except Exception:
+        return False
+    return all(32 <= b < 127 for b in image.encode("latin-1", "replace"))
+
+
+def sanitize_header(hdr: fits.Header, *, where: str = "header") -> fits.Header:
+    """A copy of ``hdr`` without the cards astropy read but cannot write back.
+
+    Control or non-ASCII bytes, an orphan ``CONTINUE``, non-finite numbers (``1E999``, NaN
+    SIP terms) are dropped -- COMMENT/HISTORY text is kept with the bad characters escaped --
+    and one :class:`AstroSRWarning` lists the dropped keywords.
+    Nothing of the image itself depends on these cards (the WCS was validated on reading).
+    """
+    out, dropped = _sanitized(hdr)
+    if dropped:
+        more = f" (+{len(dropped) - 8} more)" if len(dropped) > 8 else ""
+        warnings.warn(f"{where}: dropped header card(s) that cannot be written back as valid FITS: "
+                      f"{', '.join(dropped[:8])}{more}", AstroSRWarning, stacklevel=3)
+    return out
+
+
+def _sanitized(hdr: fits.Header) -> tuple[fits.Header, list[str]]:
+    out = fits.Header()
+    dropped: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for card in hdr.cards:
+            key = card.keyword
+            if key in ("COMMENT", "HISTORY", "") and not _card_ok(card):
+                try:
+                    out.append((key, _ascii(str(card.value))), end=True)
+                    continue
+                except Exception:
+                    pass
+            if not _card_ok(card):
+                dropped.append(_ascii(key) or "(blank)")
+                continue
+            try:
+                out.append(card, end=True)
+            except Exception:
+                dropped.append(_ascii(key) or "(blank)")
+    return out, dropped
 
 
 def _strip_wcs(hdr: fits.Header) -> None:
@@ -499,10 +679,8 @@ def _strip_wcs(hdr: fits.Header) -> None:
             hdr.remove(key, ignore_missing=True, remove_all=True)
     except Exception:
         pass
-    prefixes = ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT", "CD1_", "CD2_", "PC1_", "PC2_", "PV1_", "PV2_",
-                "A_", "B_", "AP_", "BP_")
     for key in list(hdr.keys()):
-        if key.startswith(prefixes) or key in ("A_ORDER", "B_ORDER", "LONPOLE", "LATPOLE", "WCSAXES", "RADESYS", "EQUINOX"):
+        if key.startswith(_WCS_PREFIXES) or key in _WCS_KEYS:
             hdr.remove(key, ignore_missing=True, remove_all=True)
 
 
@@ -514,45 +692,57 @@ def describe(path: PathLike) -> str:
     gz = _is_gzip(p)
     try:
         for i, h in enumerate(hdul):
-            hdr = h.header
-            kind = type(h).__name__
-            if _is_image_hdu(h):
-                # a header claiming more data than the file holds: corrupt, say so (exit 2)
-                _check_size(p, i, h, file_size=p.stat().st_size, gz=gz)
-                naxis = int(hdr.get("NAXIS", 0) or 0)
-                if isinstance(h, fits.CompImageHDU):
-                    shape = tuple(h.shape)
-                else:
-                    shape = tuple(int(hdr.get(f"NAXIS{k}", 0)) for k in range(naxis, 0, -1))
-                bitpix = int(hdr.get("BITPIX", 0))
-                dtype = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}.get(bitpix, str(bitpix))
-                scaled = " (BSCALE/BZERO)" if ("BSCALE" in hdr or "BZERO" in hdr) else ""
-                desc = f"[{i}] {h.name or '-':<10} {kind:<13} shape={shape if shape else '()'} dtype={dtype}{scaled}"
-                if hdr.get("BUNIT"):
-                    desc += f" unit={hdr['BUNIT']}"
-                lines.append(desc)
-                if naxis >= 2:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        wcs, notes = _make_wcs(hdr, naxis, f"{p.name}[{i}]")
-                    if wcs is not None:
-                        from astropy.wcs.utils import proj_plane_pixel_scales
-
-                        scales = proj_plane_pixel_scales(wcs.celestial) * 3600.0
-                        ny, nx = shape[-2:]
-                        c = wcs.celestial.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
-                        lines.append(
-                            f"     WCS {'/'.join(list(wcs.wcs.ctype)[:2])}  centre=({float(c[0]):.6f}, {float(c[1]):.6f}) deg"
-                            f"  pixel scale={scales[0]:.4f}\"x{scales[1]:.4f}\""
-                        )
-                    else:
-                        lines.append("     WCS none" + (f" ({notes[0]})" if notes else ""))
-            else:
-                extra = f" rows={hdr.get('NAXIS2', '?')} cols={hdr.get('TFIELDS', '?')}" if "TFIELDS" in hdr else ""
-                lines.append(f"[{i}] {h.name or '-':<10} {kind:<13}{extra}")
+            try:
+                lines.extend(_describe_hdu(p, i, h, gz))
+            except AstroSRError:
+                raise
+            except Exception as exc:  # a card astropy read but cannot parse
+                raise AstroSRError(f"{p}: HDU {i} header cannot be parsed ({_short(exc)}); the file is corrupt.") from None
     finally:
         hdul.close()
     return "\n".join(lines)
+
+
+def _describe_hdu(p: Path, i: int, h: Any, gz: bool) -> list[str]:
+    """The lines of one HDU in :func:`describe`."""
+    lines: list[str] = []
+    hdr = h.header
+    kind = type(h).__name__
+    if _is_image_hdu(h):
+        # a header claiming more data than the file holds: corrupt, say so (exit 2)
+        _check_size(p, i, h, file_size=p.stat().st_size, gz=gz)
+        naxis = int(hdr.get("NAXIS", 0) or 0)
+        if isinstance(h, fits.CompImageHDU):
+            shape = tuple(h.shape)
+        else:
+            shape = tuple(int(hdr.get(f"NAXIS{k}", 0)) for k in range(naxis, 0, -1))
+        bitpix = int(hdr.get("BITPIX", 0))
+        dtype = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}.get(bitpix, str(bitpix))
+        scaled = " (BSCALE/BZERO)" if ("BSCALE" in hdr or "BZERO" in hdr) else ""
+        desc = f"[{i}] {h.name or '-':<10} {kind:<13} shape={shape if shape else '()'} dtype={dtype}{scaled}"
+        if hdr.get("BUNIT"):
+            desc += f" unit={hdr['BUNIT']}"
+        lines.append(desc)
+        if naxis >= 2:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wcs, notes = _make_wcs(hdr, naxis, f"{p.name}[{i}]", shape)
+            if wcs is not None:
+                from astropy.wcs.utils import proj_plane_pixel_scales
+
+                scales = proj_plane_pixel_scales(wcs.celestial) * 3600.0
+                ny, nx = shape[-2:]
+                c = wcs.celestial.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
+                lines.append(
+                    f"     WCS {'/'.join(list(wcs.wcs.ctype)[:2])}  centre=({float(c[0]):.6f}, {float(c[1]):.6f}) deg"
+                    f"  pixel scale={scales[0]:.4f}\"x{scales[1]:.4f}\""
+                )
+            else:
+                lines.append("     WCS none" + (f" ({notes[0]})" if notes else ""))
+    else:
+        extra = f" rows={hdr.get('NAXIS2', '?')} cols={hdr.get('TFIELDS', '?')}" if "TFIELDS" in hdr else ""
+        lines.append(f"[{i}] {h.name or '-':<10} {kind:<13}{extra}")
+    return lines
 
 
 def probe(path: PathLike) -> Optional[str]:

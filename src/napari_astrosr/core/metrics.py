@@ -332,6 +332,11 @@ def match_sources(ref_xy: np.ndarray, pred_xy: np.ndarray, *, max_dist: float = 
     empty = (np.zeros(0, int), np.zeros(0, int), np.zeros(0))
     if len(A) == 0 or len(B) == 0:
         return empty
+    okA, okB = np.isfinite(A).all(axis=1), np.isfinite(B).all(axis=1)
+    if not (okA.all() and okB.all()):  # a source without a position (centroid of overflowing pixels) matches nothing
+        ia, ib = np.flatnonzero(okA), np.flatnonzero(okB)
+        i, j, dist = match_sources(A[okA], B[okB], max_dist=max_dist)
+        return ia[i], ib[j], dist
     D = cKDTree(A).sparse_distance_matrix(cKDTree(B), max_dist, output_type="coo_matrix")
     if D.nnz == 0:
         return empty

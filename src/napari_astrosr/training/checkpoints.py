@@ -28,6 +28,13 @@ from ..core.atomic import atomic_output
 from ..exceptions import AstroSRError
 
 FORMAT = "napari-astrosr-checkpoint"
+#: Budget of a network rebuilt from a sidecar or a training config, checked on the meta device
+#: (shapes only, nothing allocated) before it is built for real: the paper presets need 26 M
+#: parameters at most; activations are counted for one ``BUDGET_INPUT`` x ``BUDGET_INPUT`` input.
+MAX_PARAMS = 200_000_000
+MAX_ACTIVATION_BYTES = 16 * 2**30
+BUDGET_INPUT = 256
+MAX_SIDECAR_BYTES = 1_000_000
 FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -130,6 +137,69 @@ def save_checkpoint(path: PathLike, model, *, name: str, preset: Optional[str], 
     return path
 
 
+def check_model_budget(arch: str, config: dict, *, scale: int, where: str) -> dict:
+    """Refuse a network too large to build, before allocating anything.
+
+    The constructor arguments are bounded first (:func:`config.check_model_config`), then the
+    network is built on torch's *meta* device (shapes only) to count its parameters and the
+    activations of one forward pass on a ``BUDGET_INPUT`` square input.
+
+    Returns
+    -------
+    dict
+        ``params`` and ``activation_bytes``.
+
+    Raises
+    ------
+    AstroSRError
+        Out-of-range arguments, or more than ``MAX_PARAMS`` parameters or
+        ``MAX_ACTIVATION_BYTES`` of activations (the numbers are in the message).
+    """
+    import torch
+
+    from ..config import check_model_config
+    from ..models.registry import build_model, get_spec
+
+    check_model_config(config, where=where)
+    spec = get_spec(arch)
+    total = [0]
+
+    def count(_module, _inputs, output):
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    try:
+        with torch.device("meta"):
+            try:
+                model = build_model(arch, preset=None, scale=scale, **config)
+            except AstroSRError as exc:
+                raise AstroSRError(f"{where}: {exc}") from None
+        params = sum(p.numel() for p in model.parameters())
+        if params > MAX_PARAMS:
+            raise AstroSRError(f"{where}: this {arch} config has {params:,} parameters ({params * 4 / 2**30:.1f} GiB); "
+                               f"the limit is {MAX_PARAMS:,}. Use a smaller preset or dims.")
+        hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+        n = BUDGET_INPUT // (scale if spec.needs_flux_map else 1)
+        with torch.device("meta"), torch.no_grad():
+            x = torch.empty(1, 1, n, n)
+            model.eval()
+            model(x, torch.empty(1, 1, n, n)) if spec.needs_flux_map else model(x)
+        for h in hooks:
+            h.remove()
+    except AstroSRError:
+        raise
+    except Exception as exc:  # a config the constructor or the forward pass cannot make sense of
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise AstroSRError(f"{where}: config cannot build a working {arch} ({type(exc).__name__}: {first}); "
+                           "fix the config.") from None
+    if total[0] > MAX_ACTIVATION_BYTES:
+        raise AstroSRError(f"{where}: this {arch} config needs about {total[0] / 2**30:.1f} GiB of activations for a "
+                           f"{BUDGET_INPUT}x{BUDGET_INPUT} input (limit {MAX_ACTIVATION_BYTES / 2**30:.0f} GiB); "
+                           "use a smaller preset or dims.")
+    return {"params": int(params), "activation_bytes": int(total[0])}
+
+
 def read_sidecar(path: PathLike) -> dict:
     """The sidecar of checkpoint ``path``, validated; clear errors when missing or wrong."""
     side = sidecar_path(path)
@@ -137,15 +207,24 @@ def read_sidecar(path: PathLike) -> dict:
         raise AstroSRError(f"{path}: no sidecar {side.name} next to it; a checkpoint needs its .json "
                            "(written by astrosr train).")
     try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError) as exc:
-        raise AstroSRError(f"{side}: not a valid checkpoint sidecar ({exc}).") from exc
+        size = side.stat().st_size
+        if size > MAX_SIDECAR_BYTES:
+            raise AstroSRError(f"{side}: is {size:,} bytes; a checkpoint sidecar is at most {MAX_SIDECAR_BYTES:,}. "
+                               "Use the .json written by astrosr train.")
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, 5,000-digit integers, bad UTF-8
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise AstroSRError(f"{side}: not a valid checkpoint sidecar ({first}); use the .json written by "
+                           "astrosr train.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise AstroSRError(f"{side}: not a napari-astrosr checkpoint sidecar (format field missing).")
     fv = meta.get("format_version")
-    if not isinstance(fv, int) or fv > FORMAT_VERSION:
+    if isinstance(fv, bool) or not isinstance(fv, int) or fv < 1:
+        raise AstroSRError(f"{side}: 'format_version' must be a positive integer, got {str(fv)[:40]!r}; "
+                           "use the .json written by astrosr train.")
+    if fv > FORMAT_VERSION:
         raise AstroSRError(f"{side}: checkpoint format version {fv} is newer than this napari-astrosr "
-                           f"({__version__}) supports ({FORMAT_VERSION}); upgrade napari-astrosr.")
+                           f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade napari-astrosr.")
     for key in ("architecture", "config", "scale", "normalization"):
         if key not in meta:
             raise AstroSRError(f"{side}: sidecar lacks {key!r}.")
@@ -203,6 +282,7 @@ def load_checkpoint(path: PathLike, *, device: str = "cpu", expect_name: Optiona
     if expect_scale is not None and scale != int(expect_scale):
         raise AstroSRError(f"{path}: was trained for x{scale}, not x{expect_scale}; use --scale {scale} "
                            "or a checkpoint trained for that scale.")
+    check_model_budget(arch, meta["config"], scale=scale, where=str(sidecar_path(path)))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt/truncated/not a torch file/unsafe pickle

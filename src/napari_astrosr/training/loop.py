@@ -28,6 +28,7 @@ from typing import Any, Generator, Optional
 import numpy as np
 
 from ..config import TrainConfig, resolve_data_root, save_config
+from ..core.atomic import atomic_output, deferred_signals
 from ..exceptions import AstroSRError
 from ..progress import NEVER, Progress
 
@@ -245,13 +246,31 @@ def train_job(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER,
     from .._extras import require
 
     require("torch", extra="ml", what="training")
-    import torch
-
-    from ..models.registry import get_spec
-
     cfg = config
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise AstroSRError(f"--out {out}: exists and is not a folder; choose another output folder.")
+    created = [p for p in [out, *out.parents] if not p.exists()]  # removed again if the run leaves nothing
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AstroSRError(f"--out {out}: cannot create the folder ({exc.strerror or exc}); choose another place.") from None
+    try:
+        return (yield from _train_in(cfg, out, resume, stop, root))
+    finally:
+        for d in created:  # folders this call made and nothing was left in (a refused run)
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+def _train_in(cfg: TrainConfig, out: Path, resume: bool, stop, root):
+    import torch
+
+    from ..models.registry import get_spec, resolve_config
+    from .checkpoints import check_model_budget
+
     ckpt_path = out / "model.pt"
     state_path = out / "resume.pt"
     if resume and not (ckpt_path.exists() and state_path.exists()):
@@ -269,9 +288,24 @@ def train_job(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER,
     if not spec.upsamples and ms != 1:
         raise AstroSRError(f"{cfg.source_path}: model.scale: {cfg.model.name} is a same-size network; set model.scale: 1 "
                            "(its input is the flux-conserving bicubic upsampling of the LR image).")
+    if not cfg.gan.cascade:  # the cascade's size is its stage-1 checkpoint's, checked when that is loaded
+        where = f"{cfg.source_path or cfg.name}: model"
+        try:
+            full = resolve_config(cfg.model.name, preset=cfg.model.preset, **cfg.model.overrides)
+        except AstroSRError as exc:
+            raise AstroSRError(f"{where}: {exc}") from None
+        check_model_budget(cfg.model.name, full, scale=ms, where=where)
     lock = _acquire_lock(out)
+    before = {p.name for p in out.iterdir()}
     try:
         return (yield from _train(cfg, out, ckpt_path, state_path, resume, stop, root))
+    except BaseException:
+        # a run that fails or is interrupted before its first checkpoint leaves nothing it created
+        if not ckpt_path.exists():
+            for p in out.iterdir():
+                if p.name not in before and p.name != lock.name and p.is_file():
+                    p.unlink(missing_ok=True)
+        raise
     finally:
         lock.unlink(missing_ok=True)
 
@@ -367,12 +401,17 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         model.load_state_dict(payload["model"])
         if "optimizer" in payload:
             opt.load_state_dict(payload["optimizer"])
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        sched.load_state_dict(st["scheduler"])
-        if critic is not None and "critic" in st:
-            critic.load_state_dict(st["critic"])
-            opt_c.load_state_dict(st["critic_opt"])
-        step = int(st["step"])
+        try:
+            st = torch.load(state_path, map_location="cpu", weights_only=True)
+            sched.load_state_dict(st["scheduler"])
+            if critic is not None and "critic" in st:
+                critic.load_state_dict(st["critic"])
+                opt_c.load_state_dict(st["critic_opt"])
+            step = int(st["step"])
+        except Exception as exc:  # truncated, not a torch file, or not the dict save() writes
+            first = (str(exc).strip().splitlines() or [""])[0][:100]
+            raise AstroSRError(f"{state_path}: cannot resume from it ({type(exc).__name__}: {first}); it is "
+                               "damaged: remove model.pt and resume.pt to start over, or use another --out.") from None
         if "torch_rng" in st:
             torch.set_rng_state(st["torch_rng"])  # dropout etc. continue as if never stopped
         if "cuda_rng" in st and dev.startswith("cuda"):
@@ -405,16 +444,21 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             "stage1": ({"path": Path(stage1_meta["path"]).name, "sha256": stage1_meta.get("sha256")}
                        if stage1_meta else None),
         }
-        save_checkpoint(ckpt_path, model, name=cfg.model.name, preset=cfg.model.preset if not cfg.gan.cascade else None,
-                        scale=cfg.model.pipeline_scale or ds, config=full_cfg, normalization=normalization_of(cfg),
-                        optimizer=opt, step=step, extra=extra, cost=cost)
         st = {"step": step, "scheduler": sched.state_dict(), "wall_s": wall(), "torch_rng": torch.get_rng_state()}
         if dev.startswith("cuda"):
             st["cuda_rng"] = torch.cuda.get_rng_state()
         if critic is not None:
             st["critic"] = critic.state_dict()
             st["critic_opt"] = opt_c.state_dict()
-        torch.save(st, state_path)
+        # Ctrl-C / SIGTERM wait until model.pt, its sidecar and resume.pt are all written: a complete
+        # checkpoint or the previous one, never a mix
+        with deferred_signals():
+            save_checkpoint(ckpt_path, model, name=cfg.model.name,
+                            preset=cfg.model.preset if not cfg.gan.cascade else None,
+                            scale=cfg.model.pipeline_scale or ds, config=full_cfg, normalization=normalization_of(cfg),
+                            optimizer=opt, step=step, extra=extra, cost=cost)
+            with atomic_output(state_path) as tmp:
+                torch.save(st, tmp)
         return ckpt_path
 
     # the pooled term stays L1 unless the pixel loss is Huber (existing configs reproduce bit for bit)
