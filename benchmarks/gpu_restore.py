@@ -36,15 +36,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     x = _input(args.size)
-    restore(x[:256, :256], method="fisr", scale=2, device=args.device)  # warm-up
-    restore(x[:256, :256], method="fisr", scale=2, device=args.device, flux_exact=True, psf="gaussian:1.0")
+    restore(x[:256, :256], method="fisr", scale=2, device=args.device, project=False, keep_sky=False)  # warm-up
+    restore(x[:256, :256], method="fisr", scale=2, device=args.device, psf="gaussian:1.0")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
     print(f"restore --method fisr --scale 2 (bundled), input {args.size}^2 (tpv.fits mirrored), device {name}, "
           f"torch {torch.__version__}; minimum of {args.repeats}\n")
     print("| run | tiles | precision | flux map s | network s | projection s | total s | network share "
           "| wall s | output flux / input - 1 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for label, kw in [("defaults", {}), ("--flux-exact --psf gaussian:1.0", dict(flux_exact=True, psf="gaussian:1.0"))]:
+    for label, kw in [("--no-projection", dict(project=False, keep_sky=False)),
+                      ("defaults --psf gaussian:1.0", dict(psf="gaussian:1.0"))]:
         best = None
         for _ in range(args.repeats):
             if args.device.startswith("cuda"):
