@@ -38,5 +38,11 @@ if [ "${ASTROSR_CORE_TEST:-1}" != 0 ]; then
     -m core_only tests/test_core_install.py
 fi
 
-# 3. everything else
+# 3. astropy's image display API conformance suite on the napari viewer (Python 3.12 venv, .venv312;
+#    prints SKIPPED and goes on where no Python 3.12 exists)
+if [ "${ASTROSR_DISPLAY_API_TEST:-1}" != 0 ]; then
+  bash scripts/test_display_api.sh -q
+fi
+
+# 4. everything else
 exec .venv/bin/python -m pytest "$@"
