@@ -211,8 +211,8 @@ def _restorer(params: RestoreParams) -> Callable[..., Any]:
                 kwargs["model"] = _load_network(params)
                 if params.norm is not None:
                     kwargs["model"] = _fixed_norm(kwargs["model"], dict(params.norm))
-            def fn(data, *, wcs=None, header=None, _kw=kwargs):  # noqa: E306
-                return restoration.restore(data, wcs=wcs, header=header, **_kw)
+            def fn(data, *, wcs=None, header=None, source=None, _kw=kwargs):  # noqa: E306
+                return restoration.restore(data, wcs=wcs, header=header, source=source, **_kw)
             _CACHE[key] = fn
     return fn
 
@@ -325,8 +325,8 @@ def default_depth(params: RestoreParams) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _restore_array(data: np.ndarray, params: RestoreParams, *, wcs=None, header=None):
-    return _restorer(params)(data, wcs=wcs, header=header)
+def _restore_array(data: np.ndarray, params: RestoreParams, *, wcs=None, header=None, source=None):
+    return _restorer(params)(data, wcs=wcs, header=header, source=source)
 
 
 def _restore_block(block: np.ndarray, *, params: RestoreParams, depth: int, block_info=None) -> np.ndarray:
@@ -905,6 +905,11 @@ def _restore_file(path: Path, out: Path, params: RestoreParams, digest: str, t0:
     if tiled:
         from .progress import run
 
+        if params.flux_exact and params.psf is None:
+            # one PSF per image: a per-block search (extension, header, stars) could differ from block to block
+            raise AstroSRError(f"{path.name}: tiled (large-image) restorations with the projection need --psf SPEC|"
+                               "PSF.fits (the PSF is found in the file only for in-memory restorations) or "
+                               "--no-projection.")
         res = run(restore_fits_tiled_job(
             path, out, overwrite=True, chunk=int(chunk or DEFAULT_CHUNK), depth=depth,
             extra_cards={HASH_KEY: digest}, options=options_from_kwargs(**params.restore_kwargs()),
@@ -914,14 +919,14 @@ def _restore_file(path: Path, out: Path, params: RestoreParams, digest: str, t0:
         from .core.fits_io import read_fits, write_fits
 
         img = read_fits(path)
-        res = _restore_array(img.data, params, wcs=img.wcs, header=img.header)
+        res = _restore_array(img.data, params, wcs=img.wcs, header=img.header, source=path)
         hdr = (getattr(res, "header", None) or img.header).copy()
         hdr[HASH_KEY] = digest
         write_fits(
             out, res.data, header=hdr, wcs=getattr(res, "wcs", None), overwrite=True,
             provenance=dict(method=params.method, parameters=dict(getattr(res, "params", {}) or {}),
                             checkpoint_hash=_ckpt_hash(params), inputs=[str(path)]),
-            protect=[path],
+            protect=[path], extra_hdus=[res.err_hdu()] if hasattr(res, "err_hdu") else [],
         )
         msg = ""
     return dict(file=str(path), status="done", seconds=time.perf_counter() - t0, output=str(out), message=msg)

@@ -58,6 +58,28 @@ class RestoreResult:
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     checkpoint_hash: Optional[str] = None
+    err: Optional[np.ndarray] = None
+    """1-sigma uncertainty per output pixel (same units), the input noise propagated (:func:`output_err`);
+    None where there is no propagation (richardson-lucy, a lazy dask result, unknown noise)."""
+    err_how: str = ""
+    """How :attr:`err` was computed (the ``ERRMETH`` card)."""
+    err_filter: Optional[float] = None
+    """The ERR's factor for sep's default matched filter (``ERRFILT``: the output noise is correlated)."""
+
+    def err_hdu(self):
+        """The ``ERR`` image extension for the output file (None without :attr:`err`): float32 sigma with the
+        image's BUNIT and WCS, ``ERRMETH`` and ``ERRFILT`` (``core.uncertainty.err_hdu``).
+        """
+        if self.err is None:
+            return None
+        from astropy.io import fits
+
+        from .core.uncertainty import err_hdu
+
+        hdr = fits.Header() if self.header is None else fits.Header(self.header).copy()
+        if self.wcs is not None:
+            hdr.update(self.wcs.to_header(relax=True))
+        return err_hdu(self.err, header=hdr, how=self.err_how, filter_factor=self.err_filter)
 
     @property
     def provenance(self) -> dict:
@@ -229,6 +251,7 @@ def restore_job(
     options: Optional[RestoreOptions] = None,
     wcs: Any = None,
     header: Any = None,
+    source: Any = None,
     stop=NEVER,
     **option_kwargs: Any,
 ) -> Generator[Progress, None, RestoreResult]:
@@ -246,7 +269,11 @@ def restore_job(
         A validated option set (else built from ``option_kwargs``).
     wcs, header
         The input's WCS/header: the result carries the scaled WCS and a header with provenance
-        (``ASRPROJ``/``ASRNOISE``/``ASRPSF``/``ASRSKY``: the projection, noise and sky choices made).
+        (``ASRPROJ``/``ASRNOISE``/``ASRPSF``/``ASRSKY``: the projection, noise and sky choices made;
+        ``PSFSRC``/``PSFFWHM``/...: the PSF used; ``NOISESRC``/``NOISESIG``/...: the noise found).
+    source
+        The input FITS file, when there is one: its PSF extension / header-named PSF file and its ERR / VAR /
+        IVAR / WHT extension are used (``core.psf_estimate.find_psf``, ``core.noise.find_noise``).
     stop
         Stop flag (``is_set()``); a stop raises :class:`~napari_astrosr.exceptions.StoppedError`.
     **option_kwargs
@@ -259,8 +286,10 @@ def restore_job(
         ``project`` (default: on for the networks and backprojection): project the output through the
         forward model (``psf`` blur + block sum) so that it reproduces the input. ``psf``: the blur the input
         carries, on the *output* grid (``gaussian:1.0``, ``airy:2``, ``PSF.fits``, an array or ``"none"``);
-        a network with no ``psf`` is an error asking for one or for ``project=False`` (a projection through
-        the block sum alone measured worse than bicubic on per-source flux).
+        without one it is found (:func:`~napari_astrosr.restore_options.resolve_psf`: the file's PSF extension
+        or header-named PSF file, FWHM header keywords, else an ePSF from the image's stars); where none is
+        found a projection is an error asking for ``psf`` or ``project=False`` (a projection through the block
+        sum alone measured worse than bicubic on per-source flux).
         ``flux_noise``: ``None``/``"auto"`` measure the input's noise and project exactly on clean data,
         noise-aware (a Wiener filter of the residual, :func:`core.projection.noise_aware_target`) on noisy
         data (:func:`~napari_astrosr.restore_options.resolve_noise`); a sigma; or ``"exact"``.
@@ -274,6 +303,7 @@ def restore_job(
     from .training.inference import fill_invalid, validate_image
 
     t_start = time.perf_counter()
+    timings: dict[str, float] = {}
     model_obj = option_kwargs.get("model")
     if model_obj is not None and not isinstance(model_obj, (str, Path)):
         option_kwargs = dict(option_kwargs, model=None)  # an in-memory module: not an option to validate
@@ -290,13 +320,15 @@ def restore_job(
     model = model_obj if model_obj is not None else opts.model
     arr = validate_image(data, what="input image")
     flux_exact = opts.projects
-    if flux_exact and psf is None and opts.project:
-        raise AstroSRError("--flux-exact needs --psf SPEC (the blur the input carries, in output pixels, "
-                           "e.g. gaussian:1.0); use --psf none for an unblurred input.")
     psf_source = None
-    if flux_exact or psf is not None:
-        psf, psf_source = resolve_psf(psf, header=header)
-    psf_label = _psf_label(psf)
+    psf_info = None
+    psf_error = None
+    if flux_exact or psf is not None or opts.info.needs_psf:
+        choice = resolve_psf(psf, header=header, data=arr, scale=scale, path=source, wcs=wcs)
+        psf, psf_source, psf_info, psf_error = choice.psf, choice.source, choice.info, choice.error
+    if psf is None and psf_error is not None and (method in CLASSICAL and (flux_exact or opts.info.needs_psf)):
+        _no_psf(method, psf_error, explicit=bool(opts.project) and not opts.info.needs_psf)
+    psf_label = _psf_label(psf) if psf_info is None or psf_info.source == "option" else psf_source
     kernel = None
     if psf is not None:
         from .core.psf import parse_psf
@@ -304,8 +336,11 @@ def restore_job(
         kernel = parse_psf(psf)
     if flux_exact and kernel is None and scale == 1:
         raise AstroSRError("--flux-exact at --scale 1 with no PSF would just return the input; give --psf.")
-    noise = resolve_noise(arr, opts.flux_noise) if flux_exact else None
-    noise_sigma = noise.sigma if noise is not None else None
+    t0 = time.perf_counter()
+    noise = resolve_noise(arr, opts.flux_noise if flux_exact else "exact", path=source,
+                          measure=method != "richardson-lucy")
+    timings["noise"] = time.perf_counter() - t0
+    noise_sigma = noise.sigma if flux_exact else None
     flux_noise = opts.flux_noise
     sky_levels = opts.sky_levels
     sky_rms = opts.sky_rms
@@ -315,11 +350,10 @@ def restore_job(
         params["flux_noise"] = noise_sigma
     if sky_levels is not None:
         params["keep_sky"] = list(sky_levels)
-    params["projection"] = noise.mode if noise is not None else "off"
-    if noise is not None:
+    params["projection"] = noise.mode if flux_exact else "off"
+    if flux_exact:
         params["noise_source"] = noise.source
         params["psf_source"] = psf_source
-    timings: dict[str, float] = {}
     ckpt_hash = None
     used_device = "cpu"
 
@@ -366,9 +400,7 @@ def restore_job(
             raise AstroSRError(f"--scale {scale}: {method} supports {', '.join(map(str, spec.scales))}.")
         net, meta = _resolve_model(method, scale, model, device)
         if flux_exact and psf is None:  # after the weights' check, before minutes of inference
-            raise AstroSRError(f"{method}: its default projection onto the forward model needs the PSF the input "
-                               "carries: give --psf SPEC|PSF.fits (on the output grid, e.g. gaussian:1.0; 'none' for "
-                               "no blur) or --no-projection (the network's flux is then only approximate).")
+            _no_psf(method, psf_error or "no PSF given", network=True)
         ckpt_hash = meta.get("sha256")
         params.update(checkpoint=Path(meta["path"]).name if meta.get("path") else None,
                       preset=meta.get("preset"), normalization=meta.get("normalization"))
@@ -481,13 +513,77 @@ def restore_job(
         from .core.resample import scale_wcs
 
         out_wcs = scale_wcs(wcs, scale)
+    err, err_how, err_filter = None, "", None
+    if method != "richardson-lucy" and noise.sigma_map is not None:
+        t0 = time.perf_counter()
+        yield Progress(0, 1, "propagate the input noise (ERR)")
+        err, err_how, err_filter = output_err(noise.sigma_map, arr.shape, method=method, scale=scale,
+                                              kernel=kernel, projected=bool(params["projection"] != "off"),
+                                              noise_aware=params["projection"] == "noise-aware")
+        err[~np.isfinite(out)] = np.nan
+        params["err"] = err_how
+        timings["err"] = time.perf_counter() - t0
+        yield Progress(1, 1, "ERR done")
     out_header = _result_header(header, method=method, params=params, checkpoint_hash=ckpt_hash)
     for key, value, comment in choice_cards(params):
         out_header[key] = (value, comment)
+    if psf_info is not None and psf is not None:
+        for key, value, comment in psf_info.header_cards():
+            out_header[key] = (value, comment)
+    if noise.info is not None:
+        for key, value, comment in noise.info.header_cards():
+            out_header[key] = (value, comment)
     timings["total"] = time.perf_counter() - t_start
     return RestoreResult(data=np.ascontiguousarray(out, dtype=np.float32), wcs=out_wcs, header=out_header,
                          method=method, scale=scale, device=used_device, params=params, timings=timings,
-                         checkpoint_hash=ckpt_hash)
+                         checkpoint_hash=ckpt_hash, err=err, err_how=err_how, err_filter=err_filter)
+
+
+def _no_psf(method: str, why: str, *, network: bool = False, explicit: bool = False) -> None:
+    """The one-line error of a projection (or PSF method) for which no PSF was given or found."""
+    why = why.rstrip(".").removesuffix(" Give --psf").rstrip(".")
+    if network:
+        raise AstroSRError(f"{method}: its default projection onto the forward model needs the PSF the input "
+                           f"carries and none was found ({why}): give --psf SPEC|PSF.fits (on the output grid, e.g. "
+                           "gaussian:1.0; 'none' for no blur) or --no-projection (the network's flux is then only "
+                           "approximate).")
+    if explicit:
+        raise AstroSRError(f"--flux-exact needs --psf SPEC (the blur the input carries, in output pixels, e.g. "
+                           f"gaussian:1.0; 'none' for an unblurred input): none was found ({why}).")
+    raise AstroSRError(f"{method} needs --psf SPEC (the blur the input carries, in output pixels, e.g. "
+                       f"gaussian:1.0): none was found ({why}).")
+
+
+def output_err(sigma: Any, lr_shape: tuple[int, int], *, method: str, scale: int, kernel: Optional[np.ndarray],
+               projected: bool, noise_aware: bool) -> tuple[np.ndarray, str, float]:
+    """The output's 1-sigma per pixel: the input ``sigma`` (scalar or map) through the restoration's linear
+    part (``core.uncertainty``), with the ``ERRMETH`` text and sep's filter factor (``ERRFILT``).
+
+    - bicubic / lanczos: exact propagation (:func:`~napari_astrosr.core.uncertainty.bicubic_err`).
+    - an exact projection (backprojection, or a network then the projection): the data reach the output through
+      the projection's pseudo-inverse, the network only adds its null-space part: ``backprojection_err``.
+    - the noise-aware projection has no linear propagation (its Wiener filter is built from the residual): the
+      exact projection's ERR is used as a conservative upper estimate (the filter only removes noise), and
+      ``ERRMETH`` says so.
+    - a network without projection: no linear part; the bicubic ERR is the documented estimate.
+
+    Cheap: one impulse response (one CG solve for the projection) and one FFT convolution (seconds at 1024^2 x2).
+    """
+    from .core.uncertainty import backprojection_err, bicubic_err
+
+    s = int(scale)
+    if method in ("bicubic", "lanczos") and not projected:
+        err, c = bicubic_err(sigma, lr_shape, scale=s, method=method, return_factor=True)
+        how = f"{method} x{s}, input noise propagated"
+    elif projected:
+        err, c = backprojection_err(sigma, lr_shape, scale=s, psf=kernel, return_factor=True)
+        base = "backprojection" if method in CLASSICAL else f"{method}+projection"
+        how = (f"{base} x{s}: exact-projection ERR, upper estimate (noise-aware)" if noise_aware
+               else f"{base} x{s}, input noise propagated (linear part)")
+    else:
+        err, c = bicubic_err(sigma, lr_shape, scale=s, return_factor=True)
+        how = f"{method} x{s} no projection: bicubic ERR, estimate"
+    return np.asarray(err, dtype=np.float32), how, float(c)
 
 
 # --flux-noise keeping less than this fraction of the data residual's power gets a warning (it changed ~nothing)

@@ -36,6 +36,8 @@ __all__ = [
     "NETWORKS",
     "MethodInfo",
     "NoiseChoice",
+    "PsfChoice",
+    "measure_noise",
     "RestoreOptions",
     "options_from_kwargs",
     "resolve_noise",
@@ -84,9 +86,11 @@ CLASSICAL: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.kind == "c
 NETWORKS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.kind == "network")
 
 # measured LR noise below this fraction of the LR robust range (99.5th percentile - median) counts as clean:
-# the projection is then exact. On the quality benchmark's fields estimate_noise gives 0.03-0.5% without added
-# noise on the fields with little intrinsic noise and >= 1.03% with the benchmark's 1% noise; above it an exact
-# projection fits the noise (docs/results_quality.md: x2 noisy, fisr + flux-exact 33.4 dB vs 39.5 dB noise-aware).
+# the projection is then exact. On the quality benchmark's fields the second-difference estimate gave 0.03-0.5%
+# without added noise on the fields with little intrinsic noise and >= 1.03% with the benchmark's 1% noise; above
+# it an exact projection fits the noise (docs/results_quality.md: x2 noisy, fisr + flux-exact 33.4 dB vs 39.5 dB
+# noise-aware). Re-checked with core.noise.estimate_sigma (the estimator used now, tests/test_restore_wire.py):
+# clean simulated fields 0.00% (256^2 galaxies, stars) to 0.28% (64^2 galaxies); with 1% noise 1.00-1.14%.
 CLEAN_NOISE_REL = 0.005
 
 
@@ -280,50 +284,147 @@ def estimate_noise(image: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class NoiseChoice:
-    """How the projection treats noise: ``mode`` ``exact`` or ``noise-aware``, the sigma used, and why."""
+    """How the projection treats noise: ``mode`` ``exact`` or ``noise-aware``, the sigma used, and why.
+
+    ``info`` (:class:`~napari_astrosr.core.noise.NoiseInfo`, or None when nothing was measured) says where the
+    noise came from (header cards); ``sigma_map`` is the input's sigma for the ERR propagation: a per-pixel map
+    from an ERR / VAR / IVAR / WHT extension, else the scalar measured (or given), None when unknown.
+    """
 
     mode: Literal["exact", "noise-aware"]
     sigma: Optional[float]
     measured: Optional[float]
     source: str
+    info: Any = None
+    sigma_map: Any = None
 
 
-def resolve_noise(image: np.ndarray, flux_noise: Union[None, float, str] = None) -> NoiseChoice:
+# the noise estimate looks at the central section of at most this side (input pixels): seconds on any image
+NOISE_SECTION = 1024
+
+
+def _central(a: np.ndarray, side: int = NOISE_SECTION) -> tuple[np.ndarray, tuple[slice, slice]]:
+    ny, nx = a.shape
+    y0, x0 = max(0, ny // 2 - side // 2), max(0, nx // 2 - side // 2)
+    sl = (slice(y0, y0 + side), slice(x0, x0 + side))
+    return a[sl], sl
+
+
+def measure_noise(image: np.ndarray, *, path: Any = None) -> tuple[Any, Any]:
+    """The input's noise: ``(sigma, NoiseInfo)``, ``sigma`` a per-pixel map of ``image``'s shape when ``path``
+    (the input FITS) has an ERR / ERROR / VAR / IVAR / WHT extension of that shape (``core.noise.find_noise``),
+    else a scalar from :func:`core.noise.estimate_sigma` on the central (<= 1024^2) section (masked high-pass
+    scatter: holds on galaxy and crowded fields, benchmarks/noise_estimate.py). On fewer than 100 valid pixels
+    the second-difference estimate :func:`estimate_noise` is used.
+    """
+    from .core.noise import NoiseInfo, estimate_sigma, find_noise
+
+    arr = np.asarray(image, dtype=np.float64)
+    if path is not None and Path(str(path)).is_file():
+        try:
+            sig, info = find_noise(arr, hdul_or_path=path)
+        except AstroSRError:
+            sig, info = None, None  # a map of another shape (e.g. --hdu picked another image): estimate
+        if info is not None and info.source == "extension":
+            return sig, info
+    sub, _ = _central(arr)
+    try:
+        s, est = estimate_sigma(sub, return_info=True)
+        desc = f"robust estimate ({est['method']})" + ("" if sub.shape == arr.shape else ", central section")
+        return float(s), NoiseInfo(source="estimated", sigma=float(s), per_pixel=False, description=desc,
+                                   notes=list(est.get("notes", [])))
+    except AstroSRError:
+        s = estimate_noise(arr)
+        return s, NoiseInfo(source="estimated", sigma=float(s), per_pixel=False,
+                            description="second differences (small image)")
+
+
+def resolve_noise(image: np.ndarray, flux_noise: Union[None, float, str] = None, *, path: Any = None,
+                  measure: bool = True) -> NoiseChoice:
     """Choose exact or noise-aware projection for ``image`` (the LR input) from ``flux_noise``.
 
-    ``None``/``"auto"``: measure the per-pixel noise (:func:`estimate_noise`); below
-    :data:`CLEAN_NOISE_REL` of the image's robust range (99.5th percentile - median) the data count as clean
-    and the projection is exact, else noise-aware with that sigma. ``"exact"`` or ``0``: exact. A number: that
-    sigma, noise-aware.
+    ``None``/``"auto"``: measure the per-pixel noise (:func:`measure_noise`: the input file's ERR / VAR /
+    IVAR / WHT extension when ``path`` has one, else a robust estimate); below :data:`CLEAN_NOISE_REL` of the
+    image's robust range (99.5th percentile - median) the data count as clean and the projection is exact,
+    else noise-aware with that sigma (the map's median). ``"exact"`` or ``0``: exact. A number: that sigma,
+    noise-aware. ``measure``: also measure the noise for the ERR when the projection choice does not need it.
     """
-    if flux_noise == "exact" or (isinstance(flux_noise, (int, float)) and float(flux_noise) == 0.0):
-        return NoiseChoice("exact", None, None, "given")
-    if isinstance(flux_noise, (int, float)):
-        return NoiseChoice("noise-aware", float(flux_noise), None, "given")
+    from .core.noise import NoiseInfo
+
+    given = isinstance(flux_noise, (int, float)) and not isinstance(flux_noise, bool)
+    if given and float(flux_noise) > 0:
+        s = float(flux_noise)
+        info = NoiseInfo(source="given", sigma=s, per_pixel=False, description=f"--flux-noise {s:g}")
+        return NoiseChoice("noise-aware", s, None, "given", info, s)
     arr = np.asarray(image, dtype=np.float64)
-    finite = arr[np.isfinite(arr)]
-    sigma = estimate_noise(arr)
+    if flux_noise == "exact" or given:
+        if not measure:
+            return NoiseChoice("exact", None, None, "given")
+        sig, info = measure_noise(arr, path=path)
+        return NoiseChoice("exact", None, info.sigma, "given", info, sig)
+    sig, info = measure_noise(arr, path=path)
+    sigma = float(info.sigma)
+    sub, _ = _central(arr)
+    finite = sub[np.isfinite(sub)]
     span = float(np.percentile(finite, 99.5) - np.median(finite)) if finite.size else 0.0
     rel = sigma / span if span > 0 else 0.0
-    src = f"measured ({sigma:.4g} = {rel:.2%} of the robust range)"
+    what = "from " + info.description if info.source == "extension" else "measured"
+    src = f"{what} ({sigma:.4g} = {rel:.2%} of the robust range)"
     if not np.isfinite(sigma) or rel < CLEAN_NOISE_REL:
-        return NoiseChoice("exact", None, sigma, src + "; clean")
-    return NoiseChoice("noise-aware", sigma, sigma, src)
+        return NoiseChoice("exact", None, sigma, src + "; clean", info, sig)
+    return NoiseChoice("noise-aware", sigma, sigma, src, info, sig)
 
 
-def resolve_psf(psf: Any, *, header: Any = None) -> tuple[Any, str]:
-    """The PSF the projection uses and where it came from: ``(psf, source)``; ``(None, why)`` when none is known.
-
-    Order: the PSF given; else none (the caller asks for ``--psf`` or ``--no-projection``). Measured on the
-    quality benchmark: a network projected through the block sum alone (no blur) has a worse median per-source
-    flux error than flux-conserving bicubic at x2 (0.057 vs 0.047 clean), so guessing "no blur" is not safe.
-    ``header`` is for PSF keywords/extensions and the estimate from the image (``core.psf_estimate``): the one
-    place to add them.
+@dataclass(frozen=True)
+class PsfChoice:
+    """The PSF a restoration uses: ``psf`` (the spec given, or the kernel found, on the output grid), a short
+    ``source`` text, and ``info`` (:class:`~napari_astrosr.core.psf_estimate.PsfInfo`, None when none was found
+    or ``none`` was given); ``error``: why none was found (the caller decides whether that is fatal).
     """
+
+    psf: Any
+    source: str
+    info: Any = None
+    error: Optional[str] = None
+
+
+def resolve_psf(psf: Any, *, header: Any = None, data: Optional[np.ndarray] = None, scale: int = 1,
+                path: Any = None, wcs: Any = None, find: bool = True) -> PsfChoice:
+    """The PSF the projection uses and where it came from (:class:`PsfChoice`).
+
+    Order (``core.psf_estimate.find_psf``): the PSF given (``--psf``, taken as is, on the output grid); a PSF
+    extension of the input file (``path``) or a PSF file named in its header; FWHM keywords of ``header``
+    (arcsec converted with the WCS); an ePSF from the image's own stars (``data``; relaxed on small crops, with
+    notes); else ``psf=None`` with ``error`` saying why (a projection through the block sum alone measured worse
+    than bicubic on per-source flux, so "no blur" is never guessed). ``find=False`` or no ``data``: only the
+    PSF given.
+    """
+    from .core.psf_estimate import find_psf
+
+    where = Path(str(path)).name if path is not None else None
     if psf is not None:
         label = f"array{psf.shape}" if isinstance(psf, np.ndarray) else str(psf)
-        return psf, f"given ({label})"
-    return None, "no PSF given"
+        info = None
+        if not (isinstance(psf, str) and psf.strip().lower() == "none"):
+            try:
+                _, info = find_psf(np.zeros((8, 8)), psf=psf, scale=scale, where=where)
+            except AstroSRError:
+                info = None  # a bad spec: parse_psf says so, with its own message
+        return PsfChoice(psf, f"given ({label})", info)
+    if not find or data is None:
+        return PsfChoice(None, "no PSF given", None, "no PSF given")
+    hdr = header
+    if hdr is not None:
+        from astropy.io import fits
+
+        hdr = fits.Header(hdr) if not isinstance(hdr, fits.Header) else hdr
+    try:
+        kernel, info = find_psf(np.asarray(data), header=hdr, hdul_or_path=path, wcs=wcs, scale=int(scale),
+                                where=where)
+    except AstroSRError as exc:
+        return PsfChoice(None, "not found", None, str(exc))
+    src = f"{info.source} ({info.description}; FWHM {info.fwhm:.2f} px)"
+    return PsfChoice(kernel, src, info)
 
 
 # command line: the arguments of `astrosr restore` and `astrosr batch`, from the model ------------------------
@@ -334,7 +435,8 @@ _CLI_FIELDS = ("method", "scale", "model", "device", "tile", "overlap", "threads
 def add_cli_arguments(p: Any, *, fields: tuple[str, ...] = _CLI_FIELDS, device_default: Optional[str] = None) -> None:
     """Add the restore options to an ``argparse`` parser: ``fields`` (help and defaults from
     :class:`RestoreOptions`) plus the projection, noise and sky switches. ``device_default`` overrides the
-    model's (``astrosr batch`` runs on CPU workers unless told otherwise)."""
+    model's (``astrosr batch`` runs on CPU workers unless told otherwise).
+    """
     f = RestoreOptions.model_fields
     for name in fields:
         flag = "--" + name.replace("_", "-")
@@ -349,8 +451,8 @@ def add_cli_arguments(p: Any, *, fields: tuple[str, ...] = _CLI_FIELDS, device_d
         elif name == "psf":
             p.add_argument(flag, default=None,
                            help="blur the input carries, in output pixels: gaussian:SIGMA|airy:R|gaussian+airy:S,R|"
-                                "moffat:FWHM[,BETA]|PSF.fits|none; the networks' default projection needs it "
-                                "(else give --no-projection)")
+                                "moffat:FWHM[,BETA]|PSF.fits|none; default: found in the input (PSF extension or "
+                                "file named in the header, FWHM keywords, else an ePSF from its stars)")
         elif f[name].annotation in (int, Optional[int]):
             d = f[name].default
             p.add_argument(flag, type=int, default=d, help=desc + (f" (default {d})" if d is not None else ""))
@@ -376,7 +478,8 @@ def add_cli_arguments(p: Any, *, fields: tuple[str, ...] = _CLI_FIELDS, device_d
 
 def options_from_args(args: Any, **overrides: Any) -> RestoreOptions:
     """The :class:`RestoreOptions` of parsed CLI arguments (the fields present on ``args``), as one clear
-    :class:`AstroSRError` naming the option."""
+    :class:`AstroSRError` naming the option.
+    """
     kw = {k: getattr(args, k) for k in RestoreOptions.model_fields if hasattr(args, k)}
     kw = {k: v for k, v in kw.items() if v is not None or k in ("project", "keep_sky")}
     kw.update(overrides)

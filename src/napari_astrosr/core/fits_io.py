@@ -555,6 +555,7 @@ def write_fits(
     overwrite: bool = False,
     provenance: Optional[dict[str, Any]] = None,
     protect: Iterable[PathLike] = (),
+    extra_hdus: Iterable[Any] = (),
 ) -> Path:
     """Write an image atomically, carrying the header and WCS over.
 
@@ -574,6 +575,9 @@ def write_fits(
         Keyword arguments of :func:`provenance_cards`.
     protect
         Input files that must never be overwritten, even with ``overwrite=True``.
+    extra_hdus
+        Image extensions written after the primary image in the same atomic write (e.g. the ``ERR`` of a
+        restoration, ``RestoreResult.err_hdu()``); None entries are skipped.
     """
     out = claim_output(path, inputs=protect, overwrite=overwrite)
     data = np.asarray(data)
@@ -591,10 +595,14 @@ def write_fits(
     if data.dtype.kind == "f":
         data = data.astype(data.dtype.newbyteorder("="), copy=False)
     hdu = fits.PrimaryHDU(data=np.ascontiguousarray(data), header=hdr)
+    extras = [h for h in extra_hdus if h is not None]
     with atomic_output(out, overwrite=overwrite, inputs=protect) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            hdu.writeto(tmp, overwrite=True, output_verify="silentfix")
+            if extras:
+                fits.HDUList([hdu, *extras]).writeto(tmp, overwrite=True, output_verify="silentfix")
+            else:
+                hdu.writeto(tmp, overwrite=True, output_verify="silentfix")
     return out
 
 
