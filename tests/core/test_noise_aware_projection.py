@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -75,7 +77,7 @@ def test_restore_flux_noise_option():
 
     hr, lr, _, _, _ = _case(noise_sigma=20.0, seed=5)
     lr = lr.astype(np.float32)
-    bp = restore(lr, method="backprojection", scale=2, psf="gaussian:1.0")
+    bp = restore(lr, method="backprojection", scale=2, psf="gaussian:1.0", flux_noise="exact")
     # at this noise nothing in the residual rises above sigma: the restore says so (and still beats bp)
     with pytest.warns(AstroSRWarning, match="rises above the noise"):
         aware = restore(lr, method="backprojection", scale=2, psf="gaussian:1.0", flux_noise="auto")
@@ -157,8 +159,13 @@ def test_restore_warns_when_the_exact_projection_amplifies_noise(recwarn):
 
     img = np.random.default_rng(0).normal(10.0, 1.0, (32, 32)).astype(np.float32)
     with pytest.warns(AstroSRWarning, match="--flux-noise auto"):
-        restore(img, method="bicubic", scale=2, psf="gaussian:2.0", flux_exact=True)
+        restore(img, method="bicubic", scale=2, psf="gaussian:2.0", flux_exact=True, flux_noise="exact")
     recwarn.clear()
-    restore(img, method="bicubic", scale=2, psf="gaussian:1.0", flux_exact=True)  # gain ~15: no warning
-    restore(img, method="bicubic", scale=2, psf="gaussian:2.0", flux_exact=True, flux_noise="auto")
+    # gain ~15: no warning
+    restore(img, method="bicubic", scale=2, psf="gaussian:1.0", flux_exact=True, flux_noise="exact")
     assert not [w for w in recwarn if issubclass(w.category, AstroSRWarning)]
+    # the default (noise measured) is noise-aware on this pure-noise image: no amplification advice
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restore(img, method="bicubic", scale=2, psf="gaussian:2.0", flux_exact=True)
+    assert not [w for w in caught if "--flux-noise auto" in str(w.message)]
