@@ -639,6 +639,7 @@ def restore(data: Any, **kwargs) -> RestoreResult:
 
         wcs, header = kwargs.pop("wcs", None), kwargs.pop("header", None)
         kwargs.pop("stop", None)
+        kwargs.pop("source", None)  # a lazy graph: the PSF and noise are not looked up in the file
         lazy = {k: kwargs.pop(k) for k in ("depth", "chunks") if k in kwargs}
         opts = options_from_kwargs(**kwargs)
         if opts.device == "auto":
