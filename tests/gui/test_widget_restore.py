@@ -92,7 +92,8 @@ def test_restore_bicubic_aligned_with_residual(make_napari_viewer, qtbot):
 
 def test_restore_errors_are_notified(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    viewer.add_image(star_image((24, 24)), name="im")
+    # pure noise: no star to estimate the PSF from, no header to read it from
+    viewer.add_image(np.random.default_rng(0).normal(0.0, 1.0, (24, 24)).astype(np.float32), name="im")
     w = restore_widget(viewer, qtbot)
     notes = Notes()
     w.method.setCurrentText("backprojection")
@@ -100,8 +101,9 @@ def test_restore_errors_are_notified(make_napari_viewer, qtbot):
     w.psf.setText("")
     w.run()
     wait_idle(qtbot, w.jobs)
-    # (issue 23: widget wording, not the CLI's "--psf SPEC")
-    assert any("needs a PSF (PSF box" in m for m in notes.errors())
+    # (issue 23: widget wording, not the CLI's "--psf SPEC"); the PSF field is highlighted
+    assert any("PSF" in m and "--psf" not in m for m in notes.errors()), notes.errors()
+    assert "border" in w.psf.styleSheet()
     assert w.run_button.isEnabled() and w.jobs.bar.isHidden()
     # a checkpoint path that does not exist: caught before any worker starts
     w.method.setCurrentText(CHECKPOINT_ITEM)
@@ -230,10 +232,6 @@ def test_keep_sky_box_runs_the_sky_gate_for_networks_only(make_napari_viewer, qt
     assert not w.keep_sky.isEnabled() and w.options()["keep_sky"] is None
     w.method.setCurrentText("restormer")
     w.scale.setValue(2)
-    # the network's default projection needs the PSF: the field is highlighted, nothing runs
-    notes = Notes()
-    assert w.run() is None and "border" in w.psf.styleSheet()
-    assert any("PSF" in m and "projection" in m for m in notes.errors())
     w.psf.setText("gaussian:1.0")
     # on by default for networks (issue 20); the options carry the validated levels
     assert w.keep_sky.isEnabled() and w.keep_sky.isChecked() and w.options()["keep_sky"] == (2.0, 5.0)

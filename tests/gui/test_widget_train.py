@@ -81,6 +81,7 @@ def test_train_live_plot_stop_and_restore_lists_checkpoint(make_napari_viewer, q
     # and the trained network restores an image
     viewer.add_image(star_image((32, 32)), name="img")
     r.input.set_value(viewer.layers["img"])
+    r.psf.setText("gaussian:1.0")  # the blur it was trained for (the default projection needs it)
     r.run()
     wait_idle(qtbot, r.jobs, timeout=60_000)
     assert viewer.layers["img [pix2wgan]"].data.shape == (64, 64)

@@ -506,6 +506,7 @@ class JobPanel(QWidget):
         *,
         on_result: Callable[[Any, Optional[SourceTag]], None],
         on_progress: Optional[Callable[[Progress, Optional[SourceTag]], None]] = None,
+        on_error: Optional[Callable[[BaseException], None]] = None,
         tag: Optional[SourceTag] = None,
         label: str = "",
     ) -> Any:
@@ -514,7 +515,8 @@ class JobPanel(QWidget):
         ``job_factory`` is called on the main thread; it must only *create* the
         generator (generators do no work until iterated), from data already copied.
         ``on_progress(event, tag)`` runs on the main thread for every event;
-        ``on_result(result, tag)`` once with the job's return value.
+        ``on_result(result, tag)`` once with the job's return value; ``on_error(exc)`` (optional)
+        before a failure is notified, e.g. to highlight the field the error is about.
         """
         if self.busy:
             raise AstroSRError("a job is already running in this widget; wait or press Stop")
@@ -562,6 +564,11 @@ class JobPanel(QWidget):
             if isinstance(exc, StoppedError):
                 self._finish("stopped", label, str(exc))
             else:
+                if on_error is not None:
+                    try:
+                        on_error(exc)
+                    except Exception:  # noqa: BLE001 - the failure itself is still reported below
+                        pass
                 self._fail(exc, label)
 
         def _warned(args: tuple) -> None:

@@ -357,13 +357,15 @@ class RestoreWidget(QWidget):
             keep_sky=(True if self.keep_sky.isChecked() else False) if self.keep_sky.isEnabled() else None,
         )
         opts = options_from_kwargs(**kw)
-        # a network's projection needs the PSF (restore_options.resolve_psf): say so at the field, before a run
         self.psf.setStyleSheet("")
-        if opts.is_network and opts.projects and opts.psf is None:
-            self.psf.setStyleSheet("border: 2px solid #d9534f;")
-            raise AstroSRError(f"PSF: {method}'s projection onto the forward model needs the PSF the input carries "
-                               "(e.g. gaussian:1.0 on the output grid, a PSF.fits, or none); or uncheck the projection")
+        # with the field empty the job finds the PSF in the data (header, PSF extension, the image's stars);
+        # when it cannot, the run fails and _psf_error highlights the field
         return opts.model_dump()
+
+    def _psf_error(self, exc: BaseException) -> None:
+        """Highlight the PSF field when a run failed for want of a PSF."""
+        if "PSF" in str(exc) or "--psf" in str(exc):
+            self.psf.setStyleSheet("border: 2px solid #d9534f;")
 
     def run(self) -> Any:
         """Start restoring the chosen layer (returns the worker, or None on bad input)."""
@@ -398,7 +400,8 @@ class RestoreWidget(QWidget):
 
         self.device_used.setText("")
         self.choices_used.setText("")
-        return self.jobs.start(job, on_result=self._on_result, tag=tag, label=f"Restore [{opts['method']}]")
+        return self.jobs.start(job, on_result=self._on_result, on_error=self._psf_error, tag=tag,
+                               label=f"Restore [{opts['method']}]")
 
     def _on_result(self, out: tuple, tag: Optional[SourceTag]) -> None:
         res, residual = out[:2]
