@@ -2,6 +2,7 @@
 
 Used only by ``benchmarks/bench_projection.py`` to time old vs new side by side in one run.
 """
+
 # flake8: noqa
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from scipy import fft as sfft
 from napari_astrosr.core.psf import normalize_psf
 from napari_astrosr.core.resample import _int_factor
 from napari_astrosr.exceptions import AstroSRError
+
 
 class _FFTConv:
     """Zero-padded 'same' convolution / correlation with a cached kernel transform.
@@ -46,7 +48,6 @@ class _FFTConv:
         return self._apply(img, self.kf_adj)
 
 
-
 class _FluxConvolver:
     """The linear operator ``C = K diag(1/w)`` of :func:`convolve` for one PSF, shape and valid mask.
 
@@ -77,7 +78,6 @@ class _FluxConvolver:
         if self.valid is not None:
             y = y * self.valid
         return self.fft.corr(y) * self.inv_w
-
 
 
 class ForwardModel:

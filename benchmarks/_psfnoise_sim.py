@@ -33,7 +33,7 @@ def fine_kernel(kind: str, fwhm: float = 3.0, *, path: str | None = None) -> np.
         m += 2
     out = np.zeros((m * OVER, m * OVER))
     o = (m * OVER - n) // 2
-    out[o:o + n, o:o + n] = k
+    out[o : o + n, o : o + n] = k
     return out / out.sum()
 
 
@@ -46,8 +46,17 @@ def true_kernel(fine: np.ndarray) -> np.ndarray:
     return block(fine)
 
 
-def star_field(fine: np.ndarray, *, n: int = 256, n_stars: int = 40, flux=(2e3, 2e5), sky_sigma: float = 1.0,
-               seed: int = 0, galaxies: int = 0, noise: bool = True) -> np.ndarray:
+def star_field(
+    fine: np.ndarray,
+    *,
+    n: int = 256,
+    n_stars: int = 40,
+    flux=(2e3, 2e5),
+    sky_sigma: float = 1.0,
+    seed: int = 0,
+    galaxies: int = 0,
+    noise: bool = True,
+) -> np.ndarray:
     """Stars (+ optional extended Sersic-like blobs) with Gaussian noise ``sky_sigma``."""
     rng = np.random.default_rng(seed)
     N = n * OVER

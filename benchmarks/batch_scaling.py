@@ -53,7 +53,7 @@ def _write_big(path: Path, n: int, seed: int = 0) -> None:
         band = rng.normal(10.0, 1.0, (min(1024, n - y0), n)).astype(np.float32)
         ys, xs = rng.integers(0, band.shape[0], n // 4), rng.integers(0, n, n // 4)
         band[ys, xs] += rng.uniform(100, 5000, ys.size).astype(np.float32)  # stars (point sources)
-        mm[y0: y0 + band.shape[0]] = band
+        mm[y0 : y0 + band.shape[0]] = band
     mm.flush()
     del mm
 
@@ -78,8 +78,12 @@ def throughput(tmp: Path, *, n_files: int, size: int, method: str, scale: int) -
         write_fits(src / f"f{i:03d}.fits", _star_field(rng, size))
     rows = []
     for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=50) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             warm = tmp / "warm"
             client.run(_warm)  # imports on every worker, outside the timing
             batch(src / "f000.fits", warm, method=method, scale=scale, scheduler=client)
@@ -148,37 +152,51 @@ def main() -> None:
     gib = 1024**3
     with tempfile.TemporaryDirectory(prefix="astrosr_bench_") as d:
         tmp = Path(d)
-        print(f"machine: {os.cpu_count()} CPU cores, load average at start {os.getloadavg()[0]:.1f}; "
-              f"method {args.method} x{args.scale}")
+        print(
+            f"machine: {os.cpu_count()} CPU cores, load average at start {os.getloadavg()[0]:.1f}; "
+            f"method {args.method} x{args.scale}"
+        )
         if not args.skip_throughput:
             print(f"load average before throughput: {os.getloadavg()[0]:.1f}")
             rows = throughput(tmp, n_files=args.files, size=args.size, method=args.method, scale=args.scale)
-            print(f"\n## Throughput: {args.files} files of {args.size}x{args.size}, LocalCluster processes, 1 thread each")
-            print(f"| workers | seconds | files/s | speed-up |\n|---:|---:|---:|---:|")
+            print(
+                f"\n## Throughput: {args.files} files of {args.size}x{args.size}, LocalCluster processes, 1 thread each"
+            )
+            print("| workers | seconds | files/s | speed-up |\n|---:|---:|---:|---:|")
             for r in rows:
-                print(f"| {r['workers']} | {r['seconds']:.2f} | {r['files_per_s']:.2f} | "
-                      f"{r['files_per_s'] / rows[0]['files_per_s']:.2f}x |")
+                print(
+                    f"| {r['workers']} | {r['seconds']:.2f} | {r['files_per_s']:.2f} | "
+                    f"{r['files_per_s'] / rows[0]['files_per_s']:.2f}x |"
+                )
 
         if args.skip_memory:
             return
         base = _child(_CHILD_BASE)["peak"]
-        print(f"\n## Peak memory, x{args.scale} {args.method} (process RSS high-water mark; imports alone: "
-              f"{base / 2**20:.0f} MiB)")
-        print("| image | path | seconds | peak RSS | peak above imports | input+output arrays | (peak - imports) / arrays |\n"
-              "|---|---|---:|---:|---:|---:|---:|")
+        print(
+            f"\n## Peak memory, x{args.scale} {args.method} (process RSS high-water mark; imports alone: "
+            f"{base / 2**20:.0f} MiB)"
+        )
+        print(
+            "| image | path | seconds | peak RSS | peak above imports | input+output arrays | (peak - imports) / arrays |\n"
+            "|---|---|---:|---:|---:|---:|---:|"
+        )
         for n in (args.small, args.big):
             src = tmp / f"big{n}.fits"
             _write_big(src, n)
             if n == args.small:
                 m = _child(_CHILD_MEMORY, src, tmp / "mem_out.fits", args.method, args.scale)
-                print(f"| {n}x{n} | in memory (read_fits, restore, write_fits) | {m['seconds']:.1f} | "
-                      f"{m['peak'] / gib:.2f} GiB | {(m['peak'] - base) / gib:.2f} GiB | "
-                      f"{m['in_memory'] / gib:.2f} GiB | {(m['peak'] - base) / m['in_memory']:.2f} |")
+                print(
+                    f"| {n}x{n} | in memory (read_fits, restore, write_fits) | {m['seconds']:.1f} | "
+                    f"{m['peak'] / gib:.2f} GiB | {(m['peak'] - base) / gib:.2f} GiB | "
+                    f"{m['in_memory'] / gib:.2f} GiB | {(m['peak'] - base) / m['in_memory']:.2f} |"
+                )
                 (tmp / "mem_out.fits").unlink()
             t = _child(_CHILD_TILED, src, tmp / "tiled_out.fits", args.method, args.scale, args.chunk)
-            print(f"| {n}x{n} | tiled (restore_fits_tiled), chunk {args.chunk}, {t['blocks']} blocks, 2 threads | "
-                  f"{t['seconds']:.1f} | {t['peak'] / gib:.2f} GiB | {(t['peak'] - base) / gib:.2f} GiB | "
-                  f"{t['in_memory'] / gib:.2f} GiB | {(t['peak'] - base) / t['in_memory']:.2f} |")
+            print(
+                f"| {n}x{n} | tiled (restore_fits_tiled), chunk {args.chunk}, {t['blocks']} blocks, 2 threads | "
+                f"{t['seconds']:.1f} | {t['peak'] / gib:.2f} GiB | {(t['peak'] - base) / gib:.2f} GiB | "
+                f"{t['in_memory'] / gib:.2f} GiB | {(t['peak'] - base) / t['in_memory']:.2f} |"
+            )
             (tmp / "tiled_out.fits").unlink()
             src.unlink()
 

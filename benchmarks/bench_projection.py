@@ -37,8 +37,10 @@ def compare(sizes: list[int]) -> None:
     big = np.block([[base, base[:, ::-1]], [base[::-1], base[::-1, ::-1]]])
     k = P.parse_psf("gaussian:1.0")
     print(f"backprojection x2 projection, psf gaussian:1.0, nonneg default, real image {path.name}")
-    print(f"{'input':>9}{'output':>11}{'before s':>10}{'after s':>9}{'speed-up':>9}{'iters b/a':>11}"
-          f"{'rounds':>7}{'max|diff|/peak':>16}{'resid rel after':>17}")
+    print(
+        f"{'input':>9}{'output':>11}{'before s':>10}{'after s':>9}{'speed-up':>9}{'iters b/a':>11}"
+        f"{'rounds':>7}{'max|diff|/peak':>16}{'resid rel after':>17}"
+    )
     for n in sizes:
         lr = np.ascontiguousarray(big[:n, :n])
         up = R.upsample(lr, 2)
@@ -51,8 +53,10 @@ def compare(sizes: list[int]) -> None:
         ta = time.perf_counter() - t
         rel = np.abs(J.forward_model(xa, scale=2, psf=k) - lr)[3:-3, 3:-3].max() / np.abs(lr).max()
         d = np.abs(xa.astype(np.float64) - xb).max() / np.abs(xb).max()
-        print(f"{n:>7}^2{2 * n:>9}^2{tb:>10.2f}{ta:>9.2f}{tb / ta:>8.1f}x{ib['iterations']:>6}/{ia['iterations']:<4}"
-              f"{ia['nonneg_rounds']:>7}{d:>16.1e}{rel:>17.1e}")
+        print(
+            f"{n:>7}^2{2 * n:>9}^2{tb:>10.2f}{ta:>9.2f}{tb / ta:>8.1f}x{ib['iterations']:>6}/{ia['iterations']:<4}"
+            f"{ia['nonneg_rounds']:>7}{d:>16.1e}{rel:>17.1e}"
+        )
 
 
 def compare_synthetic(n: int, s: int) -> None:
@@ -65,8 +69,10 @@ def compare_synthetic(n: int, s: int) -> None:
 
     hr = _field(n)
     print(f"synthetic SR {n}x{n}, scale {s}: before vs after")
-    print(f"{'psf':<20}{'nonneg':>7}{'before s':>10}{'after s':>9}{'speed-up':>9}{'iters b/a':>11}"
-          f"{'max|diff|/peak':>16}{'resid rel b/a':>19}")
+    print(
+        f"{'psf':<20}{'nonneg':>7}{'before s':>10}{'after s':>9}{'speed-up':>9}{'iters b/a':>11}"
+        f"{'max|diff|/peak':>16}{'resid rel b/a':>19}"
+    )
     for name, k in _PSFS:
         lr = J.forward_model(hr, scale=s, psf=k)
         sr = R.upsample(lr, s)
@@ -79,9 +85,11 @@ def compare_synthetic(n: int, s: int) -> None:
             xa, ia = J.project_flux_exact(sr, lr, scale=s, psf=k, nonneg=nonneg, return_info=True)
             ta = time.perf_counter() - t
             d = np.abs(xa - xb).max() / np.abs(xb).max()
-            print(f"{name:<20}{str(nonneg):>7}{tb:>10.2f}{ta:>9.2f}{tb / max(ta, 1e-9):>8.1f}x"
-                  f"{ib['iterations']:>6}/{ia['iterations']:<4}{d:>16.1e}"
-                  f"{ib['residual_rel']:>10.1e}/{ia['residual_rel']:.1e}")
+            print(
+                f"{name:<20}{str(nonneg):>7}{tb:>10.2f}{ta:>9.2f}{tb / max(ta, 1e-9):>8.1f}x"
+                f"{ib['iterations']:>6}/{ia['iterations']:<4}{d:>16.1e}"
+                f"{ib['residual_rel']:>10.1e}/{ia['residual_rel']:.1e}"
+            )
 
 
 def _field(n: int) -> np.ndarray:
@@ -95,8 +103,12 @@ def _field(n: int) -> np.ndarray:
     return hr
 
 
-_PSFS = [("none", None), ("gaussian:1.0", P.gaussian_psf(1.0)),
-         ("gaussian+airy:1,2", P.gaussian_airy_psf(1.0, 2.0)), ("moffat:4", P.moffat_psf(4.0))]
+_PSFS = [
+    ("none", None),
+    ("gaussian:1.0", P.gaussian_psf(1.0)),
+    ("gaussian+airy:1,2", P.gaussian_airy_psf(1.0, 2.0)),
+    ("moffat:4", P.moffat_psf(4.0)),
+]
 
 
 def main() -> None:
@@ -127,18 +139,26 @@ def main() -> None:
         return 10 * np.log10(np.ptp(hr) ** 2 / np.mean((a - hr) ** 2))
 
     print(f"SR {n}x{n}, scale {s}")
-    print(f"{'psf':<22}{'nonneg':>7}{'time s':>8}{'iters':>6}{'max rel err (inner)':>21}{'PSNR bicubic':>14}{'PSNR proj':>11}")
-    for name, k in [("none", None), ("gaussian:1.0", P.gaussian_psf(1.0)),
-                    ("gaussian+airy:1,2", P.gaussian_airy_psf(1.0, 2.0)), ("moffat:4", P.moffat_psf(4.0))]:
+    print(
+        f"{'psf':<22}{'nonneg':>7}{'time s':>8}{'iters':>6}{'max rel err (inner)':>21}{'PSNR bicubic':>14}{'PSNR proj':>11}"
+    )
+    for name, k in [
+        ("none", None),
+        ("gaussian:1.0", P.gaussian_psf(1.0)),
+        ("gaussian+airy:1,2", P.gaussian_airy_psf(1.0, 2.0)),
+        ("moffat:4", P.moffat_psf(4.0)),
+    ]:
         lr = J.forward_model(hr, scale=s, psf=k)
         sr = R.upsample(lr, s)
-        for nonneg in ((False, True) if args.with_nonneg else (False,)):
+        for nonneg in (False, True) if args.with_nonneg else (False,):
             t = time.perf_counter()
             x, info = J.project_flux_exact(sr, lr, scale=s, psf=k, nonneg=nonneg, return_info=True)
             dt = time.perf_counter() - t
             rep = J.forward_model(x, scale=s, psf=k)
             rel = np.abs(rep - lr)[3:-3, 3:-3].max() / np.abs(lr).max()
-            print(f"{name:<22}{str(nonneg):>7}{dt:>8.3f}{info['iterations']:>6}{rel:>21.2e}{psnr(sr):>14.2f}{psnr(x):>11.2f}")
+            print(
+                f"{name:<22}{str(nonneg):>7}{dt:>8.3f}{info['iterations']:>6}{rel:>21.2e}{psnr(sr):>14.2f}{psnr(x):>11.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
-PREVIOUS = dict(kernel_sizes=(3, 5, 7, 9), holdout=0.0, gate=None, project=False, pin_sky=False, iterations=300,
-                extra={"plateau_tol": 0.0})
+PREVIOUS = dict(
+    kernel_sizes=(3, 5, 7, 9),
+    holdout=0.0,
+    gate=None,
+    project=False,
+    pin_sky=False,
+    iterations=300,
+    extra={"plateau_tol": 0.0},
+)
 
 
 def crop_stack(st, size):
@@ -49,9 +56,17 @@ def crop_stack(st, size):
     h, w = st.shape
     y0, x0 = (h - size) // 2, (w - size) // 2
     sl = (slice(None), slice(y0, y0 + size), slice(x0, x0 + size))
-    wcs = st.wcs[y0:y0 + size, x0:x0 + size] if st.wcs is not None else None
-    return FrameStack(data=st.data[sl].copy(), sigma=st.sigma[sl].copy(), mask=st.mask[sl].copy(), psfs=st.psfs,
-                      wcs=wcs, header=st.header, names=st.names, paths=st.paths)
+    wcs = st.wcs[y0 : y0 + size, x0 : x0 + size] if st.wcs is not None else None
+    return FrameStack(
+        data=st.data[sl].copy(),
+        sigma=st.sigma[sl].copy(),
+        mask=st.mask[sl].copy(),
+        psfs=st.psfs,
+        wcs=wcs,
+        header=st.header,
+        names=st.names,
+        paths=st.paths,
+    )
 
 
 def sim_stack(n=10, size=192, nstars=30, seed=0):
@@ -74,7 +89,9 @@ def sim_stack(n=10, size=192, nstars=30, seed=0):
     rng.shuffle(fwhms)
     psfs = [gaussian_psf(f / 2.3548, size=int(np.ceil(4 * f)) | 1) for f in fwhms]
     sig = rng.uniform(3.0, 6.0, n).astype(np.float32)
-    frames = np.stack([convolve(truth, p) + rng.normal(0, s, truth.shape) for p, s in zip(psfs, sig)]).astype(np.float32)
+    frames = np.stack([convolve(truth, p) + rng.normal(0, s, truth.shape) for p, s in zip(psfs, sig)]).astype(
+        np.float32
+    )
     return as_stack(frames, sigmas=sig, psfs=psfs), truth, np.column_stack([xs, ys]), fl
 
 
@@ -84,11 +101,15 @@ def run_rows(name, st, args, truth=None):
 
     rows = []
     base = dict(device=args.device, threads=args.threads, preview_every=0)
-    plan = [("ivar", CoaddOptions(method="ivar")), ("median", CoaddOptions(method="median")),
-            ("ivar-psfmatch", CoaddOptions(method="ivar", homogenize=True))]
+    plan = [
+        ("ivar", CoaddOptions(method="ivar")),
+        ("median", CoaddOptions(method="median")),
+        ("ivar-psfmatch", CoaddOptions(method="ivar", homogenize=True)),
+    ]
     if "dip" in args.rows:
-        plan.append(("dip", CoaddOptions(iterations=args.steps, ensemble=args.ensemble if truth is not None else 1,
-                                         **base)))
+        plan.append(
+            ("dip", CoaddOptions(iterations=args.steps, ensemble=args.ensemble if truth is not None else 1, **base))
+        )
     if "dip-previous" in args.rows:
         plan.append(("dip-previous", CoaddOptions(**{**PREVIOUS, **base})))
     for label, opts in plan:
@@ -147,8 +168,10 @@ def truth_errors(res, st, truth):
 
 
 def print_tables(rows):
-    print("| stack | method | S_F vs ivar | sky sigma vs ivar | flux/ivar S/N 10-20 (n, min) | 20-50 | 50-100 | >100 "
-          "| all: median, min, flux ok | s | DIP steps (stop) |")
+    print(
+        "| stack | method | S_F vs ivar | sky sigma vs ivar | flux/ivar S/N 10-20 (n, min) | 20-50 | 50-100 | >100 "
+        "| all: median, min, flux ok | s | DIP steps (stop) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         name, label, res, sec = row[:4]
@@ -158,20 +181,30 @@ def print_tables(rows):
             cells.append(f"{b['median']:.3f} ({b['n']}, {b['min']:.3f})" if b["n"] else "-")
         m = res.metrics
         steps = f"{m['steps']} ({m['stop_reason']}), {m['steps_per_s']:.2f} st/s" if res.method == "dip" else ""
-        allc = (f"{rep['flux_ratio_median']:.3f}, {rep['flux_ratio_min']:.3f}, {'yes' if rep['flux_ok'] else 'NO'}"
-                if "flux_ratio_median" in rep else "-")
-        print(f"| {name} | {label} | {100 * rep['sharpness_gain']:+.1f}% | {100 * rep['sky_sigma_change']:+.0f}% | "
-              + " | ".join(cells) + f" | {allc} | {sec:.1f} | {steps} |")
+        allc = (
+            f"{rep['flux_ratio_median']:.3f}, {rep['flux_ratio_min']:.3f}, {'yes' if rep['flux_ok'] else 'NO'}"
+            if "flux_ratio_median" in rep
+            else "-"
+        )
+        print(
+            f"| {name} | {label} | {100 * rep['sharpness_gain']:+.1f}% | {100 * rep['sky_sigma_change']:+.0f}% | "
+            + " | ".join(cells)
+            + f" | {allc} | {sec:.1f} | {steps} |"
+        )
     truths = [r for r in rows if len(r) > 4]
     if truths:
         print()
-        print("| stack | method | flux error vs truth S/N 10-50: rms (n) | bias | S/N > 50: rms (n) | bias "
-              "| 1-sigma coverage (sources / sky) |")
+        print(
+            "| stack | method | flux error vs truth S/N 10-50: rms (n) | bias | S/N > 50: rms (n) | bias "
+            "| 1-sigma coverage (sources / sky) |"
+        )
         print("|---|---|---|---|---|---|---|")
         for name, label, res, sec, t in truths:
-            cov = (f"{t['coverage_src']:.2f} / {t['coverage_sky']:.2f}" if "coverage_src" in t else "-")
-            print(f"| {name} | {label} | {100 * t['err_10'][0]:.2f}% ({t['err_10'][1]}) | {100 * t['bias_10']:+.2f}% | "
-                  f"{100 * t['err_50'][0]:.2f}% ({t['err_50'][1]}) | {100 * t['bias_50']:+.2f}% | {cov} |")
+            cov = f"{t['coverage_src']:.2f} / {t['coverage_sky']:.2f}" if "coverage_src" in t else "-"
+            print(
+                f"| {name} | {label} | {100 * t['err_10'][0]:.2f}% ({t['err_10'][1]}) | {100 * t['bias_10']:+.2f}% | "
+                f"{100 * t['err_50'][0]:.2f}% ({t['err_50'][1]}) | {100 * t['bias_50']:+.2f}% | {cov} |"
+            )
     print(flush=True)
 
 
@@ -185,14 +218,25 @@ def speed(args):
 
     fs = sorted(glob.glob(str(DATA / "stack_decam_i_sfft" / "*.mini.fits")))
     st = load_frames(fs, psf_from_fwhm_key="FWHM", gain_keyword="GAIN")
-    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print("| kernels | steps | s | steps/s |")
     print("|---|---|---|---|")
     for ks in ((3, 5), (3, 5, 7, 9)):
-        opts = CoaddOptions(iterations=args.speed_steps, kernel_sizes=ks, holdout=0.0, gate=None, project=False,
-                            device=args.device, threads=args.threads, preview_every=0, report=False,
-                            extra={"plateau_tol": 0.0})
+        opts = CoaddOptions(
+            iterations=args.speed_steps,
+            kernel_sizes=ks,
+            holdout=0.0,
+            gate=None,
+            project=False,
+            device=args.device,
+            threads=args.threads,
+            preview_every=0,
+            report=False,
+            extra={"plateau_tol": 0.0},
+        )
         res = run(coadd_job(st, options=opts))
         m = res.metrics
         print(f"| {','.join(map(str, ks))} | {m['steps']} | {m['seconds']:.1f} | {m['steps_per_s']:.2f} |", flush=True)
@@ -239,8 +283,13 @@ def main() -> None:
         for band in ("g", "r", "z"):
             imgs = sorted(glob.glob(str(d / "exposures" / f"*_ooi_{band}_*.fits")))
             psfx = [str(d / "psfex" / Path(p).name.replace(".N", "-N").replace(".fits", "-psfex.fits")) for p in imgs]
-            st = load_frames(imgs, weights=[p.replace("_ooi_", "_oow_") for p in imgs],
-                             dq=[p.replace("_ooi_", "_ood_") for p in imgs], psfs=psfx, psf_size=25)
+            st = load_frames(
+                imgs,
+                weights=[p.replace("_ooi_", "_oow_") for p in imgs],
+                dq=[p.replace("_ooi_", "_ood_") for p in imgs],
+                psfs=psfx,
+                psf_size=25,
+            )
             rows += run_rows(f"tc3 {band} {st.shape[0]}x{st.shape[1]}x{st.n}", st, args)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     print_tables(rows)

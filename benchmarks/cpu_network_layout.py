@@ -38,10 +38,12 @@ def main() -> None:
             warnings.simplefilter("ignore")
             return torch.jit.freeze(torch.jit.trace(copy.deepcopy(cl), inputs(t, last), check_trace=False))
 
-    cases = {"old eager 256 x20": (net, 256, 20, torch.contiguous_format),
-             "eager channels-last 376 x9": (cl, 376, 9, last),
-             "frozen channels-last 256 x20": (frozen(256), 256, 20, last),
-             "frozen channels-last 376 x9 (new)": (frozen(376), 376, 9, last)}
+    cases = {
+        "old eager 256 x20": (net, 256, 20, torch.contiguous_format),
+        "eager channels-last 376 x9": (cl, 376, 9, last),
+        "frozen channels-last 256 x20": (frozen(256), 256, 20, last),
+        "frozen channels-last 376 x9 (new)": (frozen(376), 376, 9, last),
+    }
 
     def run(m, t, k, fmt):
         x = inputs(t, fmt)

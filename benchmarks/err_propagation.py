@@ -39,15 +39,20 @@ def _ops(scale):
     psf = gaussian_psf(1.0)
     return {
         "bicubic": (lambda x: upsample(x, scale), lambda s: bicubic_err(s, s.shape, scale=scale, return_factor=True)),
-        "backprojection": (lambda x: backprojection(x, psf, scale=scale, nonneg=False, iterations=200),
-                           lambda s: backprojection_err(s, s.shape, scale=scale, psf=psf, return_factor=True)),
+        "backprojection": (
+            lambda x: backprojection(x, psf, scale=scale, nonneg=False, iterations=200),
+            lambda s: backprojection_err(s, s.shape, scale=scale, psf=psf, return_factor=True),
+        ),
     }
 
 
 def accuracy(lines):
-    lines += ["## ERR against Monte Carlo (200 realisations, 48 px input)", "",
-              "| method | scale | median ERR/MC interior | 1-99% interior | median edge | 1-99% edge | ERR time s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "## ERR against Monte Carlo (200 realisations, 48 px input)",
+        "",
+        "| method | scale | median ERR/MC interior | 1-99% interior | median edge | 1-99% edge | ERR time s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     n = 48
     sig = _sigma_map(n)
     for scale in (2, 4):
@@ -61,24 +66,34 @@ def accuracy(lines):
             b = 8 * scale
             inner = r[b:-b, b:-b]
             edge = np.concatenate([r[:b].ravel(), r[-b:].ravel(), r[b:-b, :b].ravel(), r[b:-b, -b:].ravel()])
-            lines.append(f"| {name} | x{scale} | {np.median(inner):.3f} | {np.percentile(inner, 1):.2f}-"
-                         f"{np.percentile(inner, 99):.2f} | {np.median(edge):.3f} | {np.percentile(edge, 1):.2f}-"
-                         f"{np.percentile(edge, 99):.2f} | {dt:.2f} |")
-    lines += ["", "The Monte-Carlo sigma of 200 draws scatters by ~5% per pixel, so 1-99% spans of about "
-              "0.88-1.12 are what an exact ERR gives.", ""]
+            lines.append(
+                f"| {name} | x{scale} | {np.median(inner):.3f} | {np.percentile(inner, 1):.2f}-"
+                f"{np.percentile(inner, 99):.2f} | {np.median(edge):.3f} | {np.percentile(edge, 1):.2f}-"
+                f"{np.percentile(edge, 99):.2f} | {dt:.2f} |"
+            )
+    lines += [
+        "",
+        "The Monte-Carlo sigma of 200 draws scatters by ~5% per pixel, so 1-99% spans of about "
+        "0.88-1.12 are what an exact ERR gives.",
+        "",
+    ]
 
 
 def _inject(n, rng, n_src):
     g = int(np.ceil(np.sqrt(n_src)))
-    pos = [((i + 0.5) * n / g + rng.uniform(-3, 3), (j + 0.5) * n / g + rng.uniform(-3, 3))
-           for i in range(g) for j in range(g)][:n_src]
+    pos = [
+        ((i + 0.5) * n / g + rng.uniform(-3, 3), (j + 0.5) * n / g + rng.uniform(-3, 3))
+        for i in range(g)
+        for j in range(g)
+    ][:n_src]
     img = np.zeros((n, n))
     s = 2.5 / 2.3548
     e = np.arange(n + 1) - 0.5
     for x, y in pos:
         f = rng.uniform(50, 300)
-        img += f * np.outer(np.diff(special.erf((e - y) / (np.sqrt(2) * s))) / 2,
-                            np.diff(special.erf((e - x) / (np.sqrt(2) * s))) / 2)
+        img += f * np.outer(
+            np.diff(special.erf((e - y) / (np.sqrt(2) * s))) / 2, np.diff(special.erf((e - x) / (np.sqrt(2) * s))) / 2
+        )
     return img, np.array(pos).reshape(-1, 2)
 
 
@@ -102,9 +117,13 @@ def detection(lines):
 
     n = 128
     sig = 1.5 * _sigma_map(n) / _sigma_map(n).mean()
-    lines += ["## False positives at 5 sigma (4 seeds x noise-only + 16 injected sources, 128 px input)", "",
-              "| method | scale | threshold map | minarea (output px) | false positives: noise-only | sparse | "
-              "recovered (of 64) |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "## False positives at 5 sigma (4 seeds x noise-only + 16 injected sources, 128 px input)",
+        "",
+        "| method | scale | threshold map | minarea (output px) | false positives: noise-only | sparse | "
+        "recovered (of 64) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for scale in (2, 4):
         for name, (op, errf) in _ops(scale).items():
             err, c = errf(sig)
@@ -119,10 +138,11 @@ def detection(lines):
                     own = float(estimate_background(out.astype(np.float32), box=32).globalrms)
                     cases = [("input", "input sigma map", 5, lr, sig.astype(np.float32), 1)]
                     for area in (5, 5 * scale * scale):
-                        cases += [("output", "propagated ERR", area, out, err, scale),
-                                  ("output", f"ERR x filter factor {c:.2f}", area, out, (c * err).astype(np.float32),
-                                   scale),
-                                  ("output", "output's own sep rms", area, out, np.full_like(err, own), scale)]
+                        cases += [
+                            ("output", "propagated ERR", area, out, err, scale),
+                            ("output", f"ERR x filter factor {c:.2f}", area, out, (c * err).astype(np.float32), scale),
+                            ("output", "output's own sep rms", area, out, np.full_like(err, own), scale),
+                        ]
                     for where, how, area, img, e, sc in cases:
                         key = (where, how, area)
                         fp, rec = _count(img, e, pos, sc, area)
@@ -137,8 +157,12 @@ def detection(lines):
 
 def main():
     t0 = time.time()
-    lines = ["# Output ERR: accuracy and false positives", "",
-             "`OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/err_propagation.py`", ""]
+    lines = [
+        "# Output ERR: accuracy and false positives",
+        "",
+        "`OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/err_propagation.py`",
+        "",
+    ]
     accuracy(lines)
     detection(lines)
     lines.append(f"Total time {time.time() - t0:.0f} s on this machine.")

@@ -65,7 +65,8 @@ def _bands(shape, bins=24):
 
 def _band_mean(power, idx, bins=24):
     return np.bincount(idx.ravel(), weights=power.ravel(), minlength=bins) / np.maximum(
-        np.bincount(idx.ravel(), minlength=bins), 1)
+        np.bincount(idx.ravel(), minlength=bins), 1
+    )
 
 
 def _residual(sr, lr, scale, psf):
@@ -77,7 +78,8 @@ def _residual(sr, lr, scale, psf):
 
 def target_gain(sr, lr, *, scale, psf, sigma=None, noise_bands=None, f_exact=0.0):
     """``A sr + W r`` with the radial Wiener gain of ``noise_aware_target``; the noise per band from ``sigma``
-    (white) or ``noise_bands``; gain 1 below ``f_exact`` cycles per LR pixel."""
+    (white) or ``noise_bands``; gain 1 below ``f_exact`` cycles per LR pixel.
+    """
     from scipy import fft as sfft
 
     pred, r = _residual(sr, lr, scale, psf)
@@ -169,50 +171,75 @@ def main(argv=None) -> int:
             # spelled out: the variants as measured before the restore defaults changed (issue 20)
             outs["backprojection"] = restore(lr, method="backprojection", scale=scale, psf=psf, flux_noise="exact").data
             for net in ["backprojection"] + nets:
-                base = (outs["bicubic"] if net == "backprojection" else
-                        restore(lr, method=net, scale=scale, project=False, keep_sky=False).data).astype(float)
+                base = (
+                    outs["bicubic"]
+                    if net == "backprojection"
+                    else restore(lr, method=net, scale=scale, project=False, keep_sky=False).data
+                ).astype(float)
                 if net != "backprojection":
-                    outs[f"{net} + flux-exact"] = restore(lr, method=net, scale=scale, psf=psf, flux_exact=True,
-                                                          flux_noise="exact", keep_sky=False).data
+                    outs[f"{net} + flux-exact"] = restore(
+                        lr, method=net, scale=scale, psf=psf, flux_exact=True, flux_noise="exact", keep_sky=False
+                    ).data
                 net_kw = {} if net == "backprojection" else {"keep_sky": False}
                 fn = restore(lr, method=net, scale=scale, psf=psf, flux_exact=True, flux_noise=sig_sep, **net_kw).data
                 outs[f"{net} + flux-noise (shipped)"] = fn
                 if noisy:  # the noise the benchmark added (what the reference does not contain)
                     outs[f"{net} + flux-noise, true added sigma"] = restore(
-                        lr, method=net, scale=scale, psf=psf, flux_exact=True, flux_noise=added, **net_kw).data
+                        lr, method=net, scale=scale, psf=psf, flux_exact=True, flux_noise=added, **net_kw
+                    ).data
                 outs[f"{net} + flux-noise, sigma lap"] = proj(
-                    base, target_gain(base, lr, scale=scale, psf=kern, sigma=sig_lap))
+                    base, target_gain(base, lr, scale=scale, psf=kern, sigma=sig_lap)
+                )
                 outs[f"{net} + flux-noise, noise spectrum"] = proj(
-                    base, target_gain(base, lr, scale=scale, psf=kern, noise_bands=nbands))
+                    base, target_gain(base, lr, scale=scale, psf=kern, noise_bands=nbands)
+                )
                 outs[f"{net} + flux-noise, low-f exact"] = proj(
-                    base, target_gain(base, lr, scale=scale, psf=kern, sigma=sig_sep, f_exact=0.25))
+                    base, target_gain(base, lr, scale=scale, psf=kern, sigma=sig_sep, f_exact=0.25)
+                )
                 for t in (30, 100):
                     m = bright_source_mask(lr, snr_min=t)
                     wt = target_gain(base, lr, scale=scale, psf=kern, sigma=sig_sep)
                     outs[f"{net} + flux-noise, exact in S/N>{t} sources"] = proj(base, np.where(m, lr, wt))
                 outs[f"{net} + flux-noise, starlet k3"] = proj(
-                    base, target_starlet(base, lr, scale=scale, psf=kern, sigma=sig_sep))
+                    base, target_starlet(base, lr, scale=scale, psf=kern, sigma=sig_sep)
+                )
                 for k in (3, 10):
-                    outs[f"{net} + flux-noise + SR-RL {k}"] = sr_richardson_lucy(fn, lr, scale=scale, psf=psf,
-                                                                                iterations=k)
+                    outs[f"{net} + flux-noise + SR-RL {k}"] = sr_richardson_lucy(
+                        fn, lr, scale=scale, psf=psf, iterations=k
+                    )
         for name, img in outs.items():
             q.add_scores(rows, (scale, noisy, name), hr, img, dr)
     lines = []
     for scale in scales:
         for noisy in (False, True):
-            lines += ["", f"### x{scale}, {'noisy (1% of the LR robust peak)' if noisy else 'clean'}", "",
-                      "| method | PSNR dB | rel. err cut | median of per-case median rel. err | pooled median "
-                      "rel. err | sources |", "|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"### x{scale}, {'noisy (1% of the LR robust peak)' if noisy else 'clean'}",
+                "",
+                "| method | PSNR dB | rel. err cut | median of per-case median rel. err | pooled median "
+                "rel. err | sources |",
+                "|---|---|---|---|---|---|",
+            ]
             bic = np.array(rows[(scale, noisy, "bicubic")]["med"])
             for (s, n, name), r in rows.items():
                 if (s, n) != (scale, noisy):
                     continue
                 pooled = np.concatenate(r["rels"])
                 cut = float(np.exp(np.nanmean(np.log(bic / np.array(r["med"])))))
-                lines.append(f"| {name} | {np.mean(r['psnr']):.2f} | {cut:.2f}x | {np.nanmedian(r['med']):.4f} | "
-                             f"{np.median(pooled):.4f} | {pooled.size} |")
-    text = "\n".join([f"Command: `.venv/bin/python benchmarks/flux_noise_variants.py --scales {args.scales} "
-                      f"--side {args.side}` ({time.perf_counter() - t0:.0f} s, 1 torch thread)", *lines]) + "\n"
+                lines.append(
+                    f"| {name} | {np.mean(r['psnr']):.2f} | {cut:.2f}x | {np.nanmedian(r['med']):.4f} | "
+                    f"{np.median(pooled):.4f} | {pooled.size} |"
+                )
+    text = (
+        "\n".join(
+            [
+                f"Command: `.venv/bin/python benchmarks/flux_noise_variants.py --scales {args.scales} "
+                f"--side {args.side}` ({time.perf_counter() - t0:.0f} s, 1 torch thread)",
+                *lines,
+            ]
+        )
+        + "\n"
+    )
     q.write_report(text, args.out)
     return 0
 

@@ -41,8 +41,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "robustness"))
 
 #: share of the -n cases per family (the subprocess families are slow: few cases)
-WEIGHTS = {"fits_structure": 300, "header": 250, "values": 250, "wcs": 300, "paths": 300, "checkpoints": 200,
-           "configs": 140, "regions": 200, "signals": 24, "concurrency": 24, "batch": 12}
+WEIGHTS = {
+    "fits_structure": 300,
+    "header": 250,
+    "values": 250,
+    "wcs": 300,
+    "paths": 300,
+    "checkpoints": 200,
+    "configs": 140,
+    "regions": 200,
+    "signals": 24,
+    "concurrency": 24,
+    "batch": 12,
+}
 COLUMNS = ("crash", "hang", "partial", "modified", "unclear")
 
 
@@ -65,8 +76,19 @@ def _worker(conn, work: str) -> None:
         try:
             row = _fuzz.run_case(task[0], task[1], Path(work))
         except BaseException as exc:  # noqa: BLE001 - the harness itself must not die
-            row = dict(family=task[0], seed=task[1], note="harness", codes=[None], seconds=0, crash=True,
-                       hang=False, partial=False, modified=False, unclear=False, err=f"harness: {exc!r}"[:300])
+            row = dict(
+                family=task[0],
+                seed=task[1],
+                note="harness",
+                codes=[None],
+                seconds=0,
+                crash=True,
+                hang=False,
+                partial=False,
+                modified=False,
+                unclear=False,
+                err=f"harness: {exc!r}"[:300],
+            )
         conn.send(row)
 
 
@@ -103,9 +125,21 @@ class Pool:
                     fam, seed = s["task"]
                     s["proc"].kill()
                     s["proc"].join()
-                    on_row(dict(family=fam, seed=seed, note="killed", codes=[None], seconds=round(s["limit"], 1),
-                                crash=False, hang=True, partial=False, modified=False, unclear=False,
-                                err=f"no answer within {s['limit']:.0f} s"))
+                    on_row(
+                        dict(
+                            family=fam,
+                            seed=seed,
+                            note="killed",
+                            codes=[None],
+                            seconds=round(s["limit"], 1),
+                            crash=False,
+                            hang=True,
+                            partial=False,
+                            modified=False,
+                            unclear=False,
+                            err=f"no answer within {s['limit']:.0f} s",
+                        )
+                    )
                     self.slots[i] = self._start()
 
     def close(self) -> None:
@@ -139,8 +173,10 @@ def table(rows) -> str:
     out = [head, "|" + "|".join("-" * (len(x)) for x in head.split("|")[1:-1]) + "|"]
     for f in fams:
         a = agg[f]
-        out.append(f"| {f:<14} | {a['cases']:>5} | {a['crash']:>7} | {a['hang']:>5} | {a['partial']:>15} | "
-                   f"{a['modified']:>15} | {a['unclear']:>16} |")
+        out.append(
+            f"| {f:<14} | {a['cases']:>5} | {a['crash']:>7} | {a['hang']:>5} | {a['partial']:>15} | "
+            f"{a['modified']:>15} | {a['unclear']:>16} |"
+        )
     return "\n".join(out)
 
 
@@ -165,12 +201,29 @@ def main(argv=None) -> int:
             rows.append(r)
             bad = [c for c in COLUMNS if r[c]]
             if bad and args.verbose:
-                print(f"  {r['family']}#{r['seed']} ({r['note']}): {','.join(bad)} codes={r['codes']} {r['err']}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {r['family']}#{r['seed']} ({r['note']}): {','.join(bad)} codes={r['codes']} {r['err']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
         try:
-            pool.run(tasks, lambda t: _fuzz.FAMILIES and (300.0 if t[0] == "batch" else 120.0 if t[0] in (
-                "signals", "concurrency") else 60.0 if t[0] == "configs" else 20.0), on_row)
+            pool.run(
+                tasks,
+                lambda t: (
+                    _fuzz.FAMILIES
+                    and (
+                        300.0
+                        if t[0] == "batch"
+                        else 120.0
+                        if t[0] in ("signals", "concurrency")
+                        else 60.0
+                        if t[0] == "configs"
+                        else 20.0
+                    )
+                ),
+                on_row,
+            )
         finally:
             pool.close()
     print(f"{len(rows)} cases, seed {args.seed}, {args.jobs} workers, {time.time() - t0:.0f} s")

@@ -29,12 +29,11 @@ import argparse
 import contextlib
 import hashlib
 import io
-import os
 import sys
 import tempfile
 import time
-import tracemalloc
 import traceback
+import tracemalloc
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -44,11 +43,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "robustness"))
 
-from _generate import KINDS, generate  # noqa: E402
-
 from napari_astrosr.cli import main as cli_main  # noqa: E402
 from napari_astrosr.core.fits_io import read_fits  # noqa: E402
 from napari_astrosr.exceptions import AstroSRError  # noqa: E402
+
+from _generate import KINDS, generate  # noqa: E402
 
 MEM_LIMIT = 50 * 1024**2
 
@@ -167,7 +166,9 @@ def main(argv=None) -> int:
                 p.rmdir()
     dt = time.perf_counter() - t0
     print(f"fuzz_fits: {args.n} files, seed {args.seed}, {dt:.1f} s\n")
-    print(f"| {'kind':16} | {'target':9} | {'tried':>5} | {'clear error':>11} | {'success':>7} | {'crash':>5} | {'wrong':>5} |")
+    print(
+        f"| {'kind':16} | {'target':9} | {'tried':>5} | {'clear error':>11} | {'success':>7} | {'crash':>5} | {'wrong':>5} |"
+    )
     print(f"|{'-' * 18}|{'-' * 11}|{'-' * 7}|{'-' * 13}|{'-' * 9}|{'-' * 7}|{'-' * 7}|")
     for (kind, target), c in sorted(counts.items(), key=lambda kv: (kv[0][0] == "TOTAL", kv[0])):
         if target == "input":

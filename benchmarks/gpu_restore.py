@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main() -> None:
     import torch
+    from tiling_overhead import _input
 
     from napari_astrosr.restoration import restore
-    from tiling_overhead import _input
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -39,13 +39,19 @@ def main() -> None:
     restore(x[:256, :256], method="fisr", scale=2, device=args.device, project=False, keep_sky=False)  # warm-up
     restore(x[:256, :256], method="fisr", scale=2, device=args.device, psf="gaussian:1.0")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
-    print(f"restore --method fisr --scale 2 (bundled), input {args.size}^2 (tpv.fits mirrored), device {name}, "
-          f"torch {torch.__version__}; minimum of {args.repeats}\n")
-    print("| run | tiles | precision | flux map s | network s | projection s | total s | network share "
-          "| wall s | output flux / input - 1 |")
+    print(
+        f"restore --method fisr --scale 2 (bundled), input {args.size}^2 (tpv.fits mirrored), device {name}, "
+        f"torch {torch.__version__}; minimum of {args.repeats}\n"
+    )
+    print(
+        "| run | tiles | precision | flux map s | network s | projection s | total s | network share "
+        "| wall s | output flux / input - 1 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for label, kw in [("--no-projection", dict(project=False, keep_sky=False)),
-                      ("defaults --psf gaussian:1.0", dict(psf="gaussian:1.0"))]:
+    for label, kw in [
+        ("--no-projection", dict(project=False, keep_sky=False)),
+        ("defaults --psf gaussian:1.0", dict(psf="gaussian:1.0")),
+    ]:
         best = None
         for _ in range(args.repeats):
             if args.device.startswith("cuda"):
@@ -58,9 +64,12 @@ def main() -> None:
         r, wall = best
         t = r.timings
         flux = float(np.nansum(r.data, dtype=np.float64) / np.nansum(x, dtype=np.float64) - 1)
-        print(f"| {label} | {r.params.get('tiles')} | {r.params.get('precision')} | {t.get('flux_map', 0):.3f} "
-              f"| {t['network']:.3f} | {t.get('projection', 0):.3f} | {t['total']:.3f} "
-              f"| {t['network'] / t['total']:.0%} | {wall:.3f} | {flux:+.1e} |", flush=True)
+        print(
+            f"| {label} | {r.params.get('tiles')} | {r.params.get('precision')} | {t.get('flux_map', 0):.3f} "
+            f"| {t['network']:.3f} | {t.get('projection', 0):.3f} | {t['total']:.3f} "
+            f"| {t['network'] / t['total']:.0%} | {wall:.3f} | {flux:+.1e} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ def _ticks_between(ticks: list[float], t0: float, t1: float) -> np.ndarray:
 
 
 def _row(job: str, phase: str, gaps: np.ndarray, wall: float) -> str:
-    return (f"| {job} | {phase} | {wall:6.2f} | {np.median(gaps) * 1e3:6.0f} | {np.percentile(gaps, 99) * 1e3:6.0f} "
-            f"| {gaps.max() * 1e3:6.0f} | {'yes' if gaps.max() < 0.2 else 'no'} |")
+    return (
+        f"| {job} | {phase} | {wall:6.2f} | {np.median(gaps) * 1e3:6.0f} | {np.percentile(gaps, 99) * 1e3:6.0f} "
+        f"| {gaps.max() * 1e3:6.0f} | {'yes' if gaps.max() < 0.2 else 'no'} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
-    from widget_helpers import star_image
 
     from napari_astrosr._napari.widgets.detect import DetectWidget
     from napari_astrosr._napari.widgets.restore import RestoreWidget
+
+    from widget_helpers import star_image
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)
@@ -104,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         w.jobs.stop()
         wait(lambda: not w.jobs.busy)
         t_end = time.perf_counter()
-        rows.append(_row(job, f"Stop → idle ({t_end - t_stop:.2f} s)", _ticks_between(ticks, t_stop, t_end),
-                         t_end - t_stop))
+        rows.append(
+            _row(job, f"Stop → idle ({t_end - t_stop:.2f} s)", _ticks_between(ticks, t_stop, t_end), t_end - t_stop)
+        )
     else:
         print("[stop] the run ended before Stop; not measured", flush=True)
 

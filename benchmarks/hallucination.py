@@ -115,12 +115,14 @@ def blank_counts_translation(method, *, kind="ground", size=96, seeds=(0, 1, 2, 
     return n_in, n_out
 
 
-def point_grid(*, scale=2, n=5, spacing=24, sigma=1.0, fluxes=(300.0, 1000.0, 5000.0), noise=1.0, seed=0,
-               lr_psf_sigma=None):
+def point_grid(
+    *, scale=2, n=5, spacing=24, sigma=1.0, fluxes=(300.0, 1000.0, 5000.0), noise=1.0, seed=0, lr_psf_sigma=None
+):
     """HR truth (point sources * Gaussian PSF), its LR degradation and the source positions (HR px).
 
     ``lr_psf_sigma``: extra Gaussian blur (HR px) of the LR image (the ground-like seeing of the
-    scale-1 translation case); None: none."""
+    scale-1 translation case); None: none.
+    """
     from napari_astrosr.core.degrade import degrade
     from napari_astrosr.core.psf import convolve, gaussian_psf
 
@@ -148,11 +150,11 @@ def fwhm_stats(img, pos, half=7):
 
     f, fl = [], []
     for y, x, _ in pos:
-        c = np.clip(img[y - half:y + half + 1, x - half:x + half + 1].astype(np.float64), 0, None)
+        c = np.clip(img[y - half : y + half + 1, x - half : x + half + 1].astype(np.float64), 0, None)
         if c.shape != (2 * half + 1, 2 * half + 1) or c.sum() <= 0:
             continue
         f.append(measure_fwhm(c))
-        fl.append(img[y - half:y + half + 1, x - half:x + half + 1].sum())
+        fl.append(img[y - half : y + half + 1, x - half : x + half + 1].sum())
     return float(np.median(f)), np.asarray(fl)
 
 
@@ -163,16 +165,29 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    lines = ["# Hallucination checks", "", "Command:", "", "    .venv/bin/python benchmarks/hallucination.py", "",
-             "## Blank noise-only fields (3 seeds, 96x96 LR; detections above 2 x the input noise rms, in surface brightness: rms/scale^2 on the output; min. area 5 input px = 5 scale^2 output px)", "",
-             "| scale | method | sources in input | sources in output | verdict |", "|---|---|---|---|---|"]
+    lines = [
+        "# Hallucination checks",
+        "",
+        "Command:",
+        "",
+        "    .venv/bin/python benchmarks/hallucination.py",
+        "",
+        "## Blank noise-only fields (3 seeds, 96x96 LR; detections above 2 x the input noise rms, in surface brightness: rms/scale^2 on the output; min. area 5 input px = 5 scale^2 output px)",
+        "",
+        "| scale | method | sources in input | sources in output | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for scale in (2, 4):
         for m in available_methods(scale):
             a, b = blank_counts(m, scale=scale)
             lines.append(f"| x{scale} | {m} | {a} | {b} | {'ok' if b <= a else 'INVENTS SOURCES'} |")
-    lines += ["", "## Grid of point sources (HR PSF Gaussian sigma 1 px; LR noise sigma 1, fluxes 300/1000/5000)", "",
-              "| scale | method | median FWHM (HR px) | truth FWHM | bicubic FWHM | median flux / truth flux | verdict |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Grid of point sources (HR PSF Gaussian sigma 1 px; LR noise sigma 1, fluxes 300/1000/5000)",
+        "",
+        "| scale | method | median FWHM (HR px) | truth FWHM | bicubic FWHM | median flux / truth flux | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for scale in (2, 4):
         hr, lr, pos = point_grid(scale=scale)
         f_true, fl_true = fwhm_stats(hr, pos)
@@ -180,11 +195,18 @@ def main(argv=None) -> int:
         for m in available_methods(scale):
             f_m, fl = fwhm_stats(_restore(lr, m, scale), pos)
             ok = f_m <= f_bic * 1.02
-            lines.append(f"| x{scale} | {m} | {f_m:.2f} | {f_true:.2f} | {f_bic:.2f} | "
-                         f"{np.median(fl / fl_true):.3f} | {'no broadening' if ok else 'BROADENS'} |")
+            lines.append(
+                f"| x{scale} | {m} | {f_m:.2f} | {f_true:.2f} | {f_bic:.2f} | "
+                f"{np.median(fl / fl_true):.3f} | {'no broadening' if ok else 'BROADENS'} |"
+            )
         print(f"x{scale} done", file=sys.stderr, flush=True)
-    lines += ["", f"## Translation at scale 1 (input blurred by a ground-like Gaussian, sigma {GROUND_SIGMA} px)", "",
-              "| check | method | input | output | verdict |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Translation at scale 1 (input blurred by a ground-like Gaussian, sigma {GROUND_SIGMA} px)",
+        "",
+        "| check | method | input | output | verdict |",
+        "|---|---|---|---|---|",
+    ]
     hr, lr, pos = point_grid(scale=1, spacing=32, noise=0.2, lr_psf_sigma=GROUND_SIGMA)
     f_true, fl_true = fwhm_stats(hr, pos, half=10)
     f_in, fl_in = fwhm_stats(lr, pos, half=10)
@@ -193,16 +215,24 @@ def main(argv=None) -> int:
     def per_level(fl):  # median flux / truth per source flux (21x21 box), faint -> bright
         return " / ".join(f"{np.median(fl[levels == v] / fl_true[levels == v]):.2f}" for v in sorted(set(levels)))
 
-    lines.append(f"| point grid: flux / truth at {' / '.join(str(int(v)) for v in sorted(set(levels)))} | input | "
-                 f"{per_level(fl_in)} | | (a 21x21 box misses a little of the blurred input's wings) |")
+    lines.append(
+        f"| point grid: flux / truth at {' / '.join(str(int(v)) for v in sorted(set(levels)))} | input | "
+        f"{per_level(fl_in)} | | (a 21x21 box misses a little of the blurred input's wings) |"
+    )
     for m in translation_methods():
-        for kind, what in (("ground", "ground-like noise (24^2 upsampled x4)"), ("white", "white noise on the fine grid")):
+        for kind, what in (
+            ("ground", "ground-like noise (24^2 upsampled x4)"),
+            ("white", "white noise on the fine grid"),
+        ):
             a, b = blank_counts_translation(m, kind=kind)
-            lines.append(f"| blank, {what}: sources (6 seeds) | {m} | {a} | {b} | "
-                         f"{'ok' if b <= a else 'INVENTS SOURCES'} |")
+            lines.append(
+                f"| blank, {what}: sources (6 seeds) | {m} | {a} | {b} | {'ok' if b <= a else 'INVENTS SOURCES'} |"
+            )
         f_m, fl = fwhm_stats(_restore(lr, m, 1), pos, half=10)
-        lines.append(f"| point grid: median FWHM (truth {f_true:.2f}) | {m} | {f_in:.2f} | {f_m:.2f} | "
-                     f"{'no broadening' if f_m <= f_in * 1.02 else 'BROADENS'} |")
+        lines.append(
+            f"| point grid: median FWHM (truth {f_true:.2f}) | {m} | {f_in:.2f} | {f_m:.2f} | "
+            f"{'no broadening' if f_m <= f_in * 1.02 else 'BROADENS'} |"
+        )
         lines.append(f"| point grid: flux / truth, faint -> bright | {m} | | {per_level(fl)} | |")
         if m != "richardson-lucy":
             from napari_astrosr.core.projection import estimate_lr_noise
@@ -210,10 +240,21 @@ def main(argv=None) -> int:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = restore(lr, method=m, scale=1, psf=f"gaussian:{GROUND_SIGMA}", flux_exact=True, keep_sky=False,
-                              flux_noise=estimate_lr_noise(np.nan_to_num(lr)), device="cpu", threads=1).data
-            lines.append(f"| point grid: flux / truth, faint -> bright | {m} + flux-noise | | "
-                         f"{per_level(fwhm_stats(out, pos, half=10)[1])} | |")
+                out = restore(
+                    lr,
+                    method=m,
+                    scale=1,
+                    psf=f"gaussian:{GROUND_SIGMA}",
+                    flux_exact=True,
+                    keep_sky=False,
+                    flux_noise=estimate_lr_noise(np.nan_to_num(lr)),
+                    device="cpu",
+                    threads=1,
+                ).data
+            lines.append(
+                f"| point grid: flux / truth, faint -> bright | {m} + flux-noise | | "
+                f"{per_level(fwhm_stats(out, pos, half=10)[1])} | |"
+            )
     print("x1 done", file=sys.stderr, flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

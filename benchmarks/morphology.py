@@ -41,8 +41,11 @@ def _methods():
     from napari_astrosr.training.checkpoints import bundled_checkpoint
 
     # spelled out: as measured before the restore defaults changed (issue 20): exact backprojection, network alone
-    ms = [("bicubic", {}), ("backprojection", {"psf": DEG_PSF, "flux_noise": "exact"}),
-          ("richardson-lucy", {"psf": DEG_PSF})]
+    ms = [
+        ("bicubic", {}),
+        ("backprojection", {"psf": DEG_PSF, "flux_noise": "exact"}),
+        ("richardson-lucy", {"psf": DEG_PSF}),
+    ]
     if bundled_checkpoint("restormer", 2) is not None:
         ms.append(("restormer", {"project": False, "keep_sky": False}))
     elif bundled_checkpoint("restormer", 1) is not None:
@@ -68,30 +71,37 @@ def _restore_all(lq, methods):
 
 def _table(summaries: dict, title: str) -> str:
     names = list(summaries)
-    lines = [f"**{title}** (N galaxies = {summaries[names[0]]['n_galaxies']}; Sersic rows: fits `ok` in both)", "",
-             "| quantity | RMSE LQ | r LQ | " + " | ".join(f"RMSE {m} | x {m}" for m in names) + " |",
-             "|---|---|---|" + "---|---|" * len(names)]
+    lines = [
+        f"**{title}** (N galaxies = {summaries[names[0]]['n_galaxies']}; Sersic rows: fits `ok` in both)",
+        "",
+        "| quantity | RMSE LQ | r LQ | " + " | ".join(f"RMSE {m} | x {m}" for m in names) + " |",
+        "|---|---|---|" + "---|---|" * len(names),
+    ]
     first = summaries[names[0]]
     for q in QS + ("pixels",):
         if q == "pixels":
-            row = f"| pixels (median RMSE/peak) | {first['pixels']['lq']['median_rmse_over_peak']:.3g} | " \
-                  f"{first['pixels']['lq']['median_pearson_r']:.3f} |"
+            row = (
+                f"| pixels (median RMSE/peak) | {first['pixels']['lq']['median_rmse_over_peak']:.3g} | "
+                f"{first['pixels']['lq']['median_pearson_r']:.3f} |"
+            )
             for m in names:
                 p = summaries[m]["pixels"]
                 row += f" {p['rs']['median_rmse_over_peak']:.3g} | {p['scatter_reduction']:.2f} |"
             lines.append(row)
             continue
         e = first[q]["lq"]
-        f = (lambda v: "n/a" if v is None else f"{v:.3g}")
+        f = lambda v: "n/a" if v is None else f"{v:.3g}"
         row = f"| {q} | {f(e['rmse'])} | {f(e['pearson_r'])} |"
         for m in names:
             s = summaries[m][q]
             row += f" {f(s['rs']['rmse'])} | {f(s['scatter_reduction'])} |"
         lines.append(row)
-    fails = ", ".join(f"{m}: GT {summaries[m].get('sersic_failures_gt')}+{summaries[m].get('sersic_at_bound_gt')}, "
-                      f"LQ {summaries[m].get('sersic_failures_lq')}+{summaries[m].get('sersic_at_bound_lq')}, "
-                      f"RS {summaries[m].get('sersic_failures_rs')}+{summaries[m].get('sersic_at_bound_rs')}"
-                      for m in names)
+    fails = ", ".join(
+        f"{m}: GT {summaries[m].get('sersic_failures_gt')}+{summaries[m].get('sersic_at_bound_gt')}, "
+        f"LQ {summaries[m].get('sersic_failures_lq')}+{summaries[m].get('sersic_at_bound_lq')}, "
+        f"RS {summaries[m].get('sersic_failures_rs')}+{summaries[m].get('sersic_at_bound_rs')}"
+        for m in names
+    )
     lines += ["", f"Sersic failed + at-bound fits: {fails}"]
     return "\n".join(lines)
 
@@ -101,8 +111,9 @@ def simulated(n_gal, size, seed, plots):
     from napari_astrosr.core.morphology import measure_morphology_many, morphology_summary, plot_morphology
     from napari_astrosr.core.simulate import sersic_galaxies
 
-    sim = sersic_galaxies(size, n=n_gal, psf="gaussian:1.0", noise=None, sky=0.0, seed=seed,
-                          r_eff_range=(1.5, 6.0), flux_range=(1e3, 5e4))
+    sim = sersic_galaxies(
+        size, n=n_gal, psf="gaussian:1.0", noise=None, sky=0.0, seed=seed, r_eff_range=(1.5, 6.0), flux_range=(1e3, 5e4)
+    )
     gt = sim.image_clean.astype(np.float64)
     lq = degrade(gt, scale=2, psf=DEG_PSF, noise="gaussian:1.0", seed=seed + 1).data
     rs, secs = _restore_all(lq, _methods())
@@ -134,8 +145,7 @@ def hst(seed, plots, max_sources=500):
         lq = degrade(gt, scale=2, psf=DEG_PSF, noise=f"gaussian:{2 * rms:.6g}", seed=seed + i).data
         rs, _ = _restore_all(lq, methods)
         t0 = time.perf_counter()
-        tabs = measure_morphology_many(gt, lq, rs, scale=2, psf=psf, thresh=3.0, minarea=8,
-                                      max_sources=max_sources)
+        tabs = measure_morphology_many(gt, lq, rs, scale=2, psf=psf, thresh=3.0, minarea=8, max_sources=max_sources)
         tm += time.perf_counter() - t0
         for m, t in tabs.items():
             t["field"] = f
@@ -157,8 +167,10 @@ def truth_check(tab, truth) -> str:
         return "no matched ok fits"
     n_rel = np.asarray(tab["sersic_n_gt"])[ok] / np.asarray(truth["sersic_n"])[j[ok]] - 1
     r_rel = np.asarray(tab["sersic_r50_gt"])[ok] / np.asarray(truth["r_eff"])[j[ok]] - 1
-    return (f"GT Sersic fits vs the simulation input ({ok.sum()} matched ok fits): median |dn/n| = "
-            f"{np.median(np.abs(n_rel)):.3f}, median |dR/R| = {np.median(np.abs(r_rel)):.3f}")
+    return (
+        f"GT Sersic fits vs the simulation input ({ok.sum()} matched ok fits): median |dn/n| = "
+        f"{np.median(np.abs(n_rel)):.3f}, median |dR/R| = {np.median(np.abs(r_rel)):.3f}"
+    )
 
 
 def main(argv=None) -> int:
@@ -169,8 +181,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-hst", action="store_true")
     ap.add_argument("--plots", default=str(REPO / "astrosr-output" / "bench_morphology"))
     ap.add_argument("--out", default=None, help="also write the tables to this Markdown file")
-    ap.add_argument("--quick", action="store_true",
-                    help="20 simulated galaxies and the 8 brightest per HST field (a few minutes)")
+    ap.add_argument(
+        "--quick", action="store_true", help="20 simulated galaxies and the 8 brightest per HST field (a few minutes)"
+    )
     a = ap.parse_args(argv)
     per_field = 500
     if a.quick:
@@ -180,15 +193,20 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     parts = []
     s_sum, s_tabs, info = simulated(a.n_gal, a.size, a.seed, plots)
-    parts.append(_table(s_sum, f"(a) simulated: {a.n_gal} Sersic galaxies on {a.size}^2, degrade {DEG_PSF} x2 "
-                                 "noise sigma=1"))
+    parts.append(
+        _table(s_sum, f"(a) simulated: {a.n_gal} Sersic galaxies on {a.size}^2, degrade {DEG_PSF} x2 noise sigma=1")
+    )
     parts.append(truth_check(next(iter(s_tabs.values())), info["truth"]))
-    parts.append("restore seconds: " + ", ".join(f"{m} {s:.1f}" for m, s in info["restore_s"].items())
-                 + f"; morphology (all RS) {info['measure_s']:.1f} s")
+    parts.append(
+        "restore seconds: "
+        + ", ".join(f"{m} {s:.1f}" for m, s in info["restore_s"].items())
+        + f"; morphology (all RS) {info['measure_s']:.1f} s"
+    )
     if not a.no_hst and HST.is_dir():
         h_sum, _, hinfo = hst(a.seed, plots, per_field)
-        parts.append(_table(h_sum, f"(b) HST WFC3/IR F105W A2744, 4 fields pooled, degrade {DEG_PSF} x2, "
-                                   "noise 2 x GT sky rms"))
+        parts.append(
+            _table(h_sum, f"(b) HST WFC3/IR F105W A2744, 4 fields pooled, degrade {DEG_PSF} x2, noise 2 x GT sky rms")
+        )
         parts.append(f"morphology (all RS, 4 fields) {hinfo['measure_s']:.1f} s")
     elif not a.no_hst:
         parts.append(f"(b) skipped: {HST} not present")

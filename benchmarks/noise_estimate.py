@@ -59,10 +59,19 @@ def simulated(lines):
     from napari_astrosr.core.resample import upsample
 
     fine = fine_kernel("gaussian", 3.0)
-    fields = {"blank": dict(n_stars=0), "sparse": dict(n_stars=30), "crowded": dict(n_stars=600, flux=(200, 5e4)),
-              "very crowded": dict(n_stars=1500, flux=(50, 5e4)), "galaxies": dict(n_stars=20, galaxies=25)}
-    lines += ["## Simulated fields (sigma 2, 256 px)", "",
-              "| field | noise | true sigma | sep | diff | auto |", "|---|---|---|---|---|---|"]
+    fields = {
+        "blank": dict(n_stars=0),
+        "sparse": dict(n_stars=30),
+        "crowded": dict(n_stars=600, flux=(200, 5e4)),
+        "very crowded": dict(n_stars=1500, flux=(50, 5e4)),
+        "galaxies": dict(n_stars=20, galaxies=25),
+    }
+    lines += [
+        "## Simulated fields (sigma 2, 256 px)",
+        "",
+        "| field | noise | true sigma | sep | diff | auto |",
+        "|---|---|---|---|---|---|",
+    ]
     worst = 0.0
     for name, kw in fields.items():
         rng = np.random.default_rng(5)
@@ -71,8 +80,13 @@ def simulated(lines):
         box = ndimage.uniform_filter(w, 2)
         cases = [("white", 2.0 * w), ("drizzle-like 2x2", 2.0 * box / box.std())]
         # resampled: the field at 128 px with white noise, bicubic x2 (flux-conserving)
-        lr_clean = star_field(fine, n=128, seed=3, noise=False, **{k: (max(v // 4, 0) if k in ("n_stars", "galaxies")
-                                                                       else v) for k, v in kw.items()})
+        lr_clean = star_field(
+            fine,
+            n=128,
+            seed=3,
+            noise=False,
+            **{k: (max(v // 4, 0) if k in ("n_stars", "galaxies") else v) for k, v in kw.items()},
+        )
         n_lr = 2.0 * rng.normal(0, 1, lr_clean.shape)
         up_noise = upsample(n_lr, 2)
         for label, noise in cases:
@@ -93,12 +107,16 @@ def real(lines, sides):
     from napari_astrosr.core.fits_io import read_fits
     from napari_astrosr.core.noise import estimate_sigma
 
-    lines += ["## Real held-out fields, degraded x2/x4 + 1% noise (quality.py's cases)", "",
-              "Errors against the added sigma, then against `sqrt(added^2 + native^2)` (native: `auto` on the LR "
-              "image without added noise -- an estimate, so that column is a consistency check; the rows where the "
-              "added noise dominates, native/added << 1, are the independent ones).", "",
-              "| field | crop | scale | added sigma | native/added | sep | diff | auto | sep vs total | auto vs total |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Real held-out fields, degraded x2/x4 + 1% noise (quality.py's cases)",
+        "",
+        "Errors against the added sigma, then against `sqrt(added^2 + native^2)` (native: `auto` on the LR "
+        "image without added noise -- an estimate, so that column is a consistency check; the rows where the "
+        "added noise dominates, native/added << 1, are the independent ones).",
+        "",
+        "| field | crop | scale | added sigma | native/added | sep | diff | auto | sep vs total | auto vs total |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     worst = {}
     for label, rel, _ in FIELDS:
         img = read_fits(DATA / rel).data
@@ -115,8 +133,10 @@ def real(lines, sides):
                 tot = float(np.hypot(sig, nat))
                 for m in METHODS:
                     worst[m] = max(worst.get(m, 0.0), abs(e[m] / tot - 1))
-                lines.append(f"| {label} | {hr.shape[0]} | x{scale} | {sig:.4g} | {nat / sig:.2f} | {_fmt(e, sig)} | "
-                             f"{e['sep'] / tot - 1:+.1%} | {e['auto'] / tot - 1:+.1%} |")
+                lines.append(
+                    f"| {label} | {hr.shape[0]} | x{scale} | {sig:.4g} | {nat / sig:.2f} | {_fmt(e, sig)} | "
+                    f"{e['sep'] / tot - 1:+.1%} | {e['auto'] / tot - 1:+.1%} |"
+                )
     lines += ["", "Largest |error| against added (+) native: " + ", ".join(f"{m} {worst[m]:.1%}" for m in METHODS), ""]
 
 
@@ -126,11 +146,18 @@ def real_maps(lines):
     from napari_astrosr.core.fits_io import read_fits
     from napari_astrosr.core.noise import estimate_sigma, find_noise
 
-    lines += ["## Real fields with their own noise maps (native noise, no noise added)", "",
-              "| field | map | map median sigma | sep | diff | auto |", "|---|---|---|---|---|---|"]
+    lines += [
+        "## Real fields with their own noise maps (native noise, no noise added)",
+        "",
+        "| field | map | map median sigma | sep | diff | auto |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, img_rel, map_rel in [
-        ("A2744 dwarf F105W (WFC3/IR drizzled)", "hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w.fits.gz",
-         "hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w_rms.fits.gz"),
+        (
+            "A2744 dwarf F105W (WFC3/IR drizzled)",
+            "hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w.fits.gz",
+            "hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w_rms.fits.gz",
+        ),
         ("ESO NTT field", "eso_ntt_sep_catalog/image.fits", "eso_ntt_sep_catalog/rms.fits"),
     ]:
         img = read_fits(DATA / img_rel, dtype=np.float64).data
@@ -148,8 +175,12 @@ def main(argv=None):
     ap.add_argument("--sides", default="128,512")
     args = ap.parse_args(argv)
     t0 = time.time()
-    lines = ["# Noise estimate vs true sigma", "",
-             "`OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/noise_estimate.py`", ""]
+    lines = [
+        "# Noise estimate vs true sigma",
+        "",
+        "`OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/noise_estimate.py`",
+        "",
+    ]
     simulated(lines)
     from quality import DATA
 

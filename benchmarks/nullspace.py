@@ -51,8 +51,11 @@ def dose(base, net, lr, *, scale, psf, noisy, alphas=ALPHAS):
         warnings.simplefilter("ignore")
         for a in alphas:
             blend = base + a * (net - base)
-            out[a] = (q.project_noise_aware(blend, lr, scale=scale, psf=kernel, sigma=sigma) if noisy
-                      else project_flux_exact(blend, lr, scale=scale, psf=kernel))
+            out[a] = (
+                q.project_noise_aware(blend, lr, scale=scale, psf=kernel, sigma=sigma)
+                if noisy
+                else project_flux_exact(blend, lr, scale=scale, psf=kernel)
+            )
     return out
 
 
@@ -69,8 +72,9 @@ def sr_groups(side):
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = restore(lr, method=net, scale=scale, device="cpu", threads=1, project=False,
-                              keep_sky=False).data.astype(np.float64)  # the network alone
+                out = restore(
+                    lr, method=net, scale=scale, device="cpu", threads=1, project=False, keep_sky=False
+                ).data.astype(np.float64)  # the network alone
             yield f"{net} x{scale}", hr, lr, scale, psf, nz, base, out
 
 
@@ -86,7 +90,9 @@ def p2w_groups():
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--side", type=int, default=128, help="SR crop side in HR px (default 128, the quality benchmark's)")
+    ap.add_argument(
+        "--side", type=int, default=128, help="SR crop side in HR px (default 128, the quality benchmark's)"
+    )
     ap.add_argument("--no-pix2wgan", action="store_true", help="skip the Pix2WGAN fields")
     ap.add_argument("--out", default=None, help="write the markdown table here")
     args = ap.parse_args(argv)
@@ -106,12 +112,19 @@ def main(argv=None) -> int:
             r["psnr"].append(metrics.psnr(hr, x, data_range=dr))
             r["errs"].append(q.source_rel_errors(hr, x))
     wall = time.perf_counter() - t0
-    lines = ["# Null-space dose: is a network's content beyond the data better than none?", "",
-             "Command:", "", "    .venv/bin/python " + " ".join(["benchmarks/nullspace.py", *(argv if argv is not None else sys.argv[1:])]), "",
-             f"Wall time {wall:.0f} s (2-core CPU). x(alpha) = projection of bicubic + alpha (network - bicubic): "
-             "alpha 0 = backprojection (+ flux-noise when noisy), alpha 1 = network + flux-exact (+ flux-noise). "
-             "PSNR: mean over cases; flux: pooled median |relative error| of the S/N > 10 sources (n). "
-             "Best alpha in bold.", ""]
+    lines = [
+        "# Null-space dose: is a network's content beyond the data better than none?",
+        "",
+        "Command:",
+        "",
+        "    .venv/bin/python " + " ".join(["benchmarks/nullspace.py", *(argv if argv is not None else sys.argv[1:])]),
+        "",
+        f"Wall time {wall:.0f} s (2-core CPU). x(alpha) = projection of bicubic + alpha (network - bicubic): "
+        "alpha 0 = backprojection (+ flux-noise when noisy), alpha 1 = network + flux-exact (+ flux-noise). "
+        "PSNR: mean over cases; flux: pooled median |relative error| of the S/N > 10 sources (n). "
+        "Best alpha in bold.",
+        "",
+    ]
     head = "| network | data | cases | " + " | ".join(f"alpha {a:g}: PSNR / flux" for a in ALPHAS) + " | verdict |"
     lines += [head, "|" + "---|" * (len(ALPHAS) + 4)]
     order = dict.fromkeys((g, nz) for g, nz, _ in rows)
@@ -125,11 +138,17 @@ def main(argv=None) -> int:
         best = int(np.argmax(np.round(psnrs, 2)))
         txt = [f"**{p:.2f}** / {f:.4f}" if i == best else f"{p:.2f} / {f:.4f}" for i, (p, f, _) in enumerate(cells)]
         gain = psnrs[-1] - psnrs[0]
-        verdict = (f"adds information (+{gain:.2f} dB at alpha 1)" if gain >= 0.005 else
-                   f"worse than none ({gain:+.2f} dB at alpha 1)")
+        verdict = (
+            f"adds information (+{gain:.2f} dB at alpha 1)"
+            if gain >= 0.005
+            else f"worse than none ({gain:+.2f} dB at alpha 1)"
+        )
         n = len(rows[(g, nz, ALPHAS[0])]["psnr"])
-        lines.append(f"| {g} | {'noisy' if nz else 'clean'} | {n} ({cells[0][2]} sources) | " + " | ".join(txt) +
-                     f" | {verdict} |")
+        lines.append(
+            f"| {g} | {'noisy' if nz else 'clean'} | {n} ({cells[0][2]} sources) | "
+            + " | ".join(txt)
+            + f" | {verdict} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -53,22 +53,35 @@ def simulated(lines, errs):
     from napari_astrosr.core.psf import measure_fwhm
 
     D = _data()
-    psfs = [("Gaussian FWHM 2", "gaussian", 2.0, None), ("Gaussian FWHM 3.5", "gaussian", 3.5, None),
-            ("Moffat FWHM 3, beta 2.5", "moffat", 3.0, None), ("Airy FWHM 2.5", "airy", 2.5, None)]
-    files = [("HST ACS/WFC F814W (TinyTim)", "psf/hst_tinytim_drizzlepac/acs_wfc_f814w.fits"),
-             ("HST WFC3/IR F160W (TinyTim)", "psf/hst_tinytim_drizzlepac/wfc3_ir_f160w.fits"),
-             ("HST WFC3/IR F105W (A2744)", "hst_wfc3ir_f105w_a2744/f105w_psf.fits.gz"),
-             ("JWST NIRCam F090W star0", "psf/jwst_nircam_f090w_stars_psfr/psf_f090w_star0.fits"),
-             ("HSC i (pair A)", "hst_hsc_pair_cosmos_A/PSF_HSC.fits"),
-             ("Spitzer IRAC ch1 (4x oversampled)", "psf/spitzer_irac/irac_ch1_flight.fits")]
+    psfs = [
+        ("Gaussian FWHM 2", "gaussian", 2.0, None),
+        ("Gaussian FWHM 3.5", "gaussian", 3.5, None),
+        ("Moffat FWHM 3, beta 2.5", "moffat", 3.0, None),
+        ("Airy FWHM 2.5", "airy", 2.5, None),
+    ]
+    files = [
+        ("HST ACS/WFC F814W (TinyTim)", "psf/hst_tinytim_drizzlepac/acs_wfc_f814w.fits"),
+        ("HST WFC3/IR F160W (TinyTim)", "psf/hst_tinytim_drizzlepac/wfc3_ir_f160w.fits"),
+        ("HST WFC3/IR F105W (A2744)", "hst_wfc3ir_f105w_a2744/f105w_psf.fits.gz"),
+        ("JWST NIRCam F090W star0", "psf/jwst_nircam_f090w_stars_psfr/psf_f090w_star0.fits"),
+        ("HSC i (pair A)", "hst_hsc_pair_cosmos_A/PSF_HSC.fits"),
+        ("Spitzer IRAC ch1 (4x oversampled)", "psf/spitzer_irac/irac_ch1_flight.fits"),
+    ]
     for label, rel in files:
         if (D / rel).exists():
             psfs.append((label, "file", 0.0, str(D / rel)))
-    fields = [("sparse 256", dict(n=256, n_stars=40)), ("crowded 256", dict(n=256, n_stars=400)),
-              ("crop 64", dict(n=64, n_stars=6)), ("crop 40", dict(n=40, n_stars=3))]
-    lines += ["## Simulated star fields", "",
-              "| PSF | field | true FWHM px | estimated | error | stars | relaxed | time s |",
-              "|---|---|---|---|---|---|---|---|"]
+    fields = [
+        ("sparse 256", dict(n=256, n_stars=40)),
+        ("crowded 256", dict(n=256, n_stars=400)),
+        ("crop 64", dict(n=64, n_stars=6)),
+        ("crop 40", dict(n=40, n_stars=3)),
+    ]
+    lines += [
+        "## Simulated star fields",
+        "",
+        "| PSF | field | true FWHM px | estimated | error | stars | relaxed | time s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for label, kind, fwhm, path in psfs:
         if kind == "file":
             import tempfile
@@ -88,14 +101,18 @@ def simulated(lines, errs):
             img = star_field(fine, seed=11, **kw)
             info, err, dt = _find(img)
             if info is None:
-                lines.append(f"| {label} | {fname} | {truth:.2f} | failed: {err.split(': ', 1)[-1][:60]} | | | | {dt:.1f} |")
+                lines.append(
+                    f"| {label} | {fname} | {truth:.2f} | failed: {err.split(': ', 1)[-1][:60]} | | | | {dt:.1f} |"
+                )
                 errs.setdefault(fname, []).append(np.nan)
                 continue
             e = info.fwhm_input / truth - 1
             errs.setdefault(fname, []).append(e)
             relaxed = "yes" if any("relaxed" in n for n in info.notes) else ""
-            lines.append(f"| {label} | {fname} | {truth:.2f} | {info.fwhm_input:.2f} | {e:+.1%} | {info.n_stars} | "
-                         f"{relaxed} | {dt:.1f} |")
+            lines.append(
+                f"| {label} | {fname} | {truth:.2f} | {info.fwhm_input:.2f} | {e:+.1%} | {info.n_stars} | "
+                f"{relaxed} | {dt:.1f} |"
+            )
     lines.append("")
 
 
@@ -106,19 +123,39 @@ def real(lines):
 
     D = _data()
     cases = [
-        ("A2744 cD galaxy F105W (WFC3/IR)", "hst_wfc3ir_f105w_a2744/abell_2744_cd_galaxy_f105w.fits.gz",
-         "hst_wfc3ir_f105w_a2744/f105w_psf.fits.gz", None),
-        ("A2744 dwarf galaxy F105W", "hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w.fits.gz",
-         "hst_wfc3ir_f105w_a2744/f105w_psf.fits.gz", None),
-        ("A2744 group of galaxies F105W", "hst_wfc3ir_f105w_a2744/abell_2744_group_of_galaxies_f105w.fits.gz",
-         "hst_wfc3ir_f105w_a2744/f105w_psf.fits.gz", None),
-        ("A2744 spiral F105W", "hst_wfc3ir_f105w_a2744/abell_2744_spiral_galaxy_f105w.fits.gz",
-         "hst_wfc3ir_f105w_a2744/f105w_psf.fits.gz", None),
+        (
+            "A2744 cD galaxy F105W (WFC3/IR)",
+            "hst_wfc3ir_f105w_a2744/abell_2744_cd_galaxy_f105w.fits.gz",
+            "hst_wfc3ir_f105w_a2744/f105w_psf.fits.gz",
+            None,
+        ),
+        (
+            "A2744 dwarf galaxy F105W",
+            "hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w.fits.gz",
+            "hst_wfc3ir_f105w_a2744/f105w_psf.fits.gz",
+            None,
+        ),
+        (
+            "A2744 group of galaxies F105W",
+            "hst_wfc3ir_f105w_a2744/abell_2744_group_of_galaxies_f105w.fits.gz",
+            "hst_wfc3ir_f105w_a2744/f105w_psf.fits.gz",
+            None,
+        ),
+        (
+            "A2744 spiral F105W",
+            "hst_wfc3ir_f105w_a2744/abell_2744_spiral_galaxy_f105w.fits.gz",
+            "hst_wfc3ir_f105w_a2744/f105w_psf.fits.gz",
+            None,
+        ),
         ("Cut_HST F814W (pair A)", "hst_hsc_pair_cosmos_A/Cut_HST.fits", "hst_hsc_pair_cosmos_A/PSF_HST.fits", None),
         ("Cut_HSC i (pair A)", "hst_hsc_pair_cosmos_A/Cut_HSC.fits", "hst_hsc_pair_cosmos_A/PSF_HSC.fits", 2),
     ]
-    lines += ["## Real fields with a PSF file for the same data", "",
-              "| field | size | PSF file FWHM px | estimated | error | stars | notes |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Real fields with a PSF file for the same data",
+        "",
+        "| field | size | PSF file FWHM px | estimated | error | stars | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, img_rel, psf_rel, plane in cases:
         if not (D / img_rel).exists():
             continue
@@ -130,8 +167,10 @@ def real(lines):
         if info is None:
             lines.append(f"| {label} | {img.shape[0]} | {truth:.2f} | failed | | | {err.split(': ', 1)[-1][:90]} |")
             continue
-        lines.append(f"| {label} | {img.shape[0]} | {truth:.2f} | {info.fwhm_input:.2f} | "
-                     f"{info.fwhm_input / truth - 1:+.1%} | {info.n_stars} | {'; '.join(info.notes)[:110]} |")
+        lines.append(
+            f"| {label} | {img.shape[0]} | {truth:.2f} | {info.fwhm_input:.2f} | "
+            f"{info.fwhm_input / truth - 1:+.1%} | {info.n_stars} | {'; '.join(info.notes)[:110]} |"
+        )
     lines.append("")
 
 
@@ -140,12 +179,22 @@ def main(argv=None):
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     t0 = time.time()
-    lines = ["# PSF estimate vs true PSF", "", "`OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/psf_estimate.py`", ""]
+    lines = [
+        "# PSF estimate vs true PSF",
+        "",
+        "`OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/psf_estimate.py`",
+        "",
+    ]
     errs: dict = {}
     simulated(lines, errs)
-    lines += ["Median |error| (failures counted separately): " + "; ".join(
-        f"{k}: {np.nanmedian(np.abs(v)):.1%}, worst {np.nanmax(np.abs(v)):.1%}, {int(np.isnan(v).sum())} failed"
-        for k, v in errs.items()), ""]
+    lines += [
+        "Median |error| (failures counted separately): "
+        + "; ".join(
+            f"{k}: {np.nanmedian(np.abs(v)):.1%}, worst {np.nanmax(np.abs(v)):.1%}, {int(np.isnan(v).sum())} failed"
+            for k, v in errs.items()
+        ),
+        "",
+    ]
     if _data().is_dir():
         real(lines)
     lines.append(f"Total time {time.time() - t0:.0f} s on this machine.")

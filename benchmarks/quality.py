@@ -55,7 +55,7 @@ LARGE_SIDE = 512
 def _crop(a: np.ndarray, side: int) -> np.ndarray:
     y0 = max(0, (a.shape[0] - side) // 2)
     x0 = max(0, (a.shape[1] - side) // 2)
-    c = a[y0:y0 + side, x0:x0 + side]
+    c = a[y0 : y0 + side, x0 : x0 + side]
     return np.ascontiguousarray(c[: c.shape[0] // 8 * 8, : c.shape[1] // 8 * 8], dtype=np.float32)
 
 
@@ -72,7 +72,8 @@ def _degrade(hr, scale, psf, noisy, seed):
 
 def data_ready() -> bool:
     """True when the shared data folder exists (else say so on stderr); pins torch to one thread, as every
-    table here is measured."""
+    table here is measured.
+    """
     if not DATA.is_dir():
         print(f"no data folder {DATA}", file=sys.stderr)
         return False
@@ -84,7 +85,8 @@ def data_ready() -> bool:
 
 def write_report(text: str, out=None) -> None:
     """Print a benchmark's markdown and, with ``out``, write it through a temporary file and a rename (an
-    interrupted run never leaves a half-written doc)."""
+    interrupted run never leaves a half-written doc).
+    """
     print(text)
     if out:
         out = Path(out)
@@ -96,7 +98,8 @@ def write_report(text: str, out=None) -> None:
 def probe_cases(scales, side, noisy=(False, True)):
     """The quality benchmark's SR cases for the probe scripts (rl_refine.py, flux_noise_variants.py):
     yields ``(scale, label, psf, is_noisy, hr, lr, data_range, added_sigma)`` with the same crops, degradation
-    and seeds (``added_sigma``: the Gaussian noise added to the LR image, 0 when clean)."""
+    and seeds (``added_sigma``: the Gaussian noise added to the LR image, 0 when clean).
+    """
     from napari_astrosr.core.fits_io import read_fits
 
     for scale in scales:
@@ -145,7 +148,8 @@ def _regions(hr):
 
 def source_rel_errors(hr, pred):
     """|relative flux error| of every S/N > 10 source of ``hr`` (the selection ``flux_error``'s median uses),
-    for medians pooled over many cases."""
+    for medians pooled over many cases.
+    """
     from napari_astrosr.core import metrics
 
     res = metrics.source_residuals(hr, pred)
@@ -179,28 +183,36 @@ def _metrics(hr, pred, regions, ref_src, dr):
 
 def _methods(scale, bundled):
     """(label, method, flux_exact, flux_noise, keep_sky): '+ flux-noise' is the noise-aware projection (sigma from
-    sep); '+ keep-sky' the sky gate at its default levels (core.skygate)."""
-    m = [("bicubic", "bicubic", False, None, False), ("lanczos", "lanczos", False, None, False),
-         ("richardson-lucy", "richardson-lucy", False, None, False),
-         ("backprojection", "backprojection", False, None, False),
-         ("bicubic + flux-exact", "bicubic", True, None, False),
-         ("backprojection + flux-noise", "backprojection", False, "auto", False)]
+    sep); '+ keep-sky' the sky gate at its default levels (core.skygate).
+    """
+    m = [
+        ("bicubic", "bicubic", False, None, False),
+        ("lanczos", "lanczos", False, None, False),
+        ("richardson-lucy", "richardson-lucy", False, None, False),
+        ("backprojection", "backprojection", False, None, False),
+        ("bicubic + flux-exact", "bicubic", True, None, False),
+        ("backprojection + flux-noise", "backprojection", False, "auto", False),
+    ]
     m += [("backprojection (default)", "backprojection", None, "default", None)]
     for net in ("fisr", "restormer"):
         if (net, scale) in bundled:
             # "(default)": what `astrosr restore --method NET --psf PSF` does with no other flag (projection with
             # the measured-noise choice, sky kept)
             m += [(f"{net} (default)", net, None, "default", None)]
-            m += [(net, net, False, None, False), (f"{net} + flux-exact", net, True, None, False),
-                  (f"{net} + flux-noise", net, True, "auto", False),
-                  (f"{net} + keep-sky + flux-exact", net, True, None, True),
-                  (f"{net} + keep-sky + flux-noise", net, True, "auto", True)]
+            m += [
+                (net, net, False, None, False),
+                (f"{net} + flux-exact", net, True, None, False),
+                (f"{net} + flux-noise", net, True, "auto", False),
+                (f"{net} + keep-sky + flux-exact", net, True, None, True),
+                (f"{net} + keep-sky + flux-noise", net, True, "auto", True),
+            ]
     return m
 
 
 def run_sr(fields, scales, quick=False, methods=None, models=None):
     """``methods``: keep only these method labels (None: all); ``models``: {(net, scale): checkpoint}
-    overriding the bundled weights (to compare a candidate before shipping it)."""
+    overriding the bundled weights (to compare a candidate before shipping it).
+    """
     from napari_astrosr.core.fits_io import read_fits
     from napari_astrosr.restoration import restore
     from napari_astrosr.training.checkpoints import bundled_checkpoint
@@ -245,8 +257,15 @@ def run_sr(fields, scales, quick=False, methods=None, models=None):
                             res = restore(lr, method=method, scale=scale, device="cpu", threads=1, **kw)
                         dt = time.perf_counter() - t0
                         m = _metrics(hr, res.data, regions, ref_src, dr)
-                        m.update(field=label, scale=scale, psf=pk, noisy=noisy, method=label_m, side=hr.shape[0],
-                                 mpix_s=res.data.size / 1e6 / dt)
+                        m.update(
+                            field=label,
+                            scale=scale,
+                            psf=pk,
+                            noisy=noisy,
+                            method=label_m,
+                            side=hr.shape[0],
+                            mpix_s=res.data.size / 1e6 / dt,
+                        )
                         rows.append(m)
                     print(f"  {label} x{scale} {pk} {'noisy' if noisy else 'clean'} done", file=sys.stderr, flush=True)
     return rows
@@ -254,7 +273,8 @@ def run_sr(fields, scales, quick=False, methods=None, models=None):
 
 def legacy_noise(flux_noise, lr):
     """``flux_noise`` as the benchmarks meant it before the measured-noise default: None = an exact projection,
-    ``"auto"`` = noise-aware with sep's background rms of the LR image, always."""
+    ``"auto"`` = noise-aware with sep's background rms of the LR image, always.
+    """
     if flux_noise is None:
         return "exact"
     if flux_noise == "auto":
@@ -284,27 +304,37 @@ def sr_tables(rows):
     bic = {(r["field"], r["scale"], r["psf"], r["noisy"]): r for r in rows if r["method"] == "bicubic"}
     groups = _agg(rows, ["scale", "noisy"])
     for (scale, noisy), rs in sorted(groups.items()):
-        lines += [f"### x{scale}, {'noisy (Gaussian, 1% of the LR robust peak)' if noisy else 'clean'}", "",
-                  "| method | PSNR dB | gain dB | SSIM | Flux Error cut (gmean bicubic/method) | median rel. flux err | "
-                  "rel. err cut | KL src | JS src | JS sky | recall | Mpix/s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### x{scale}, {'noisy (Gaussian, 1% of the LR robust peak)' if noisy else 'clean'}",
+            "",
+            "| method | PSNR dB | gain dB | SSIM | Flux Error cut (gmean bicubic/method) | median rel. flux err | "
+            "rel. err cut | KL src | JS src | JS sky | recall | Mpix/s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         by_m = _agg(rs, ["method"])
         order = [m for m in dict.fromkeys(r["method"] for r in rs)]
         for (meth,) in [(m,) for m in order]:
             mr = by_m[(meth,)]
             gains = [r["psnr"] - bic[(r["field"], scale, r["psf"], noisy)]["psnr"] for r in mr]
             fe_cut = _gmean([bic[(r["field"], scale, r["psf"], noisy)]["fe"] / r["fe"] for r in mr if r["fe"] > 0])
-            rel_cut = _gmean([bic[(r["field"], scale, r["psf"], noisy)]["rel"] / r["rel"] for r in mr
-                              if np.isfinite(r["rel"]) and r["rel"] > 0])
+            rel_cut = _gmean(
+                [
+                    bic[(r["field"], scale, r["psf"], noisy)]["rel"] / r["rel"]
+                    for r in mr
+                    if np.isfinite(r["rel"]) and r["rel"] > 0
+                ]
+            )
 
             def mean(k):
                 v = [r.get(k, np.nan) for r in mr]
                 v = [x for x in v if np.isfinite(x)]
                 return float(np.mean(v)) if v else float("nan")
 
-            lines.append(f"| {meth} | {mean('psnr'):.2f} | {np.mean(gains):+.2f} | {mean('ssim'):.3f} | {fe_cut:.2f}x | "
-                         f"{float(np.nanmedian([r['rel'] for r in mr])):.4f} | {rel_cut:.2f}x | {mean('kl_sources'):.3f} | "
-                         f"{mean('js_sources'):.3f} | {mean('js_sky'):.3f} | {mean('recall'):.2f} | {mean('mpix_s'):.3f} |")
+            lines.append(
+                f"| {meth} | {mean('psnr'):.2f} | {np.mean(gains):+.2f} | {mean('ssim'):.3f} | {fe_cut:.2f}x | "
+                f"{float(np.nanmedian([r['rel'] for r in mr])):.4f} | {rel_cut:.2f}x | {mean('kl_sources'):.3f} | "
+                f"{mean('js_sources'):.3f} | {mean('js_sky'):.3f} | {mean('recall'):.2f} | {mean('mpix_s'):.3f} |"
+            )
         lines.append("")
     return lines
 
@@ -314,8 +344,11 @@ def beats_table(rows):
     nets = sorted({r["method"] for r in rows if r["method"].split()[0] in ("fisr", "restormer")})
     classical = ["bicubic", "lanczos", "richardson-lucy", "backprojection"]
     cases = _agg(rows, ["field", "scale", "psf", "noisy"])
-    lines = ["| network | cases | beats all classical on PSNR | beats all classical on rel. flux err | "
-             "beats backprojection on PSNR | beats backprojection on rel. flux err |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| network | cases | beats all classical on PSNR | beats all classical on rel. flux err | "
+        "beats backprojection on PSNR | beats backprojection on rel. flux err |",
+        "|---|---|---|---|---|---|",
+    ]
     for n in nets:
         tot = p_all = f_all = p_bp = f_bp = 0
         for _, rs in cases.items():
@@ -336,26 +369,39 @@ def beats_table(rows):
 
 
 def _aggregates(rows, scale, noisy):
-    """method -> (mean PSNR, gmean rel. err cut vs bicubic, median of per-case median rel. err,
-    median rel. err pooled over every S/N > 10 source of every case, number of those sources)."""
-    bic = {(r["field"], r["psf"]): r for r in rows if r["method"] == "bicubic" and r["scale"] == scale
-           and r["noisy"] == noisy}
+    """Method -> (mean PSNR, gmean rel. err cut vs bicubic, median of per-case median rel. err,
+    median rel. err pooled over every S/N > 10 source of every case, number of those sources).
+    """
+    bic = {
+        (r["field"], r["psf"]): r
+        for r in rows
+        if r["method"] == "bicubic" and r["scale"] == scale and r["noisy"] == noisy
+    }
     out = {}
     for (meth,), mr in _agg([r for r in rows if r["scale"] == scale and r["noisy"] == noisy], ["method"]).items():
-        cut = _gmean([bic[(r["field"], r["psf"])]["rel"] / r["rel"] for r in mr if np.isfinite(r["rel"]) and r["rel"] > 0])
+        cut = _gmean(
+            [bic[(r["field"], r["psf"])]["rel"] / r["rel"] for r in mr if np.isfinite(r["rel"]) and r["rel"] > 0]
+        )
         pooled = np.concatenate([r["rels"] for r in mr]) if mr else np.zeros(0)
-        out[meth] = (float(np.mean([r["psnr"] for r in mr])), cut, float(np.nanmedian([r["rel"] for r in mr])),
-                     float(np.median(pooled)) if pooled.size else float("nan"), int(pooled.size))
+        out[meth] = (
+            float(np.mean([r["psnr"] for r in mr])),
+            cut,
+            float(np.nanmedian([r["rel"] for r in mr])),
+            float(np.median(pooled)) if pooled.size else float("nan"),
+            int(pooled.size),
+        )
     return out
 
 
 def verdict_table(rows):
     """The issue's criterion on the aggregates: does a network variant beat the best classical baseline?"""
     classical = ["bicubic", "lanczos", "richardson-lucy", "backprojection", "backprojection + flux-noise"]
-    lines = ["| scale | data | network | PSNR dB (best classical) | rel. err cut (best classical) | "
-             "median rel. err (best classical) | pooled median rel. err, n sources (best classical) | "
-             "beats all on PSNR | on rel. err cut | on median rel. err | on pooled median |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scale | data | network | PSNR dB (best classical) | rel. err cut (best classical) | "
+        "median rel. err (best classical) | pooled median rel. err, n sources (best classical) | "
+        "beats all on PSNR | on rel. err cut | on median rel. err | on pooled median |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for scale, noisy in sorted({(r["scale"], r["noisy"]) for r in rows}):
         ag = _aggregates(rows, scale, noisy)
         cl = {m: v for m, v in ag.items() if m in classical}
@@ -369,18 +415,24 @@ def verdict_table(rows):
             if m in classical or m.split()[0] not in ("fisr", "restormer"):
                 continue
             yn = lambda ok: "**yes**" if ok else "no"  # noqa: E731
-            lines.append(f"| x{scale} | {'noisy' if noisy else 'clean'} | {m} | {ps:.2f} ({bp[1][0]:.2f} {bp[0]}) | "
-                         f"{cut:.2f}x ({bc[1][1]:.2f}x {bc[0]}) | {med:.4f} ({bm[1][2]:.4f} {bm[0]}) | "
-                         f"{pool:.4f}, {npool} ({bq[1][3]:.4f} {bq[0]}) | "
-                         f"{yn(ps > bp[1][0])} | {yn(cut > bc[1][1])} | {yn(med < bm[1][2])} | {yn(pool < bq[1][3])} |")
+            lines.append(
+                f"| x{scale} | {'noisy' if noisy else 'clean'} | {m} | {ps:.2f} ({bp[1][0]:.2f} {bp[0]}) | "
+                f"{cut:.2f}x ({bc[1][1]:.2f}x {bc[0]}) | {med:.4f} ({bm[1][2]:.4f} {bm[0]}) | "
+                f"{pool:.4f}, {npool} ({bq[1][3]:.4f} {bq[0]}) | "
+                f"{yn(ps > bp[1][0])} | {yn(cut > bc[1][1])} | {yn(med < bm[1][2])} | {yn(pool < bq[1][3])} |"
+            )
     return lines + [""]
 
 
 def acceptance_table(rows):
     """Issue 20.6: every network with default options against flux-conserving bicubic (mean PSNR, median of the
-    per-case median |rel. flux err|, and the median pooled over every S/N > 10 source); 'ok' = no worse."""
-    lines = ["| scale | data | method | PSNR dB (bicubic) | median rel. err (bicubic) | pooled median rel. err, n "
-             "(bicubic) | PSNR no lower | median no worse | pooled no worse |", "|---|---|---|---|---|---|---|---|---|"]
+    per-case median |rel. flux err|, and the median pooled over every S/N > 10 source); 'ok' = no worse.
+    """
+    lines = [
+        "| scale | data | method | PSNR dB (bicubic) | median rel. err (bicubic) | pooled median rel. err, n "
+        "(bicubic) | PSNR no lower | median no worse | pooled no worse |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     yn = lambda ok: "**yes**" if ok else "no"  # noqa: E731
     for scale, noisy in sorted({(r["scale"], r["noisy"]) for r in rows}):
         ag = _aggregates(rows, scale, noisy)
@@ -390,19 +442,26 @@ def acceptance_table(rows):
         for m, (ps, _, med, pool, npool) in ag.items():
             if "(default" not in m:
                 continue
-            lines.append(f"| x{scale} | {'noisy' if noisy else 'clean'} | {m} | {ps:.2f} ({b[0]:.2f}) | {med:.4f} "
-                         f"({b[2]:.4f}) | {pool:.4f}, {npool} ({b[3]:.4f}) | {yn(ps >= b[0])} | {yn(med <= b[2])} | "
-                         f"{yn(pool <= b[3])} |")
+            lines.append(
+                f"| x{scale} | {'noisy' if noisy else 'clean'} | {m} | {ps:.2f} ({b[0]:.2f}) | {med:.4f} "
+                f"({b[2]:.4f}) | {pool:.4f}, {npool} ({b[3]:.4f}) | {yn(ps >= b[0])} | {yn(med <= b[2])} | "
+                f"{yn(pool <= b[3])} |"
+            )
     return lines + [""]
 
 
 def field_table(rows, scale=2, noisy=False):
-    lines = [f"| field (x{scale}, {'noisy' if noisy else 'clean'}, mean of both PSFs) | method | PSNR dB | "
-             "median rel. flux err | recall |", "|---|---|---|---|---|"]
+    lines = [
+        f"| field (x{scale}, {'noisy' if noisy else 'clean'}, mean of both PSFs) | method | PSNR dB | "
+        "median rel. flux err | recall |",
+        "|---|---|---|---|---|",
+    ]
     g = _agg([r for r in rows if r["scale"] == scale and r["noisy"] == noisy], ["field", "method"])
     for (f, m), rs in g.items():
-        lines.append(f"| {f} | {m} | {np.mean([r['psnr'] for r in rs]):.2f} | "
-                     f"{np.nanmedian([r['rel'] for r in rs]):.4f} | {np.mean([r['recall'] for r in rs]):.2f} |")
+        lines.append(
+            f"| {f} | {m} | {np.mean([r['psnr'] for r in rs]):.2f} | "
+            f"{np.nanmedian([r['rel'] for r in rs]):.4f} | {np.mean([r['recall'] for r in rs]):.2f} |"
+        )
     return lines + [""]
 
 
@@ -416,19 +475,24 @@ def _hsc_psf_on(pixscale):
 def _translate(img, method, *, psf=None, flux_noise=None, models=None, keep_sky=None):
     """Pix2WGAN translation through ``restore`` (None: no bundled weights and no ``models[(method, 1)]``
     checkpoint); with ``flux_noise`` the output is projected onto the input through ``psf`` (the noise-aware flux
-    projection at scale 1)."""
+    projection at scale 1).
+    """
     from napari_astrosr.restoration import restore
     from napari_astrosr.training.checkpoints import bundled_checkpoint
 
     model = (models or {}).get((method, 1))
     if model is None and bundled_checkpoint(method, 1) is None:
         return None
-    kw = {"project": False} if flux_noise is None else {"psf": psf, "flux_exact": True,
-                                                        "flux_noise": legacy_noise(flux_noise, img)}
+    kw = (
+        {"project": False}
+        if flux_noise is None
+        else {"psf": psf, "flux_exact": True, "flux_noise": legacy_noise(flux_noise, img)}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return restore(img, method=method, scale=1, model=model, device="cpu", threads=1, keep_sky=bool(keep_sky),
-                       **kw).data
+        return restore(
+            img, method=method, scale=1, model=model, device="cpu", threads=1, keep_sky=bool(keep_sky), **kw
+        ).data
 
 
 def _classical(img, method, *, scale, psf, flux_noise=None):
@@ -454,15 +518,18 @@ def _p2w_verdict(rows, base_label):
     out = []
     for name, p, f in rows:
         if name.startswith("pix2wgan"):
-            out.append(f"- {name}: PSNR {p:.2f} dB vs best classical {best_p[1]:.2f} ({best_p[0]}) -> "
-                       f"{_verdict_word(p, best_p[1], 2)}; median rel. flux err {f:.4f} vs "
-                       f"{best_f[2]:.4f} ({best_f[0]}) -> {_verdict_word(-f, -best_f[2], 4)}.")
+            out.append(
+                f"- {name}: PSNR {p:.2f} dB vs best classical {best_p[1]:.2f} ({best_p[0]}) -> "
+                f"{_verdict_word(p, best_p[1], 2)}; median rel. flux err {f:.4f} vs "
+                f"{best_f[2]:.4f} ({best_f[0]}) -> {_verdict_word(-f, -best_f[2], 4)}."
+            )
     return out
 
 
 def _boot_median(errs, others=(), *, n=2000, seed=0):
     """68% bootstrap interval of the median of ``errs`` (per-source errors), and for each array in ``others``
-    (the same sources, another method) the fraction of resamples in which ``errs``' median is the lower."""
+    (the same sources, another method) the fraction of resamples in which ``errs``' median is the lower.
+    """
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(errs), (n, len(errs)))
     med = np.median(errs[idx], axis=1)
@@ -472,7 +539,8 @@ def _boot_median(errs, others=(), *, n=2000, seed=0):
 
 def _hst_at_006(path):
     """An HST image block-summed (flux-conserving) to 0.06"/px, the pixel scale Pix2WGAN was trained at,
-    trimmed to a multiple of 4."""
+    trimmed to a multiple of 4.
+    """
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     from napari_astrosr.core.fits_io import read_fits
@@ -488,7 +556,8 @@ def _hst_at_006(path):
 def p2w_cases(psf):
     """The pooled Pix2WGAN cases (also nullspace.py): the held-out HST fields at 0.06"/px degraded with ``psf`` (x4
     block sum, noisy = 1% of the LR robust peak), clean then noisy; yields ``(noisy, label, hr, lr, inp)``, ``inp``
-    being the flux-conserving bicubic upsampling of ``lr`` (what the networks translate)."""
+    being the flux-conserving bicubic upsampling of ``lr`` (what the networks translate).
+    """
     from napari_astrosr.core.resample import upsample
 
     fields = [(label, DATA / rel) for label, rel, _ in FIELDS if "HST" in label or "WFC3" in label]
@@ -502,7 +571,8 @@ def p2w_cases(psf):
 
 def project_noise_aware(img, lr, *, scale, psf, sigma):
     """``img`` through the noise-aware projection (Wiener-filtered target, damped solve), as ``restore(flux_noise=)``
-    does it, but through any forward model (here the true x4 one where restore's own would use scale 1)."""
+    does it, but through any forward model (here the true x4 one where restore's own would use scale 1).
+    """
     from napari_astrosr.core.projection import NOISE_DAMPING, noise_aware_target, project_flux_exact
 
     t, _ = noise_aware_target(img, lr, scale=scale, psf=psf, sigma=sigma)
@@ -512,17 +582,21 @@ def project_noise_aware(img, lr, *, scale, psf, sigma):
 def _p2w_degraded_fields(models=None):
     """Pix2WGAN on the held-out HST fields degraded the way it was trained (real HSC PSF, x4 block sum,
     flux-conserving bicubic back onto the HST grid), sources pooled over the fields: the real pair alone holds
-    4 sources, too few to rank methods by their median."""
+    4 sources, too few to rank methods by their median.
+    """
     from napari_astrosr.core import metrics
     from napari_astrosr.core.projection import estimate_lr_noise, project_flux_exact
+
     psf = _hsc_psf_on(0.06)
     pooled = {}  # (noisy, name) -> {"psnr": [...], "errs": [...]}
     n_src = []
     for noisy, label, hr, lr, inp in p2w_cases(psf):
-        cands = [("bicubic input", inp),
-                 ("richardson-lucy", _classical(lr, "richardson-lucy", scale=4, psf=psf)),
-                 ("backprojection", _classical(lr, "backprojection", scale=4, psf=psf)),
-                 ("backprojection + flux-noise", _classical(lr, "backprojection", scale=4, psf=psf, flux_noise="auto"))]
+        cands = [
+            ("bicubic input", inp),
+            ("richardson-lucy", _classical(lr, "richardson-lucy", scale=4, psf=psf)),
+            ("backprojection", _classical(lr, "backprojection", scale=4, psf=psf)),
+            ("backprojection + flux-noise", _classical(lr, "backprojection", scale=4, psf=psf, flux_noise="auto")),
+        ]
         sigma_lr = estimate_lr_noise(lr)
         for net in ("pix2wgan", "pix2wgan-cascade"):
             for ks in (False, True):
@@ -533,8 +607,11 @@ def _p2w_degraded_fields(models=None):
                     warnings.simplefilter("ignore")
                     name = net + (" + keep-sky" if ks else "")
                     # the projections through the true x4 forward model (restore's own would use scale 1)
-                    cands += [(name, out), (f"{name} + flux-exact", project_flux_exact(out, lr, scale=4, psf=psf)),
-                              (f"{name} + flux-noise", project_noise_aware(out, lr, scale=4, psf=psf, sigma=sigma_lr))]
+                    cands += [
+                        (name, out),
+                        (f"{name} + flux-exact", project_flux_exact(out, lr, scale=4, psf=psf)),
+                        (f"{name} + flux-noise", project_noise_aware(out, lr, scale=4, psf=psf, sigma=sigma_lr)),
+                    ]
         dr = float(hr.max() - hr.min())
         for name, img in cands:
             r = pooled.setdefault((noisy, name), {"psnr": [], "errs": []})
@@ -544,40 +621,55 @@ def _p2w_degraded_fields(models=None):
             n_src.append(f"{label} {hr.shape[1]}x{hr.shape[0]} px, {len(r['errs'][-1])}")
     if not pooled:
         return []
-    lines = ["### Held-out HST fields degraded with the real HSC PSF (x4, then back onto the HST grid), pooled", "",
-             "The four HST fields of the SR benchmark (whole cutouts at 0.06\"/px; S/N > 10 sources: " + "; ".join(n_src) +
-             "), degraded as Pix2WGAN was trained: real HSC PSF, x4 block sum, noisy = 1% of the LR robust peak. "
-             "Networks translate the flux-conserving bicubic upsampling; classical baselines and the projections use the "
-             "true forward model (HSC PSF, 4x4 block sum). PSNR: mean over fields; flux: median |relative error| of all "
-             "sources pooled, with its 68% bootstrap interval.", "",
-             "| noise | image | PSNR dB | gain dB | pooled median rel. flux err (n) | 68% interval |", "|---|---|---|---|---|---|"]
+    lines = [
+        "### Held-out HST fields degraded with the real HSC PSF (x4, then back onto the HST grid), pooled",
+        "",
+        'The four HST fields of the SR benchmark (whole cutouts at 0.06"/px; S/N > 10 sources: '
+        + "; ".join(n_src)
+        + "), degraded as Pix2WGAN was trained: real HSC PSF, x4 block sum, noisy = 1% of the LR robust peak. "
+        "Networks translate the flux-conserving bicubic upsampling; classical baselines and the projections use the "
+        "true forward model (HSC PSF, 4x4 block sum). PSNR: mean over fields; flux: median |relative error| of all "
+        "sources pooled, with its 68% bootstrap interval.",
+        "",
+        "| noise | image | PSNR dB | gain dB | pooled median rel. flux err (n) | 68% interval |",
+        "|---|---|---|---|---|---|",
+    ]
     verdicts = []
     for noisy in (False, True):
         tag = "1%" if noisy else "clean"
-        rows = [(name, float(np.mean(r["psnr"])), np.concatenate(r["errs"])) for (nz, name), r in pooled.items() if nz == noisy]
+        rows = [
+            (name, float(np.mean(r["psnr"])), np.concatenate(r["errs"]))
+            for (nz, name), r in pooled.items()
+            if nz == noisy
+        ]
         base = rows[0][1]
         classical = [r for r in rows if not r[0].startswith("pix2wgan")]
         best_p = max(classical, key=lambda r: r[1])
         best_f = min(classical, key=lambda r: np.median(r[2]))
         for name, p, e in rows:
             (lo, hi), _ = _boot_median(e)
-            lines.append(f"| {tag} | {name} | {p:.2f} | {p - base:+.2f} | {np.median(e):.4f} ({len(e)}) | {lo:.4f}-{hi:.4f} |")
+            lines.append(
+                f"| {tag} | {name} | {p:.2f} | {p - base:+.2f} | {np.median(e):.4f} ({len(e)}) | {lo:.4f}-{hi:.4f} |"
+            )
         for name, p, e in rows:
             if not name.startswith("pix2wgan"):
                 continue
             _, (frac,) = _boot_median(e, [best_f[2]])
             f, fb = np.median(e), np.median(best_f[2])
-            verdicts.append(f"- {tag}: {name}: PSNR {p:.2f} dB vs best classical {best_p[1]:.2f} ({best_p[0]}) -> "
-                            f"{_verdict_word(p, best_p[1], 2)}; pooled median rel. flux err {f:.4f} vs {fb:.4f} "
-                            f"({best_f[0]}) -> {_verdict_word(-f, -fb, 4)} "
-                            f"(lower in {100 * frac:.0f}% of paired bootstrap resamples).")
+            verdicts.append(
+                f"- {tag}: {name}: PSNR {p:.2f} dB vs best classical {best_p[1]:.2f} ({best_p[0]}) -> "
+                f"{_verdict_word(p, best_p[1], 2)}; pooled median rel. flux err {f:.4f} vs {fb:.4f} "
+                f"({best_f[0]}) -> {_verdict_word(-f, -fb, 4)} "
+                f"(lower in {100 * frac:.0f}% of paired bootstrap resamples)."
+            )
     return lines + [""] + verdicts + [""]
 
 
 def run_pix2wgan(models=None):
     """Pix2WGAN against the classical ways of sharpening the same input with the same (real HSC) PSF:
     Richardson-Lucy (30 iterations, the default) and the noise-aware projection (``backprojection +
-    flux-noise``), plus each network followed by the noise-aware projection."""
+    flux-noise``), plus each network followed by the noise-aware projection.
+    """
     from napari_astrosr.core import metrics
     from napari_astrosr.core.fits_io import read_fits
     from napari_astrosr.core.psf import convolve
@@ -587,8 +679,12 @@ def run_pix2wgan(models=None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fe = metrics.flux_error(hr, img)
-        return (metrics.psnr(hr, img, data_range=dr), metrics.ssim(hr, img, data_range=dr),
-                fe["flux_error_rel_median"], fe["n_sources_snr10"])
+        return (
+            metrics.psnr(hr, img, data_range=dr),
+            metrics.ssim(hr, img, data_range=dr),
+            fe["flux_error_rel_median"],
+            fe["n_sources_snr10"],
+        )
 
     lines = []
     hst_p, hsc_p = DATA / "hst_hsc_pair_cosmos_A/Cut_HST.fits", DATA / "hst_hsc_pair_cosmos_A/Cut_HSC.fits"
@@ -607,16 +703,25 @@ def run_pix2wgan(models=None):
         a, b = np.linalg.lstsq(A, blurred[ok], rcond=None)[0]
         inp = np.where(ok, a * on + b, np.nanmedian(blurred)).astype(np.float32)
         dr = float(hr.max() - hr.min())
-        lines += ["### Real HSC i band -> HST F814W (hst_hsc_pair_cosmos_A, 125x125 at 0.06\"/px)", "",
-                  "Classical baselines and projections use the real HSC PSF resampled to 0.06\"/px.", "",
-                  "| image | PSNR dB vs real HST | gain dB | SSIM | median rel. flux err (n sources) |", "|---|---|---|---|---|"]
+        lines += [
+            '### Real HSC i band -> HST F814W (hst_hsc_pair_cosmos_A, 125x125 at 0.06"/px)',
+            "",
+            'Classical baselines and projections use the real HSC PSF resampled to 0.06"/px.',
+            "",
+            "| image | PSNR dB vs real HST | gain dB | SSIM | median rel. flux err (n sources) |",
+            "|---|---|---|---|---|",
+        ]
         base = metrics.psnr(hr, inp, data_range=dr)
-        cands = [("HSC input (reprojected, calibrated)", inp),
-                 ("richardson-lucy", _classical(inp, "richardson-lucy", scale=1, psf=psf)),
-                 ("backprojection + flux-noise", _classical(inp, "backprojection", scale=1, psf=psf, flux_noise="auto"))]
+        cands = [
+            ("HSC input (reprojected, calibrated)", inp),
+            ("richardson-lucy", _classical(inp, "richardson-lucy", scale=1, psf=psf)),
+            ("backprojection + flux-noise", _classical(inp, "backprojection", scale=1, psf=psf, flux_noise="auto")),
+        ]
         for net in ("pix2wgan", "pix2wgan-cascade"):
-            cands += [(net, _translate(inp, net, models=models)),
-                      (f"{net} + flux-noise", _translate(inp, net, psf=psf, flux_noise="auto", models=models))]
+            cands += [
+                (net, _translate(inp, net, models=models)),
+                (f"{net} + flux-noise", _translate(inp, net, psf=psf, flux_noise="auto", models=models)),
+            ]
         scored = []
         for name, img in cands:
             if img is None:
@@ -625,9 +730,14 @@ def run_pix2wgan(models=None):
             p, ss, f, n = score(hr, img, dr)
             scored.append((name, p, f))
             lines.append(f"| {name} | {p:.2f} | {p - base:+.2f} | {ss:.3f} | {f:.4f} ({n}) |")
-        lines += ["", *_p2w_verdict(scored, "HSC input (reprojected, calibrated)"),
-                  "", f"The cutout holds {n} sources with S/N > 10: one source more or less right moves these medians "
-                  "by more than the differences between rows; the pooled fields below rank the methods.", ""]
+        lines += [
+            "",
+            *_p2w_verdict(scored, "HSC input (reprojected, calibrated)"),
+            "",
+            f"The cutout holds {n} sources with S/N > 10: one source more or less right moves these medians "
+            "by more than the differences between rows; the pooled fields below rank the methods.",
+            "",
+        ]
     lines += _p2w_degraded_fields(models)
     return lines
 
@@ -637,16 +747,27 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the markdown results here")
     ap.add_argument("--quick", action="store_true", help="3 fields, x2 only")
     ap.add_argument("--scales", default=None, help="comma-separated scales (default 2,4; --quick: 2)")
-    ap.add_argument("--methods", default=None,
-                    help="comma-separated method labels to run, e.g. 'fisr,fisr + flux-exact,backprojection' "
-                         "(bicubic always runs: it is the reference of every cut)")
-    ap.add_argument("--model", action="append", default=[], metavar="NET:SCALE=CKPT",
-                    help="use this checkpoint instead of the bundled one, e.g. fisr:2=runs/fisr_x2/model.pt or "
-                         "pix2wgan:1=runs/p2w/model.pt (the Pix2WGAN section)")
+    ap.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated method labels to run, e.g. 'fisr,fisr + flux-exact,backprojection' "
+        "(bicubic always runs: it is the reference of every cut)",
+    )
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NET:SCALE=CKPT",
+        help="use this checkpoint instead of the bundled one, e.g. fisr:2=runs/fisr_x2/model.pt or "
+        "pix2wgan:1=runs/p2w/model.pt (the Pix2WGAN section)",
+    )
     ap.add_argument("--no-pix2wgan", action="store_true", help="skip the Pix2WGAN section")
-    ap.add_argument("--large", action="store_true",
-                    help=f"centre crops of up to {LARGE_SIDE} HR px instead of 128 (more sources per field: steadier "
-                         "flux aggregates; ~10x the run time)")
+    ap.add_argument(
+        "--large",
+        action="store_true",
+        help=f"centre crops of up to {LARGE_SIDE} HR px instead of 128 (more sources per field: steadier "
+        "flux aggregates; ~10x the run time)",
+    )
     args = ap.parse_args(argv)
     if not data_ready():
         return 2
@@ -669,41 +790,73 @@ def main(argv=None) -> int:
     sides = [next((r["side"] for r in rows if r["field"] == f[0]), f[2]) for f in fields]
     p2w = [] if args.no_pix2wgan else run_pix2wgan(models)
     wall = time.perf_counter() - t0
-    from napari_astrosr.training.checkpoints import WEIGHTS_DIR
-
     import json
 
-    w_lines = ["| weights | architecture/preset | params | size MB | steps | train wall s | config |", "|---|---|---|---|---|---|---|"]
+    from napari_astrosr.training.checkpoints import WEIGHTS_DIR
+
+    w_lines = [
+        "| weights | architecture/preset | params | size MB | steps | train wall s | config |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for j in sorted(WEIGHTS_DIR.glob("*.json")):
         m = json.loads(j.read_text())
         t = m.get("training", {})
         pt = j.with_suffix(".pt")
-        w_lines.append(f"| {pt.name} | {m['architecture']}/{m.get('preset')} | {t.get('params', '?')} | "
-                       f"{pt.stat().st_size / 1e6:.2f} | {m.get('step')} | {t.get('wall_time_s')} | {t.get('config_file')} |")
+        w_lines.append(
+            f"| {pt.name} | {m['architecture']}/{m.get('preset')} | {t.get('params', '?')} | "
+            f"{pt.stat().st_size / 1e6:.2f} | {m.get('step')} | {t.get('wall_time_s')} | {t.get('config_file')} |"
+        )
     md = [
-        "# Quality benchmark: bundled networks vs classical baselines (held-out real fields)", "",
-        "Command:", "", "    .venv/bin/python benchmarks/quality.py " + shlex.join(sys.argv[1:] if argv is None else argv), "",
+        "# Quality benchmark: bundled networks vs classical baselines (held-out real fields)",
+        "",
+        "Command:",
+        "",
+        "    .venv/bin/python benchmarks/quality.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs (load average "
-        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__}, 1 thread; benchmark wall time {wall:.0f} s.", "",
-        "Fields (held out of every training config, by field): " + "; ".join(f[0] for f in fields) +
-        ". Centre crops (side in HR px: " + ", ".join(str(side) for side in sides) + "). Degradation: "
+        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__}, 1 thread; benchmark wall time {wall:.0f} s.",
+        "",
+        "Fields (held out of every training config, by field): "
+        + "; ".join(f[0] for f in fields)
+        + ". Centre crops (side in HR px: "
+        + ", ".join(str(side) for side in sides)
+        + "). Degradation: "
         "core.degrade (PSF on the HR grid, flux-conserving block sum); PSFs `gaussian:1.0` and "
         "`gaussian+airy:1.0,2.0` (STAR's ranges); noisy = Gaussian sigma of 1% of (99.5th percentile - median) of the LR image. "
         "Restoration through `restoration.restore`; richardson-lucy, backprojection and flux-exact are given the true PSF. "
         "PSNR/SSIM with data_range = reference range. Flux Error cut and rel. err cut are geometric means over "
-        "cases of bicubic/method (>1 = better than bicubic). KL/JS in the reference's source pixels (`src`) and the rest (`sky`).", "",
-        "## Bundled weights", "", *w_lines, "",
-        "## Super-resolution (mean over fields and PSFs)", "", *sr_tables(rows),
-        "## Default options against flux-conserving bicubic (issue 20.6)", "",
+        "cases of bicubic/method (>1 = better than bicubic). KL/JS in the reference's source pixels (`src`) and the rest (`sky`).",
+        "",
+        "## Bundled weights",
+        "",
+        *w_lines,
+        "",
+        "## Super-resolution (mean over fields and PSFs)",
+        "",
+        *sr_tables(rows),
+        "## Default options against flux-conserving bicubic (issue 20.6)",
+        "",
         "`(default)`: `restore(lr, method=..., scale=..., psf=<true PSF>)` with nothing else (the projection's noise "
-        "choice from the measured noise, networks keep the sky).", "", *acceptance_table(rows),
-        "## Does every network beat every classical baseline? Aggregates", "",
+        "choice from the measured noise, networks keep the sky).",
+        "",
+        *acceptance_table(rows),
+        "## Does every network beat every classical baseline? Aggregates",
+        "",
         "Each network variant against the best classical method *for that column* (any of bicubic, lanczos, "
         "richardson-lucy, backprojection, backprojection + flux-noise), over all fields and both PSFs; the pooled "
-        "median pools every S/N > 10 source of every case:", "", *verdict_table(rows),
-        "## Does every network beat every classical baseline? (count of field x PSF cases)", "", *beats_table(rows),
-        "## Per field, x2", "", *field_table(rows, 2, False), *field_table(rows, 2, True),
-        "## Pix2WGAN (ground-based -> HST-like)", "", *p2w,
+        "median pools every S/N > 10 source of every case:",
+        "",
+        *verdict_table(rows),
+        "## Does every network beat every classical baseline? (count of field x PSF cases)",
+        "",
+        *beats_table(rows),
+        "## Per field, x2",
+        "",
+        *field_table(rows, 2, False),
+        *field_table(rows, 2, True),
+        "## Pix2WGAN (ground-based -> HST-like)",
+        "",
+        *p2w,
     ]
     write_report("\n".join(md) + "\n", args.out)
     return 0

@@ -31,8 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def load_baseline(rev: str):
     """``core/resample.py`` at git revision ``rev`` as a module (it only imports numpy/astropy/scipy)."""
-    src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:src/napari_astrosr/core/resample.py"],
-                         check=True, capture_output=True, text=True).stdout
+    src = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{rev}:src/napari_astrosr/core/resample.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "baseline_resample.py"
     path.write_text(src)
     name = "napari_astrosr.core._baseline_resample"
@@ -61,8 +65,10 @@ def main() -> None:
     rows = [(int(v), args.repeats, True) for v in args.sizes.split(",") if v]
     rows += [(int(v), 1, False) for v in args.once.split(",") if v]
     print("x2 upsample of a float64 n x n image; seconds are the minimum of interleaved repeats\n")
-    print("| input | repeats | upsample s | zoom(order=3) s | upsample / zoom | old upsample s | old / zoom "
-          "| flux err / peak |")
+    print(
+        "| input | repeats | upsample s | zoom(order=3) s | upsample / zoom | old upsample s | old / zoom "
+        "| flux err / peak |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for n, reps, with_old in rows:
         x = rng.gamma(0.3, 5.0, size=(n, n))

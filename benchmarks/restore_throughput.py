@@ -46,8 +46,9 @@ def baseline_src(rev: str) -> Path:
     """``src/`` of a detached worktree of ``rev`` (created once under the temp dir)."""
     wt = Path(tempfile.gettempdir()) / f"astrosr_base_{rev}"
     if not wt.exists():
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(wt), rev], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(wt), rev], check=True, capture_output=True
+        )
     return wt / "src"
 
 
@@ -77,8 +78,10 @@ def main() -> None:
     new = np.load(tmp / "this_tree.npy")
     diff = float(np.nanmax(np.abs(new - old)) / np.nanmax(np.abs(old)))
     flux = float(np.nansum(new, dtype=np.float64) / np.nansum(old, dtype=np.float64) - 1)
-    print(f"restore --method fisr --scale 2 (bundled, defaults), CPU, {args.threads} torch threads, "
-          f"input {args.size}^2 (tpv.fits mirrored); minimum of {args.repeats} alternating run(s)\n")
+    print(
+        f"restore --method fisr --scale 2 (bundled, defaults), CPU, {args.threads} torch threads, "
+        f"input {args.size}^2 (tpv.fits mirrored); minimum of {args.repeats} alternating run(s)\n"
+    )
     print("| implementation | tiles | tile | flux map s | network s | total s | speed-up |")
     print("|---|---|---|---|---|---|---|")
     b = best["baseline"]["timings"]["total"]
@@ -86,8 +89,10 @@ def main() -> None:
         r = best[name]
         t = r["timings"]
         rev = f" ({args.baseline})" if name == "baseline" else ""
-        print(f"| {name}{rev} | {r['tiles']} | {r['tile']} | {t.get('flux_map', 0):.2f} | {t['network']:.2f} "
-              f"| {t['total']:.2f} | {b / t['total']:.2f}x |")
+        print(
+            f"| {name}{rev} | {r['tiles']} | {r['tile']} | {t.get('flux_map', 0):.2f} | {t['network']:.2f} "
+            f"| {t['total']:.2f} | {b / t['total']:.2f}x |"
+        )
     print(f"\noutputs: max |this - baseline| / peak = {diff:.1e}; total flux this / baseline - 1 = {flux:+.1e}")
 
 

@@ -32,7 +32,8 @@ import quality as q  # noqa: E402  (same fields, degradation and data folder)
 
 def sr_richardson_lucy(sr, lr, *, scale, psf, iterations):
     """RL through ``A = block sum o blur`` (HR -> LR), started from ``sr`` (written here: skimage's RL has
-    no downsampling operator)."""
+    no downsampling operator).
+    """
     from napari_astrosr.core.projection import ForwardModel
     from napari_astrosr.core.psf import parse_psf
 
@@ -62,29 +63,47 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             bic = restore(lr, method="bicubic", scale=scale).data
-            outs = {"richardson-lucy (LR grid, then bicubic; shipped)": restore(
-                        lr, method="richardson-lucy", scale=scale, psf=psf).data,
-                    "backprojection + flux-noise": restore(
-                        lr, method="backprojection", scale=scale, psf=psf, flux_noise="auto").data}
+            outs = {
+                "richardson-lucy (LR grid, then bicubic; shipped)": restore(
+                    lr, method="richardson-lucy", scale=scale, psf=psf
+                ).data,
+                "backprojection + flux-noise": restore(
+                    lr, method="backprojection", scale=scale, psf=psf, flux_noise="auto"
+                ).data,
+            }
             for k in (15, 30):
                 outs[f"SR-RL {k} it. from bicubic"] = sr_richardson_lucy(bic, lr, scale=scale, psf=psf, iterations=k)
             for net in ("restormer", "fisr"):
                 base = restore(lr, method=net, scale=scale).data
-                outs[f"{net} + flux-noise"] = restore(lr, method=net, scale=scale, psf=psf, flux_exact=True,
-                                                      flux_noise="auto").data
+                outs[f"{net} + flux-noise"] = restore(
+                    lr, method=net, scale=scale, psf=psf, flux_exact=True, flux_noise="auto"
+                ).data
                 for k in (5, 15):
-                    outs[f"SR-RL {k} it. from {net}"] = sr_richardson_lucy(base, lr, scale=scale, psf=psf,
-                                                                          iterations=k)
+                    outs[f"SR-RL {k} it. from {net}"] = sr_richardson_lucy(base, lr, scale=scale, psf=psf, iterations=k)
         for name, img in outs.items():
             q.add_scores(rows, name, hr, img, dr)
-    lines = ["| method (x2, noisy 1%) | PSNR dB | median of per-case median rel. flux err | pooled median rel. "
-             "flux err | sources pooled |", "|---|---|---|---|---|"]
+    lines = [
+        "| method (x2, noisy 1%) | PSNR dB | median of per-case median rel. flux err | pooled median rel. "
+        "flux err | sources pooled |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         pooled = np.concatenate(r["rels"])
-        lines.append(f"| {name} | {np.mean(r['psnr']):.2f} | {np.nanmedian(r['med']):.4f} | {np.median(pooled):.4f} | "
-                     f"{pooled.size} |")
-    text = "\n".join([f"Command: `.venv/bin/python benchmarks/rl_refine.py --side {args.side}` "
-                      f"({time.perf_counter() - t0:.0f} s, 1 torch thread)", "", *lines]) + "\n"
+        lines.append(
+            f"| {name} | {np.mean(r['psnr']):.2f} | {np.nanmedian(r['med']):.4f} | {np.median(pooled):.4f} | "
+            f"{pooled.size} |"
+        )
+    text = (
+        "\n".join(
+            [
+                f"Command: `.venv/bin/python benchmarks/rl_refine.py --side {args.side}` "
+                f"({time.perf_counter() - t0:.0f} s, 1 torch thread)",
+                "",
+                *lines,
+            ]
+        )
+        + "\n"
+    )
     q.write_report(text, args.out)
     return 0
 

@@ -61,8 +61,12 @@ def sky_stats(img, sky):
     v = np.asarray(img, float)[sky]
     sd = float(v.std())
     skew = float(np.mean((v - v.mean()) ** 3) / sd**3) if sd > 0 else 0.0
-    return {"mean": float(v.mean()), "median": float(np.median(v)), "skew": skew,
-            "back": float(np.median(estimate_background(np.asarray(img, float)).back))}
+    return {
+        "mean": float(v.mean()),
+        "median": float(np.median(v)),
+        "skew": skew,
+        "back": float(np.median(estimate_background(np.asarray(img, float)).back)),
+    }
 
 
 def main(argv=None) -> int:
@@ -89,10 +93,13 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             outs["bicubic"] = restore(lr, method="bicubic", scale=scale).data
-            projected = {"richardson-lucy": restore(lr, method="richardson-lucy", scale=scale, psf=psf).data,
-                         "backprojection": restore(lr, method="backprojection", scale=scale, psf=psf).data,
-                         "backprojection + flux-noise": restore(lr, method="backprojection", scale=scale, psf=psf,
-                                                                flux_noise="auto").data}
+            projected = {
+                "richardson-lucy": restore(lr, method="richardson-lucy", scale=scale, psf=psf).data,
+                "backprojection": restore(lr, method="backprojection", scale=scale, psf=psf).data,
+                "backprojection + flux-noise": restore(
+                    lr, method="backprojection", scale=scale, psf=psf, flux_noise="auto"
+                ).data,
+            }
             fn = "auto" if noisy else None  # the projection each network row of the benchmark wins with
             for net in ("fisr", "restormer"):
                 if bundled_checkpoint(net, scale) is None:
@@ -102,26 +109,42 @@ def main(argv=None) -> int:
                 tag = "flux-noise" if noisy else "flux-exact"
                 for ks in (False, True):
                     projected[f"{net}{' + keep-sky' if ks else ''} + {tag}"] = restore(
-                        lr, method=net, scale=scale, psf=psf, flux_exact=True, flux_noise=fn, keep_sky=ks).data
+                        lr, method=net, scale=scale, psf=psf, flux_exact=True, flux_noise=fn, keep_sky=ks
+                    ).data
         for name, img in outs.items():
             st = sky_stats(img, sky)
             own, refb = source_errors(hr, img, snr_min=100.0)
-            rows.append(dict(scale=scale, field=label, psf=psf, noisy=noisy, method=name, skew=st["skew"],
-                             dmean=(st["mean"] - ref["mean"]) / rms, dback=(st["back"] - ref["back"]) / rms,
-                             own=_med(own), refb=_med(refb), n=len(own)))
+            rows.append(
+                dict(
+                    scale=scale,
+                    field=label,
+                    psf=psf,
+                    noisy=noisy,
+                    method=name,
+                    skew=st["skew"],
+                    dmean=(st["mean"] - ref["mean"]) / rms,
+                    dback=(st["back"] - ref["back"]) / rms,
+                    own=_med(own),
+                    refb=_med(refb),
+                    n=len(own),
+                )
+            )
         for name, img in {**outs, **projected}.items():
             if name == "reference":
                 continue
             own, refb = source_errors(hr, img, snr_min=10.0)
             pooled.setdefault((scale, noisy, name), []).append((own, refb))
     lines = [
-        "# What the networks do to the sky, and `--keep-sky`", "",
-        "Command: `.venv/bin/python benchmarks/sky_statistics.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        "# What the networks do to the sky, and `--keep-sky`",
+        "",
+        "Command: `.venv/bin/python benchmarks/sky_statistics.py "
+        + " ".join(argv if argv is not None else sys.argv[1:])
         + f"` ({time.perf_counter() - t0:.0f} s, 1 torch thread). Cases: the quality benchmark's held-out fields "
         f"(crops of up to {args.side} HR px), both PSFs, clean and noisy, same seeds. Sky = pixels outside the "
         "reference's dilated source ellipses. Shifts are in units of the reference's sky rms. Bright = reference "
         "S/N > 100; 'own bkg' measures each image with its own sep background (as the benchmark and any "
-        "SExtractor user do), 'ref bkg' subtracts the reference's background map from both.", "",
+        "SExtractor user do), 'ref bkg' subtracts the reference's background map from both.",
+        "",
     ]
     import collections
 
@@ -130,46 +153,64 @@ def main(argv=None) -> int:
             sel = [r for r in rows if r["scale"] == scale and r["noisy"] == noisy]
             if not sel:
                 continue
-            lines += [f"## x{scale}, {'noisy' if noisy else 'clean'} (mean over fields and PSFs; bright-source "
-                      "errors: median over cases)", "",
-                      "| method | sky skewness | sky mean shift | sep background shift | bright sources: median rel. "
-                      "err, own bkg | same, ref bkg |", "|---|---|---|---|---|---|"]
+            lines += [
+                f"## x{scale}, {'noisy' if noisy else 'clean'} (mean over fields and PSFs; bright-source "
+                "errors: median over cases)",
+                "",
+                "| method | sky skewness | sky mean shift | sep background shift | bright sources: median rel. "
+                "err, own bkg | same, ref bkg |",
+                "|---|---|---|---|---|---|",
+            ]
             g = collections.defaultdict(list)
             for r in sel:
                 g[r["method"]].append(r)
             for name, rs in g.items():
+
                 def m(k):
                     return float(np.nanmean([r[k] for r in rs]))
 
                 def med(k):
                     return _med([r[k] for r in rs if np.isfinite(r[k])])
 
-                lines.append(f"| {name} | {m('skew'):+.2f} | {m('dmean'):+.3f} | {m('dback'):+.3f} | "
-                             f"{med('own'):.4f} | {med('refb'):.4f} |")
+                lines.append(
+                    f"| {name} | {m('skew'):+.2f} | {m('dmean'):+.3f} | {m('dback'):+.3f} | "
+                    f"{med('own'):.4f} | {med('refb'):.4f} |"
+                )
             lines.append("")
-    lines += ["## Pooled S/N > 10 sources: own background vs the reference's", "",
-              "The quality benchmark's pooled median (every S/N > 10 source of every case; 3706 of the 3888 at "
-              "x2 are the crowded Spitzer field's), measured with each image's own sep background (the benchmark) "
-              "and with the reference's background map subtracted from both.", "",
-              "| scale | data | method | pooled median rel. err, own bkg | same, ref bkg | sources |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "## Pooled S/N > 10 sources: own background vs the reference's",
+        "",
+        "The quality benchmark's pooled median (every S/N > 10 source of every case; 3706 of the 3888 at "
+        "x2 are the crowded Spitzer field's), measured with each image's own sep background (the benchmark) "
+        "and with the reference's background map subtracted from both.",
+        "",
+        "| scale | data | method | pooled median rel. err, own bkg | same, ref bkg | sources |",
+        "|---|---|---|---|---|---|",
+    ]
     for (scale, noisy, name), parts in pooled.items():
         own = np.concatenate([a for a, _ in parts])
         refb = np.concatenate([b for _, b in parts])
-        lines.append(f"| x{scale} | {'noisy' if noisy else 'clean'} | {name} | {_med(own):.4f} | {_med(refb):.4f} | "
-                     f"{own.size} |")
+        lines.append(
+            f"| x{scale} | {'noisy' if noisy else 'clean'} | {name} | {_med(own):.4f} | {_med(refb):.4f} | {own.size} |"
+        )
     lines.append("")
-    lines += ["## Per field, x2 noisy (mean of both PSFs)", "",
-              "| field | method | sky skewness | sep background shift | bright sources (n) | median rel. err, own bkg "
-              "| same, ref bkg |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Per field, x2 noisy (mean of both PSFs)",
+        "",
+        "| field | method | sky skewness | sep background shift | bright sources (n) | median rel. err, own bkg "
+        "| same, ref bkg |",
+        "|---|---|---|---|---|---|---|",
+    ]
     g = collections.defaultdict(list)
     for r in rows:
         if r["scale"] == 2 and r["noisy"]:
             g[(r["field"], r["method"])].append(r)
     for (field, name), rs in g.items():
-        lines.append(f"| {field} | {name} | {np.mean([r['skew'] for r in rs]):+.2f} | "
-                     f"{np.mean([r['dback'] for r in rs]):+.3f} | {rs[0]['n']} | "
-                     f"{np.nanmean([r['own'] for r in rs]):.4f} | {np.nanmean([r['refb'] for r in rs]):.4f} |")
+        lines.append(
+            f"| {field} | {name} | {np.mean([r['skew'] for r in rs]):+.2f} | "
+            f"{np.mean([r['dback'] for r in rs]):+.3f} | {rs[0]['n']} | "
+            f"{np.nanmean([r['own'] for r in rs]):.4f} | {np.nanmean([r['refb'] for r in rs]):.4f} |"
+        )
     q.write_report("\n".join(lines) + "\n", args.out)
     return 0
 

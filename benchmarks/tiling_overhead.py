@@ -61,10 +61,14 @@ def main() -> None:
         out, info = infer(net, x, scale=2, flux_map=fm, normalization=norm, device="cpu", **kw)
         return out, info, time.perf_counter() - t
 
-    print(f"bundled FISR x2 ({meta.get('preset')}), CPU, {args.threads} torch thread(s); seconds: minimum of "
-          f"{args.repeats} interleaved repeat(s)\n")
-    print("| input | auto tiles | auto tile | overlap | auto s | one tile s | auto overhead | 256/32 tiles "
-          "| 256/32 s | 256/32 overhead | diff / peak |")
+    print(
+        f"bundled FISR x2 ({meta.get('preset')}), CPU, {args.threads} torch thread(s); seconds: minimum of "
+        f"{args.repeats} interleaved repeat(s)\n"
+    )
+    print(
+        "| input | auto tiles | auto tile | overlap | auto s | one tile s | auto overhead | 256/32 tiles "
+        "| 256/32 s | 256/32 overhead | diff / peak |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     ref1024 = None
     sizes = [(int(v), False) for v in args.sizes.split(",") if v]
@@ -92,8 +96,11 @@ def main() -> None:
             if n == 1024:
                 ref1024 = t_one
         t_a, t_o = min(ta), min(to)
-        print(f"| {n}^2 | {ia['tiles']} | {ia['tile_shape'][0]} | {ia['overlap']} | {t_a:.2f} | {t_one:.2f}{note} "
-              f"| {t_a / t_one - 1:+.0%} | {io['tiles']} | {t_o:.2f} | {t_o / t_one - 1:+.0%} | {diff} |", flush=True)
+        print(
+            f"| {n}^2 | {ia['tiles']} | {ia['tile_shape'][0]} | {ia['overlap']} | {t_a:.2f} | {t_one:.2f}{note} "
+            f"| {t_a / t_one - 1:+.0%} | {io['tiles']} | {t_o:.2f} | {t_o / t_one - 1:+.0%} | {diff} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

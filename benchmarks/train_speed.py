@@ -112,12 +112,18 @@ def main(argv=None) -> int:
     dev = pick_device(a.device)
     if a.threads:
         torch.set_num_threads(a.threads)
-    hw = torch.cuda.get_device_name() if dev.startswith("cuda") else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+    hw = (
+        torch.cuda.get_device_name()
+        if dev.startswith("cuda")
+        else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+    )
     paths = a.configs or [str(REPO / "configs" / f"{n}.yaml") for n in DEFAULT]
     rows = []
     cmd = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    head = ("| config | model | batch | patch (net in) | loop steps/s | samples/s | bare fwd+bwd ms | loop step ms "
-            "| net share |\n|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| config | model | batch | patch (net in) | loop steps/s | samples/s | bare fwd+bwd ms | loop step ms "
+        "| net share |\n|---|---|---|---|---|---|---|---|---|"
+    )
     print(f"# Training step vs bare network ({hw}, torch {torch.__version__})\n\n`{cmd}`\n", flush=True)
     print(head, flush=True)
     title = f"# Training step vs bare network ({hw}, torch {torch.__version__})\n\n`{cmd}`\n\n"
@@ -133,8 +139,10 @@ def main(argv=None) -> int:
         step, info = loop_step(cfg, a.steps, a.warmup)
         net = bare(cfg, dev, max(3, a.steps // 2), 2)
         pin = cfg.data.patch * (cfg.data.scale if cfg.model.scale == 1 else 1)
-        row = (f"| {cfg.name} | {cfg.model.name}/{cfg.model.preset} | {cfg.run.batch_size} | {pin} | {1 / step:.2f} | "
-               f"{cfg.run.batch_size / step:.0f} | {net * 1e3:.1f} | {step * 1e3:.1f} | {net / step:.0%} |")
+        row = (
+            f"| {cfg.name} | {cfg.model.name}/{cfg.model.preset} | {cfg.run.batch_size} | {pin} | {1 / step:.2f} | "
+            f"{cfg.run.batch_size / step:.0f} | {net * 1e3:.1f} | {step * 1e3:.1f} | {net / step:.0%} |"
+        )
         rows.append(row)
         print(row, f"<!-- {time.perf_counter() - t0:.0f} s; {info} -->", flush=True)
         if a.out:

@@ -60,7 +60,9 @@ def main(argv=None) -> int:
 
     bank = stamp_bank()
     total += save_bank(bank, dest / "stamps.npz").stat().st_size
-    print(f"{len(need)} data files + stamp bank ({bank.renderer}, {len(bank)} stamps) in {dest}: {total / 2**20:.1f} MiB")
+    print(
+        f"{len(need)} data files + stamp bank ({bank.renderer}, {len(bank)} stamps) in {dest}: {total / 2**20:.1f} MiB"
+    )
     return 0
 
 

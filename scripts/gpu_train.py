@@ -69,8 +69,18 @@ def main(argv=None) -> int:
         cpath.write_text(yaml.safe_dump(cfg, sort_keys=False))
         out = runs / name
         log = (runs / f"{name}.log").open("w")
-        cmd = [sys.executable, "-u", "-m", "napari_astrosr", "train", str(cpath), "--out", str(out),
-               "--max-minutes", str(a.minutes)]
+        cmd = [
+            sys.executable,
+            "-u",
+            "-m",
+            "napari_astrosr",
+            "train",
+            str(cpath),
+            "--out",
+            str(out),
+            "--max-minutes",
+            str(a.minutes),
+        ]
         procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=False), log, out)
         print(f"[gpu_train] started {name} (pid {procs[name][0].pid})", flush=True)
     interrupted: set[str] = set()
@@ -121,8 +131,10 @@ def pack(runs: Path, names: list[str], dest: Path, max_files: int) -> list[Path]
         else:
             bins.append([size, [(name, files)]])
     if len(bins) > max_files:
-        print(f"[gpu_train] {len(bins)} packs needed, only {max_files} allowed: the smallest runs are left out",
-              flush=True)
+        print(
+            f"[gpu_train] {len(bins)} packs needed, only {max_files} allowed: the smallest runs are left out",
+            flush=True,
+        )
         bins = bins[:max_files]
     out = []
     for i, (_, members) in enumerate(bins):
@@ -134,8 +146,10 @@ def pack(runs: Path, names: list[str], dest: Path, max_files: int) -> list[Path]
                     if f.suffix == ".log":
                         arc = f"{name}/console.log"
                     tf.add(f, arcname=arc)
-        print(f"[gpu_train] packed {tp.name}: {', '.join(n for n, _ in members)} "
-              f"({tp.stat().st_size / 2**20:.1f} MiB)", flush=True)
+        print(
+            f"[gpu_train] packed {tp.name}: {', '.join(n for n, _ in members)} ({tp.stat().st_size / 2**20:.1f} MiB)",
+            flush=True,
+        )
         out.append(tp)
     return out
 

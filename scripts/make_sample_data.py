@@ -42,8 +42,11 @@ def _cut(path: Path, size: int) -> tuple[np.ndarray, fits.Header]:
     for key in ("CRPIX1", "CRPIX2"):
         hdr[key] = new[key]
     hdr["NAXIS1"], hdr["NAXIS2"] = size, size
-    hdr["ASRCUT"] = (f"{path.name}[{cut.slices_original[0].start}:{cut.slices_original[0].stop},"
-                     f"{cut.slices_original[1].start}:{cut.slices_original[1].stop}]", "cutout of (y,x) slices")
+    hdr["ASRCUT"] = (
+        f"{path.name}[{cut.slices_original[0].start}:{cut.slices_original[0].stop},"
+        f"{cut.slices_original[1].start}:{cut.slices_original[1].stop}]",
+        "cutout of (y,x) slices",
+    )
     return np.ascontiguousarray(cut.data, dtype=np.float32), hdr
 
 

@@ -64,9 +64,13 @@ def hr_and_lr(viewer):
 
     hr = viewer.open_sample("napari-astrosr", "hst_galaxy")[0]
     lr = viewer.add_image(
-        block_sum(np.asarray(hr.data), 2), name="hst_galaxy_x2lr", scale=(2, 2), translate=(0.5, 0.5),
+        block_sum(np.asarray(hr.data), 2),
+        name="hst_galaxy_x2lr",
+        scale=(2, 2),
+        translate=(0.5, 0.5),
         metadata={"wcs": scale_wcs(hr.metadata["wcs"], 0.5), "header": hr.metadata["header"]},
-        contrast_limits=tuple(4 * np.asarray(hr.contrast_limits)), colormap="gray",
+        contrast_limits=tuple(4 * np.asarray(hr.contrast_limits)),
+        colormap="gray",
     )
     return hr, lr
 
@@ -188,11 +192,23 @@ def train() -> None:
     cfg = {
         "name": "screenshot_demo",
         "model": {"name": "pix2wgan", "preset": "tiny", "scale": 1},
-        "data": {"scale": 2, "psf": {"kind": "spec", "spec": "gaussian:1.0"}, "patch": 16, "realizations": 1,
-                 "max_patches": 128,
-                 "sources": [{"kind": "simulate", "simulate": "starfield", "count": 2, "size": 96, "split": "halves"}]},
-        "run": {"steps": 400, "batch_size": 4, "val_every": 5, "checkpoint_every": 10000, "log_every": 1,
-                "threads": 1, "val_images": 1},
+        "data": {
+            "scale": 2,
+            "psf": {"kind": "spec", "spec": "gaussian:1.0"},
+            "patch": 16,
+            "realizations": 1,
+            "max_patches": 128,
+            "sources": [{"kind": "simulate", "simulate": "starfield", "count": 2, "size": 96, "split": "halves"}],
+        },
+        "run": {
+            "steps": 400,
+            "batch_size": 4,
+            "val_every": 5,
+            "checkpoint_every": 10000,
+            "log_every": 1,
+            "threads": 1,
+            "val_images": 1,
+        },
     }
     w.set_config(config_from_dict(cfg))
     w.out_dir.setText(tempfile.mkdtemp(prefix="astrosr_train_shot_"))
@@ -274,8 +290,15 @@ def walkthrough() -> None:
     viewer.close()
 
 
-SHOTS = {"restore": restore, "detect": detect, "inspect": inspect, "coadd": coadd, "train": train,
-         "display": display, "walkthrough": walkthrough}
+SHOTS = {
+    "restore": restore,
+    "detect": detect,
+    "inspect": inspect,
+    "coadd": coadd,
+    "train": train,
+    "display": display,
+    "walkthrough": walkthrough,
+}
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """Render docs/images/training_skies.png: examples of training/skies.py (seeded) and their STAR degradation.
 
-    ASTROSR_STAMP_BANK=.gpudata/stamps.npz python scripts/sky_examples.py   # the GalSim bank gpu_prepare.py copies
+ASTROSR_STAMP_BANK=.gpudata/stamps.npz python scripts/sky_examples.py   # the GalSim bank gpu_prepare.py copies
 """
 
 from __future__ import annotations

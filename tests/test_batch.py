@@ -95,14 +95,22 @@ def test_restore_dask_network_matches_in_memory(tmp_path, rng):
     from napari_astrosr.training.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("restormer", preset="tiny", scale=2), name="restormer",
-                           preset="tiny", scale=2, config=dict(PRESETS["tiny"]), normalization={"kind": "median_std"})
+    ckpt = save_checkpoint(
+        tmp_path / "tiny.pt",
+        build_model("restormer", preset="tiny", scale=2),
+        name="restormer",
+        preset="tiny",
+        scale=2,
+        config=dict(PRESETS["tiny"]),
+        normalization={"kind": "median_std"},
+    )
     img = _field(rng, (64, 56), n_stars=6)
     # the network alone (the default projection is compared tile by tile for backprojection)
     ref = restoration.restore(img, method="restormer", scale=2, model=ckpt, device="cpu", project=False).data
     B.clear_cache()
     out = B.restore_dask(img, method="restormer", scale=2, model=ckpt, chunks=32, depth=16, project=False).compute(
-        scheduler="synchronous")
+        scheduler="synchronous"
+    )
     assert np.max(np.abs(out - ref)) <= 2e-3 * np.max(np.abs(ref))
     assert np.isclose(out.sum(dtype=np.float64), ref.sum(dtype=np.float64), rtol=1e-3)
 
@@ -167,8 +175,10 @@ def test_batch_reports_corrupt_file_and_finishes_the_rest(tmp_path, files, clien
     bad = files[0].parent / "img_bad.fits"
     bad.write_bytes(files[1].read_bytes()[:3000])  # header fine, data truncated
     events = []
-    res = run(B.batch_job(str(files[0].parent / "*.fits"), tmp_path / "out", method="lanczos", scale=2,
-                          scheduler=client), on_progress=events.append)
+    res = run(
+        B.batch_job(str(files[0].parent / "*.fits"), tmp_path / "out", method="lanczos", scale=2, scheduler=client),
+        on_progress=events.append,
+    )
     status = {Path(r.file).name: r for r in res.rows}
     assert status["img_bad.fits"].status == "failed"
     assert "img_bad.fits" in status["img_bad.fits"].message and "truncated" in status["img_bad.fits"].message
@@ -211,8 +221,9 @@ def test_batch_stop_then_resume(tmp_path, files, client):
     client.run(lambda: None)  # let any task still running on a worker finish before we look
     again = B.batch(pattern, out, method="bicubic", scheduler=client)
     assert again.count("skipped") >= k and again.count("skipped") + again.count("done") == 4
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
-        sorted(B.output_path(p, out, method="bicubic", scale=2).name for p in files)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        B.output_path(p, out, method="bicubic", scale=2).name for p in files
+    )
 
 
 def test_batch_large_file_goes_tiled(tmp_path, files, client):
@@ -250,8 +261,18 @@ def test_batch_input_errors(tmp_path, files):
 
 def test_cli_batch_on_a_scheduler_address(tmp_path, files, client, capsys):
     out = tmp_path / "cli"
-    argv = ["batch", str(files[0].parent / "img*.fits"), "-o", str(out), "--method", "bicubic",
-            "--scheduler", client.scheduler.address, "--summary", str(tmp_path / "sum.csv")]
+    argv = [
+        "batch",
+        str(files[0].parent / "img*.fits"),
+        "-o",
+        str(out),
+        "--method",
+        "bicubic",
+        "--scheduler",
+        client.scheduler.address,
+        "--summary",
+        str(tmp_path / "sum.csv"),
+    ]
     assert main(argv) == 0
     text = capsys.readouterr()
     assert "4 done" in text.out and "[4/4]" in text.err
@@ -309,8 +330,23 @@ def test_restore_dask_flux_noise_matches_in_memory_quality(rng):
 
 def test_batch_flux_noise_option(tmp_path, files, client, capsys):
     out = tmp_path / "out"
-    code = main(["batch", str(files[0].parent / "*.fits"), "-o", str(out), "--method", "backprojection",
-                 "--psf", "gaussian:1.0", "--flux-noise", "auto", "--scheduler", client.scheduler.address, "--quiet"])
+    code = main(
+        [
+            "batch",
+            str(files[0].parent / "*.fits"),
+            "-o",
+            str(out),
+            "--method",
+            "backprojection",
+            "--psf",
+            "gaussian:1.0",
+            "--flux-noise",
+            "auto",
+            "--scheduler",
+            client.scheduler.address,
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     got = read_fits(B.output_path(files[1], out, method="backprojection", scale=2))
     ref = _ref(files[1], method="backprojection", scale=2, psf="gaussian:1.0", flux_noise="auto")
@@ -318,10 +354,23 @@ def test_batch_flux_noise_option(tmp_path, files, client, capsys):
     # 'auto' measures each file's noise and says what it chose (these clean files: exact)
     assert got.header["ASRPROJ"] == ref.header["ASRPROJ"] and '"noise_source"' in got.header["ASRPARAM"]
     # the option is part of the content hash: a re-run with exact projection is not mistaken for this one
-    assert B.content_hash(files[1], B.RestoreParams("backprojection", 2, psf="gaussian:1.0", flux_noise="auto")) != \
-        B.content_hash(files[1], B.RestoreParams("backprojection", 2, psf="gaussian:1.0"))
-    code = main(["batch", str(files[0]), "-o", str(tmp_path / "o2"), "--method", "bicubic", "--flux-noise", "auto",
-                 "--scheduler", client.scheduler.address])
+    assert B.content_hash(
+        files[1], B.RestoreParams("backprojection", 2, psf="gaussian:1.0", flux_noise="auto")
+    ) != B.content_hash(files[1], B.RestoreParams("backprojection", 2, psf="gaussian:1.0"))
+    code = main(
+        [
+            "batch",
+            str(files[0]),
+            "-o",
+            str(tmp_path / "o2"),
+            "--method",
+            "bicubic",
+            "--flux-noise",
+            "auto",
+            "--scheduler",
+            client.scheduler.address,
+        ]
+    )
     assert code == 2 and "--flux-noise" in capsys.readouterr().err
 
 
@@ -335,7 +384,8 @@ def test_restore_dask_keep_sky_close_to_in_memory(rng):
     for ks in (None, True):
         ref = restoration.restore(img, method="restormer", scale=2, keep_sky=ks, project=False)
         out = B.restore_dask(img, chunks=(96, 80), method="restormer", scale=2, keep_sky=ks, project=False).compute(
-            scheduler="synchronous")
+            scheduler="synchronous"
+        )
         diffs[ks] = np.abs(out - ref.data)
         assert abs(float(out.sum()) - float(ref.data.sum())) < 1e-3 * abs(float(ref.data.sum()))
     noise = B.resolve_sky_rms(img, 2)
@@ -347,15 +397,40 @@ def test_restore_dask_keep_sky_close_to_in_memory(rng):
 def test_batch_keep_sky_option(tmp_path, files, client, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "out"
-    code = main(["batch", str(files[0].parent / "*.fits"), "-o", str(out), "--method", "restormer", "--keep-sky", "--no-projection",
-                 "--scheduler", client.scheduler.address, "--quiet"])
+    code = main(
+        [
+            "batch",
+            str(files[0].parent / "*.fits"),
+            "-o",
+            str(out),
+            "--method",
+            "restormer",
+            "--keep-sky",
+            "--no-projection",
+            "--scheduler",
+            client.scheduler.address,
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     got = read_fits(B.output_path(files[1], out, method="restormer", scale=2))
     ref = _ref(files[1], method="restormer", scale=2, keep_sky=True, project=False)
     assert np.allclose(got.data, ref.data, rtol=0, atol=1e-5 * np.nanmax(np.abs(ref.data)))
     assert '"keep_sky"' in got.header["ASRPARAM"]
-    assert B.content_hash(files[1], B.RestoreParams("restormer", 2, keep_sky=(2.0, 5.0))) != \
-        B.content_hash(files[1], B.RestoreParams("restormer", 2))
-    code = main(["batch", str(files[0]), "-o", str(tmp_path / "o2"), "--method", "bicubic", "--keep-sky",
-                 "--scheduler", client.scheduler.address])
+    assert B.content_hash(files[1], B.RestoreParams("restormer", 2, keep_sky=(2.0, 5.0))) != B.content_hash(
+        files[1], B.RestoreParams("restormer", 2)
+    )
+    code = main(
+        [
+            "batch",
+            str(files[0]),
+            "-o",
+            str(tmp_path / "o2"),
+            "--method",
+            "bicubic",
+            "--keep-sky",
+            "--scheduler",
+            client.scheduler.address,
+        ]
+    )
     assert code == 2 and "--keep-sky" in capsys.readouterr().err

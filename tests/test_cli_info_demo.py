@@ -57,8 +57,12 @@ def test_info_bad_input_exit_2_one_line(tmp_path, capsys, kind):
 def test_info_debug_shows_traceback(tmp_path):
     bad = tmp_path / "garbage.fits"
     bad.write_bytes(b"x" * 3000)
-    r = subprocess.run([sys.executable, "-m", "napari_astrosr", "--debug", "info", str(bad)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "napari_astrosr", "--debug", "info", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0 and "Traceback" in r.stderr and "garbage.fits" in r.stderr
 
 
@@ -72,8 +76,13 @@ def test_demo_headless_writes_outputs(tmp_path):
 
     out = tmp_path / "demo"
     env = dict(os.environ)
-    r = subprocess.run([sys.executable, "-m", "napari_astrosr", "demo", "--headless", "--no-validate", "-o", str(out)],
-                       capture_output=True, text=True, timeout=240, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "napari_astrosr", "demo", "--headless", "--no-validate", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.strip().splitlines()
     assert lines[-1] == str(out)
@@ -81,9 +90,20 @@ def test_demo_headless_writes_outputs(tmp_path):
     method = metrics["method"]
     # the summary table names the method and the device actually used
     assert any(line.startswith(f"method  {method} x2 on {metrics['device']}") for line in lines)
-    for name in ("screenshot.png", "canvas.png", "residual_zoom.png", "info.txt", "demo_log.json",
-                 f"hst_galaxy_{method}_x2.fits", f"hst_galaxy_{method}_residual.fits", "sources_input.ecsv",
-                 f"sources_{method}.ecsv", "sources_input.reg", "source_residuals.ecsv", "rois.reg"):
+    for name in (
+        "screenshot.png",
+        "canvas.png",
+        "residual_zoom.png",
+        "info.txt",
+        "demo_log.json",
+        f"hst_galaxy_{method}_x2.fits",
+        f"hst_galaxy_{method}_residual.fits",
+        "sources_input.ecsv",
+        f"sources_{method}.ecsv",
+        "sources_input.reg",
+        "source_residuals.ecsv",
+        "rois.reg",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no staging/temp leftovers
     assert "hst_galaxy.fits" in (out / "info.txt").read_text()
@@ -93,4 +113,3 @@ def test_demo_headless_writes_outputs(tmp_path):
 
     shot = imread(out / "canvas.png")
     assert shot.ndim == 3 and shot[..., :3].std() > 5  # the image is drawn, not a blank canvas
-

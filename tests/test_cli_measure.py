@@ -10,9 +10,10 @@ from astropy.io import fits
 from astropy.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent / "core"))
+from napari_astrosr.cli import main  # noqa: E402
+
 from _measure_sim import gaussian_field  # noqa: E402
 from conftest import shared_file  # noqa: E402
-from napari_astrosr.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +55,37 @@ def test_detect_csv_fits_and_empty_field(files, tmp_path, capsys):
 def test_evaluate_json_rois_and_residuals(files, capsys):
     d, truth = files
     reg = d / "rois.reg"
-    reg.write_text("# Region file format: DS9\nimage\ncircle(50,50,20) # text={centre}\n"
-                   "circle(5000,5000,3) # text={outside}\n")
-    code = main(["evaluate", "--reference", str(d / "ref.fits"), "--prediction", str(d / "pred.fits"),
-                 "--rois", str(reg), "--json", "-o", str(d / "res.ecsv")])
+    reg.write_text(
+        "# Region file format: DS9\nimage\ncircle(50,50,20) # text={centre}\ncircle(5000,5000,3) # text={outside}\n"
+    )
+    code = main(
+        [
+            "evaluate",
+            "--reference",
+            str(d / "ref.fits"),
+            "--prediction",
+            str(d / "pred.fits"),
+            "--rois",
+            str(reg),
+            "--json",
+            "-o",
+            str(d / "res.ecsv"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     obj = json.loads(out)  # exactly one JSON object on stdout
-    for k in ("psnr", "ssim", "data_range", "flux_error", "flux_error_rel_median", "n_sources", "sharpness",
-              "sky_sigma", "rois"):
+    for k in (
+        "psnr",
+        "ssim",
+        "data_range",
+        "flux_error",
+        "flux_error_rel_median",
+        "n_sources",
+        "sharpness",
+        "sky_sigma",
+        "rois",
+    ):
         assert k in obj
     assert obj["n_sources"] == len(truth) and obj["flux_error_rel_median"] < 0.01
     assert obj["rois"][0]["name"] == "centre" and obj["rois"][0]["js"] > 0
@@ -73,8 +96,20 @@ def test_evaluate_json_rois_and_residuals(files, capsys):
 
 def test_evaluate_table_and_data_range(files, capsys):
     d, _ = files
-    assert main(["evaluate", "--reference", str(d / "ref.fits"), "--prediction", str(d / "pred.fits"),
-                 "--data-range", "1000"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--reference",
+                str(d / "ref.fits"),
+                "--prediction",
+                str(d / "pred.fits"),
+                "--data-range",
+                "1000",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "PSNR" in out and "1000 (given)" in out
 
@@ -93,16 +128,28 @@ def test_detect_on_real_eso_image(tmp_path, capsys):
 
 
 def test_evaluate_morphology(tmp_path, capsys):
-    from scipy.ndimage import gaussian_filter
 
     from test_morphology import _galaxies
 
     gt, lq, rs = _galaxies()
     for name, a in (("gt", gt), ("lq", lq), ("rs", rs)):
         fits.writeto(tmp_path / f"{name}.fits", a.astype(np.float32))
-    args = ["evaluate", "--reference", str(tmp_path / "gt.fits"), "--prediction", str(tmp_path / "rs.fits"),
-            "--morphology", "--input", str(tmp_path / "lq.fits"), "--no-sersic", "--json",
-            "--morph-table", str(tmp_path / "m.ecsv"), "--morph-plot", str(tmp_path / "m.png")]
+    args = [
+        "evaluate",
+        "--reference",
+        str(tmp_path / "gt.fits"),
+        "--prediction",
+        str(tmp_path / "rs.fits"),
+        "--morphology",
+        "--input",
+        str(tmp_path / "lq.fits"),
+        "--no-sersic",
+        "--json",
+        "--morph-table",
+        str(tmp_path / "m.ecsv"),
+        "--morph-plot",
+        str(tmp_path / "m.png"),
+    ]
     assert main(args) == 0
     obj = json.loads(capsys.readouterr().out)
     assert obj["morphology"]["n_galaxies"] == 6 and obj["morphology"]["kron_flux"]["scatter_reduction"] > 1

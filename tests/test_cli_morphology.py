@@ -35,11 +35,31 @@ def test_evaluate_morphology_lq_on_its_own_grid(tmp_path, capsys):
     _write(tmp_path / "rs.fits", rs, w)
     _write(tmp_path / "lq.fits", lq, scale_wcs(w, 0.5))
     _write(tmp_path / "lq_nowcs.fits", lq)
-    base = ["evaluate", "--reference", str(tmp_path / "gt.fits"), "--prediction", str(tmp_path / "rs.fits"),
-            "--morphology", "--no-sersic", "--json"]
+    base = [
+        "evaluate",
+        "--reference",
+        str(tmp_path / "gt.fits"),
+        "--prediction",
+        str(tmp_path / "rs.fits"),
+        "--morphology",
+        "--no-sersic",
+        "--json",
+    ]
     # scale from the WCSs
-    assert main(base + ["--input", str(tmp_path / "lq.fits"), "--morph-table", str(tmp_path / "m.ecsv"),
-                        "--morph-plot", str(tmp_path / "m.png")]) == 0
+    assert (
+        main(
+            base
+            + [
+                "--input",
+                str(tmp_path / "lq.fits"),
+                "--morph-table",
+                str(tmp_path / "m.ecsv"),
+                "--morph-plot",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 0
+    )
     m = json.loads(capsys.readouterr().out)["morphology"]
     assert m["lq_scale"] == 2 and m["n_galaxies"] == 6
     assert m["kron_flux"]["scatter_reduction"] > 1 and m["r50"]["scatter_reduction"] > 1
@@ -70,6 +90,20 @@ def test_evaluate_morphology_rejects_offset_lq_grid(tmp_path, capsys):
     _write(tmp_path / "gt.fits", gt, w)
     _write(tmp_path / "rs.fits", rs, w)
     _write(tmp_path / "lq.fits", lq, wl)
-    assert main(["evaluate", "--reference", str(tmp_path / "gt.fits"), "--prediction", str(tmp_path / "rs.fits"),
-                 "--morphology", "--no-sersic", "--input", str(tmp_path / "lq.fits")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--reference",
+                str(tmp_path / "gt.fits"),
+                "--prediction",
+                str(tmp_path / "rs.fits"),
+                "--morphology",
+                "--no-sersic",
+                "--input",
+                str(tmp_path / "lq.fits"),
+            ]
+        )
+        == 2
+    )
     assert "offset" in capsys.readouterr().err

@@ -61,16 +61,59 @@ def test_restore_network_checkpoint_and_flux_exact(tmp_path, rng):
 
     torch.manual_seed(0)
     cfg = resolve_config("fisr", preset="tiny")
-    ck = save_checkpoint(tmp_path / "f.pt", build_model("fisr", preset=None, scale=2, **cfg), name="fisr",
-                         preset="tiny", scale=2, config=cfg, normalization={"kind": "median_std"})
+    ck = save_checkpoint(
+        tmp_path / "f.pt",
+        build_model("fisr", preset=None, scale=2, **cfg),
+        name="fisr",
+        preset="tiny",
+        scale=2,
+        config=cfg,
+        normalization={"kind": "median_std"},
+    )
     src = _write(tmp_path, (rng.random((20, 20)) + 1).astype(np.float32))
     out = tmp_path / "sr.fits"
-    assert main(["restore", str(src), "-o", str(out), "--method", "fisr", "--model", str(ck), "--device", "cpu",
-                 "--flux-exact", "--psf", "gaussian:1.0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                str(src),
+                "-o",
+                str(out),
+                "--method",
+                "fisr",
+                "--model",
+                str(ck),
+                "--device",
+                "cpu",
+                "--flux-exact",
+                "--psf",
+                "gaussian:1.0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with fits.open(out) as h:
         assert h[0].data.shape == (40, 40) and h[0].header["ASRMODEL"]
-    assert main(["restore", str(src), "-o", str(out), "--method", "fisr", "--model", str(ck), "--scale", "4",
-                 "--overwrite", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "restore",
+                str(src),
+                "-o",
+                str(out),
+                "--method",
+                "fisr",
+                "--model",
+                str(ck),
+                "--scale",
+                "4",
+                "--overwrite",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.slow  # FLOP counting of all presets: ~10 s idle, ~30 s on the loaded shared CPU
@@ -90,8 +133,10 @@ def test_restore_keep_sky_option(tmp_path, rng, capsys):
     src = _write(tmp_path, data)
     for extra, levels in ((["--keep-sky"], [2.0, 5.0]), (["--keep-sky", "1,3"], [1.0, 3.0])):
         out = tmp_path / f"ks{levels[0]}.fits"
-        assert main(["restore", str(src), "-o", str(out), "--method", "restormer", *extra, "--no-projection",
-                     "--quiet"]) == 0
+        assert (
+            main(["restore", str(src), "-o", str(out), "--method", "restormer", *extra, "--no-projection", "--quiet"])
+            == 0
+        )
         with fits.open(out) as h:
             assert json.loads(h[0].header["ASRPARAM"])["keep_sky"] == levels
     bad = tmp_path / "bad.fits"

@@ -54,7 +54,7 @@ def test_flux_projection_gives_back_a_lost_source_flux(field):
     k = int(np.argmax(fl))
     latent = truth.copy()
     x0, y0 = int(xy[k, 0]), int(xy[k, 1])
-    latent[y0 - 2:y0 + 3, x0 - 2:x0 + 3] *= 0.5  # a "latent" that lost half of one star
+    latent[y0 - 2 : y0 + 3, x0 - 2 : x0 + 3] *= 0.5  # a "latent" that lost half of one star
     kern = effective_psf(stack)
     before = source_flux_report(latent, iv.data, fwhm=4.0, reference_sigma=iv.uncertainty, match_kernel=kern)
     after_img = project_flux(latent, stack)
@@ -65,8 +65,9 @@ def test_flux_projection_gives_back_a_lost_source_flux(field):
     assert after_img.sum() == pytest.approx(np.nansum(iv.data), rel=0.01)
     # three passes (the job's default) keep every source within 2% too (on this noiseless
     # latent the dimmed star goes 0.994 -> 1.013: more passes are not always closer per source)
-    after3 = source_flux_report(project_flux(latent, stack, iterations=3), iv.data, fwhm=4.0,
-                                reference_sigma=iv.uncertainty, match_kernel=kern)
+    after3 = source_flux_report(
+        project_flux(latent, stack, iterations=3), iv.data, fwhm=4.0, reference_sigma=iv.uncertainty, match_kernel=kern
+    )
     assert after3["flux_ok"] and np.abs(after3["table"]["ratio"] - 1).max() < 0.02
 
 
@@ -96,8 +97,10 @@ def test_cli_and_api_run_the_same_job(tmp_path, field):
         fits.PrimaryHDU(f).writeto(p)
         paths.append(str(p))
     out = tmp_path / "co.fits"
-    assert main(["coadd", *paths, "-o", str(out), "--method", "ivar", "--psf", "gaussian:1.5",
-                 "--no-subtract-background"]) == 0
+    assert (
+        main(["coadd", *paths, "-o", str(out), "--method", "ivar", "--psf", "gaussian:1.5", "--no-subtract-background"])
+        == 0
+    )
     hdr = fits.getheader(out)
     assert hdr["COADDMET"] == "ivar" and "SKYCHG" in hdr and hdr["FLUXN"] >= 1
     # the same job from arrays (the widget's path) gives the same image

@@ -88,8 +88,16 @@ def test_metrics_json(job):
     m = json.loads(res.files["metrics"].read_text())
     assert m["method"] == res.method and m["method_reason"] and m["device"] == "cpu"
     a = m["consistency"]
-    for k in ("total_flux_rel_diff", "residual", "per_source", "rois", "n_sources_input", "n_sources_output",
-              "flux_error", "psnr_blocksum_vs_input"):
+    for k in (
+        "total_flux_rel_diff",
+        "residual",
+        "per_source",
+        "rois",
+        "n_sources_input",
+        "n_sources_output",
+        "flux_error",
+        "psnr_blocksum_vs_input",
+    ):
         assert k in a, k
     assert [r["name"] for r in a["rois"]] == ["bright", "faint", "sky"]
     assert all(r["js"] is not None and 0 <= r["js"] <= np.log(2) for r in a["rois"])
@@ -116,8 +124,9 @@ def test_numbers_mean_something(job):
     else:  # the bundled network (FISR): residual on a flux-conserving base, total kept approximately
         assert abs(a["total_flux_rel_diff"]) < 0.02
     # the residual array matches the definition
-    np.testing.assert_allclose(res.residual, block_sum(res.restored.data.astype(np.float64), 2) - res.input.data,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        res.residual, block_sum(res.restored.data.astype(np.float64), 2) - res.input.data, atol=1e-5
+    )
 
 
 def test_default_rois_synthetic(rng):
@@ -131,7 +140,7 @@ def test_default_rois_synthetic(rng):
     by = {r.name: r for r in rois}
     assert by["bright"].x0 <= 30 < by["bright"].x1 and by["bright"].y0 <= 90 < by["bright"].y1
     assert by["faint"].x0 <= 100 < by["faint"].x1 and by["faint"].y0 <= 20 < by["faint"].y1
-    assert not (d.segmap[by["sky"].y0:by["sky"].y1, by["sky"].x0:by["sky"].x1] > 0).any()
+    assert not (d.segmap[by["sky"].y0 : by["sky"].y1, by["sky"].x0 : by["sky"].x1] > 0).any()
     assert all(r.y1 - r.y0 == 16 and r.x1 - r.x0 == 16 for r in rois)
 
 

@@ -41,8 +41,16 @@ def ckpt(tmp_path):
         torch.manual_seed(0)
         cfg = resolve_config(name, preset="tiny")
         m = build_model(name, preset=None, scale=scale, **cfg)
-        return save_checkpoint(tmp_path / f"{name}_x{scale}.pt", m, name=name, preset="tiny", scale=scale,
-                               config=cfg, normalization=normalization or {"kind": "median_std"})
+        return save_checkpoint(
+            tmp_path / f"{name}_x{scale}.pt",
+            m,
+            name=name,
+            preset="tiny",
+            scale=scale,
+            config=cfg,
+            normalization=normalization or {"kind": "median_std"},
+        )
+
     return make
 
 
@@ -142,8 +150,9 @@ def test_clear_errors(rng, ckpt):
 def test_stop_ends_network_run(rng, ckpt):
     lr = _hr_field(rng, (64, 64)).astype(np.float32)
     flag = StopFlag()
-    job = restore_job(lr, method="restormer", scale=2, model=ckpt("restormer"), tile=16, overlap=4, stop=flag,
-                      project=False)
+    job = restore_job(
+        lr, method="restormer", scale=2, model=ckpt("restormer"), tile=16, overlap=4, stop=flag, project=False
+    )
     ev = next(job)
     while "tile" not in ev.message:
         ev = next(job)
@@ -164,8 +173,8 @@ def test_stop_during_backprojection_ends_within_a_second(rng):
     import threading
     import time
 
-    from napari_astrosr.core.psf import gaussian_psf
     from napari_astrosr.core.projection import forward_model
+    from napari_astrosr.core.psf import gaussian_psf
 
     hr = _hr_field(rng, shape=(1024, 1024), n=40)
     lr = forward_model(hr, scale=2, psf=gaussian_psf(1.0)).astype(np.float32)
@@ -245,15 +254,17 @@ def test_flux_noise_says_when_it_kept_nothing_of_the_residual():
 def test_flux_noise_auto_on_a_real_galaxy_crop_says_it_kept_nothing():
     """Measured on the held-out COSMOS crop (docs/results_flux_noise_variants.md): the image's own correlated
     noise sets sep's rms and no band of the residual rises above it; restore says so and what to do."""
-    from conftest import shared_file
     from napari_astrosr.core.degrade import degrade
     from napari_astrosr.core.fits_io import read_fits
     from napari_astrosr.exceptions import AstroSRWarning
 
-    img = np.nan_to_num(read_fits(shared_file(
-        "hst_cosmos_acs_f814w_galaxy/147246.0_150.416558_1.998697_masknoise.fits")).data).astype(np.float64)
+    from conftest import shared_file
+
+    img = np.nan_to_num(
+        read_fits(shared_file("hst_cosmos_acs_f814w_galaxy/147246.0_150.416558_1.998697_masknoise.fits")).data
+    ).astype(np.float64)
     cy, cx = img.shape[0] // 2, img.shape[1] // 2
-    hr = img[cy - 64:cy + 64, cx - 64:cx + 64]
+    hr = img[cy - 64 : cy + 64, cx - 64 : cx + 64]
     lr = degrade(hr, scale=2, psf="gaussian:1.0", noise=None, seed=1).data.astype(np.float32)
     with pytest.warns(AstroSRWarning, match="no part of the data residual.*sep's background rms"):
         restore(lr, method="backprojection", scale=2, psf="gaussian:1.0", flux_noise="auto")
@@ -282,8 +293,9 @@ def test_keep_sky_keeps_the_upsampled_input_in_the_sky_and_the_network_on_source
     assert gated.params["keep_sky"] == [2.0, 5.0] and 0 < gated.params["keep_sky_network_fraction"] < 1
     assert "keep_sky" in gated.timings
     # levels given as text; a projection after the gate still reproduces the input's total flux
-    proj = restore(lr, method=name, scale=2, model=p, keep_sky="1,3", psf="gaussian:1.0", flux_exact=True,
-                   flux_noise="exact")
+    proj = restore(
+        lr, method=name, scale=2, model=p, keep_sky="1,3", psf="gaussian:1.0", flux_exact=True, flux_noise="exact"
+    )
     assert proj.params["keep_sky"] == [1.0, 3.0]
     assert proj.data.sum() == pytest.approx(float(lr.sum()), rel=1e-4)
 
@@ -301,15 +313,17 @@ def test_keep_sky_removes_the_background_bias_on_a_real_galaxy(rng):
     keeps the sky's mean but skews its distribution, so sep's (mode) background on its output drops and the
     galaxies' aperture fluxes come out ~3.6% high; with the sky gate they are within 1%."""
     pytest.importorskip("torch")
-    from conftest import shared_file
     from napari_astrosr.core import metrics
     from napari_astrosr.core.degrade import degrade
     from napari_astrosr.core.fits_io import read_fits
 
-    img = np.nan_to_num(read_fits(shared_file(
-        "hst_cosmos_acs_f814w_galaxy/147246.0_150.416558_1.998697_masknoise.fits")).data).astype(np.float64)
+    from conftest import shared_file
+
+    img = np.nan_to_num(
+        read_fits(shared_file("hst_cosmos_acs_f814w_galaxy/147246.0_150.416558_1.998697_masknoise.fits")).data
+    ).astype(np.float64)
     cy, cx = img.shape[0] // 2, img.shape[1] // 2
-    hr = img[cy - 128:cy + 128, cx - 128:cx + 128]
+    hr = img[cy - 128 : cy + 128, cx - 128 : cx + 128]
     lr = degrade(hr, scale=2, psf="gaussian:1.0", noise=None, seed=1).data
     sigma = 0.01 * float(np.percentile(lr, 99.5) - np.median(lr))  # the quality benchmark's noise
     lr = (lr + np.random.default_rng(2).normal(0, sigma, lr.shape)).astype(np.float32)

@@ -50,22 +50,26 @@ def test_opt_outs_and_the_old_flag():
     assert not off.projects and off.sky_levels is None
     assert _effective(off) == _effective(options_from_kwargs(method="fisr", project=False, keep_sky=False))
     # --flux-exact stays accepted: a no-op for the networks, the projection for a classical method
-    assert _effective(_cli_options(["restore", "i", "-o", "o", "--method", "fisr", "--flux-exact"])) == \
-        _effective(options_from_kwargs(method="fisr"))
+    assert _effective(_cli_options(["restore", "i", "-o", "o", "--method", "fisr", "--flux-exact"])) == _effective(
+        options_from_kwargs(method="fisr")
+    )
     assert options_from_kwargs(method="bicubic", flux_exact=True, psf="gaussian:1.0").projects
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(method="fisr", scael=2), "unknown restore option"),
-    (dict(method="fisr", scale=0), "--scale"),
-    (dict(method="magic"), "unknown; choose one of"),
-    (dict(method="bicubic", keep_sky=True), "--keep-sky applies to the networks"),
-    (dict(method="fisr", keep_sky="5,1"), "--keep-sky"),
-    (dict(method="backprojection", project=False), "use --method bicubic"),
-    (dict(method="bicubic", flux_noise=0.1), "--flux-noise makes the forward-model projection noise-aware"),
-    (dict(method="fisr", flux_noise="-1"), "--flux-noise"),
-    (dict(method="fisr", device="gpu"), "--device"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="fisr", scael=2), "unknown restore option"),
+        (dict(method="fisr", scale=0), "--scale"),
+        (dict(method="magic"), "unknown; choose one of"),
+        (dict(method="bicubic", keep_sky=True), "--keep-sky applies to the networks"),
+        (dict(method="fisr", keep_sky="5,1"), "--keep-sky"),
+        (dict(method="backprojection", project=False), "use --method bicubic"),
+        (dict(method="bicubic", flux_noise=0.1), "--flux-noise makes the forward-model projection noise-aware"),
+        (dict(method="fisr", flux_noise="-1"), "--flux-noise"),
+        (dict(method="fisr", device="gpu"), "--device"),
+    ],
+)
 def test_bad_options_are_one_clear_error(kwargs, match):
     with pytest.raises(AstroSRError, match=match):
         options_from_kwargs(**kwargs)
@@ -131,8 +135,10 @@ def test_choices_are_reported_in_the_header_and_on_the_cli(tmp_path, capsys):
     src2 = tmp_path / "noisy.fits"
     fits.PrimaryHDU(noisy).writeto(src2)
     out2 = tmp_path / "bp2.fits"
-    assert main(["restore", str(src2), "-o", str(out2), "--method", "backprojection", "--psf", "gaussian:1.0",
-                 "--quiet"]) == 0
+    assert (
+        main(["restore", str(src2), "-o", str(out2), "--method", "backprojection", "--psf", "gaussian:1.0", "--quiet"])
+        == 0
+    )
     h2 = fits.getheader(out2)
     assert h2["ASRPROJ"] == "noise-aware" and h2["ASRNOISE"] == pytest.approx(0.05 * float(clean.max()), rel=0.3)
     out3 = tmp_path / "bic.fits"

@@ -81,8 +81,11 @@ def test_psf_from_header_keyword_and_from_extension(tmp_path):
     hdr["PSF_FWHM"] = (2.0, "[pixel] PSF FWHM")
     res = restore(data, method="backprojection", scale=2, header=hdr)
     assert res.header["PSFSRC"] == "header-keyword" and res.err is not None
-    src = _write(tmp_path / "withpsf.fits", data,
-                 extra=[fits.ImageHDU(gaussian_psf(1.0, size=11).astype(np.float32), name="PSF")])
+    src = _write(
+        tmp_path / "withpsf.fits",
+        data,
+        extra=[fits.ImageHDU(gaussian_psf(1.0, size=11).astype(np.float32), name="PSF")],
+    )
     res = restore(data, method="backprojection", scale=2, source=src)
     assert res.header["PSFSRC"] == "extension"
 
@@ -93,9 +96,11 @@ def test_clean_exact_noisy_noise_aware_with_the_new_estimator():
     from napari_astrosr.core.simulate import sersic_galaxies
     from napari_astrosr.restore_options import resolve_noise
 
-    for clean in (sersic_galaxies((64, 64), seed=1, noise="none", sky=0.0).image.astype(np.float32),
-                  sersic_galaxies((256, 256), seed=3, noise="none", sky=0.0).image.astype(np.float32),
-                  _stars((256, 256))):
+    for clean in (
+        sersic_galaxies((64, 64), seed=1, noise="none", sky=0.0).image.astype(np.float32),
+        sersic_galaxies((256, 256), seed=3, noise="none", sky=0.0).image.astype(np.float32),
+        _stars((256, 256)),
+    ):
         assert resolve_noise(clean).mode == "exact"
         sig = 0.01 * float(np.percentile(clean, 99.5))
         noisy = clean + np.random.default_rng(2).normal(0, sig, clean.shape).astype(np.float32)

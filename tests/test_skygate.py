@@ -9,8 +9,18 @@ from napari_astrosr.core.skygate import DEFAULT_LEVELS, parse_keep_sky, sky_gate
 from napari_astrosr.exceptions import AstroSRError
 
 
-@pytest.mark.parametrize("value, expected", [(None, None), (False, None), (True, DEFAULT_LEVELS), ("", DEFAULT_LEVELS),
-                                             ("3,8", (3.0, 8.0)), ((1, 4), (1.0, 4.0)), (" 0, 2.5 ", (0.0, 2.5))])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (None, None),
+        (False, None),
+        (True, DEFAULT_LEVELS),
+        ("", DEFAULT_LEVELS),
+        ("3,8", (3.0, 8.0)),
+        ((1, 4), (1.0, 4.0)),
+        (" 0, 2.5 ", (0.0, 2.5)),
+    ],
+)
 def test_parse_keep_sky(value, expected):
     assert parse_keep_sky(value) == expected
 

@@ -34,14 +34,13 @@ import json
 import logging
 import math
 import os
-import sys
-import tempfile
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -93,20 +92,31 @@ class RestoreParams:
     """The sky gate's noise rms of the upsampled input (resolved per image, once, before tiling)."""
 
     @classmethod
-    def from_options(cls, opts: RestoreOptions, *, norm: Optional[tuple] = None) -> "RestoreParams":
+    def from_options(cls, opts: RestoreOptions, *, norm: Optional[tuple] = None) -> RestoreParams:
         """The plain-value form of a :class:`~napari_astrosr.restore_options.RestoreOptions`, its defaults
-        resolved (``flux_exact`` is whether it projects, ``keep_sky`` the sky gate's levels or None)."""
+        resolved (``flux_exact`` is whether it projects, ``keep_sky`` the sky gate's levels or None).
+        """
         psf = opts.psf
         if psf is not None and not isinstance(psf, str):
             raise AstroSRError("batch/tiled restorations take --psf as a spec or a file path, not an array.")
-        return cls(method=opts.method, scale=int(opts.scale), model=opts.model, flux_exact=opts.projects, psf=psf,
-                   device=opts.device, tile=opts.tile, norm=norm,
-                   flux_noise=opts.flux_noise if opts.projects else None, keep_sky=opts.sky_levels,
-                   sky_rms=opts.sky_rms if opts.sky_levels is not None else None)
+        return cls(
+            method=opts.method,
+            scale=int(opts.scale),
+            model=opts.model,
+            flux_exact=opts.projects,
+            psf=psf,
+            device=opts.device,
+            tile=opts.tile,
+            norm=norm,
+            flux_noise=opts.flux_noise if opts.projects else None,
+            keep_sky=opts.sky_levels,
+            sky_rms=opts.sky_rms if opts.sky_levels is not None else None,
+        )
 
     def restore_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``restoration.restore`` / ``restore_job``: every choice explicit, so that a
-        worker makes the same one as the client did."""
+        worker makes the same one as the client did.
+        """
         kw: dict[str, Any] = dict(method=self.method, scale=self.scale, device=self.device)
         if self.model is not None:
             kw["model"] = self.model
@@ -146,8 +156,8 @@ class RestoreParams:
             fp["keep_sky"] = [float(v) for v in self.keep_sky]
         return fp
 
-
     def is_network(self) -> bool:
+        """Whether the method is a network (its weights are loaded once per worker)."""
         return self.method in NETWORKS
 
     def checkpoint(self) -> Optional[str]:
@@ -196,8 +206,19 @@ def _restorer(params: RestoreParams) -> Callable[..., Any]:
     is handed to ``restoration.restore`` (which accepts a module as ``model``), so a worker never
     re-reads weights per file or per block.
     """
-    key = (params.method, params.model, params.scale, params.device, params.flux_exact, params.psf, params.tile,
-           params.norm, params.flux_noise, params.keep_sky, params.sky_rms)
+    key = (
+        params.method,
+        params.model,
+        params.scale,
+        params.device,
+        params.flux_exact,
+        params.psf,
+        params.tile,
+        params.norm,
+        params.flux_noise,
+        params.keep_sky,
+        params.sky_rms,
+    )
     fn = _CACHE.get(key)
     if fn is not None:
         return fn
@@ -211,8 +232,10 @@ def _restorer(params: RestoreParams) -> Callable[..., Any]:
                 kwargs["model"] = _load_network(params)
                 if params.norm is not None:
                     kwargs["model"] = _fixed_norm(kwargs["model"], dict(params.norm))
+
             def fn(data, *, wcs=None, header=None, source=None, _kw=kwargs):  # noqa: E306
                 return restoration.restore(data, wcs=wcs, header=header, source=source, **_kw)
+
             _CACHE[key] = fn
     return fn
 
@@ -222,8 +245,9 @@ def _load_network(params: RestoreParams):
 
     ckpt = params.checkpoint()
     if ckpt is None:
-        raise AstroSRError(f"no bundled weights for {params.method} x{params.scale}; pass --model CKPT.pt "
-                           "(written by astrosr train).")
+        raise AstroSRError(
+            f"no bundled weights for {params.method} x{params.scale}; pass --model CKPT.pt (written by astrosr train)."
+        )
     net, meta = load_checkpoint(ckpt, device="cpu", expect_name=params.method, expect_scale=int(params.scale))
     # restore() reads the normalisation of an in-memory module from this attribute
     net.normalization = meta.get("normalization") or {"kind": "median_std"}
@@ -347,7 +371,7 @@ def _restore_block(block: np.ndarray, *, params: RestoreParams, depth: int, bloc
             f"method {params.method!r}: output shape {out.shape} is not {s}x the block {block.shape}; "
             "it cannot be restored tile by tile."
         )
-    return out[top * s: out.shape[0] - bottom * s, left * s: out.shape[1] - right * s]
+    return out[top * s : out.shape[0] - bottom * s, left * s : out.shape[1] - right * s]
 
 
 def resolve_flux_noise(flux_noise: Union[None, float, str], image: Any) -> Union[float, str]:
@@ -363,7 +387,8 @@ def resolve_flux_noise(flux_noise: Union[None, float, str], image: Any) -> Union
 
 def resolve_for_image(opts: RestoreOptions, image: Any) -> RestoreOptions:
     """``opts`` with the per-image measurements made once (the projection's noise choice, the sky gate's rms),
-    so that every block of a tiled restoration makes the same choices as the in-memory one would."""
+    so that every block of a tiled restoration makes the same choices as the in-memory one would.
+    """
     upd: dict[str, Any] = {}
     if opts.projects and opts.flux_noise in (None, "auto"):
         upd["flux_noise"] = resolve_flux_noise(opts.flux_noise, image)
@@ -379,13 +404,14 @@ def _central_section(image: Any, half: int = 512) -> np.ndarray:
     """The central (up to ``2 half`` square) section of a 2-D array-like (numpy, dask, FITS section), read."""
     ny, nx = image.shape
     y0, x0 = max(0, ny // 2 - half), max(0, nx // 2 - half)
-    return np.asarray(image[y0:y0 + 2 * half, x0:x0 + 2 * half], dtype=np.float64)
+    return np.asarray(image[y0 : y0 + 2 * half, x0 : x0 + 2 * half], dtype=np.float64)
 
 
 def resolve_sky_rms(image: Any, scale: int) -> float:
     """The sky gate's noise rms for a whole image, measured once on the central (<= 1024^2) section's
     flux-conserving bicubic upsample (what ``restore_job`` measures on the whole image in memory), so
-    that every tile gates against the same noise."""
+    that every tile gates against the same noise.
+    """
     from .core.skygate import sky_base, sky_rms
     from .training.inference import fill_invalid
 
@@ -474,8 +500,13 @@ def restore_dask(
     s = int(scale)
     out_chunks = tuple(tuple(c * s for c in axis) for axis in darr.chunks)
     return padded.map_blocks(
-        _restore_block, params=params, depth=depth, chunks=out_chunks, dtype=np.float32,
-        meta=np.empty((0, 0), dtype=np.float32), name=f"astrosr-restore-{params.method}",
+        _restore_block,
+        params=params,
+        depth=depth,
+        chunks=out_chunks,
+        dtype=np.float32,
+        meta=np.empty((0, 0), dtype=np.float32),
+        name=f"astrosr-restore-{params.method}",
     )
 
 
@@ -578,8 +609,19 @@ def _output_header(header, wcs, shape, provenance: dict, extra_cards: dict):
     from .core.fits_io import _strip_wcs, provenance_cards  # same package: reuse the writer's rules
 
     hdr = fits.Header() if header is None else header.copy()
-    for key in ("BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM", "SIMPLE", "BITPIX", "EXTEND", "XTENSION",
-                "PCOUNT", "GCOUNT"):
+    for key in (
+        "BSCALE",
+        "BZERO",
+        "BLANK",
+        "CHECKSUM",
+        "DATASUM",
+        "SIMPLE",
+        "BITPIX",
+        "EXTEND",
+        "XTENSION",
+        "PCOUNT",
+        "GCOUNT",
+    ):
         hdr.remove(key, ignore_missing=True, remove_all=True)
     for k in range(1, 10):
         hdr.remove(f"NAXIS{k}", ignore_missing=True, remove_all=True)
@@ -738,14 +780,17 @@ def restore_fits_tiled_job(
     probe_res = _restore_array(probe, params, wcs=wcs, header=header)
     res_params = dict(getattr(probe_res, "params", {}) or {})
     res_params.update({"tiled": True, "chunk": int(chunk)})
-    provenance = dict(method=method, parameters=res_params,
-                      checkpoint_hash=_ckpt_hash(params), inputs=[str(path)])
-    out_header = _output_header(getattr(probe_res, "header", None) or header, getattr(probe_res, "wcs", None),
-                                shape_out, provenance, dict(extra_cards or {}))
+    provenance = dict(method=method, parameters=res_params, checkpoint_hash=_ckpt_hash(params), inputs=[str(path)])
+    out_header = _output_header(
+        getattr(probe_res, "header", None) or header,
+        getattr(probe_res, "wcs", None),
+        shape_out,
+        provenance,
+        dict(extra_cards or {}),
+    )
     del probe, probe_res
 
-    darr = da.from_array(src, chunks=(chunk, chunk), name=f"fits-{dask.base.tokenize(src)}", asarray=False,
-                         fancy=False)
+    darr = da.from_array(src, chunks=(chunk, chunk), name=f"fits-{dask.base.tokenize(src)}", asarray=False, fancy=False)
     result = restore_dask(darr, options=options, depth=depth)
 
     with atomic_output(out) as tmp:
@@ -784,14 +829,19 @@ def restore_fits_tiled_job(
             if stop.is_set():
                 raise StoppedError(f"{path}: stopped after {i} of {n_rows} block rows; no output written.")
             # the input rows feeding this output row (halo included) are read again per row: simple, bounded
-            da.store(result[y0: y0 + h], _RowOffset(writer, y0), lock=False, compute=True, **compute_kw)
+            da.store(result[y0 : y0 + h], _RowOffset(writer, y0), lock=False, compute=True, **compute_kw)
             y0 += h
             yield Progress(i + 1, n_rows, f"{Path(path).name}: row {i + 1}/{n_rows}")
     return TiledResult(
-        output=out, shape_in=(ny, nx), shape_out=shape_out, chunk=int(chunk),
+        output=out,
+        shape_in=(ny, nx),
+        shape_out=shape_out,
+        chunk=int(chunk),
         depth=int(default_depth(params) if depth is None else depth),
-        n_blocks=len(result.chunks[0]) * len(result.chunks[1]), seconds=time.perf_counter() - t0,
-        peak_rss=peak_rss() if reset else None, in_memory_bytes=ny * nx * 4 * (1 + s * s),
+        n_blocks=len(result.chunks[0]) * len(result.chunks[1]),
+        seconds=time.perf_counter() - t0,
+        peak_rss=peak_rss() if reset else None,
+        in_memory_bytes=ny * nx * 4 * (1 + s * s),
     )
 
 
@@ -885,8 +935,13 @@ def restore_file(
     if out.exists():
         old = read_hash(out)
         if old == digest:
-            return dict(file=str(path), status="skipped", seconds=time.perf_counter() - t0, output=str(out),
-                        message="already done (same input and parameters)")
+            return dict(
+                file=str(path),
+                status="skipped",
+                seconds=time.perf_counter() - t0,
+                output=str(out),
+                message="already done (same input and parameters)",
+            )
         if not overwrite:
             raise AstroSRError(
                 f"{out}: exists from another input or other parameters ({HASH_KEY} differs); "
@@ -907,13 +962,22 @@ def _restore_file(path: Path, out: Path, params: RestoreParams, digest: str, t0:
 
         if params.flux_exact and params.psf is None:
             # one PSF per image: a per-block search (extension, header, stars) could differ from block to block
-            raise AstroSRError(f"{path.name}: tiled (large-image) restorations with the projection need --psf SPEC|"
-                               "PSF.fits (the PSF is found in the file only for in-memory restorations) or "
-                               "--no-projection.")
-        res = run(restore_fits_tiled_job(
-            path, out, overwrite=True, chunk=int(chunk or DEFAULT_CHUNK), depth=depth,
-            extra_cards={HASH_KEY: digest}, options=options_from_kwargs(**params.restore_kwargs()),
-        ))
+            raise AstroSRError(
+                f"{path.name}: tiled (large-image) restorations with the projection need --psf SPEC|"
+                "PSF.fits (the PSF is found in the file only for in-memory restorations) or "
+                "--no-projection."
+            )
+        res = run(
+            restore_fits_tiled_job(
+                path,
+                out,
+                overwrite=True,
+                chunk=int(chunk or DEFAULT_CHUNK),
+                depth=depth,
+                extra_cards={HASH_KEY: digest},
+                options=options_from_kwargs(**params.restore_kwargs()),
+            )
+        )
         msg = f"tiled {res.n_blocks} blocks"
     else:
         from .core.fits_io import read_fits, write_fits
@@ -923,10 +987,19 @@ def _restore_file(path: Path, out: Path, params: RestoreParams, digest: str, t0:
         hdr = (getattr(res, "header", None) or img.header).copy()
         hdr[HASH_KEY] = digest
         write_fits(
-            out, res.data, header=hdr, wcs=getattr(res, "wcs", None), overwrite=True,
-            provenance=dict(method=params.method, parameters=dict(getattr(res, "params", {}) or {}),
-                            checkpoint_hash=_ckpt_hash(params), inputs=[str(path)]),
-            protect=[path], extra_hdus=[res.err_hdu()] if hasattr(res, "err_hdu") else [],
+            out,
+            res.data,
+            header=hdr,
+            wcs=getattr(res, "wcs", None),
+            overwrite=True,
+            provenance=dict(
+                method=params.method,
+                parameters=dict(getattr(res, "params", {}) or {}),
+                checkpoint_hash=_ckpt_hash(params),
+                inputs=[str(path)],
+            ),
+            protect=[path],
+            extra_hdus=[res.err_hdu()] if hasattr(res, "err_hdu") else [],
         )
         msg = ""
     return dict(file=str(path), status="done", seconds=time.perf_counter() - t0, output=str(out), message=msg)
@@ -958,19 +1031,28 @@ class BatchResult:
     scheduler: str = ""
 
     def count(self, status: str) -> int:
+        """How many files ended with ``status``."""
         return sum(r.status == status for r in self.rows)
 
     @property
     def ok(self) -> bool:
+        """Whether every file was restored or skipped (already done)."""
         return all(r.status in ("done", "skipped") for r in self.rows)
 
     def table(self) -> str:
         """The summary table (file, status, seconds, output) as text."""
         head = ("file", "status", "seconds", "output")
-        body = [(Path(r.file).name, r.status, f"{r.seconds:.2f}",
-                 r.output if r.status in ("done", "skipped") else r.message) for r in self.rows]
+        body = [
+            (
+                Path(r.file).name,
+                r.status,
+                f"{r.seconds:.2f}",
+                r.output if r.status in ("done", "skipped") else r.message,
+            )
+            for r in self.rows
+        ]
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-        fmt = "  ".join("{:<%d}" % w for w in widths[:-1]) + "  {}"
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
         lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
         lines += [fmt.format(*b) for b in body]
         lines.append(
@@ -1023,8 +1105,13 @@ class _Cluster:
             n = int(self.workers or _default_workers())
             if n < 1:
                 raise AstroSRError(f"--workers {n}: must be at least 1.")
-            self.cluster = LocalCluster(n_workers=n, threads_per_worker=int(self.tpw), processes=bool(self.processes),
-                                        dashboard_address=None, silence_logs=logging.CRITICAL)
+            self.cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=int(self.tpw),
+                processes=bool(self.processes),
+                dashboard_address=None,
+                silence_logs=logging.CRITICAL,
+            )
             self.client = Client(self.cluster)
         else:
             try:
@@ -1124,7 +1211,9 @@ def batch_job(
     seen: dict[str, Path] = {}
     for p, o in zip(files, outs):
         if o.name in seen:
-            raise AstroSRError(f"{p} and {seen[o.name]}: both would be written to {o}; restore them into separate folders.")
+            raise AstroSRError(
+                f"{p} and {seen[o.name]}: both would be written to {o}; restore them into separate folders."
+            )
         seen[o.name] = p
     outdir.mkdir(parents=True, exist_ok=True)
     # a rerun after a killed worker: its half-written temporary files go; finished outputs (published
@@ -1143,9 +1232,17 @@ def batch_job(
         futures = {}
         for i, (p, o) in enumerate(zip(files, outs)):
             fut = client.submit(
-                restore_file, str(p), str(o), params, overwrite=overwrite, chunk=chunk, depth=depth,
-                max_memory=max_memory, key=f"astrosr-batch-{i}-{p.name}-{os.getpid()}-{time.time_ns()}",
-                retries=int(retries), pure=False,
+                restore_file,
+                str(p),
+                str(o),
+                params,
+                overwrite=overwrite,
+                chunk=chunk,
+                depth=depth,
+                max_memory=max_memory,
+                key=f"astrosr-batch-{i}-{p.name}-{os.getpid()}-{time.time_ns()}",
+                retries=int(retries),
+                pure=False,
             )
             futures[fut] = i
         done = 0
@@ -1162,11 +1259,20 @@ def batch_job(
                 row.message = str(exc) if isinstance(exc, AstroSRError) else f"{type(exc).__name__}: {exc}"
                 row.message = " ".join(row.message.split())  # one line per file in the summary
             done += 1
-            yield Progress(done, n, f"{Path(row.file).name}: {row.status}"
-                           + (f" ({row.seconds:.1f} s)" if row.status == "done" else "")
-                           + (f" - {row.message}" if row.status == "failed" else ""),
-                           values={"file": row.file, "status": row.status, "seconds": row.seconds,
-                                   "output": row.output, "message": row.message})
+            yield Progress(
+                done,
+                n,
+                f"{Path(row.file).name}: {row.status}"
+                + (f" ({row.seconds:.1f} s)" if row.status == "done" else "")
+                + (f" - {row.message}" if row.status == "failed" else ""),
+                values={
+                    "file": row.file,
+                    "status": row.status,
+                    "seconds": row.seconds,
+                    "output": row.output,
+                    "message": row.message,
+                },
+            )
             if stop.is_set():
                 pending = [f for f in futures if not f.done()]
                 client.cancel(pending)
@@ -1192,7 +1298,24 @@ def batch(inputs, outdir, **kwargs) -> BatchResult:
 
 
 __all__ = [
-    "RestoreParams", "content_hash", "file_sha256", "default_depth", "restore_dask", "FitsSection",
-    "restore_fits_tiled_job", "restore_fits_tiled", "TiledResult", "output_path", "read_hash", "restore_file",
-    "batch_job", "batch", "BatchResult", "FileResult", "expand_inputs", "clear_cache", "peak_rss", "HASH_KEY",
+    "RestoreParams",
+    "content_hash",
+    "file_sha256",
+    "default_depth",
+    "restore_dask",
+    "FitsSection",
+    "restore_fits_tiled_job",
+    "restore_fits_tiled",
+    "TiledResult",
+    "output_path",
+    "read_hash",
+    "restore_file",
+    "batch_job",
+    "batch",
+    "BatchResult",
+    "FileResult",
+    "expand_inputs",
+    "clear_cache",
+    "peak_rss",
+    "HASH_KEY",
 ]

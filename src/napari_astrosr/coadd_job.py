@@ -20,8 +20,9 @@ and :func:`report_lines` (what the CLI prints and the widget shows).
 
 from __future__ import annotations
 
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Generator, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -91,11 +92,31 @@ class CoaddOptions:
 
     def dip_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~napari_astrosr.models.dip_coadd.dip_coadd_job`."""
-        keys = ("iterations", "seed", "device", "sky", "pedestal", "superres", "blind", "ensemble", "skip",
-                "skip_smooth", "lr", "chi2_stop", "holdout", "patience", "min_iterations", "project", "project_iterations",
-                "pin_sky",
-                "gate", "gate_sigma",
-                "kernel_sizes", "preview_every", "threads")
+        keys = (
+            "iterations",
+            "seed",
+            "device",
+            "sky",
+            "pedestal",
+            "superres",
+            "blind",
+            "ensemble",
+            "skip",
+            "skip_smooth",
+            "lr",
+            "chi2_stop",
+            "holdout",
+            "patience",
+            "min_iterations",
+            "project",
+            "project_iterations",
+            "pin_sky",
+            "gate",
+            "gate_sigma",
+            "kernel_sizes",
+            "preview_every",
+            "threads",
+        )
         out = {k: getattr(self, k) for k in keys}
         out["kernel_sizes"] = tuple(int(k) for k in self.kernel_sizes)
         out["gate"] = tuple(float(v) for v in self.gate) if self.gate else None
@@ -111,10 +132,17 @@ class CoaddOptions:
 
 
 def stack_from_arrays(
-    frames: Union[np.ndarray, Sequence[np.ndarray]], *, sigmas: Optional[np.ndarray] = None,
-    weights: Optional[np.ndarray] = None, masks: Optional[np.ndarray] = None,
-    psfs: Optional[Sequence[np.ndarray]] = None, psf_spec: Optional[str] = None, estimate_psfs: bool = False,
-    wcs=None, header=None, stop=NEVER,
+    frames: Union[np.ndarray, Sequence[np.ndarray]],
+    *,
+    sigmas: Optional[np.ndarray] = None,
+    weights: Optional[np.ndarray] = None,
+    masks: Optional[np.ndarray] = None,
+    psfs: Optional[Sequence[np.ndarray]] = None,
+    psf_spec: Optional[str] = None,
+    estimate_psfs: bool = False,
+    wcs=None,
+    header=None,
+    stop=NEVER,
 ) -> Generator[Progress, None, FrameStack]:
     """Frames held in memory (widget layers, API arrays) -> a :class:`FrameStack`.
 
@@ -151,7 +179,10 @@ def stack_from_arrays(
 
 
 def coadd_job(
-    stack: FrameStack, *, options: CoaddOptions, stop=NEVER,
+    stack: FrameStack,
+    *,
+    options: CoaddOptions,
+    stop=NEVER,
 ) -> Generator[Progress, None, CoaddResult]:
     """Coadd ``stack`` with ``options``; the result carries the report (see the module docs).
 
@@ -173,8 +204,10 @@ def coadd_job(
     options.check()
     if options.method in ("dip",) or options.homogenize:
         if stack.psfs is None:
-            raise AstroSRError(f"PSF: method {options.method} needs one PSF per frame (--psf / --psf-from-fwhm, "
-                               "or the widget's PSF choice).")
+            raise AstroSRError(
+                f"PSF: method {options.method} needs one PSF per frame (--psf / --psf-from-fwhm, "
+                "or the widget's PSF choice)."
+            )
     if options.method == "ivar":
         yield Progress(0, 1, "inverse-variance coadd")
         res = ivar_coadd(stack, homogenize=options.homogenize)
@@ -222,8 +255,10 @@ def coadd_report(result: CoaddResult, stack: FrameStack) -> dict[str, Any]:
         img = block_sum(img, s)
     m_img, m_iv = image_metrics(img), image_metrics(iv.data)
     out: dict[str, Any] = {
-        "sharpness": m_img["sharpness"], "ivar_sharpness": m_iv["sharpness"],
-        "sky_sigma": m_img["sky_sigma"], "ivar_sky_sigma": m_iv["sky_sigma"],
+        "sharpness": m_img["sharpness"],
+        "ivar_sharpness": m_iv["sharpness"],
+        "sky_sigma": m_img["sky_sigma"],
+        "ivar_sky_sigma": m_iv["sky_sigma"],
         "sharpness_gain": (m_img["sharpness"] - m_iv["sharpness"]) / abs(m_iv["sharpness"]),
         "sky_sigma_change": (m_img["sky_sigma"] - m_iv["sky_sigma"]) / m_iv["sky_sigma"],
     }
@@ -236,12 +271,16 @@ def coadd_report(result: CoaddResult, stack: FrameStack) -> dict[str, Any]:
         from .models.dip_coadd import effective_psf
 
         kernel = effective_psf(stack)
-    fl = source_flux_report(img, iv.data, fwhm=fwhm, reference_sigma=iv.uncertainty, mask=~np.isfinite(iv.data),
-                            match_kernel=kernel)
+    fl = source_flux_report(
+        img, iv.data, fwhm=fwhm, reference_sigma=iv.uncertainty, mask=~np.isfinite(iv.data), match_kernel=kernel
+    )
     fl.pop("table", None)
     out.update(fl)
-    out["checked"] = ("S_F and source-masked sky sigma against the ivar coadd; " + fl["checked"]
-                      + ("; DIP image convolved with the ivar coadd's PSF first" if kernel is not None else ""))
+    out["checked"] = (
+        "S_F and source-masked sky sigma against the ivar coadd; "
+        + fl["checked"]
+        + ("; DIP image convolved with the ivar coadd's PSF first" if kernel is not None else "")
+    )
     return out
 
 
@@ -271,18 +310,29 @@ def report_lines(result: CoaddResult) -> list[str]:
     rep = m.get("report") or {}
     lines = []
     if result.method == "dip":
-        stop_txt = {"validation": "held-out chi2 stopped improving", "budget": "step cap reached",
-                    "stopped": "stopped by the user", "chi2": "chi2 reached its target", "plateau": "loss plateau"}
-        lines.append(f"DIP: {m.get('steps')} steps in {m.get('seconds', float('nan')):.1f} s "
-                     f"({stop_txt.get(m.get('stop_reason'), m.get('stop_reason'))}), chi2 {m.get('chi2', float('nan')):.3f}"
-                     + (f", held-out chi2 {m['val_chi2']:.3f}" if m.get("val_chi2") is not None else ""))
+        stop_txt = {
+            "validation": "held-out chi2 stopped improving",
+            "budget": "step cap reached",
+            "stopped": "stopped by the user",
+            "chi2": "chi2 reached its target",
+            "plateau": "loss plateau",
+        }
+        lines.append(
+            f"DIP: {m.get('steps')} steps in {m.get('seconds', float('nan')):.1f} s "
+            f"({stop_txt.get(m.get('stop_reason'), m.get('stop_reason'))}), chi2 {m.get('chi2', float('nan')):.3f}"
+            + (f", held-out chi2 {m['val_chi2']:.3f}" if m.get("val_chi2") is not None else "")
+        )
     if rep:
         lines.append(f"checked: {rep.get('checked', '')}")
     if "sharpness_gain" in rep:
-        lines.append(f"S_F {100 * rep['sharpness_gain']:+.1f}%, sky sigma {100 * rep['sky_sigma_change']:+.1f}% vs ivar coadd")
+        lines.append(
+            f"S_F {100 * rep['sharpness_gain']:+.1f}%, sky sigma {100 * rep['sky_sigma_change']:+.1f}% vs ivar coadd"
+        )
         if "bins" in rep:
             verdict = "flux kept" if rep.get("flux_ok") else "FLUX NOT KEPT"
-            lines.append(f"{verdict}: {rep['n_sources']} sources, median {rep['flux_ratio_median']:.3f}, "
-                         f"min {rep['flux_ratio_min']:.3f}, {rep['n_below_floor']} below 0.9")
+            lines.append(
+                f"{verdict}: {rep['n_sources']} sources, median {rep['flux_ratio_median']:.3f}, "
+                f"min {rep['flux_ratio_min']:.3f}, {rep['n_below_floor']} below 0.9"
+            )
             lines += ["  " + b for b in format_flux_bins(rep)]
     return lines

@@ -93,8 +93,9 @@ def check_model_config(cfg: Any, *, where: str) -> None:
         if isinstance(v, int):
             if not 0 <= v <= MAX_CONFIG_INT:
                 shown = str(v) if abs(v) < 10**12 else f"an integer of {len(str(abs(v)))} digits"
-                raise AstroSRError(f"{where}: model config '{key}' = {shown} is out of range "
-                                   f"(0 to {MAX_CONFIG_INT}); fix the value.")
+                raise AstroSRError(
+                    f"{where}: model config '{key}' = {shown} is out of range (0 to {MAX_CONFIG_INT}); fix the value."
+                )
             if key.split("[")[0].rsplit(".", 1)[-1] in _BLOCK_KEYS:
                 blocks += v
         elif isinstance(v, float):
@@ -106,8 +107,10 @@ def check_model_config(cfg: Any, *, where: str) -> None:
         else:
             raise AstroSRError(f"{where}: model config '{key}' has an unsupported type {type(v).__name__}.")
     if blocks > MAX_TOTAL_BLOCKS:
-        raise AstroSRError(f"{where}: model config asks for {blocks} blocks in all (at most {MAX_TOTAL_BLOCKS}); "
-                           "use a preset or smaller num_blocks.")
+        raise AstroSRError(
+            f"{where}: model config asks for {blocks} blocks in all (at most {MAX_TOTAL_BLOCKS}); "
+            "use a preset or smaller num_blocks."
+        )
 
 
 class _Strict(BaseModel):
@@ -126,13 +129,18 @@ class PsfSpec(_Strict):
     kind: Literal["random", "spec", "none"] = "random"
     family: Literal["gaussian", "gaussian+airy", "mixed"] = "mixed"
     spec: Optional[str] = Field(default=None, max_length=500)
-    plane: Optional[int] = Field(default=None, ge=0, le=100, description="cube plane of a PSF FITS (e.g. 2 = HSC i band)")
+    plane: Optional[int] = Field(
+        default=None, ge=0, le=100, description="cube plane of a PSF FITS (e.g. 2 = HSC i band)"
+    )
     pixel_scale: Optional[float] = Field(
-        default=None, gt=0.0, le=3600.0,
+        default=None,
+        gt=0.0,
+        le=3600.0,
         description="arcsec/pixel of a PSF file; it is resampled to each training image's pixel scale (from its WCS)",
     )
     files: list[str] = Field(
-        default_factory=list, max_length=100,
+        default_factory=list,
+        max_length=100,
         description="kind random: real PSF FITS files (relative to the data root, in HR pixels) drawn instead of a "
         "STAR PSF with probability file_prob, each resampled by a factor drawn in file_scale",
     )
@@ -140,7 +148,7 @@ class PsfSpec(_Strict):
     file_scale: tuple[float, float] = Field(default=(1.0, 1.0), description="[lo, hi] resampling factor of a PSF file")
 
     @model_validator(mode="after")
-    def _need_spec(self) -> "PsfSpec":
+    def _need_spec(self) -> PsfSpec:
         if self.kind == "spec" and not self.spec:
             raise ValueError("psf.kind 'spec' needs psf.spec (e.g. 'gaussian:1.0' or a PSF FITS path)")
         return self
@@ -156,18 +164,24 @@ class NoiseSpec(_Strict):
 
     prob: float = Field(default=0.0, ge=0.0, le=1.0)
     poisson_prob: float = Field(
-        default=0.0, ge=0.0, le=1.0,
+        default=0.0,
+        ge=0.0,
+        le=1.0,
         description="of the noisy realisations, the fraction whose noise is Poisson (source + sky shot noise) + "
-        "Gaussian read noise of the same background sigma, instead of white Gaussian")
+        "Gaussian read noise of the same background sigma, instead of white Gaussian",
+    )
     correlated_prob: float = Field(
-        default=0.0, ge=0.0, le=1.0,
+        default=0.0,
+        ge=0.0,
+        le=1.0,
         description="of the noisy realisations, the fraction whose noise is correlated like a resampled "
-        "(drizzled / interpolated) image's: white noise through a random bilinear-shift kernel, rescaled to sigma")
+        "(drizzled / interpolated) image's: white noise through a random bilinear-shift kernel, rescaled to sigma",
+    )
     sigma_rel_min: float = Field(default=0.0, ge=0.0, le=1.0)
     sigma_rel_max: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _order(self) -> "NoiseSpec":
+    def _order(self) -> NoiseSpec:
         if self.sigma_rel_max < self.sigma_rel_min:
             raise ValueError("noise.sigma_rel_max must be >= noise.sigma_rel_min")
         return self
@@ -201,7 +215,9 @@ class DataSource(_Strict):
     )
     weight: float = Field(default=1.0, gt=0.0, le=100.0, description="sampling weight of this source's patches")
     pixel_scale: Optional[float] = Field(
-        default=None, gt=0.0, le=3600.0,
+        default=None,
+        gt=0.0,
+        le=3600.0,
         description="arcsec/pixel a simulated image stands for (simulations carry no WCS): needed to resample a "
         "PSF file given with psf.pixel_scale",
     )
@@ -212,7 +228,7 @@ class DataSource(_Strict):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DataSource":
+    def _consistent(self) -> DataSource:
         if self.kind == "simulate" and self.simulate is None:
             raise ValueError("a 'simulate' source needs simulate: starfield | galaxies | sky")
         if self.kind == "degrade" and not self.files:
@@ -225,7 +241,9 @@ class DataSource(_Strict):
             if self.simulate not in ("starfield", "sky"):
                 raise ValueError("density is for 'simulate: starfield' and 'simulate: sky' sources")
             if not isinstance(self.density, str) and not 0 < self.density <= 0.05:
-                raise ValueError(f"density {self.density}: use sparse | medium | crowded or stars per pixel in (0, 0.05]")
+                raise ValueError(
+                    f"density {self.density}: use sparse | medium | crowded or stars per pixel in (0, 0.05]"
+                )
         return self
 
 
@@ -247,7 +265,9 @@ class DataConfig(_Strict):
     min_valid: float = Field(default=0.8, ge=0.0, le=1.0)
     max_patches: int = Field(default=4000, ge=1, le=1_000_000)
     source_boost: float = Field(
-        default=0.0, ge=0.0, le=100.0,
+        default=0.0,
+        ge=0.0,
+        le=100.0,
         description="sampling weight of a patch = 1 + source_boost x (fraction of its LR pixels on detected sources): "
         "batches are not all empty sky",
     )
@@ -263,7 +283,9 @@ class DataConfig(_Strict):
         "window, std floored at the image's robust noise (DESIGN.md section 8: best for faint-source flux)",
     )
     norm_window: Optional[int] = Field(
-        default=None, ge=8, le=1024,
+        default=None,
+        ge=8,
+        le=1024,
         description="patch_median_std: statistics window in network-input pixels (= the inference tile); "
         "default 2 x patch (x the upsampling factor for same-size networks)",
     )
@@ -277,7 +299,7 @@ class DataConfig(_Strict):
     sources: list[DataSource] = Field(min_length=1, max_length=50)
 
     @model_validator(mode="after")
-    def _gain(self) -> "DataConfig":
+    def _gain(self) -> DataConfig:
         g = self.gain_augment
         if g is not None and not (0.0 < g[0] <= g[1] <= 1e4):
             raise ValueError(f"data.gain_augment {list(g)}: need 0 < lo <= hi <= 1e4")
@@ -297,13 +319,15 @@ class ModelConfig(_Strict):
         "flux-conserving base (bicubic / identity) and training can only move away from it on evidence",
     )
     pipeline_scale: Optional[int] = Field(
-        default=None, ge=1, le=8,
+        default=None,
+        ge=1,
+        le=8,
         description="the --scale the checkpoint serves (default data.scale); 1 for a same-size network whose "
         "input is already on the target grid (e.g. pix2wgan on a ground-based image resampled onto the HST grid)",
     )
 
     @model_validator(mode="after")
-    def _bounded(self) -> "ModelConfig":
+    def _bounded(self) -> ModelConfig:
         try:
             check_model_config(self.overrides, where="model.overrides")
         except AstroSRError as exc:
@@ -319,18 +343,30 @@ class LossConfig(_Strict):
         description="per-pixel loss; 'huber' (smooth L1, beta = huber_delta) is also used for the pooled term: "
         "mean-seeking for small errors, so faint sources in noise keep their flux (L1 is median-seeking)",
     )
-    huber_delta: float = Field(default=0.5, gt=0.0, le=100.0,
-                               description="where 'huber' turns from quadratic to linear, in normalised image units")
-    fcl_weight: float = Field(default=0.0, ge=0.0, le=100.0, description="lambda of the flux-consistency term (FISR: 0.01)")
-    fcl_thresh: float = Field(default=1.5, gt=0.0, le=100.0, description="detection threshold (sigma) for the HR flux map")
+    huber_delta: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=100.0,
+        description="where 'huber' turns from quadratic to linear, in normalised image units",
+    )
+    fcl_weight: float = Field(
+        default=0.0, ge=0.0, le=100.0, description="lambda of the flux-consistency term (FISR: 0.01)"
+    )
+    fcl_thresh: float = Field(
+        default=1.5, gt=0.0, le=100.0, description="detection threshold (sigma) for the HR flux map"
+    )
     pool_weight: float = Field(
-        default=0.0, ge=0.0, le=100.0,
+        default=0.0,
+        ge=0.0,
+        le=100.0,
         description="weight of an L1 term on pool_size x pool_size block means of output and target: flux at "
         "aperture scale. Per-pixel L1 is median-seeking and shrinks uncertain peaks (loses source flux); block "
         "means average that skew away",
     )
     background_weight: float = Field(
-        default=0.0, ge=0.0, le=100.0,
+        default=0.0,
+        ge=0.0,
+        le=100.0,
         description="weight of an L1 term between the patch's sky level in output and target (the mean of the "
         "middle fifth of its sorted pixels, a robust background like SExtractor's): restorations that keep the "
         "mean but reshape the sky move the background photometry subtracts (docs/results_keep_sky.md)",
@@ -342,9 +378,13 @@ class LossConfig(_Strict):
         "on bright ones (a BCG would otherwise set the scale and faint sources get erased)",
     )
     relative_floor: float = Field(default=0.05, gt=0.0, le=100.0)
-    pool_size: int = Field(default=0, ge=0, le=64, description="HR pixels per block of the pooled term (0: 2 x data.scale)")
+    pool_size: int = Field(
+        default=0, ge=0, le=64, description="HR pixels per block of the pooled term (0: 2 x data.scale)"
+    )
     projection_weight: float = Field(
-        default=0.0, ge=0.0, le=100.0,
+        default=0.0,
+        ge=0.0,
+        le=100.0,
         description="weight of the same loss (pixel + pooled + FCL) on the flux-exact projection of the output (what "
         "'model + --flux-exact' returns), on noiseless patches whose PSF is known; the network then learns what the "
         "projection cannot recover (STAR's forward model, training.physics)",
@@ -356,7 +396,9 @@ class LossConfig(_Strict):
         "amplitude otherwise, and bright copies dominate)",
     )
     projection_margin: int = Field(
-        default=0, ge=0, le=64,
+        default=0,
+        ge=0,
+        le=64,
         description="HR pixels at each patch edge left out of the projected term (0: the PSF radius): the patch's "
         "zero-padded blur differs from the whole image's there",
     )
@@ -375,7 +417,7 @@ class OptimConfig(_Strict):
     grad_clip: Optional[float] = Field(default=1.0, gt=0.0, le=1e6)
 
     @model_validator(mode="after")
-    def _betas(self) -> "OptimConfig":
+    def _betas(self) -> OptimConfig:
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError("optim.betas must both lie in [0, 1)")
         return self
@@ -401,7 +443,9 @@ class RunConfig(_Strict):
 
     steps: int = Field(default=1000, ge=1, le=10_000_000)
     batch_size: int = Field(default=16, ge=1, le=1024)
-    max_minutes: Optional[float] = Field(default=None, gt=0.0, le=100_000.0, description="wall-time budget; stops cleanly")
+    max_minutes: Optional[float] = Field(
+        default=None, gt=0.0, le=100_000.0, description="wall-time budget; stops cleanly"
+    )
     val_every: int = Field(default=100, ge=1, le=1_000_000)
     checkpoint_every: int = Field(default=200, ge=1, le=1_000_000)
     log_every: int = Field(default=10, ge=1, le=1_000_000)
@@ -409,7 +453,8 @@ class RunConfig(_Strict):
     threads: Optional[int] = Field(default=None, ge=1, le=256)
     device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="training forward pass: auto = bf16 autocast on CUDA, fp32 elsewhere")
+        default="auto", description="training forward pass: auto = bf16 autocast on CUDA, fp32 elsewhere"
+    )
     compile: bool = Field(default=False, description="torch.compile the network (CUDA only; falls back if it fails)")
     val_images: int = Field(default=3, ge=0, le=100, description="whole validation images used for Flux Error")
 
@@ -428,7 +473,7 @@ class TrainConfig(_Strict):
     source_path: Optional[str] = Field(default=None, exclude=True, description="the YAML file it came from")
 
     @model_validator(mode="after")
-    def _scales(self) -> "TrainConfig":
+    def _scales(self) -> TrainConfig:
         m, d = self.model.scale, self.data.scale
         if m not in (1, d):
             raise ValueError(f"model.scale {m} must be 1 (same-size network) or equal data.scale {d}")
@@ -444,7 +489,9 @@ def _format_errors(exc: ValidationError, where: str) -> str:
         else:
             msg = err.get("msg", "invalid").removeprefix("Value error, ")
             parts.append(f"'{loc}': {msg}")
-    return f"{where}: invalid training config: " + "; ".join(parts) + " (fix the YAML; see configs/*.yaml for examples)."
+    return (
+        f"{where}: invalid training config: " + "; ".join(parts) + " (fix the YAML; see configs/*.yaml for examples)."
+    )
 
 
 def config_from_dict(data: Any, *, source: str = "<config>") -> TrainConfig:
@@ -480,16 +527,20 @@ def load_config(path: Union[str, os.PathLike]) -> TrainConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise AstroSRError(f"{p}: cannot read config ({exc}).") from None
     # nesting is bounded before the parser recurses into it (flow-style brackets or indentation)
-    if max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0) > 400 or \
-            max(text.count("["), text.count("{")) > 2000:
+    if (
+        max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0) > 400
+        or max(text.count("["), text.count("{")) > 2000
+    ):
         raise AstroSRError(f"{p}: nested too deeply or too many brackets for a training config; fix the YAML.")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise AstroSRError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}).") from None
     except (RecursionError, ValueError, OverflowError) as exc:  # deep nesting; a 5,000-digit integer
-        raise AstroSRError(f"{p}: not a usable YAML config ({type(exc).__name__}: "
-                           f"{(str(exc).splitlines() or [''])[0][:100]}); fix the YAML.") from None
+        raise AstroSRError(
+            f"{p}: not a usable YAML config ({type(exc).__name__}: "
+            f"{(str(exc).splitlines() or [''])[0][:100]}); fix the YAML."
+        ) from None
     if _depth(data, 12) > 12:
         raise AstroSRError(f"{p}: nested deeper than a training config can be (12 levels); fix the YAML.")
     return config_from_dict(data, source=str(p))

@@ -43,9 +43,10 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generator, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -75,11 +76,13 @@ class Roi:
     why: str = ""
 
     def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """Boolean mask of this box on an image of ``shape``."""
         m = np.zeros(shape, dtype=bool)
-        m[self.y0:self.y1, self.x0:self.x1] = True
+        m[self.y0 : self.y1, self.x0 : self.x1] = True
         return m
 
     def as_dict(self) -> dict:
+        """The box as a plain dict (for metrics.json)."""
         return dict(name=self.name, x0=self.x0, x1=self.x1, y0=self.y0, y1=self.y1, why=self.why)
 
 
@@ -89,14 +92,14 @@ class MainJobResult:
 
     out_dir: Path
     input_path: Path
-    input: Any                       # core.fits_io.FitsImage
+    input: Any  # core.fits_io.FitsImage
     method: str
     method_reason: str
-    restored: Any                    # restoration.RestoreResult
-    residual: np.ndarray             # block_sum(output, s) - input, input grid
-    sources_input: Any               # QTable (input grid)
-    sources_output: Any              # QTable (output grid)
-    source_residuals: Any            # QTable: input vs block_sum(output) at the input's detections
+    restored: Any  # restoration.RestoreResult
+    residual: np.ndarray  # block_sum(output, s) - input, input grid
+    sources_input: Any  # QTable (input grid)
+    sources_output: Any  # QTable (output grid)
+    source_residuals: Any  # QTable: input vs block_sum(output) at the input's detections
     rois: list[Roi]
     metrics: dict
     files: dict[str, Path] = field(default_factory=dict)
@@ -126,12 +129,21 @@ def default_method(scale: int = 2) -> dict:
     if ckpt is not None:
         # flux-exact on: on clean inputs (the bundled sample is a deep HST drizzle) the network
         # alone loses faint-source flux while network + projection keeps it (docs/results_quality.md)
-        return dict(method="fisr", model=ckpt, psf=DEFAULT_PSF, flux_exact=True,
-                    reason=f"bundled FISR x{scale} weights ({ckpt.name}) + flux-exact projection "
-                           f"(psf {DEFAULT_PSF}, output pixels)")
-    return dict(method="backprojection", model=None, psf=DEFAULT_PSF,
-                reason=f"no bundled FISR x{scale} weights (napari_astrosr/weights/fisr_x{scale}.pt): "
-                       f"flux-exact backprojection with psf {DEFAULT_PSF} (output pixels)")
+        return dict(
+            method="fisr",
+            model=ckpt,
+            psf=DEFAULT_PSF,
+            flux_exact=True,
+            reason=f"bundled FISR x{scale} weights ({ckpt.name}) + flux-exact projection "
+            f"(psf {DEFAULT_PSF}, output pixels)",
+        )
+    return dict(
+        method="backprojection",
+        model=None,
+        psf=DEFAULT_PSF,
+        reason=f"no bundled FISR x{scale} weights (napari_astrosr/weights/fisr_x{scale}.pt): "
+        f"flux-exact backprojection with psf {DEFAULT_PSF} (output pixels)",
+    )
 
 
 def _clip_box(cy: float, cx: float, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -142,8 +154,9 @@ def _clip_box(cy: float, cx: float, size: int, shape: tuple[int, int]) -> tuple[
     return y0, y0 + h, x0, x0 + w
 
 
-def default_rois(image: np.ndarray, sources: Any, segmap: Optional[np.ndarray] = None, *,
-                 size: Optional[int] = None) -> list[Roi]:
+def default_rois(
+    image: np.ndarray, sources: Any, segmap: Optional[np.ndarray] = None, *, size: Optional[int] = None
+) -> list[Roi]:
     """Three square regions: the brightest source, a faint source and the emptiest sky.
 
     Parameters
@@ -198,8 +211,16 @@ def default_rois(image: np.ndarray, sources: Any, segmap: Optional[np.ndarray] =
     occ, flx = occ[np.ix_(ys, xs)], flx[np.ix_(ys, xs)]
     best = np.lexsort((flx.ravel(), occ.ravel()))[0]
     by, bx = ys[best // len(xs)], xs[best % len(xs)]
-    rois.append(Roi("sky", int(by), int(by) + h, int(bx), int(bx) + w,
-                    why=f"emptiest sky ({int(occ.ravel()[best])} source pixels)"))
+    rois.append(
+        Roi(
+            "sky",
+            int(by),
+            int(by) + h,
+            int(bx),
+            int(bx) + w,
+            why=f"emptiest sky ({int(occ.ravel()[best])} source pixels)",
+        )
+    )
     return rois
 
 
@@ -211,8 +232,9 @@ def _sub(job, step: int, prefix: str):
             ev = next(job)
         except StopIteration as done:
             return done.value
-        yield Progress(step, N_STEPS, f"{prefix}: {ev.message}" if ev.message else prefix,
-                       preview=ev.preview, values=ev.values)
+        yield Progress(
+            step, N_STEPS, f"{prefix}: {ev.message}" if ev.message else prefix, preview=ev.preview, values=ev.values
+        )
 
 
 def _json_safe(obj: Any) -> Any:
@@ -259,23 +281,43 @@ def _to_input_grid(sources: Any, scale: int) -> np.ndarray:
 
 def _per_source_summary(tab: Any, snr_min: float = 10.0) -> dict:
     if len(tab) == 0:
-        return dict(n_sources=0, n_sources_snr10=0, rel_delta_median_abs=None, rel_delta_max_abs=None,
-                    delta_mag_median_abs=None)
+        return dict(
+            n_sources=0, n_sources_snr10=0, rel_delta_median_abs=None, rel_delta_max_abs=None, delta_mag_median_abs=None
+        )
     rel = np.abs(np.asarray(tab["rel_delta"], float))
     good = np.isfinite(np.asarray(tab["snr"], float)) & (np.asarray(tab["snr"], float) > snr_min)
     dm = np.abs(np.asarray(tab["delta_mag"], float))
     sel = rel[good & np.isfinite(rel)]
-    return dict(n_sources=int(len(tab)), n_sources_snr10=int(good.sum()),
-                rel_delta_median_abs=float(np.median(sel)) if sel.size else None,
-                rel_delta_max_abs=float(sel.max()) if sel.size else None,
-                delta_mag_median_abs=float(np.nanmedian(dm[good])) if np.isfinite(dm[good]).any() else None)
+    return dict(
+        n_sources=int(len(tab)),
+        n_sources_snr10=int(good.sum()),
+        rel_delta_median_abs=float(np.median(sel)) if sel.size else None,
+        rel_delta_max_abs=float(sel.max()) if sel.size else None,
+        delta_mag_median_abs=float(np.nanmedian(dm[good])) if np.isfinite(dm[good]).any() else None,
+    )
 
 
 def _short_eval(ev: dict) -> dict:
-    return {k: ev.get(k) for k in ("psnr", "ssim", "data_range", "flux_error", "flux_error_rel_median",
-                                   "n_sources", "n_sources_snr10", "n_sources_prediction", "recall",
-                                   "sharpness", "sharpness_reference", "sky_sigma", "sky_sigma_reference",
-                                   "rois", "warnings")}
+    return {
+        k: ev.get(k)
+        for k in (
+            "psnr",
+            "ssim",
+            "data_range",
+            "flux_error",
+            "flux_error_rel_median",
+            "n_sources",
+            "n_sources_snr10",
+            "n_sources_prediction",
+            "recall",
+            "sharpness",
+            "sharpness_reference",
+            "sky_sigma",
+            "sky_sigma_reference",
+            "rois",
+            "warnings",
+        )
+    }
 
 
 def output_names(stem: str, method: str, scale: int) -> dict[str, str]:
@@ -299,8 +341,9 @@ def _write_rois(rois: list[Roi], path: Path) -> None:
     regs = []
     for r in rois:
         # pixel i spans [i - 0.5, i + 0.5] (0-based); astropy-regions writes 1-based DS9 image coords
-        reg = RectanglePixelRegion(PixCoord((r.x0 + r.x1 - 1) / 2, (r.y0 + r.y1 - 1) / 2),
-                                   width=r.x1 - r.x0, height=r.y1 - r.y0)
+        reg = RectanglePixelRegion(
+            PixCoord((r.x0 + r.x1 - 1) / 2, (r.y0 + r.y1 - 1) / 2), width=r.x1 - r.x0, height=r.y1 - r.y0
+        )
         reg.meta["text"] = r.name
         reg.visual["color"] = "yellow"
         regs.append(reg)
@@ -357,7 +400,7 @@ def main_job(
     MainJobResult
     """
     from .core.fits_io import read_fits
-    from .restoration import CLASSICAL, restore_job
+    from .restoration import restore_job
 
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
@@ -383,15 +426,21 @@ def main_job(
         if model is not None:
             choice["model"] = Path(model)
     else:
-        choice = dict(method=method, model=Path(model) if model else None, psf=None,
-                      reason=f"method {method!r} chosen by the caller")
+        choice = dict(
+            method=method,
+            model=Path(model) if model else None,
+            psf=None,
+            reason=f"method {method!r} chosen by the caller",
+        )
     if flux_exact is not None:
         choice["flux_exact"] = bool(flux_exact)
         if flux_exact:
             choice["reason"] += " + flux-exact projection (asked for)"
     if psf is not None:
         choice["psf"] = psf
-    elif (choice["method"] in ("backprojection", "richardson-lucy") or choice.get("flux_exact")) and choice["psf"] is None:
+    elif (choice["method"] in ("backprojection", "richardson-lucy") or choice.get("flux_exact")) and choice[
+        "psf"
+    ] is None:
         choice["psf"] = DEFAULT_PSF
     meth = choice["method"]
     if choice["psf"] is not None:
@@ -432,8 +481,12 @@ def main_job(
         if method is not None or meth == "backprojection":
             raise
         # the bundled network could not be used (e.g. unreadable weights): fall back, and say so
-        choice = dict(method="backprojection", model=None, psf=psf or DEFAULT_PSF,
-                      reason=f"bundled FISR x{scale} failed ({exc}); fell back to backprojection")
+        choice = dict(
+            method="backprojection",
+            model=None,
+            psf=psf or DEFAULT_PSF,
+            reason=f"bundled FISR x{scale} failed ({exc}); fell back to backprojection",
+        )
         meth = choice["method"]
         names = output_names(Path(img.path or src).name.split(".")[0] or "image", meth, scale)
         kw.update(method=meth, psf=choice["psf"])
@@ -456,8 +509,8 @@ def main_job(
     # ---- 4. compare (a): flux consistency at the input's resolution
     yield Progress(3, N_STEPS, "comparing: block_sum(output) vs input")
     t0 = time.perf_counter()
-    from .core.metrics import evaluate_with_residuals, match_sources
     from .core.grids import consistency_residual
+    from .core.metrics import evaluate_with_residuals, match_sources
     from .core.resample import block_sum
 
     down = block_sum(np.asarray(res.data, dtype=np.float64), scale)  # the output on the input grid
@@ -468,15 +521,17 @@ def main_job(
         warnings.simplefilter("ignore", NoSourcesWarning)
         consistency, src_res = evaluate_with_residuals(data, down, rois=roi_masks, wcs=img.wcs)
     tot_in, tot_out = float(np.nansum(data, dtype=np.float64)), float(np.nansum(res.data, dtype=np.float64))
-    i_match, _, _ = match_sources(np.column_stack([np.asarray(det_in.sources["x"], float),
-                                                   np.asarray(det_in.sources["y"], float)]) if len(det_in.sources)
-                                  else np.zeros((0, 2)),
-                                  _to_input_grid(det_out.sources, scale) if len(det_out.sources)
-                                  else np.zeros((0, 2)), max_dist=2.0)
+    i_match, _, _ = match_sources(
+        np.column_stack([np.asarray(det_in.sources["x"], float), np.asarray(det_in.sources["y"], float)])
+        if len(det_in.sources)
+        else np.zeros((0, 2)),
+        _to_input_grid(det_out.sources, scale) if len(det_out.sources) else np.zeros((0, 2)),
+        max_dist=2.0,
+    )
     part_a: dict[str, Any] = {
         "definition": "residual = block_sum(output, scale) - input (input grid, input units per input pixel); "
-                      "per-source: reference = input, prediction = block_sum(output), elliptical 2.5 x (a, b) "
-                      "apertures at the input's detections; KL/JS (nats) of pixel values in the ROIs",
+        "per-source: reference = input, prediction = block_sum(output), elliptical 2.5 x (a, b) "
+        "apertures at the input's detections; KL/JS (nats) of pixel values in the ROIs",
         "total_flux_input": tot_in,
         "total_flux_output": tot_out,
         "total_flux_rel_diff": (tot_out - tot_in) / tot_in if tot_in else None,
@@ -497,8 +552,9 @@ def main_job(
         from .core.psf import parse_psf
 
         fm = forward_model(res.data, scale=scale, psf=parse_psf(kernel_spec)) - data
-        part_a["forward_model_residual"] = dict(_stats(fm), psf=kernel_spec,
-                                                definition="block_sum(psf * output) - input")
+        part_a["forward_model_residual"] = dict(
+            _stats(fm), psf=kernel_spec, definition="block_sum(psf * output) - input"
+        )
     timings["compare"] = time.perf_counter() - t0
     check_stop("after the comparison")
 
@@ -508,18 +564,22 @@ def main_job(
         from .core.degrade import degrade
 
         t0 = time.perf_counter()
-        deg = degrade(data, scale=scale, psf=VALIDATION["psf"], noise=VALIDATION["noise"], seed=VALIDATION["seed"],
-                      wcs=img.wcs)
-        part_b = {"definition": f"input degraded (STAR: {VALIDATION['psf']} px PSF on the input grid, "
-                                f"flux-conserving x{scale} block sum, seed {VALIDATION['seed']}, no added noise), "
-                                "restored, evaluated against the input (PSNR/SSIM with the input's range)",
-                  "degradation": _json_safe(deg.params), "methods": {}}
+        deg = degrade(
+            data, scale=scale, psf=VALIDATION["psf"], noise=VALIDATION["noise"], seed=VALIDATION["seed"], wcs=img.wcs
+        )
+        part_b = {
+            "definition": f"input degraded (STAR: {VALIDATION['psf']} px PSF on the input grid, "
+            f"flux-conserving x{scale} block sum, seed {VALIDATION['seed']}, no added noise), "
+            "restored, evaluated against the input (PSNR/SSIM with the input's range)",
+            "degradation": _json_safe(deg.params),
+            "methods": {},
+        }
         hr_shape = tuple(s * scale for s in deg.data.shape)
         ref = data[: hr_shape[0], : hr_shape[1]]  # odd sizes: the block sum dropped a row/column
         vroi = [(n, m[: hr_shape[0], : hr_shape[1]]) for n, m in roi_masks]
         vkw = {k: v for k, v in kw.items() if k not in ("wcs", "header")}
         # the method, the strongest classical baseline (backprojection) and plain bicubic, side by side
-        for j, m in enumerate(dict.fromkeys([meth, "backprojection", "bicubic"])):
+        for m in dict.fromkeys([meth, "backprojection", "bicubic"]):
             mk = dict(vkw, method=m)
             if m != meth:
                 for k in ("model", "flux_exact", "project", "psf", "keep_sky"):
@@ -559,8 +619,14 @@ def main_job(
 
     has_sky = img.wcs is not None and getattr(img.wcs, "has_celestial", False)
     metrics: dict[str, Any] = {
-        "input": {"path": str(src), "name": src.name, "shape": list(data.shape), "bunit": img.unit,
-                  "sha256": input_sha, "wcs": has_sky},
+        "input": {
+            "path": str(src),
+            "name": src.name,
+            "shape": list(data.shape),
+            "bunit": img.unit,
+            "sha256": input_sha,
+            "wcs": has_sky,
+        },
         "method": meth,
         "method_reason": choice["reason"],
         "scale": scale,
@@ -580,24 +646,51 @@ def main_job(
     files: dict[str, Path] = {}
     try:
         prov_inputs = [str(src)]
-        write_fits(stage / names["restored"], res.data, header=res.header, wcs=res.wcs, protect=[src],
-                   provenance=dict(method=meth, parameters=res.params, checkpoint_hash=res.checkpoint_hash,
-                                   inputs=prov_inputs))
+        write_fits(
+            stage / names["restored"],
+            res.data,
+            header=res.header,
+            wcs=res.wcs,
+            protect=[src],
+            provenance=dict(
+                method=meth, parameters=res.params, checkpoint_hash=res.checkpoint_hash, inputs=prov_inputs
+            ),
+        )
         from astropy.io import fits
 
         rhdr = fits.Header(img.header).copy() if img.header is not None else fits.Header()
         rhdr["ASRRESID"] = (f"block_sum({meth} x{scale}) - input", "residual definition")
-        write_fits(stage / names["residual"], residual, header=rhdr, wcs=img.wcs, protect=[src],
-                   provenance=dict(method=f"residual of {meth} x{scale}",
-                                   parameters={"definition": "block_sum(output, scale) - input", "scale": scale},
-                                   inputs=prov_inputs))
+        write_fits(
+            stage / names["residual"],
+            residual,
+            header=rhdr,
+            wcs=img.wcs,
+            protect=[src],
+            provenance=dict(
+                method=f"residual of {meth} x{scale}",
+                parameters={"definition": "block_sum(output, scale) - input", "scale": scale},
+                inputs=prov_inputs,
+            ),
+        )
         meta = {"input": src.name, "method": meth}
-        write_table(det_in.sources, stage / names["sources_input"], flux_unit=img.unit,
-                    meta=dict(meta, image=src.name, grid="input"))
-        write_table(det_out.sources, stage / names["sources_output"], flux_unit=img.unit,
-                    meta=dict(meta, image=names["restored"], grid=f"output (x{scale})"))
-        write_table(src_res, stage / names["source_residuals"], flux_unit=img.unit,
-                    meta=dict(meta, reference="input", prediction=f"block_sum({meth} x{scale})"))
+        write_table(
+            det_in.sources,
+            stage / names["sources_input"],
+            flux_unit=img.unit,
+            meta=dict(meta, image=src.name, grid="input"),
+        )
+        write_table(
+            det_out.sources,
+            stage / names["sources_output"],
+            flux_unit=img.unit,
+            meta=dict(meta, image=names["restored"], grid=f"output (x{scale})"),
+        )
+        write_table(
+            src_res,
+            stage / names["source_residuals"],
+            flux_unit=img.unit,
+            meta=dict(meta, reference="input", prediction=f"block_sum({meth} x{scale})"),
+        )
         write_regions(det_in.sources, stage / names["regions_input"], wcs=img.wcs, sky=has_sky)
         write_regions(det_out.sources, stage / names["regions_output"], wcs=res.wcs, sky=has_sky, color="cyan")
         _write_rois(rois, stage / names["rois"])
@@ -615,10 +708,22 @@ def main_job(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     yield Progress(N_STEPS, N_STEPS, "done")
-    return MainJobResult(out_dir=out, input_path=src, input=img, method=meth, method_reason=choice["reason"],
-                         restored=res, residual=residual, sources_input=det_in.sources,
-                         sources_output=det_out.sources, source_residuals=src_res, rois=rois,
-                         metrics=_json_safe(metrics), files=files, timings=timings)
+    return MainJobResult(
+        out_dir=out,
+        input_path=src,
+        input=img,
+        method=meth,
+        method_reason=choice["reason"],
+        restored=res,
+        residual=residual,
+        sources_input=det_in.sources,
+        sources_output=det_out.sources,
+        source_residuals=src_res,
+        rois=rois,
+        metrics=_json_safe(metrics),
+        files=files,
+        timings=timings,
+    )
 
 
 def run_main_job(path: PathLike, **kwargs) -> MainJobResult:
@@ -638,38 +743,50 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
 def summary_table(metrics: dict, *, extra_timings: Optional[dict] = None) -> str:
     """A short plain-text summary of ``metrics.json`` (method, device, step times, key numbers)."""
     a = metrics["consistency"]
-    lines = [f"input   {metrics['input']['name']} {tuple(metrics['input']['shape'])} [{metrics['input']['bunit']}]",
-             f"method  {metrics['method']} x{metrics['scale']} on {metrics['device']}  ({metrics['method_reason']})",
-             "",
-             "step           seconds"]
+    lines = [
+        f"input   {metrics['input']['name']} {tuple(metrics['input']['shape'])} [{metrics['input']['bunit']}]",
+        f"method  {metrics['method']} x{metrics['scale']} on {metrics['device']}  ({metrics['method_reason']})",
+        "",
+        "step           seconds",
+    ]
     t = dict(metrics.get("timings", {}))
     t.update(extra_timings or {})
     for k, v in t.items():
         lines.append(f"  {k:<12} {v:7.2f}")
-    lines += ["",
-              "(a) flux consistency: block_sum(output) vs input",
-              f"  total flux rel. diff          {_fmt(a['total_flux_rel_diff'], '.2e')}",
-              f"  residual rms / max|.|         {_fmt(a['residual']['rms'])} / {_fmt(a['residual']['max_abs'])}"]
+    lines += [
+        "",
+        "(a) flux consistency: block_sum(output) vs input",
+        f"  total flux rel. diff          {_fmt(a['total_flux_rel_diff'], '.2e')}",
+        f"  residual rms / max|.|         {_fmt(a['residual']['rms'])} / {_fmt(a['residual']['max_abs'])}",
+    ]
     if "forward_model_residual" in a:
         f = a["forward_model_residual"]
         lines.append(f"  forward-model residual max|.| {_fmt(f['max_abs'], '.2e')}  (psf {f['psf']})")
     ps = a["per_source"]
-    lines += [f"  sources in/out/matched         {a['n_sources_input']}/{a['n_sources_output']}/"
-              f"{a['n_matched_within_2px']}",
-              f"  per-source median |rel. diff|  {_fmt(ps['rel_delta_median_abs'], '.2e')}"
-              f"  (S/N>10: {ps['n_sources_snr10']})"]
+    lines += [
+        f"  sources in/out/matched         {a['n_sources_input']}/{a['n_sources_output']}/{a['n_matched_within_2px']}",
+        f"  per-source median |rel. diff|  {_fmt(ps['rel_delta_median_abs'], '.2e')}"
+        f"  (S/N>10: {ps['n_sources_snr10']})",
+    ]
     for r in a.get("rois") or []:
         lines.append(f"  ROI {r['name']:<6} KL {_fmt(r.get('kl'), '.3g'):>9}  JS {_fmt(r.get('js'), '.3g'):>9}")
     b = metrics.get("validation")
     if b:
-        lines += ["", f"(b) validation vs truth ({b['definition'].split(',')[0]}...)",
-                  f"  {'method':<16}{'PSNR':>8}{'SSIM':>9}{'FluxErr':>10}{'rel.FE':>10}"]
+        lines += [
+            "",
+            f"(b) validation vs truth ({b['definition'].split(',')[0]}...)",
+            f"  {'method':<16}{'PSNR':>8}{'SSIM':>9}{'FluxErr':>10}{'rel.FE':>10}",
+        ]
         for m, ev in b["methods"].items():
-            lines.append(f"  {m:<16}{_fmt(ev['psnr'], '8.2f')}{_fmt(ev['ssim'], '9.5f')}"
-                         f"{_fmt(ev['flux_error'], '10.4f')}{_fmt(ev['flux_error_rel_median'], '10.2e')}")
+            lines.append(
+                f"  {m:<16}{_fmt(ev['psnr'], '8.2f')}{_fmt(ev['ssim'], '9.5f')}"
+                f"{_fmt(ev['flux_error'], '10.4f')}{_fmt(ev['flux_error_rel_median'], '10.2e')}"
+            )
         g = b.get("gain_over_bicubic")
         if g:
-            lines.append(f"  vs bicubic: {_fmt(g['psnr_db'], '+.2f')} dB PSNR; flux error bicubic/method "
-                         f"{_fmt(g['flux_error_ratio'], '.2f')}, rel. median "
-                         f"{_fmt(g['flux_error_rel_median_ratio'], '.2f')} (> 1: method better)")
+            lines.append(
+                f"  vs bicubic: {_fmt(g['psnr_db'], '+.2f')} dB PSNR; flux error bicubic/method "
+                f"{_fmt(g['flux_error_ratio'], '.2f')}, rel. median "
+                f"{_fmt(g['flux_error_rel_median_ratio'], '.2f')} (> 1: method better)"
+            )
     return "\n".join(lines)

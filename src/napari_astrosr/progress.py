@@ -14,8 +14,9 @@ steps; when set, it returns the best result so far or raises :class:`StoppedErro
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import numpy as np
 
@@ -34,6 +35,7 @@ class Progress:
 
     @property
     def fraction(self) -> Optional[float]:
+        """``step / total``, or None without a total."""
         if not self.total:
             return None
         return min(1.0, self.step / self.total)
@@ -46,12 +48,15 @@ class StopFlag:
         self._event = threading.Event()
 
     def set(self) -> None:
+        """Ask the job to stop."""
         self._event.set()
 
     def is_set(self) -> bool:
+        """Whether a stop was asked for."""
         return self._event.is_set()
 
     def clear(self) -> None:
+        """Forget an earlier stop request."""
         self._event.clear()
 
 

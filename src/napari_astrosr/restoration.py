@@ -24,9 +24,10 @@ data (DESIGN.md section 8).
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generator, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
@@ -39,8 +40,9 @@ from .restore_options import NETWORKS as _NETWORK_NAMES
 from .restore_options import RestoreOptions, options_from_kwargs, resolve_noise, resolve_psf
 
 # views of the one registry (restore_options.METHODS), kept for callers of these names
-CLASSICAL: dict[str, dict[str, Any]] = {n: dict(description=_REGISTRY[n].description, flux=_REGISTRY[n].flux)
-                                         for n in _CLASSICAL_NAMES}
+CLASSICAL: dict[str, dict[str, Any]] = {
+    n: dict(description=_REGISTRY[n].description, flux=_REGISTRY[n].flux) for n in _CLASSICAL_NAMES
+}
 NETWORKS: dict[str, dict[str, Any]] = {n: dict(flux=_REGISTRY[n].flux) for n in _NETWORK_NAMES}
 METHODS = tuple(CLASSICAL) + tuple(NETWORKS)
 
@@ -180,9 +182,19 @@ def list_methods(*, costs: bool = True, presets: bool = False) -> list[dict]:
     """
     out: list[dict] = []
     for name, info in CLASSICAL.items():
-        out.append(dict(name=name, kind="classical", scales=[1, 2, 3, 4, 8] if name == "richardson-lucy"
-                         else [2, 3, 4, 8], params=0, flops=None, devices=["cpu"], bundled=[],
-                         needs_psf=name in ("richardson-lucy", "backprojection"), **info))
+        out.append(
+            dict(
+                name=name,
+                kind="classical",
+                scales=[1, 2, 3, 4, 8] if name == "richardson-lucy" else [2, 3, 4, 8],
+                params=0,
+                flops=None,
+                devices=["cpu"],
+                bundled=[],
+                needs_psf=name in ("richardson-lucy", "backprojection"),
+                **info,
+            )
+        )
     from ._extras import installed, require
     from .models.registry import MODELS
     from .training.checkpoints import bundled_checkpoint, read_sidecar
@@ -194,10 +206,21 @@ def list_methods(*, costs: bool = True, presets: bool = False) -> list[dict]:
     for name, info in NETWORKS.items():
         spec = MODELS[name]
         bundled = [s for s in spec.scales if bundled_checkpoint(name, s) is not None]
-        entry: dict[str, Any] = dict(name=name, kind="network", scales=list(spec.scales), params=None,
-                                     flops=None, flops_input="64x64", devices=devices, bundled=bundled,
-                                     needs_psf=False, description=spec.description, paper=spec.paper,
-                                     preset=spec.default_preset, **info)
+        entry: dict[str, Any] = dict(
+            name=name,
+            kind="network",
+            scales=list(spec.scales),
+            params=None,
+            flops=None,
+            flops_input="64x64",
+            devices=devices,
+            bundled=bundled,
+            needs_psf=False,
+            description=spec.description,
+            paper=spec.paper,
+            preset=spec.default_preset,
+            **info,
+        )
         if costs:
             ref = bundled_checkpoint(name, 2 if 2 in bundled else (bundled[0] if bundled else 2))
             c: Optional[dict] = None
@@ -212,8 +235,9 @@ def list_methods(*, costs: bool = True, presets: bool = False) -> list[dict]:
             if c is not None:
                 entry.update(params=c["params"], flops=c["flops"], flops_input=c["flops_input"])
         if costs and presets:
-            entry["presets"] = {p: {k: v for k, v in _cost(name, p, 2).items() if k != "flops_input"}
-                                for p in spec.presets}
+            entry["presets"] = {
+                p: {k: v for k, v in _cost(name, p, 2).items() if k != "flops_input"} for p in spec.presets
+            }
         out.append(entry)
     return out
 
@@ -235,13 +259,21 @@ def _resolve_model(method: str, scale: int, model: Any, device: str):
 
     if model is not None and not isinstance(model, (str, Path)):
         # an in-memory module (training validation, tests): normalisation from its attribute
-        meta = {"architecture": method, "scale": scale, "sha256": None, "preset": None,
-                "normalization": getattr(model, "normalization", {"kind": "median_std"}), "path": None}
+        meta = {
+            "architecture": method,
+            "scale": scale,
+            "sha256": None,
+            "preset": None,
+            "normalization": getattr(model, "normalization", {"kind": "median_std"}),
+            "path": None,
+        }
         return model, meta
     path = Path(model) if model is not None else bundled_checkpoint(method, scale)
     if path is None:
-        raise AstroSRError(f"no bundled weights for {method} x{scale}; train one with `astrosr train CONFIG.yaml` "
-                           f"(architecture {method}, scale {scale}) or pass --model CKPT.pt.")
+        raise AstroSRError(
+            f"no bundled weights for {method} x{scale}; train one with `astrosr train CONFIG.yaml` "
+            f"(architecture {method}, scale {scale}) or pass --model CKPT.pt."
+        )
     return load_checkpoint(path, device="cpu", expect_name=method, expect_scale=scale)
 
 
@@ -337,15 +369,21 @@ def restore_job(
     if flux_exact and kernel is None and scale == 1:
         raise AstroSRError("--flux-exact at --scale 1 with no PSF would just return the input; give --psf.")
     t0 = time.perf_counter()
-    noise = resolve_noise(arr, opts.flux_noise if flux_exact else "exact", path=source,
-                          measure=method != "richardson-lucy")
+    noise = resolve_noise(
+        arr, opts.flux_noise if flux_exact else "exact", path=source, measure=method != "richardson-lucy"
+    )
     timings["noise"] = time.perf_counter() - t0
     noise_sigma = noise.sigma if flux_exact else None
     flux_noise = opts.flux_noise
     sky_levels = opts.sky_levels
     sky_rms = opts.sky_rms
-    params: dict[str, Any] = {"method": method, "scale": scale, "flux_exact": bool(flux_exact), "psf": psf_label,
-                              "version": __version__}
+    params: dict[str, Any] = {
+        "method": method,
+        "scale": scale,
+        "flux_exact": bool(flux_exact),
+        "psf": psf_label,
+        "version": __version__,
+    }
     if noise_sigma is not None:
         params["flux_noise"] = noise_sigma
     if sky_levels is not None:
@@ -363,6 +401,7 @@ def restore_job(
         yield Progress(0, 1, f"{method} x{scale}")
         if stop.is_set():
             from .exceptions import StoppedError
+
             raise StoppedError(f"{method} stopped before it started.")
         t0 = time.perf_counter()
         if method in ("bicubic", "lanczos"):
@@ -377,8 +416,9 @@ def restore_job(
             out = classical.richardson_lucy(arr, kernel, scale=scale, iterations=it, stop=stop)
         else:
             if kernel is None:
-                raise AstroSRError("backprojection needs --psf SPEC (the blur the input carries, in output "
-                                   "pixels, e.g. gaussian:1.0).")
+                raise AstroSRError(
+                    "backprojection needs --psf SPEC (the blur the input carries, in output pixels, e.g. gaussian:1.0)."
+                )
             it = 50 if iterations is None else int(iterations)
             params["iterations"] = it
             if noise_sigma is not None:
@@ -387,7 +427,8 @@ def restore_job(
                 flux_exact = True
             else:
                 out = yield from _projection_progress(
-                    classical.backprojection_iter(arr, kernel, scale=scale, iterations=it, stop=stop), it, method)
+                    classical.backprojection_iter(arr, kernel, scale=scale, iterations=it, stop=stop), it, method
+                )
                 flux_exact = False  # already projected
         timings[method] = time.perf_counter() - t0
         yield Progress(1, 1, f"{method} done")
@@ -402,8 +443,11 @@ def restore_job(
         if flux_exact and psf is None:  # after the weights' check, before minutes of inference
             _no_psf(method, psf_error or "no PSF given", network=True)
         ckpt_hash = meta.get("sha256")
-        params.update(checkpoint=Path(meta["path"]).name if meta.get("path") else None,
-                      preset=meta.get("preset"), normalization=meta.get("normalization"))
+        params.update(
+            checkpoint=Path(meta["path"]).name if meta.get("path") else None,
+            preset=meta.get("preset"),
+            normalization=meta.get("normalization"),
+        )
         filled, _ = fill_invalid(arr)
         flux_map = None
         # the steps around the network run in torch on its device when that is a GPU (models.ops)
@@ -424,10 +468,19 @@ def restore_job(
         net_tile = None if tile is None else int(tile) * (1 if spec.upsamples else scale)
         net_overlap = None if overlap is None else int(overlap) * (1 if spec.upsamples else scale)
         t0 = time.perf_counter()
-        out, info = yield from infer_job(net, net_in, scale=net_scale, flux_map=flux_map,
-                                         normalization=meta.get("normalization"), tile=net_tile,
-                                         overlap=net_overlap, device=device, precision=precision,
-                                         threads=threads, stop=stop)
+        out, info = yield from infer_job(
+            net,
+            net_in,
+            scale=net_scale,
+            flux_map=flux_map,
+            normalization=meta.get("normalization"),
+            tile=net_tile,
+            overlap=net_overlap,
+            device=device,
+            precision=precision,
+            threads=threads,
+            stop=stop,
+        )
         timings["network"] = time.perf_counter() - t0
         used_device = info["device"]
         if sky_levels is not None:
@@ -437,14 +490,20 @@ def restore_job(
             yield Progress(0, 1, "keep the input's sky")
             base = net_in if not spec.upsamples else sky_base(filled, scale)
             nan_net = ~np.isfinite(out)
-            out, ginfo = sky_gate(np.where(nan_net, base, out), base, low=sky_levels[0], high=sky_levels[1],
-                                  rms=sky_rms)
+            out, ginfo = sky_gate(
+                np.where(nan_net, base, out), base, low=sky_levels[0], high=sky_levels[1], rms=sky_rms
+            )
             out[nan_net] = np.nan
             params["keep_sky_rms"] = float(f"{ginfo['rms']:.6g}")
             params["keep_sky_network_fraction"] = round(ginfo["network_fraction"], 4)
             timings["keep_sky"] = time.perf_counter() - t0
-        params.update(device=used_device, precision=info["precision"], tiles=info["tiles"], tile=info["tile"],
-                      overlap=info["overlap"])
+        params.update(
+            device=used_device,
+            precision=info["precision"],
+            tiles=info["tiles"],
+            tile=info["tile"],
+            overlap=info["overlap"],
+        )
 
     if flux_exact:
         from .core.projection import iter_project_flux_exact
@@ -458,6 +517,7 @@ def restore_job(
 
         if stop.is_set():
             from .exceptions import StoppedError
+
             raise StoppedError("restoration stopped before the flux-exact projection.")
         yield Progress(0, 1, "flux-exact projection")
         t0 = time.perf_counter()
@@ -479,7 +539,9 @@ def restore_job(
                     "amplifies noise at the frequencies the PSF barely passes "
                     f"{'without bound' if not np.isfinite(gain) else f'by up to {gain:.0e}x'}. "
                     "On a noisy input add --flux-noise auto (the widget's 'only where above the noise').",
-                    AstroSRWarning, stacklevel=2)
+                    AstroSRWarning,
+                    stacklevel=2,
+                )
         if noise_sigma is not None:
             from .core.projection import NOISE_DAMPING, noise_aware_target
 
@@ -493,16 +555,24 @@ def restore_job(
 
                 # e.g. the HST galaxy crops of benchmarks/quality.py: their correlated noise sets sep's rms, and
                 # no band of the residual rises above it (docs/results_flux_noise_variants.md)
-                how = "measured by sep's background rms, which includes correlated noise and faint extended " \
-                    "light; if the noise the result should not fit is lower, give it as --flux-noise SIGMA" \
-                    if flux_noise == "auto" else "given with --flux-noise; check it is the noise per input pixel"
+                how = (
+                    "measured by sep's background rms, which includes correlated noise and faint extended "
+                    "light; if the noise the result should not fit is lower, give it as --flux-noise SIGMA"
+                    if flux_noise == "auto"
+                    else "given with --flux-noise; check it is the noise per input pixel"
+                )
                 warnings.warn(
                     f"--flux-noise: no part of the data residual rises above the noise sigma {noise_sigma:.4g} "
                     f"({how}). The projection leaves the output almost as the method made it, not corrected "
-                    "towards the data.", AstroSRWarning, stacklevel=2)
+                    "towards the data.",
+                    AstroSRWarning,
+                    stacklevel=2,
+                )
         out, _ = yield from _projection_progress(
             iter_project_flux_exact(out, target, scale=scale, psf=kernel, iterations=it, damping=damping, stop=stop),
-            it, "projection")
+            it,
+            "projection",
+        )
         out = np.asarray(out, dtype=np.float32)
         out[nan_out] = np.nan
         timings["projection"] = time.perf_counter() - t0
@@ -517,9 +587,15 @@ def restore_job(
     if method != "richardson-lucy" and noise.sigma_map is not None:
         t0 = time.perf_counter()
         yield Progress(0, 1, "propagate the input noise (ERR)")
-        err, err_how, err_filter = output_err(noise.sigma_map, arr.shape, method=method, scale=scale,
-                                              kernel=kernel, projected=bool(params["projection"] != "off"),
-                                              noise_aware=params["projection"] == "noise-aware")
+        err, err_how, err_filter = output_err(
+            noise.sigma_map,
+            arr.shape,
+            method=method,
+            scale=scale,
+            kernel=kernel,
+            projected=bool(params["projection"] != "off"),
+            noise_aware=params["projection"] == "noise-aware",
+        )
         err[~np.isfinite(out)] = np.nan
         params["err"] = err_how
         timings["err"] = time.perf_counter() - t0
@@ -534,28 +610,53 @@ def restore_job(
         for key, value, comment in noise.info.header_cards():
             out_header[key] = (value, comment)
     timings["total"] = time.perf_counter() - t_start
-    return RestoreResult(data=np.ascontiguousarray(out, dtype=np.float32), wcs=out_wcs, header=out_header,
-                         method=method, scale=scale, device=used_device, params=params, timings=timings,
-                         checkpoint_hash=ckpt_hash, err=err, err_how=err_how, err_filter=err_filter)
+    return RestoreResult(
+        data=np.ascontiguousarray(out, dtype=np.float32),
+        wcs=out_wcs,
+        header=out_header,
+        method=method,
+        scale=scale,
+        device=used_device,
+        params=params,
+        timings=timings,
+        checkpoint_hash=ckpt_hash,
+        err=err,
+        err_how=err_how,
+        err_filter=err_filter,
+    )
 
 
 def _no_psf(method: str, why: str, *, network: bool = False, explicit: bool = False) -> None:
     """The one-line error of a projection (or PSF method) for which no PSF was given or found."""
     why = why.rstrip(".").removesuffix(" Give --psf").rstrip(".")
     if network:
-        raise AstroSRError(f"{method}: its default projection onto the forward model needs the PSF the input "
-                           f"carries and none was found ({why}): give --psf SPEC|PSF.fits (on the output grid, e.g. "
-                           "gaussian:1.0; 'none' for no blur) or --no-projection (the network's flux is then only "
-                           "approximate).")
+        raise AstroSRError(
+            f"{method}: its default projection onto the forward model needs the PSF the input "
+            f"carries and none was found ({why}): give --psf SPEC|PSF.fits (on the output grid, e.g. "
+            "gaussian:1.0; 'none' for no blur) or --no-projection (the network's flux is then only "
+            "approximate)."
+        )
     if explicit:
-        raise AstroSRError(f"--flux-exact needs --psf SPEC (the blur the input carries, in output pixels, e.g. "
-                           f"gaussian:1.0; 'none' for an unblurred input): none was found ({why}).")
-    raise AstroSRError(f"{method} needs --psf SPEC (the blur the input carries, in output pixels, e.g. "
-                       f"gaussian:1.0): none was found ({why}).")
+        raise AstroSRError(
+            f"--flux-exact needs --psf SPEC (the blur the input carries, in output pixels, e.g. "
+            f"gaussian:1.0; 'none' for an unblurred input): none was found ({why})."
+        )
+    raise AstroSRError(
+        f"{method} needs --psf SPEC (the blur the input carries, in output pixels, e.g. "
+        f"gaussian:1.0): none was found ({why})."
+    )
 
 
-def output_err(sigma: Any, lr_shape: tuple[int, int], *, method: str, scale: int, kernel: Optional[np.ndarray],
-               projected: bool, noise_aware: bool) -> tuple[np.ndarray, str, float]:
+def output_err(
+    sigma: Any,
+    lr_shape: tuple[int, int],
+    *,
+    method: str,
+    scale: int,
+    kernel: Optional[np.ndarray],
+    projected: bool,
+    noise_aware: bool,
+) -> tuple[np.ndarray, str, float]:
     """The output's 1-sigma per pixel: the input ``sigma`` (scalar or map) through the restoration's linear
     part (``core.uncertainty``), with the ``ERRMETH`` text and sep's filter factor (``ERRFILT``).
 
@@ -578,8 +679,11 @@ def output_err(sigma: Any, lr_shape: tuple[int, int], *, method: str, scale: int
     elif projected:
         err, c = backprojection_err(sigma, lr_shape, scale=s, psf=kernel, return_factor=True)
         base = "backprojection" if method in CLASSICAL else f"{method}+projection"
-        how = (f"{base} x{s}: exact-projection ERR, upper estimate (noise-aware)" if noise_aware
-               else f"{base} x{s}, input noise propagated (linear part)")
+        how = (
+            f"{base} x{s}: exact-projection ERR, upper estimate (noise-aware)"
+            if noise_aware
+            else f"{base} x{s}, input noise propagated (linear part)"
+        )
     else:
         err, c = bicubic_err(sigma, lr_shape, scale=s, return_factor=True)
         how = f"{method} x{s} no projection: bicubic ERR, estimate"
@@ -606,8 +710,12 @@ def _projection_progress(gen, iterations: int, label: str):
         except StopIteration as done:
             return done.value
         extra = f", nonneg round {rnd}" if rnd else ""
-        yield Progress(min(it, iterations - 1), iterations, f"{label}: CG iteration {it}{extra}, residual {res:.1e}",
-                       values={"iteration": it, "residual_rel": res, "nonneg_round": rnd})
+        yield Progress(
+            min(it, iterations - 1),
+            iterations,
+            f"{label}: CG iteration {it}{extra}, residual {res:.1e}",
+            values={"iteration": it, "residual_rel": res, "nonneg_round": rnd},
+        )
 
 
 def _result_header(header: Any, *, method: str, params: dict, checkpoint_hash: Optional[str]):
@@ -646,17 +754,24 @@ def restore(data: Any, **kwargs) -> RestoreResult:
             opts = opts.model_copy(update={"device": pick_device("auto")})
         out = restore_dask(data, options=opts, **lazy)
         s = opts.scale
-        return RestoreResult(data=out, wcs=scale_wcs(wcs, s) if wcs is not None else None, header=header,
-                             method=opts.method, scale=s, device=opts.device,
-                             params=opts.model_dump(exclude_defaults=True, exclude={"model", "psf"})
-                             | {"projects": opts.projects, "lazy": True})
+        return RestoreResult(
+            data=out,
+            wcs=scale_wcs(wcs, s) if wcs is not None else None,
+            header=header,
+            method=opts.method,
+            scale=s,
+            device=opts.device,
+            params=opts.model_dump(exclude_defaults=True, exclude={"model", "psf"})
+            | {"projects": opts.projects, "lazy": True},
+        )
     return run(restore_job(data, **kwargs))
 
 
 def choice_cards(params: dict) -> list[tuple[str, Any, str]]:
     """Header cards stating the projection, noise, PSF and sky choices a restoration made (from its params)."""
-    cards: list[tuple[str, Any, str]] = [("ASRPROJ", params.get("projection", "off"),
-                                          "forward-model projection: exact, noise-aware or off")]
+    cards: list[tuple[str, Any, str]] = [
+        ("ASRPROJ", params.get("projection", "off"), "forward-model projection: exact, noise-aware or off")
+    ]
     if params.get("flux_noise") is not None:
         cards.append(("ASRNOISE", float(params["flux_noise"]), "input noise sigma the projection kept above"))
     if params.get("projection", "off") != "off" and params.get("psf") is not None:

@@ -58,30 +58,54 @@ class MethodInfo:
     keeps_sky: bool = False  # sky gate on by default
 
 
-_GAN_FLUX = ("GAN translation: flux not constrained by the network (measured to move flux out of faint "
-             "sources); the default projection onto the forward model restores it (give --psf)")
-_NET_FLUX = ("network output projected by default onto the forward model (blur + block sum reproduce the "
-             "input: exactly on clean data, above the noise on noisy data); --no-projection: approximate")
+_GAN_FLUX = (
+    "GAN translation: flux not constrained by the network (measured to move flux out of faint "
+    "sources); the default projection onto the forward model restores it (give --psf)"
+)
+_NET_FLUX = (
+    "network output projected by default onto the forward model (blur + block sum reproduce the "
+    "input: exactly on clean data, above the noise on noisy data); --no-projection: approximate"
+)
 
 # the one registry: names, kinds, flux statements and defaults (network descriptions/scales come from
 # models.registry, which needs torch, through restoration.list_methods)
-METHODS: dict[str, MethodInfo] = {m.name: m for m in (
-    MethodInfo("bicubic", "classical", "conserved exactly: block_sum(output) == input (every pixel, so every source)",
-               "flux-conserving bicubic (Keys cubic convolution) upsampling"),
-    MethodInfo("lanczos", "classical", "conserved exactly: block_sum(output) == input (every pixel, so every source)",
-               "flux-conserving Lanczos-3 upsampling"),
-    MethodInfo("richardson-lucy", "classical", "total conserved exactly (global rescale); per-source flux approximately",
-               "Richardson-Lucy deconvolution (skimage) with --psf, then flux-conserving bicubic", needs_psf=True),
-    MethodInfo("backprojection", "classical",
-               "blur + block-sum of the output reproduce every input pixel (to CG tolerance; above the noise on "
-               "noisy data)",
-               "flux-conserving bicubic + projection through the PSF forward model (--psf)", needs_psf=True,
-               projects=True),
-    MethodInfo("fisr", "network", _NET_FLUX, projects=True, keeps_sky=True),
-    MethodInfo("restormer", "network", _NET_FLUX, projects=True, keeps_sky=True),
-    MethodInfo("pix2wgan", "network", _GAN_FLUX, projects=True, keeps_sky=True),
-    MethodInfo("pix2wgan-cascade", "network", _GAN_FLUX, projects=True, keeps_sky=True),
-)}
+METHODS: dict[str, MethodInfo] = {
+    m.name: m
+    for m in (
+        MethodInfo(
+            "bicubic",
+            "classical",
+            "conserved exactly: block_sum(output) == input (every pixel, so every source)",
+            "flux-conserving bicubic (Keys cubic convolution) upsampling",
+        ),
+        MethodInfo(
+            "lanczos",
+            "classical",
+            "conserved exactly: block_sum(output) == input (every pixel, so every source)",
+            "flux-conserving Lanczos-3 upsampling",
+        ),
+        MethodInfo(
+            "richardson-lucy",
+            "classical",
+            "total conserved exactly (global rescale); per-source flux approximately",
+            "Richardson-Lucy deconvolution (skimage) with --psf, then flux-conserving bicubic",
+            needs_psf=True,
+        ),
+        MethodInfo(
+            "backprojection",
+            "classical",
+            "blur + block-sum of the output reproduce every input pixel (to CG tolerance; above the noise on "
+            "noisy data)",
+            "flux-conserving bicubic + projection through the PSF forward model (--psf)",
+            needs_psf=True,
+            projects=True,
+        ),
+        MethodInfo("fisr", "network", _NET_FLUX, projects=True, keeps_sky=True),
+        MethodInfo("restormer", "network", _NET_FLUX, projects=True, keeps_sky=True),
+        MethodInfo("pix2wgan", "network", _GAN_FLUX, projects=True, keeps_sky=True),
+        MethodInfo("pix2wgan-cascade", "network", _GAN_FLUX, projects=True, keeps_sky=True),
+    )
+}
 CLASSICAL: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.kind == "classical")
 NETWORKS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.kind == "network")
 
@@ -105,24 +129,30 @@ class RestoreOptions(BaseModel):
 
     method: str = Field(description="restoration method (see `astrosr methods`)")
     scale: int = Field(default=2, ge=1, le=16, description="integer enlargement factor")
-    model: Optional[str] = Field(default=None, max_length=4096,
-                                 description="checkpoint .pt written by `astrosr train` (default: bundled)")
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
-                        description="where networks run (auto: cuda, mps, cpu)")
+    model: Optional[str] = Field(
+        default=None, max_length=4096, description="checkpoint .pt written by `astrosr train` (default: bundled)"
+    )
+    device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="where networks run (auto: cuda, mps, cpu)"
+    )
     tile: Optional[int] = Field(default=None, ge=1, le=1 << 16, description="network tile side in input pixels")
     overlap: Optional[int] = Field(default=None, ge=0, le=1 << 12, description="tile overlap in input pixels")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(default="auto", description="GPU autocast precision")
     threads: Optional[int] = Field(default=None, ge=1, le=1024, description="CPU threads for networks")
-    iterations: Optional[int] = Field(default=None, ge=1, le=100_000,
-                                      description="Richardson-Lucy / projection iterations")
+    iterations: Optional[int] = Field(
+        default=None, ge=1, le=100_000, description="Richardson-Lucy / projection iterations"
+    )
     flux_thresh: float = Field(default=1.5, gt=0.0, le=1000.0, description="FISR flux-map detection sigma")
     project: Optional[bool] = Field(
-        default=None, description="project onto the forward model (default: networks and backprojection)")
+        default=None, description="project onto the forward model (default: networks and backprojection)"
+    )
     psf: Any = Field(default=None, description="blur the input carries, on the output grid (spec, file, array)")
     flux_noise: Union[None, float, str] = Field(
-        default=None, description="input noise sigma per pixel, 'auto' (measured) or 'exact' (default: auto)")
+        default=None, description="input noise sigma per pixel, 'auto' (measured) or 'exact' (default: auto)"
+    )
     keep_sky: Union[None, bool, str, tuple] = Field(
-        default=None, description="networks: act only where the input shows signal (default on: 2,5 sigma)")
+        default=None, description="networks: act only where the input shows signal (default on: 2,5 sigma)"
+    )
     sky_rms: Optional[float] = Field(default=None, gt=0.0, description="noise rms the sky gate measures S/N against")
 
     @field_validator("method")
@@ -146,7 +176,9 @@ class RestoreOptions(BaseModel):
             return str(v)
         if isinstance(v, str):
             return v.strip() or None
-        raise ValueError(f"--psf {v!r}: give a spec (gaussian:1.0, airy:2, moffat:3,2.5, none), a PSF FITS or an array.")
+        raise ValueError(
+            f"--psf {v!r}: give a spec (gaussian:1.0, airy:2, moffat:3,2.5, none), a PSF FITS or an array."
+        )
 
     @field_validator("flux_noise", mode="before")
     @classmethod
@@ -160,8 +192,9 @@ class RestoreOptions(BaseModel):
             try:
                 v = float(t)
             except ValueError:
-                raise ValueError(f"--flux-noise {v!r}: give the input's noise sigma per pixel, 'auto' or 'exact'.") \
-                    from None
+                raise ValueError(
+                    f"--flux-noise {v!r}: give the input's noise sigma per pixel, 'auto' or 'exact'."
+                ) from None
         v = float(v)
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"--flux-noise {v!r}: must be a finite number >= 0, 'auto' or 'exact'.")
@@ -184,15 +217,21 @@ class RestoreOptions(BaseModel):
     def _consistent(self) -> RestoreOptions:
         info = METHODS[self.method]
         if info.kind == "classical" and self.keep_sky not in (None, False):
-            raise ValueError(f"--keep-sky applies to the networks (their changes in the sky); {self.method} is a "
-                             "classical method: drop --keep-sky.")
+            raise ValueError(
+                f"--keep-sky applies to the networks (their changes in the sky); {self.method} is a "
+                "classical method: drop --keep-sky."
+            )
         if self.method == "backprojection" and self.project is False:
-            raise ValueError("backprojection is the forward-model projection (of bicubic): --no-projection would "
-                             "make it bicubic; use --method bicubic.")
+            raise ValueError(
+                "backprojection is the forward-model projection (of bicubic): --no-projection would "
+                "make it bicubic; use --method bicubic."
+            )
         if self.flux_noise is not None and not self.projects:
-            raise ValueError("--flux-noise makes the forward-model projection noise-aware: it needs a projection "
-                             f"({'drop --no-projection' if self.project is False else 'add --project'} or use "
-                             "--method backprojection).")
+            raise ValueError(
+                "--flux-noise makes the forward-model projection noise-aware: it needs a projection "
+                f"({'drop --no-projection' if self.project is False else 'add --project'} or use "
+                "--method backprojection)."
+            )
         return self
 
     # effective choices ------------------------------------------------------------------------------------------
@@ -331,16 +370,19 @@ def measure_noise(image: np.ndarray, *, path: Any = None) -> tuple[Any, Any]:
     try:
         s, est = estimate_sigma(sub, return_info=True)
         desc = f"robust estimate ({est['method']})" + ("" if sub.shape == arr.shape else ", central section")
-        return float(s), NoiseInfo(source="estimated", sigma=float(s), per_pixel=False, description=desc,
-                                   notes=list(est.get("notes", [])))
+        return float(s), NoiseInfo(
+            source="estimated", sigma=float(s), per_pixel=False, description=desc, notes=list(est.get("notes", []))
+        )
     except AstroSRError:
         s = estimate_noise(arr)
-        return s, NoiseInfo(source="estimated", sigma=float(s), per_pixel=False,
-                            description="second differences (small image)")
+        return s, NoiseInfo(
+            source="estimated", sigma=float(s), per_pixel=False, description="second differences (small image)"
+        )
 
 
-def resolve_noise(image: np.ndarray, flux_noise: Union[None, float, str] = None, *, path: Any = None,
-                  measure: bool = True) -> NoiseChoice:
+def resolve_noise(
+    image: np.ndarray, flux_noise: Union[None, float, str] = None, *, path: Any = None, measure: bool = True
+) -> NoiseChoice:
     """Choose exact or noise-aware projection for ``image`` (the LR input) from ``flux_noise``.
 
     ``None``/``"auto"``: measure the per-pixel noise (:func:`measure_noise`: the input file's ERR / VAR /
@@ -388,8 +430,16 @@ class PsfChoice:
     error: Optional[str] = None
 
 
-def resolve_psf(psf: Any, *, header: Any = None, data: Optional[np.ndarray] = None, scale: int = 1,
-                path: Any = None, wcs: Any = None, find: bool = True) -> PsfChoice:
+def resolve_psf(
+    psf: Any,
+    *,
+    header: Any = None,
+    data: Optional[np.ndarray] = None,
+    scale: int = 1,
+    path: Any = None,
+    wcs: Any = None,
+    find: bool = True,
+) -> PsfChoice:
     """The PSF the projection uses and where it came from (:class:`PsfChoice`).
 
     Order (``core.psf_estimate.find_psf``): the PSF given (``--psf``, taken as is, on the output grid); a PSF
@@ -419,8 +469,7 @@ def resolve_psf(psf: Any, *, header: Any = None, data: Optional[np.ndarray] = No
 
         hdr = fits.Header(hdr) if not isinstance(hdr, fits.Header) else hdr
     try:
-        kernel, info = find_psf(np.asarray(data), header=hdr, hdul_or_path=path, wcs=wcs, scale=int(scale),
-                                where=where)
+        kernel, info = find_psf(np.asarray(data), header=hdr, hdul_or_path=path, wcs=wcs, scale=int(scale), where=where)
     except AstroSRError as exc:
         return PsfChoice(None, "not found", None, str(exc))
     src = f"{info.source} ({info.description}; FWHM {info.fwhm:.2f} px)"
@@ -449,31 +498,60 @@ def add_cli_arguments(p: Any, *, fields: tuple[str, ...] = _CLI_FIELDS, device_d
             d = device_default or f[name].default
             p.add_argument(flag, default=d, help=f"{desc} (default {d})")
         elif name == "psf":
-            p.add_argument(flag, default=None,
-                           help="blur the input carries, in output pixels: gaussian:SIGMA|airy:R|gaussian+airy:S,R|"
-                                "moffat:FWHM[,BETA]|PSF.fits|none; default: found in the input (PSF extension or "
-                                "file named in the header, FWHM keywords, else an ePSF from its stars)")
+            p.add_argument(
+                flag,
+                default=None,
+                help="blur the input carries, in output pixels: gaussian:SIGMA|airy:R|gaussian+airy:S,R|"
+                "moffat:FWHM[,BETA]|PSF.fits|none; default: found in the input (PSF extension or "
+                "file named in the header, FWHM keywords, else an ePSF from its stars)",
+            )
         elif f[name].annotation in (int, Optional[int]):
             d = f[name].default
             p.add_argument(flag, type=int, default=d, help=desc + (f" (default {d})" if d is not None else ""))
         else:
             p.add_argument(flag, default=f[name].default, help=desc)
     proj = p.add_mutually_exclusive_group()
-    proj.add_argument("--no-projection", dest="project", action="store_false", default=None,
-                      help="networks/backprojection: skip the default projection onto the forward model (the "
-                           "network's flux is then only approximate)")
-    proj.add_argument("--flux-exact", "--project", dest="project", action="store_true", default=None,
-                      help="project onto the forward model (the default for networks and backprojection; for "
-                           "bicubic/lanczos/richardson-lucy it needs --psf)")
-    p.add_argument("--flux-noise", default=None, metavar="SIGMA|auto|exact",
-                   help="the projection's noise: 'auto' (default) measures it and projects exactly on clean data, "
-                        "only above the noise on noisy data; a sigma per input pixel; or 'exact'")
+    proj.add_argument(
+        "--no-projection",
+        dest="project",
+        action="store_false",
+        default=None,
+        help="networks/backprojection: skip the default projection onto the forward model (the "
+        "network's flux is then only approximate)",
+    )
+    proj.add_argument(
+        "--flux-exact",
+        "--project",
+        dest="project",
+        action="store_true",
+        default=None,
+        help="project onto the forward model (the default for networks and backprojection; for "
+        "bicubic/lanczos/richardson-lucy it needs --psf)",
+    )
+    p.add_argument(
+        "--flux-noise",
+        default=None,
+        metavar="SIGMA|auto|exact",
+        help="the projection's noise: 'auto' (default) measures it and projects exactly on clean data, "
+        "only above the noise on noisy data; a sigma per input pixel; or 'exact'",
+    )
     sky = p.add_mutually_exclusive_group()
-    sky.add_argument("--keep-sky", nargs="?", const=True, default=None, metavar="LOW,HIGH",
-                     help="networks (default on, 2,5): the network acts only where the input's S/N exceeds LOW "
-                          "sigma, fully above HIGH; the sky stays the input's flux-conserving upsampling")
-    sky.add_argument("--no-keep-sky", dest="keep_sky", action="store_const", const=False,
-                     help="networks: let the network change the sky too")
+    sky.add_argument(
+        "--keep-sky",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="LOW,HIGH",
+        help="networks (default on, 2,5): the network acts only where the input's S/N exceeds LOW "
+        "sigma, fully above HIGH; the sky stays the input's flux-conserving upsampling",
+    )
+    sky.add_argument(
+        "--no-keep-sky",
+        dest="keep_sky",
+        action="store_const",
+        const=False,
+        help="networks: let the network change the sky too",
+    )
 
 
 def options_from_args(args: Any, **overrides: Any) -> RestoreOptions:

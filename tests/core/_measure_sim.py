@@ -6,8 +6,18 @@ import numpy as np
 from astropy.table import QTable
 
 
-def gaussian_field(shape=(160, 160), n=25, *, seed=0, sigma=(1.2, 2.5), flux=(500.0, 5000.0),
-                   noise=1.0, sky=10.0, margin=12, min_sep=12.0):
+def gaussian_field(
+    shape=(160, 160),
+    n=25,
+    *,
+    seed=0,
+    sigma=(1.2, 2.5),
+    flux=(500.0, 5000.0),
+    noise=1.0,
+    sky=10.0,
+    margin=12,
+    min_sep=12.0,
+):
     """Isolated elliptical Gaussian sources on a flat sky with Gaussian noise.
 
     Each source's discretised profile sums exactly to its true flux (so "truth" is what an

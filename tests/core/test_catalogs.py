@@ -3,10 +3,11 @@ import pytest
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from _measure_sim import gaussian_field
 from napari_astrosr.core.catalogs import read_regions, region_to_mask, write_regions, write_table
 from napari_astrosr.core.detection import detect_sources
 from napari_astrosr.exceptions import AstroSRError
+
+from _measure_sim import gaussian_field
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_ds9_regions_are_one_based_and_read_back_as_masks(tmp_path, cat):
     p = write_regions(t, tmp_path / "cat.reg")
     text = p.read_text()
     first = [ln for ln in text.splitlines() if ln.startswith("ellipse")][0]
-    x1, y1 = map(float, first[len("ellipse("):].split(",")[:2])
+    x1, y1 = map(float, first[len("ellipse(") :].split(",")[:2])
     assert x1 == pytest.approx(t["x"][0] + 1) and y1 == pytest.approx(t["y"][0] + 1)
     rois = read_regions(p, shape=img.shape)
     assert len(rois) == len(t) and rois[0][0] == "1"

@@ -9,8 +9,18 @@ import pytest
 from astropy.io import fits
 
 from napari_astrosr.core.coadd import (
-    as_stack, compare_fluxes, estimate_psf, homogenize_psfs, ivar_coadd, load_frames, median_coadd,
-    noise_from_weights, outlier_mask, psf_from_fwhm, read_psfex, saturation_mask,
+    as_stack,
+    compare_fluxes,
+    estimate_psf,
+    homogenize_psfs,
+    ivar_coadd,
+    load_frames,
+    median_coadd,
+    noise_from_weights,
+    outlier_mask,
+    psf_from_fwhm,
+    read_psfex,
+    saturation_mask,
 )
 from napari_astrosr.core.psf import convolve, gaussian_psf, measure_fwhm
 from napari_astrosr.exceptions import AstroSRError
@@ -47,7 +57,9 @@ def test_ivar_coadd_flux_noise_and_masks():
     frames, psfs, truth, sig, xy, fl = sim_stack()
     sig = np.array([1.0, 1.0, 2.0, 2.0, 4.0], np.float32)
     rng = np.random.default_rng(3)
-    frames = frames + rng.normal(0, 1, frames.shape).astype(np.float32) * np.sqrt(np.maximum(sig**2 - 1, 0))[:, None, None]
+    frames = (
+        frames + rng.normal(0, 1, frames.shape).astype(np.float32) * np.sqrt(np.maximum(sig**2 - 1, 0))[:, None, None]
+    )
     masks = np.zeros(frames.shape, bool)
     frames[1, 20, 20] = 1e5  # a cosmic ray ...
     masks[1, 20, 20] = True  # ... that the mask removes
@@ -193,8 +205,10 @@ def _tc3(band: str):
 
     d = shared_file(f"{TC3}/exposures")
     imgs = sorted(glob.glob(str(d / f"*_ooi_{band}_*.fits")))
-    psfx = [str(shared_file(f"{TC3}/psfex")) + "/" + p.split("/")[-1].replace(".N", "-N").replace(".fits", "-psfex.fits")
-            for p in imgs]
+    psfx = [
+        str(shared_file(f"{TC3}/psfex")) + "/" + p.split("/")[-1].replace(".N", "-N").replace(".fits", "-psfex.fits")
+        for p in imgs
+    ]
     return imgs, [p.replace("_ooi_", "_oow_") for p in imgs], [p.replace("_ooi_", "_ood_") for p in imgs], psfx
 
 

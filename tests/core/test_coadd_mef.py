@@ -36,7 +36,12 @@ def test_mef_with_different_extnames_is_not_a_stack(tmp_path):
     # SCI + WHT of one exposure are not two frames
     rng = np.random.default_rng(0)
     p = tmp_path / "sci_wht.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(rng.random((32, 32)).astype(np.float32), name="SCI"),
-                  fits.ImageHDU(np.ones((32, 32), np.float32), name="WHT")]).writeto(p)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(rng.random((32, 32)).astype(np.float32), name="SCI"),
+            fits.ImageHDU(np.ones((32, 32), np.float32), name="WHT"),
+        ]
+    ).writeto(p)
     with pytest.raises(AstroSRError, match="at least 2 frames"):
         load_frames([p])

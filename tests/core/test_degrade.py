@@ -16,8 +16,11 @@ from conftest import shared_file
 
 
 @settings(max_examples=12, deadline=None)
-@given(seed=st.integers(0, 999), scale=st.sampled_from([2, 3, 4, 2.5]),
-       psf=st.sampled_from([None, "gaussian:1.0", "airy:2.0", "gaussian+airy:1,2", "moffat:3"]))
+@given(
+    seed=st.integers(0, 999),
+    scale=st.sampled_from([2, 3, 4, 2.5]),
+    psf=st.sampled_from([None, "gaussian:1.0", "airy:2.0", "gaussian+airy:1,2", "moffat:3"]),
+)
 def test_noiseless_degrade_conserves_flux(seed, scale, psf):
     rng = np.random.default_rng(seed)
     hr = rng.gamma(0.4, 3.0, size=(60, 60))
@@ -27,9 +30,14 @@ def test_noiseless_degrade_conserves_flux(seed, scale, psf):
     assert out.data.shape == (n, n)
 
 
-@pytest.mark.parametrize("rel", ["hst_hsc_pair_cosmos_A/Cut_HST.fits",
-                                 "hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w.fits.gz",
-                                 "hst_cosmos_acs_f814w_galaxy/147246.0_150.416558_1.998697_masknoise.fits"])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "hst_hsc_pair_cosmos_A/Cut_HST.fits",
+        "hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w.fits.gz",
+        "hst_cosmos_acs_f814w_galaxy/147246.0_150.416558_1.998697_masknoise.fits",
+    ],
+)
 def test_real_hst_degrade_conserves_flux_and_sky(rel):
     img = read_fits(shared_file(rel), dtype="float64")
     hr = img.data[:200, :200]  # divisible by 2 and 4

@@ -1,15 +1,14 @@
-import warnings
-
 import numpy as np
 import pytest
 from astropy.io import ascii, fits
 from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
-from _measure_sim import gaussian_field
-from conftest import shared_file
 from napari_astrosr.core.detection import COLUMNS, detect, detect_sources, estimate_background
 from napari_astrosr.exceptions import AstroSRError, NoSourcesWarning
+
+from _measure_sim import gaussian_field
+from conftest import shared_file
 
 
 def _match(t, truth, tol=1.0):

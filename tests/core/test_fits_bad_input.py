@@ -152,8 +152,9 @@ def test_broken_wcs_opens_without_wcs(tmp_path):
     p = tmp_path / "badwcs.fits"
     hdu = fits.PrimaryHDU(np.ones((8, 8), "f4"))
     # a singular CD matrix: wcslib refuses it
-    hdu.header.update(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=10.0, CRVAL2=20.0,
-                      CD1_1=0.0, CD1_2=0.0, CD2_1=0.0, CD2_2=0.0)
+    hdu.header.update(
+        CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=10.0, CRVAL2=20.0, CD1_1=0.0, CD1_2=0.0, CD2_1=0.0, CD2_2=0.0
+    )
     hdu.writeto(p)
     with pytest.warns(WCSWarning, match=r"badwcs\.fits.*invalid"):
         img = read_fits(p)

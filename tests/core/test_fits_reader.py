@@ -52,13 +52,15 @@ def test_tile_compressed(tmp_path, rng):
 def test_mef_one_image_per_extname(tmp_path, rng):
     p = tmp_path / "mef.fits"
     sci = rng.normal(size=(10, 12)).astype("f4")
-    fits.HDUList([
-        fits.PrimaryHDU(),
-        fits.ImageHDU(sci, name="SCI"),
-        fits.ImageHDU(np.abs(sci), name="ERR"),
-        fits.ImageHDU(np.zeros((10, 12), "i2"), name="DQ"),
-        fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.ones(2, "f4"))], name="CAT"),
-    ]).writeto(p)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(sci, name="SCI"),
+            fits.ImageHDU(np.abs(sci), name="ERR"),
+            fits.ImageHDU(np.zeros((10, 12), "i2"), name="DQ"),
+            fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.ones(2, "f4"))], name="CAT"),
+        ]
+    ).writeto(p)
     layers = read_layers(p)
     assert [im.name for im in layers] == ["SCI", "ERR", "DQ"]
     assert [im.hdu_index for im in layers] == [1, 2, 3]
@@ -127,12 +129,15 @@ def test_sample_cutout_matches_parent_pixels_and_sky():
     assert abs(ra0 - ra1) < 1e-9 and abs(dec0 - dec1) < 1e-9
 
 
-@pytest.mark.parametrize("rel", [
-    "stack_decam_i_sfft/DEC-OBS04a.mini.fits",
-    "stack_decam_legacypipe_tc3/exposures/c4d_150329_083320_ooi_r_ls9.N11.fits",
-    "hst_hsc_pair_cosmos_A/Cut_HSC.fits",
-    "ground_ctio_mosaic2_cdfs/tpv.fits",
-])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "stack_decam_i_sfft/DEC-OBS04a.mini.fits",
+        "stack_decam_legacypipe_tc3/exposures/c4d_150329_083320_ooi_r_ls9.N11.fits",
+        "hst_hsc_pair_cosmos_A/Cut_HSC.fits",
+        "ground_ctio_mosaic2_cdfs/tpv.fits",
+    ],
+)
 def test_real_files(rel):
     p = shared_file(rel)
     layers = read_layers(p)
@@ -144,8 +149,13 @@ def test_real_files(rel):
 
 def test_write_read_roundtrip_keeps_wcs_and_provenance(tmp_path):
     src = read_fits(sample_path("hst_galaxy"))
-    out = write_fits(tmp_path / "o.fits", src.data, header=src.header, wcs=src.wcs,
-                     provenance=dict(method="bicubic", parameters={"scale": 2}, inputs=[src.path]))
+    out = write_fits(
+        tmp_path / "o.fits",
+        src.data,
+        header=src.header,
+        wcs=src.wcs,
+        provenance=dict(method="bicubic", parameters={"scale": 2}, inputs=[src.path]),
+    )
     back = read_fits(out)
     np.testing.assert_array_equal(back.data, src.data)
     assert back.header["ASRMETH"] == "bicubic" and back.header["ASRIN1"] == "hst_galaxy.fits"

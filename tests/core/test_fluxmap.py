@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 from astropy.table import QTable
 
-from _measure_sim import gaussian_field
 from napari_astrosr.core.fluxmap import flux_map, flux_map_from_image
 from napari_astrosr.exceptions import AstroSRError
+
+from _measure_sim import gaussian_field
 
 
 def _table(**cols):
@@ -41,7 +42,7 @@ def test_coord_scale_maps_pixel_centres():
     t = _table(x=[10.0], y=[20.0], a=[1.0], b=[1.0], theta=[0.0], flux=[7.0])
     m = flux_map((80, 80), t, coord_scale=2.0).astype(np.float64)
     yy, xx = np.mgrid[:80, :80]
-    assert (m * xx).sum() / m.sum() == pytest.approx(20.5, abs=1e-3)   # (10 + 0.5) * 2 - 0.5
+    assert (m * xx).sum() / m.sum() == pytest.approx(20.5, abs=1e-3)  # (10 + 0.5) * 2 - 0.5
     assert (m * yy).sum() / m.sum() == pytest.approx(40.5, abs=1e-3)
     assert m.sum() == pytest.approx(7.0, rel=1e-5)
 
@@ -73,8 +74,14 @@ def test_thousands_of_sources_fast():
 
     rng = np.random.default_rng(0)
     n = 3000
-    t = _table(x=rng.uniform(0, 1023, n), y=rng.uniform(0, 1023, n), a=rng.uniform(1, 4, n),
-               b=rng.uniform(0.5, 1, n), theta=rng.uniform(-1.5, 1.5, n), flux=rng.uniform(1, 10, n))
+    t = _table(
+        x=rng.uniform(0, 1023, n),
+        y=rng.uniform(0, 1023, n),
+        a=rng.uniform(1, 4, n),
+        b=rng.uniform(0.5, 1, n),
+        theta=rng.uniform(-1.5, 1.5, n),
+        flux=rng.uniform(1, 10, n),
+    )
     t0 = time.perf_counter()
     m = flux_map((1024, 1024), t)
     assert time.perf_counter() - t0 < 5.0  # generous: shared 2-core machine (~0.2 s measured)

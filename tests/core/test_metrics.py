@@ -110,8 +110,17 @@ def test_evaluate_json_and_bad_pixels(field):
     with pytest.warns(M.MetricWarning):
         d = M.evaluate(ref, pred, rois=[("core", roi), ("empty", outside)])
     s = json.dumps(d, allow_nan=False)  # strict JSON: no NaN/inf
-    for k in ("psnr", "ssim", "data_range", "flux_error", "flux_error_rel_median", "n_sources", "sharpness",
-              "sky_sigma", "rois"):
+    for k in (
+        "psnr",
+        "ssim",
+        "data_range",
+        "flux_error",
+        "flux_error_rel_median",
+        "n_sources",
+        "sharpness",
+        "sky_sigma",
+        "rois",
+    ):
         assert k in d
     assert all(isinstance(d[k], float) for k in ("psnr", "ssim", "flux_error", "sharpness", "sky_sigma"))
     assert d["rois"][0]["name"] == "core" and d["rois"][0]["js"] > 0

@@ -6,7 +6,6 @@ from astropy.modeling.models import Sersic2D
 from astropy.table import QTable
 from scipy.ndimage import gaussian_filter
 
-from conftest import shared_file
 from napari_astrosr.core.morphology import (
     define_apertures,
     fit_sersic,
@@ -22,6 +21,8 @@ from napari_astrosr.core.resample import block_sum
 from napari_astrosr.core.simulate import _sersic_stamp
 from napari_astrosr.exceptions import AstroSRError
 
+from conftest import shared_file
+
 
 def _galaxies(n=6, size=120, seed=0):
     rng = np.random.default_rng(seed)
@@ -29,8 +30,15 @@ def _galaxies(n=6, size=120, seed=0):
     gt = np.zeros((size, size))
     pts = [(30, 30), (90, 30), (30, 90), (90, 90), (60, 60), (60, 100)][:n]
     for x0, y0 in pts:
-        gt += Sersic2D(amplitude=rng.uniform(1, 3), r_eff=rng.uniform(2, 4), n=rng.uniform(1, 2.5), x_0=x0, y_0=y0,
-                       ellip=rng.uniform(0.1, 0.5), theta=rng.uniform(0, 3))(xx, yy)
+        gt += Sersic2D(
+            amplitude=rng.uniform(1, 3),
+            r_eff=rng.uniform(2, 4),
+            n=rng.uniform(1, 2.5),
+            x_0=x0,
+            y_0=y0,
+            ellip=rng.uniform(0.1, 0.5),
+            theta=rng.uniform(0, 3),
+        )(xx, yy)
     noise = lambda: rng.normal(0, 0.02, gt.shape)  # noqa: E731
     return gt + noise(), gaussian_filter(gt, 2.0) + noise(), gaussian_filter(gt, 0.7) + noise()
 
@@ -100,7 +108,7 @@ def test_apertures_defined_once_on_lq_and_applied_to_all():
     dist = distance_transform_edt(ap.segmap == 0)
     free = np.unravel_index(np.argmax(dist), dist.shape)  # the pixel farthest from every footprint
     assert dist[free] > 8
-    rs2[free[0] - 1: free[0] + 2, free[1] - 1: free[1] + 2] += 50
+    rs2[free[0] - 1 : free[0] + 2, free[1] - 1 : free[1] + 2] += 50
     t3 = measure_morphology(gt, lq, rs2, fit_sersic=False)
     assert len(t3) == len(t)
     np.testing.assert_allclose(t3["iso_flux_rs"], t["iso_flux_rs"], rtol=1e-3)
@@ -138,8 +146,11 @@ def test_summary_statistics_on_a_table_with_known_scatter(tmp_path):
     for q, d_lq, d_rs in (("r50", 0.44, 0.1), ("e1", 0.2, 0.05)):
         t[f"{q}_gt"], t[f"{q}_lq"], t[f"{q}_rs"] = gt, gt + d_lq * sign, gt + d_rs * sign
     # fluxes compared relatively: lq = gt (1 + 0.3 sign) -> relative RMSE 0.3
-    t["kron_flux_gt"], t["kron_flux_lq"], t["kron_flux_rs"] = 100 * gt, 100 * gt * (1 + 0.3 * sign), 100 * gt * (
-        1 + 0.1 * sign)
+    t["kron_flux_gt"], t["kron_flux_lq"], t["kron_flux_rs"] = (
+        100 * gt,
+        100 * gt * (1 + 0.3 * sign),
+        100 * gt * (1 + 0.1 * sign),
+    )
     t["sersic_n_gt"], t["sersic_n_lq"], t["sersic_n_rs"] = gt, gt + 1.0 * sign, gt + 0.25 * sign
     t["sersic_status_gt"] = ["ok"] * n
     t["sersic_status_lq"] = ["ok"] * n

@@ -42,8 +42,7 @@ def _noise(shape, sigma, *, correlated=False, seed=1):
     return sigma * w
 
 
-@pytest.mark.parametrize("field,kw", [("galaxies", dict(galaxies=25, stars=10)),
-                                      ("crowded", dict(stars=600))])
+@pytest.mark.parametrize("field,kw", [("galaxies", dict(galaxies=25, stars=10)), ("crowded", dict(stars=600))])
 @pytest.mark.parametrize("correlated", [False, True])
 def test_estimate_sigma_holds_on_galaxy_and_crowded_fields(field, kw, correlated):
     clean = _sources(**kw)
@@ -146,7 +145,12 @@ def test_real_rms_map_used_and_added_noise_recovered_on_real_galaxies():
 def test_err_beats_wht_when_both_present(tmp_path):
     img = np.zeros((20, 20), np.float32)
     p = tmp_path / "both.fits"
-    fits.HDUList([fits.PrimaryHDU(img), fits.ImageHDU(np.full((20, 20), 100.0, np.float32), name="WHT"),
-                  fits.ImageHDU(np.full((20, 20), 0.3, np.float32), name="ERR")]).writeto(p)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(img),
+            fits.ImageHDU(np.full((20, 20), 100.0, np.float32), name="WHT"),
+            fits.ImageHDU(np.full((20, 20), 0.3, np.float32), name="ERR"),
+        ]
+    ).writeto(p)
     s, info = find_noise(img, hdul_or_path=p)
     assert "[ERR]" in info.description and np.allclose(s, 0.3)

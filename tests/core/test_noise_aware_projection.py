@@ -101,11 +101,25 @@ def test_cli_flux_noise(tmp_path):
     src = tmp_path / "lr.fits"
     write_fits(src, lr.astype(np.float32))
     out = tmp_path / "sr.fits"
-    rc = main(["restore", str(src), "-o", str(out), "--method", "backprojection", "--psf", "gaussian:1.0",
-               "--flux-noise", "auto", "--quiet"])
+    rc = main(
+        [
+            "restore",
+            str(src),
+            "-o",
+            str(out),
+            "--method",
+            "backprojection",
+            "--psf",
+            "gaussian:1.0",
+            "--flux-noise",
+            "auto",
+            "--quiet",
+        ]
+    )
     assert rc == 0 and read_fits(out).data.shape == (96, 96)  # LR 48x48 (96x96 HR truth) x2
-    rc = main(["restore", str(src), "-o", str(tmp_path / "x.fits"), "--method", "bicubic", "--flux-noise", "1",
-               "--quiet"])
+    rc = main(
+        ["restore", str(src), "-o", str(tmp_path / "x.fits"), "--method", "bicubic", "--flux-noise", "1", "--quiet"]
+    )
     assert rc == 2 and not (tmp_path / "x.fits").exists()
 
 

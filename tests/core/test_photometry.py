@@ -3,10 +3,11 @@ import pytest
 from astropy.table import QTable
 from photutils.aperture import EllipticalAperture, aperture_photometry
 
-from _measure_sim import gaussian_field
 from napari_astrosr.core.detection import detect_sources, estimate_background
 from napari_astrosr.core.photometry import elliptical_aperture_flux, kron_flux
 from napari_astrosr.exceptions import AstroSRError
+
+from _measure_sim import gaussian_field
 
 
 def _photutils(data, t, k):
@@ -44,7 +45,7 @@ def test_flux_recovered_within_errors_on_simulation():
     assert np.all(np.abs(pull) < 4) and abs(np.mean(pull)) < 1
     # 2.5 sigma elliptical aperture holds 1 - exp(-2.5^2/2) = 95.6% of a Gaussian
     f25, _ = elliptical_aperture_flux(clean, t, k=2.5, err=1.0)
-    np.testing.assert_allclose(f25 / truth["flux"], 1 - np.exp(-2.5**2 / 2), rtol=0.02)  # pixel-sampled profiles
+    np.testing.assert_allclose(f25 / truth["flux"], 1 - np.exp(-(2.5**2) / 2), rtol=0.02)  # pixel-sampled profiles
 
 
 def test_nan_pixels_masked_not_propagated():
@@ -55,6 +56,7 @@ def test_nan_pixels_masked_not_propagated():
     f, fe, flag = elliptical_aperture_flux(bad, t, background=10.0, err=1.0, return_flag=True)
     assert np.isfinite(f).all() and np.isfinite(fe).all()
     import sep
+
     assert flag[0] & sep.APER_HASMASKED and not flag[1] & sep.APER_HASMASKED
 
 

@@ -28,8 +28,14 @@ def _check_kernel(k):
 
 @pytest.mark.parametrize(
     "kernel",
-    [P.gaussian_psf(1.0), P.gaussian_psf(0.5), P.airy_psf(2.0), P.gaussian_airy_psf(1.0, 2.0),
-     P.moffat_psf(3.0), P.moffat_psf(2.0, 4.0, size=15)],
+    [
+        P.gaussian_psf(1.0),
+        P.gaussian_psf(0.5),
+        P.airy_psf(2.0),
+        P.gaussian_airy_psf(1.0, 2.0),
+        P.moffat_psf(3.0),
+        P.moffat_psf(2.0, 4.0, size=15),
+    ],
 )
 def test_analytic_kernels_unit_sum_odd_centred(kernel):
     _check_kernel(kernel)

@@ -140,8 +140,15 @@ def test_output_grid_psf_reproduces_the_input_psf_through_the_forward_model():
 
 
 def test_psfinfo_cards_truncate_long_notes():
-    info = PsfInfo(source="estimated", fwhm=3.0, fwhm_input=1.5, hash="0" * 16, description="x" * 100,
-                   notes=["n" * 100] * 12, n_stars=5)
+    info = PsfInfo(
+        source="estimated",
+        fwhm=3.0,
+        fwhm_input=1.5,
+        hash="0" * 16,
+        description="x" * 100,
+        notes=["n" * 100] * 12,
+        n_stars=5,
+    )
     hdr = fits.Header()
     for key, val, com in info.header_cards():
         hdr[key] = (val, com)
@@ -161,7 +168,7 @@ def test_real_hst_psf_stars_recovered():
         y, x = rng.integers(15, n - 15, 2)
         dy, dx = rng.uniform(-0.5, 0.5, 2)
         stamp = np.clip(ndimage.shift(k, (dy, dx), order=3), 0, None)
-        img[y - 12:y + 13, x - 12:x + 13] += rng.uniform(5e3, 5e4) * stamp / stamp.sum()
+        img[y - 12 : y + 13, x - 12 : x + 13] += rng.uniform(5e3, 5e4) * stamp / stamp.sum()
     img += rng.normal(0, 1.0, img.shape)
     _, info = find_psf(img)
     assert info.source == "estimated"

@@ -148,7 +148,7 @@ def test_upsample_block_sums_exact(method, seed, f):
 def _reference_upsample(a, f, method, refine=2):
     """The definition, written plainly: a dense interpolation matrix per axis (reflect edges, rows
     normalised), ``refine`` back-projection rounds at full size, then the per-block correction."""
-    kernel, support = ((R._keys_cubic, 2) if method == "bicubic" else (R._lanczos3, 3))
+    kernel, support = (R._keys_cubic, 2) if method == "bicubic" else (R._lanczos3, 3)
 
     def matrix(n):
         m = np.zeros((n * f, n))
@@ -172,13 +172,15 @@ def _reference_upsample(a, f, method, refine=2):
     return out + R.block_split(a - R.block_sum(out, f), f)
 
 
-@pytest.mark.parametrize("method,f,shape", [("bicubic", 2, (13, 17)), ("lanczos", 3, (9, 4)),
-                                            ("bicubic", 4, (2, 5)), ("lanczos", 2, (1, 7))])
+@pytest.mark.parametrize(
+    "method,f,shape", [("bicubic", 2, (13, 17)), ("lanczos", 3, (9, 4)), ("bicubic", 4, (2, 5)), ("lanczos", 2, (1, 7))]
+)
 def test_upsample_matches_its_definition(method, f, shape):
     # the fast path (refinement on the LR grid, per-phase correlations) is the same linear map
     a = np.random.default_rng(1).gamma(0.3, 5.0, size=shape)
-    np.testing.assert_allclose(R.upsample(a, f, method=method), _reference_upsample(a, f, method),
-                               rtol=0, atol=1e-12 * a.max())
+    np.testing.assert_allclose(
+        R.upsample(a, f, method=method), _reference_upsample(a, f, method), rtol=0, atol=1e-12 * a.max()
+    )
 
 
 def test_upsample_smooth_image_is_accurate():
@@ -207,8 +209,11 @@ def test_real_hst_downsample_conserves_flux():
     img = read_fits(shared_file("hst_hsc_pair_cosmos_A/Cut_HST.fits"), dtype="float64")
     for f in (2, 3, 5.6):
         res = R.downsample(img.data, f, wcs=img.wcs)
-        total = img.data[: res.data.shape[0] * int(f), : res.data.shape[1] * int(f)].sum() if float(f).is_integer() \
+        total = (
+            img.data[: res.data.shape[0] * int(f), : res.data.shape[1] * int(f)].sum()
+            if float(f).is_integer()
             else img.data.sum()
+        )
         assert np.nansum(res.data) == pytest.approx(total, rel=1e-6)
     # 0.030"/px * 5.6 = 0.168"/px: the HSC grid; the centre maps to the same sky
     ra, dec = img.wcs.pixel_to_world_values(124.5, 124.5)

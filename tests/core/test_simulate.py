@@ -22,7 +22,7 @@ def test_star_field_truth_matches_image():
     # power law: many more faint than bright stars
     assert (fl < 500).sum() > (fl > 5000).sum()
     x0, y0 = int(round(t["x"])), int(round(t["y"]))
-    sl = sim.image[max(0, y0 - 4): y0 + 5, max(0, x0 - 4): x0 + 5]
+    sl = sim.image[max(0, y0 - 4) : y0 + 5, max(0, x0 - 4) : x0 + 5]
     assert sl.sum() > 0.5 * t["flux"]
 
 
@@ -63,8 +63,9 @@ def test_sersic_galaxies_truth_flux():
 
 def test_sersic_ellipticity_orientation():
     # the image's second-moment orientation matches the truth theta
-    sim = S.sersic_galaxies(64, n=1, psf=None, sky=0.0, noise="none", seed=6, r_eff_range=(4, 4),
-                            sersic_n_range=(1, 1), max_ellip=0.6)
+    sim = S.sersic_galaxies(
+        64, n=1, psf=None, sky=0.0, noise="none", seed=6, r_eff_range=(4, 4), sersic_n_range=(1, 1), max_ellip=0.6
+    )
     t = sim.truth[0]
     img = sim.image
     yy, xx = np.mgrid[:64, :64]

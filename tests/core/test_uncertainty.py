@@ -43,8 +43,10 @@ def test_backprojection_err_matches_monte_carlo_in_the_interior():
     sig = _sigma_map(n)
     err = backprojection_err(sig, sig.shape, scale=2, psf=PSF_HR)
     rng = np.random.default_rng(1)
-    outs = [project_flux_exact(upsample(x, 2), x, scale=2, psf=PSF_HR, nonneg=False, tol=1e-10, iterations=200)
-            for x in (sig * rng.normal(size=sig.shape) for _ in range(120))]
+    outs = [
+        project_flux_exact(upsample(x, 2), x, scale=2, psf=PSF_HR, nonneg=False, tol=1e-10, iterations=200)
+        for x in (sig * rng.normal(size=sig.shape) for _ in range(120))
+    ]
     r = (err / np.stack(outs).std(axis=0))[12:-12, 12:-12]
     assert np.median(r) == pytest.approx(1.0, abs=0.02)
     assert np.percentile(r, 1) > 0.8 and np.percentile(r, 99) < 1.2
@@ -55,23 +57,28 @@ def test_backprojection_err_matches_monte_carlo_in_the_interior():
 def _inject(n, rng, n_src):
     """Gaussian point sources (FWHM 2.5 input px) on a jittered grid, peak S/N ~ 6-30 against sigma ~1.5."""
     g = int(np.ceil(np.sqrt(n_src)))
-    pos = [((i + 0.5) * n / g + rng.uniform(-2, 2), (j + 0.5) * n / g + rng.uniform(-2, 2))
-           for i in range(g) for j in range(g)][:n_src]
+    pos = [
+        ((i + 0.5) * n / g + rng.uniform(-2, 2), (j + 0.5) * n / g + rng.uniform(-2, 2))
+        for i in range(g)
+        for j in range(g)
+    ][:n_src]
     img = np.zeros((n, n))
     s = 2.5 / 2.3548
     e = np.arange(n + 1) - 0.5
     for x, y in pos:
         f = rng.uniform(60, 300)
-        img += f * np.outer(np.diff(special.erf((e - y) / (np.sqrt(2) * s))) / 2,
-                            np.diff(special.erf((e - x) / (np.sqrt(2) * s))) / 2)
+        img += f * np.outer(
+            np.diff(special.erf((e - y) / (np.sqrt(2) * s))) / 2, np.diff(special.erf((e - x) / (np.sqrt(2) * s))) / 2
+        )
     return img, np.array(pos)
 
 
 def _false_positives(img, err, pos, scale, *, minarea):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cat = detect_sources(img.astype(np.float32), thresh=5.0, err=err.astype(np.float32), minarea=minarea,
-                             subtract_background=False)
+        cat = detect_sources(
+            img.astype(np.float32), thresh=5.0, err=err.astype(np.float32), minarea=minarea, subtract_background=False
+        )
     if len(cat) == 0:
         return 0, 0
     xy = np.column_stack([np.asarray(cat["x"]), np.asarray(cat["y"])]) / scale + (0.5 / scale - 0.5)
@@ -93,8 +100,11 @@ def test_false_positive_rate_at_5_sigma_of_err_no_higher_than_input(method):
     """
     n, s = 64, 2
     sig = 1.5 * _sigma_map(n) / _sigma_map(n).mean()
-    err = bicubic_err(sig, sig.shape, scale=s) if method == "bicubic" else backprojection_err(
-        sig, sig.shape, scale=s, psf=PSF_HR)
+    err = (
+        bicubic_err(sig, sig.shape, scale=s)
+        if method == "bicubic"
+        else backprojection_err(sig, sig.shape, scale=s, psf=PSF_HR)
+    )
     areas = (5 * s * s,) if method == "bicubic" else (5, 5 * s * s)
     fp_in = rec_in = 0
     fp_out = dict.fromkeys(areas, 0)

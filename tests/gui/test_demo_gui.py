@@ -18,8 +18,10 @@ def test_demo_layers_and_screenshots(make_napari_viewer, tmp_path):
     out = tmp_path / "demo"
     steps = [demo.step_load_sample, demo.step_main_job, demo.step_result_layers, demo.step_screenshot]
     # no validation here (tests/test_pipeline.py covers it): the layers are what this test is about
-    assert demo.run_demo(headless=True, out_dir=out, viewer=viewer, steps=steps, options={"validate": False},
-                         quiet=True) == out
+    assert (
+        demo.run_demo(headless=True, out_dir=out, viewer=viewer, steps=steps, options={"validate": False}, quiet=True)
+        == out
+    )
     log = json.loads((out / "demo_log.json").read_text())
     assert not [e for e in log if e.get("error")], log
     method = json.loads((out / "metrics.json").read_text())["method"]
@@ -27,14 +29,22 @@ def test_demo_layers_and_screenshots(make_napari_viewer, tmp_path):
     src = "hst_galaxy"  # (issue 23) layers are named after the file, without its .fits suffix
     name = f"{src} [{method}]"
     names = [ly.name for ly in viewer.layers]
-    assert names == [src, name, f"{name} residual", f"{src} sources", f"{name} sources",
-                     f"{name} flux residuals", "ROIs (KL/JS)"]
+    assert names == [
+        src,
+        name,
+        f"{name} residual",
+        f"{src} sources",
+        f"{name} sources",
+        f"{name} flux residuals",
+        "ROIs (KL/JS)",
+    ]
     L = viewer.layers
     inp, restored, resid = L[src], L[name], L[f"{name} residual"]
     assert inp.data.shape == (256, 256) and restored.data.shape == (512, 512)
     np.testing.assert_allclose(restored.scale, (0.5, 0.5))
     np.testing.assert_allclose(restored.translate, (-0.25, -0.25))  # output pixels tile the input pixels
     np.testing.assert_allclose(resid.scale, inp.scale)
+
     # same world extent: input pixel 0 spans [-0.5, 0.5], so do output pixels 0 and 1
     def edges(ly):  # world coordinates of the outer pixel edges
         n = np.asarray(ly.data.shape[-2:], float)

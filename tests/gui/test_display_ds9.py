@@ -142,8 +142,13 @@ def test_reader_names_layers_after_the_file(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     p = tmp_path / "j8xi01.fits.gz"
     rng = np.random.default_rng(0)
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(rng.normal(size=(8, 8)).astype("f4"), name="SCI"),
-                  fits.ImageHDU(np.ones((6, 6), "f4"), name="WHT")]).writeto(p)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(rng.normal(size=(8, 8)).astype("f4"), name="SCI"),
+            fits.ImageHDU(np.ones((6, 6), "f4"), name="WHT"),
+        ]
+    ).writeto(p)
     single = tmp_path / "coadd.fits"
     fits.PrimaryHDU(rng.normal(size=(8, 8)).astype("f4")).writeto(single)
     names = [ly.name for ly in viewer.open(str(p), plugin="napari-astrosr")]

@@ -49,8 +49,13 @@ def test_mef_layers_and_file_stacks(make_napari_viewer, tmp_path, rng):
     """One viewer for: multi-extension -> several layers; several files -> one stack layer."""
     viewer = make_napari_viewer()
     p = tmp_path / "mef.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(rng.normal(size=(8, 8)).astype("f4"), name="SCI"),
-                  fits.ImageHDU(np.ones((8, 8), "f4"), name="ERR")]).writeto(p)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(rng.normal(size=(8, 8)).astype("f4"), name="SCI"),
+            fits.ImageHDU(np.ones((8, 8), "f4"), name="ERR"),
+        ]
+    ).writeto(p)
     layers = viewer.open(str(p), plugin=PLUGIN)
     # (issue 23) named after the file, EXTNAME as a suffix
     assert [ly.name for ly in layers] == ["mef [SCI]", "mef [ERR]"]
@@ -71,8 +76,9 @@ def test_bad_files_notify_not_raise(make_napari_viewer, tmp_path):
     bad = tmp_path / "garbage.fits"
     bad.write_bytes(b"not a fits file at all" * 300)
     table = tmp_path / "table.fits"
-    fits.HDUList([fits.PrimaryHDU(),
-                  fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.ones(2, "f4"))])]).writeto(table)
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.ones(2, "f4"))])]
+    ).writeto(table)
     make_napari_viewer()
     assert get_reader(str(tmp_path / "x.png")) is None
     assert get_reader(str(table)) is None  # declined: no image data (with a warning)

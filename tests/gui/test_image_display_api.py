@@ -124,8 +124,9 @@ def test_catalog_points_follow_the_api(field):
 
     v.load_image(NDData(field, wcs=wcs))
     x, y = np.array([5.0, 30.5, 80.0]), np.array([10.0, 40.0, 55.5])
-    v.load_catalog(Table({"x": x, "y": y}), catalog_label="stars",
-                   catalog_style={"shape": "square", "color": "yellow", "size": 4})
+    v.load_catalog(
+        Table({"x": x, "y": y}), catalog_label="stars", catalog_style={"shape": "square", "color": "yellow", "size": 4}
+    )
     pts = v.catalog_layer("stars")
     np.testing.assert_allclose(pts.data, np.column_stack([y, x]))
     assert pts.symbol[0].value == "square" and np.all(pts.size == 8)

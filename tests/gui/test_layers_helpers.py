@@ -32,6 +32,7 @@ def test_result_layer_pixels_tile_the_input(factor):
     out = np.zeros((n, n), "f4")
     kw = result_layer_kwargs(src, out, scale_factor=factor, name="x [m]")
     res = Image(out, **kw)
+
     # world extent of the pixel *edges* matches exactly
     def edges(layer):
         lo = np.asarray(layer.data_to_world((-0.5, -0.5)))

@@ -65,8 +65,9 @@ def test_inspect_morphology(make_napari_viewer, qtbot, tmp_path):
         assert np.isfinite([lq_rmse, rs_rmse, red]).all() and lq_rmse > 0 and rs_rmse > 0
         assert red == pytest.approx(lq_rmse / rs_rmse, rel=0.01)  # 3 significant digits shown
         s = summary[key]
-        assert (lq_rmse, rs_rmse, red) == pytest.approx((s["lq"]["rmse"], s["rs"]["rmse"], s["scatter_reduction"]),
-                                                        rel=5e-3)
+        assert (lq_rmse, rs_rmse, red) == pytest.approx(
+            (s["lq"]["rmse"], s["rs"]["rmse"], s["scatter_reduction"]), rel=5e-3
+        )
         assert int(_cell(w, label, 1)) == len(res.table)
     labels = {w.morph_table.item(r, 0).text() for r in range(w.morph_table.rowCount())}
     assert "Sersic n" not in labels  # no fits -> no Sersic rows

@@ -22,8 +22,13 @@ def test_sample_restore_detect_inspect_export(make_napari_viewer, qtbot, tmp_pat
     hr = layers[0]
     assert hr.data.shape == (256, 256) and hr.metadata["wcs"] is not None
     # a x2 low-resolution version, placed over the HR image in world coordinates
-    lr = viewer.add_image(block_sum(np.asarray(hr.data), 2), name="lr", scale=(2, 2), translate=(0.5, 0.5),
-                          metadata={"wcs": scale_wcs(hr.metadata["wcs"], 0.5), "header": hr.metadata["header"]})
+    lr = viewer.add_image(
+        block_sum(np.asarray(hr.data), 2),
+        name="lr",
+        scale=(2, 2),
+        translate=(0.5, 0.5),
+        metadata={"wcs": scale_wcs(hr.metadata["wcs"], 0.5), "header": hr.metadata["header"]},
+    )
 
     rw = restore_widget(viewer, qtbot)
     rw.input.set_value(lr)
@@ -35,8 +40,9 @@ def test_sample_restore_detect_inspect_export(make_napari_viewer, qtbot, tmp_pat
     assert sr.data.shape == hr.data.shape
     np.testing.assert_allclose(sr.scale, hr.scale)
     np.testing.assert_allclose(sr.translate, hr.translate, atol=1e-12)
-    np.testing.assert_allclose(sr.metadata["wcs"].wcs_pix2world([[10, 200]], 0),
-                               hr.metadata["wcs"].wcs_pix2world([[10, 200]], 0), atol=1e-9)
+    np.testing.assert_allclose(
+        sr.metadata["wcs"].wcs_pix2world([[10, 200]], 0), hr.metadata["wcs"].wcs_pix2world([[10, 200]], 0), atol=1e-9
+    )
 
     dw = DetectWidget(viewer)
     qtbot.addWidget(dw)

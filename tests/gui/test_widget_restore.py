@@ -35,8 +35,15 @@ def random_checkpoint(tmp_path, *, scale=1):
     torch.manual_seed(0)
     cfg = resolve_config("pix2wgan", preset="tiny")
     model = build_model("pix2wgan", preset=None, scale=scale, **cfg)
-    return save_checkpoint(tmp_path / "p2w_random.pt", model, name="pix2wgan", preset="tiny", scale=scale,
-                           config=cfg, normalization={"kind": "median_std"})
+    return save_checkpoint(
+        tmp_path / "p2w_random.pt",
+        model,
+        name="pix2wgan",
+        preset="tiny",
+        scale=scale,
+        config=cfg,
+        normalization={"kind": "median_std"},
+    )
 
 
 def test_method_list_loaded_with_costs_and_a_method_chosen(make_napari_viewer, qtbot):
@@ -70,8 +77,9 @@ def test_restore_bicubic_aligned_with_residual(make_napari_viewer, qtbot):
     # the scaled WCS maps the same sky: output pixel p <-> input pixel (p + 0.5)/2 - 0.5
     ow = out.metadata["wcs"]
     for p in (-0.5, 3.0, 20.0):
-        np.testing.assert_allclose(ow.wcs_pix2world([[p, p]], 0), wcs.wcs_pix2world([[(p + 0.5) / 2 - 0.5] * 2], 0),
-                                   rtol=0, atol=1e-9)
+        np.testing.assert_allclose(
+            ow.wcs_pix2world([[p, p]], 0), wcs.wcs_pix2world([[(p + 0.5) / 2 - 0.5] * 2], 0), rtol=0, atol=1e-9
+        )
     assert out.metadata["header"]["ASRMETH"] == "bicubic"
     assert w.device_used.text() == "device used: cpu"
     # flux-conserving bicubic: the residual (block sum of output - input) is zero up to rounding
@@ -186,9 +194,11 @@ def test_event_loop_keeps_turning_during_restoration(make_napari_viewer, qtbot, 
         runs += 1
     timer.stop()
     gaps = np.concatenate(gaps_all) if gaps_all else np.array([np.inf])
-    print(f"\n{runs} restoration(s), {busy_s:.1f} s busy, {n_run_ticks} ticks, longest gap "
-          f"{gaps.max() * 1000:.0f} ms, median {np.median(gaps) * 1000:.0f} ms; adding the result layer "
-          f"blocked up to {np.nanmax(add_gaps) * 1000:.0f} ms")
+    print(
+        f"\n{runs} restoration(s), {busy_s:.1f} s busy, {n_run_ticks} ticks, longest gap "
+        f"{gaps.max() * 1000:.0f} ms, median {np.median(gaps) * 1000:.0f} ms; adding the result layer "
+        f"blocked up to {np.nanmax(add_gaps) * 1000:.0f} ms"
+    )
     assert n_run_ticks >= 30, "the job should run long enough to measure anything"
     assert "big [pix2wgan]" in viewer.layers
     assert gaps.max() < 0.2

@@ -16,11 +16,23 @@ pytestmark = pytest.mark.gui
 TINY = {
     "name": "widget_test",
     "model": {"name": "pix2wgan", "preset": "tiny", "scale": 1},
-    "data": {"scale": 2, "psf": {"kind": "spec", "spec": "gaussian:1.0"}, "patch": 16, "realizations": 1,
-             "max_patches": 64,
-             "sources": [{"kind": "simulate", "simulate": "starfield", "count": 2, "size": 64, "split": "halves"}]},
-    "run": {"steps": 100000, "batch_size": 2, "val_every": 2, "checkpoint_every": 1000, "log_every": 1,
-            "threads": 1, "val_images": 1},
+    "data": {
+        "scale": 2,
+        "psf": {"kind": "spec", "spec": "gaussian:1.0"},
+        "patch": 16,
+        "realizations": 1,
+        "max_patches": 64,
+        "sources": [{"kind": "simulate", "simulate": "starfield", "count": 2, "size": 64, "split": "halves"}],
+    },
+    "run": {
+        "steps": 100000,
+        "batch_size": 2,
+        "val_every": 2,
+        "checkpoint_every": 1000,
+        "log_every": 1,
+        "threads": 1,
+        "val_images": 1,
+    },
 }
 
 

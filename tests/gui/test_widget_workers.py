@@ -32,7 +32,7 @@ def counting_job(n, *, delay=0.0, stop, fail_at=None, raise_on_stop=False):
                 raise StoppedError("stopped before the end")
             return ("partial", total)
         if fail_at is not None and i == fail_at:
-            raise AstroSRError("bad thing at step %d; fix the input" % i)
+            raise AstroSRError(f"bad thing at step {i}; fix the input")
         total += i
         time.sleep(delay)
         yield Progress(i + 1, n, f"step {i + 1}")
@@ -77,8 +77,11 @@ def test_stop_returns_partial_and_error_notifies(qtbot):
     qtbot.addWidget(panel)
     notes = Notes()
     results = []
-    panel.start(lambda stop: counting_job(10_000, delay=0.002, stop=stop),
-                on_result=lambda r, t: results.append(r), label="long")
+    panel.start(
+        lambda stop: counting_job(10_000, delay=0.002, stop=stop),
+        on_result=lambda r, t: results.append(r),
+        label="long",
+    )
     qtbot.waitUntil(lambda: panel.bar.maximum() == 10_000, timeout=5000)
     panel.stop()
     wait_idle(qtbot, panel)
@@ -86,14 +89,18 @@ def test_stop_returns_partial_and_error_notifies(qtbot):
     assert "stopped" in panel.last_status
 
     # a job raising StoppedError on stop is reported as stopped, not as an error
-    panel.start(lambda stop: counting_job(10_000, delay=0.002, stop=stop, raise_on_stop=True),
-                on_result=lambda r, t: results.append(r), label="long2")
+    panel.start(
+        lambda stop: counting_job(10_000, delay=0.002, stop=stop, raise_on_stop=True),
+        on_result=lambda r, t: results.append(r),
+        label="long2",
+    )
     panel.stop()
     wait_idle(qtbot, panel)
     assert len(results) == 1 and not notes.errors()
 
-    panel.start(lambda stop: counting_job(10, stop=stop, fail_at=3),
-                on_result=lambda r, t: results.append(r), label="failing")
+    panel.start(
+        lambda stop: counting_job(10, stop=stop, fail_at=3), on_result=lambda r, t: results.append(r), label="failing"
+    )
     wait_idle(qtbot, panel)
     assert len(results) == 1
     assert notes.errors() == ["failing: bad thing at step 3; fix the input"]

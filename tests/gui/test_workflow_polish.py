@@ -19,8 +19,10 @@ def test_widget_language_rewords_cli_options():
     assert "--" not in msg and "PSF box" in msg
     msg = widget_language("out/model.pt: exists; pass --resume to continue it or choose another --out.")
     assert msg == "out/model.pt: exists; tick Resume to continue it or choose another output folder."
-    assert widget_language("--device cuda: CUDA is not available here; use --device cpu or auto.") == \
-        "Device cuda: CUDA is not available here; use Device cpu or auto."
+    assert (
+        widget_language("--device cuda: CUDA is not available here; use --device cpu or auto.")
+        == "Device cuda: CUDA is not available here; use Device cpu or auto."
+    )
     # an option with no widget word loses its dashes; hyphenated words stay
     assert widget_language("use --frobnicate on a well-known case") == "use 'frobnicate' on a well-known case"
 
@@ -239,8 +241,7 @@ def test_progress_shows_an_estimate_from_the_first_step(qtbot):
             time.sleep(0.15)
         return "ok"
 
-    panel.start(job, on_result=lambda r, t: None,
-                on_progress=lambda e, t: seen.append(panel.last_status), label="Job")
+    panel.start(job, on_result=lambda r, t: None, on_progress=lambda e, t: seen.append(panel.last_status), label="Job")
     qtbot.waitUntil(lambda: not panel.busy, timeout=20_000)
     lefts = [float(m.group(1)) for s in seen if (m := re.search(r"about (\d+) s left", s))]
     assert "about" not in seen[0]  # nothing to estimate from before the second step

@@ -57,8 +57,10 @@ def test_torch_flux_map_equals_core():
     np.testing.assert_allclose(m, ref, rtol=1e-9, atol=1e-12 * ref.max())
 
 
-@pytest.mark.parametrize("nonneg,damping,psf", [(False, 0.0, "gaussian:1.0"), (True, 0.0, "gaussian:1.0"),
-                                                 (False, 1e-3, "gaussian:1.0"), (None, 0.0, None)])
+@pytest.mark.parametrize(
+    "nonneg,damping,psf",
+    [(False, 0.0, "gaussian:1.0"), (True, 0.0, "gaussian:1.0"), (False, 1e-3, "gaussian:1.0"), (None, 0.0, None)],
+)
 def test_torch_projection_equals_core(nonneg, damping, psf):
     rng = np.random.default_rng(2)
     k = P.parse_psf(psf) if psf else None
@@ -67,8 +69,9 @@ def test_torch_projection_equals_core(nonneg, damping, psf):
     lr[5, 7] = np.nan
     sr = R.upsample(np.nan_to_num(lr), 2)
     a, ia = J.project_flux_exact(sr, lr, scale=2, psf=k, nonneg=nonneg, damping=damping, return_info=True)
-    (b, ib), events = _run(ops.iter_project_flux_exact(sr, lr, scale=2, psf=k, nonneg=nonneg, damping=damping,
-                                                       use_torch=True))
+    (b, ib), events = _run(
+        ops.iter_project_flux_exact(sr, lr, scale=2, psf=k, nonneg=nonneg, damping=damping, use_torch=True)
+    )
     assert np.array_equal(np.isnan(a), np.isnan(b)) and len(events) == ib["iterations"]
     assert np.nanmax(np.abs(a - b)) < 1e-6 * np.nanmax(np.abs(a))
     if damping == 0:
@@ -92,8 +95,9 @@ def test_on_cuda_the_same_results():
     rng = np.random.default_rng(4)
     x = np.clip(_field(rng), 0, None)
     np.testing.assert_allclose(ops.upsample(x, 2, device="cuda"), R.upsample(x, 2), rtol=0, atol=1e-10 * x.max())
-    np.testing.assert_allclose(ops.flux_map_from_image(x, device="cuda"), FM.flux_map_from_image(x), rtol=1e-5,
-                               atol=1e-6 * x.max())
+    np.testing.assert_allclose(
+        ops.flux_map_from_image(x, device="cuda"), FM.flux_map_from_image(x), rtol=1e-5, atol=1e-6 * x.max()
+    )
     k = P.gaussian_psf(1.0)
     lr = J.forward_model(x, scale=2, psf=k)
     sr = R.upsample(lr, 2)

@@ -30,9 +30,10 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -69,17 +70,29 @@ def star_image(rng, n: int = 48) -> np.ndarray:
     return img.astype(">f4")
 
 
-def wcs_cards(ct=("RA---TAN", "DEC--TAN"), crval=("10.0", "20.0"), crpix=("24", "24"),
-              cd=("-1E-4", "0", "0", "1E-4"), extra=()) -> list:
-    c = [card("CTYPE1", ct[0]), card("CTYPE2", ct[1]), card("CRVAL1", f"RAW:{crval[0]}"),
-         card("CRVAL2", f"RAW:{crval[1]}"), card("CRPIX1", f"RAW:{crpix[0]}"), card("CRPIX2", f"RAW:{crpix[1]}")]
+def wcs_cards(
+    ct=("RA---TAN", "DEC--TAN"), crval=("10.0", "20.0"), crpix=("24", "24"), cd=("-1E-4", "0", "0", "1E-4"), extra=()
+) -> list:
+    c = [
+        card("CTYPE1", ct[0]),
+        card("CTYPE2", ct[1]),
+        card("CRVAL1", f"RAW:{crval[0]}"),
+        card("CRVAL2", f"RAW:{crval[1]}"),
+        card("CRPIX1", f"RAW:{crpix[0]}"),
+        card("CRPIX2", f"RAW:{crpix[1]}"),
+    ]
     c += [card(k, f"RAW:{v}") for k, v in zip(("CD1_1", "CD1_2", "CD2_1", "CD2_2"), cd)]
     return c + list(extra)
 
 
 def fits_bytes(arr: np.ndarray, extra=(), bitpix: int = -32) -> bytes:
-    cards = [card("SIMPLE", True), card("BITPIX", bitpix), card("NAXIS", 2), card("NAXIS1", arr.shape[1]),
-             card("NAXIS2", arr.shape[0])] + list(extra)
+    cards = [
+        card("SIMPLE", True),
+        card("BITPIX", bitpix),
+        card("NAXIS", 2),
+        card("NAXIS1", arr.shape[1]),
+        card("NAXIS2", arr.shape[0]),
+    ] + list(extra)
     return header_bytes(cards) + data_bytes(arr)
 
 
@@ -102,11 +115,25 @@ def fam_fits_structure(rng, d: Path, seed: int) -> Case:
         arr = star_image(rng)
         n = int(rng.integers(10, 300))
         parts = [header_bytes([card("SIMPLE", True), card("BITPIX", 8), card("NAXIS", 0), card("EXTEND", True)])]
-        parts += [header_bytes([card("XTENSION", "IMAGE"), card("BITPIX", 8), card("NAXIS", 0), card("PCOUNT", 0),
-                                card("GCOUNT", 1)])] * n
-        parts.append(header_bytes([card("XTENSION", "IMAGE"), card("BITPIX", -32), card("NAXIS", 2),
-                                   card("NAXIS1", 48), card("NAXIS2", 48), card("PCOUNT", 0), card("GCOUNT", 1)])
-                     + data_bytes(arr))
+        parts += [
+            header_bytes(
+                [card("XTENSION", "IMAGE"), card("BITPIX", 8), card("NAXIS", 0), card("PCOUNT", 0), card("GCOUNT", 1)]
+            )
+        ] * n
+        parts.append(
+            header_bytes(
+                [
+                    card("XTENSION", "IMAGE"),
+                    card("BITPIX", -32),
+                    card("NAXIS", 2),
+                    card("NAXIS1", 48),
+                    card("NAXIS2", 48),
+                    card("PCOUNT", 0),
+                    card("GCOUNT", 1),
+                ]
+            )
+            + data_bytes(arr)
+        )
         p = _write(d, "in.fits", b"".join(parts))
         note = f"{n} empty extensions"
     else:
@@ -117,11 +144,23 @@ def fam_fits_structure(rng, d: Path, seed: int) -> Case:
     if cmd == "info":
         return Case("fits_structure", seed, note, ["info", str(p)], inputs=[p])
     if cmd == "detect":
-        return Case("fits_structure", seed, note, ["detect", str(p), "-o", str(d / "c.ecsv"), "--regions",
-                                                  str(d / "c.reg")], inputs=[p], outputs=[d / "c.ecsv", d / "c.reg"])
+        return Case(
+            "fits_structure",
+            seed,
+            note,
+            ["detect", str(p), "-o", str(d / "c.ecsv"), "--regions", str(d / "c.reg")],
+            inputs=[p],
+            outputs=[d / "c.ecsv", d / "c.reg"],
+        )
     if cmd == "restore":
-        return Case("fits_structure", seed, note, ["restore", str(p), "-o", str(d / "o.fits"), "--method", "bicubic",
-                                                  "--quiet"], inputs=[p], outputs=[d / "o.fits"])
+        return Case(
+            "fits_structure",
+            seed,
+            note,
+            ["restore", str(p), "-o", str(d / "o.fits"), "--method", "bicubic", "--quiet"],
+            inputs=[p],
+            outputs=[d / "o.fits"],
+        )
 
     def api():
         from napari_astrosr.core.fits_io import read_fits, write_fits
@@ -165,14 +204,27 @@ def fam_header(rng, d: Path, seed: int) -> Case:
     note = "cards " + ",".join(str(i) for i in picks)
     cmd = seed % 4
     if cmd == 0:
-        return Case("header", seed, note, ["restore", str(p), "-o", str(d / "o.fits"), "--method", "bicubic",
-                                          "--quiet"], inputs=[p], outputs=[d / "o.fits"])
+        return Case(
+            "header",
+            seed,
+            note,
+            ["restore", str(p), "-o", str(d / "o.fits"), "--method", "bicubic", "--quiet"],
+            inputs=[p],
+            outputs=[d / "o.fits"],
+        )
     if cmd == 1:
-        return Case("header", seed, note, ["degrade", str(p), "-o", str(d / "o.fits"), "--scale", "2"],
-                    inputs=[p], outputs=[d / "o.fits"])
+        return Case(
+            "header",
+            seed,
+            note,
+            ["degrade", str(p), "-o", str(d / "o.fits"), "--scale", "2"],
+            inputs=[p],
+            outputs=[d / "o.fits"],
+        )
     if cmd == 2:
-        return Case("header", seed, note, ["detect", str(p), "-o", str(d / "c.fits")], inputs=[p],
-                    outputs=[d / "c.fits"])
+        return Case(
+            "header", seed, note, ["detect", str(p), "-o", str(d / "c.fits")], inputs=[p], outputs=[d / "c.fits"]
+        )
     return Case("header", seed, note, ["info", str(p)], inputs=[p])
 
 
@@ -202,16 +254,42 @@ def fam_values(rng, d: Path, seed: int) -> Case:
         arr = arr[: int(rng.integers(1, 4)), : int(rng.integers(1, 40))]
     a32 = np.clip(np.nan_to_num(arr, nan=np.nan, posinf=np.inf, neginf=-np.inf), -3.4e38, 3.4e38).astype(">f4")
     p = _write(d, "a.fits", fits_bytes(a32))
-    q = _write(d, "b.fits", fits_bytes(star_image(np.random.default_rng(seed + 1), a32.shape[0])[:, : a32.shape[1]]
-                                      if a32.shape[0] >= 48 else a32))
+    q = _write(
+        d,
+        "b.fits",
+        fits_bytes(
+            star_image(np.random.default_rng(seed + 1), a32.shape[0])[:, : a32.shape[1]] if a32.shape[0] >= 48 else a32
+        ),
+    )
     cmd = seed % 3
     if cmd == 0:
-        return Case("values", seed, kind, ["evaluate", "--reference", str(q), "--prediction", str(p), "-o",
-                                          str(d / "r.ecsv")], inputs=[p, q], outputs=[d / "r.ecsv"])
+        return Case(
+            "values",
+            seed,
+            kind,
+            ["evaluate", "--reference", str(q), "--prediction", str(p), "-o", str(d / "r.ecsv")],
+            inputs=[p, q],
+            outputs=[d / "r.ecsv"],
+        )
     if cmd == 1:
-        return Case("values", seed, kind, ["restore", str(p), "-o", str(d / "o.fits"), "--method",
-                                          str(rng.choice(["bicubic", "lanczos", "backprojection"])), "--psf",
-                                          "gaussian:1.0", "--quiet"], inputs=[p], outputs=[d / "o.fits"])
+        return Case(
+            "values",
+            seed,
+            kind,
+            [
+                "restore",
+                str(p),
+                "-o",
+                str(d / "o.fits"),
+                "--method",
+                str(rng.choice(["bicubic", "lanczos", "backprojection"])),
+                "--psf",
+                "gaussian:1.0",
+                "--quiet",
+            ],
+            inputs=[p],
+            outputs=[d / "o.fits"],
+        )
     return Case("values", seed, kind, ["detect", str(p), "-o", str(d / "c.csv")], inputs=[p], outputs=[d / "c.csv"])
 
 
@@ -225,9 +303,10 @@ _WCS_VARIANTS = [
     lambda r: wcs_cards(crval=("10", str(r.choice([91, 100, -95, 1e10])))),
     lambda r: wcs_cards(crpix=("1E15", "1E15")),
     lambda r: wcs_cards(crpix=("-1E12", "3")),
-    lambda r: wcs_cards(ct=("RA---TAN-SIP", "DEC--TAN-SIP"),
-                        extra=[card("A_ORDER", 3), card("B_ORDER", 3), card("A_2_0", "RAW:1E30"),
-                               card("B_0_2", "RAW:-1E30")]),
+    lambda r: wcs_cards(
+        ct=("RA---TAN-SIP", "DEC--TAN-SIP"),
+        extra=[card("A_ORDER", 3), card("B_ORDER", 3), card("A_2_0", "RAW:1E30"), card("B_0_2", "RAW:-1E30")],
+    ),
     lambda r: wcs_cards(ct=("RA---TAN-SIP", "DEC--TAN-SIP"), extra=[card("A_ORDER", int(r.integers(21, 10**6)))]),
     lambda r: wcs_cards(ct=("RA---TAN-SIP", "DEC--TAN-SIP"), extra=[card("A_ORDER", 2), card("A_1_1", "RAW:NAN")]),
     lambda r: wcs_cards(ct=("RA---TPV", "DEC--TPV"), extra=[card("PV1_1", "RAW:1E300"), card("PV2_39", "RAW:1E300")]),
@@ -247,12 +326,23 @@ def fam_wcs(rng, d: Path, seed: int) -> Case:
     p = _write(d, "in.fits", fits_bytes(star_image(rng), _WCS_VARIANTS[i](rng)))
     cmd = (seed // len(_WCS_VARIANTS)) % 3
     if cmd == 0:
-        return Case("wcs", seed, f"variant {i}", ["detect", str(p), "-o", str(d / "c.ecsv"), "--regions",
-                                                 str(d / "c.reg"), "--sky-regions"], inputs=[p],
-                    outputs=[d / "c.ecsv", d / "c.reg"])
+        return Case(
+            "wcs",
+            seed,
+            f"variant {i}",
+            ["detect", str(p), "-o", str(d / "c.ecsv"), "--regions", str(d / "c.reg"), "--sky-regions"],
+            inputs=[p],
+            outputs=[d / "c.ecsv", d / "c.reg"],
+        )
     if cmd == 1:
-        return Case("wcs", seed, f"variant {i}", ["restore", str(p), "-o", str(d / "o.fits"), "--method", "bicubic",
-                                                 "--quiet"], inputs=[p], outputs=[d / "o.fits"])
+        return Case(
+            "wcs",
+            seed,
+            f"variant {i}",
+            ["restore", str(p), "-o", str(d / "o.fits"), "--method", "bicubic", "--quiet"],
+            inputs=[p],
+            outputs=[d / "o.fits"],
+        )
     return Case("wcs", seed, f"variant {i}", ["info", str(p)], inputs=[p])
 
 
@@ -262,12 +352,22 @@ def fam_paths(rng, d: Path, seed: int) -> Case:
     kind = seed % 12
     same = [str(p), f"{d}/./in.fits", f"{d}/../{d.name}/in.fits"]
     if kind == 0:
-        return Case("paths", seed, "detect -o input --overwrite",
-                    ["detect", str(p), "-o", str(rng.choice(same)), "--overwrite"], inputs=[p])
+        return Case(
+            "paths",
+            seed,
+            "detect -o input --overwrite",
+            ["detect", str(p), "-o", str(rng.choice(same)), "--overwrite"],
+            inputs=[p],
+        )
     if kind == 1:
-        return Case("paths", seed, "detect --regions input", ["detect", str(p), "-o", str(d / "c.ecsv"), "--regions",
-                                                              str(rng.choice(same)), "--overwrite"],
-                    inputs=[p], outputs=[d / "c.ecsv"])
+        return Case(
+            "paths",
+            seed,
+            "detect --regions input",
+            ["detect", str(p), "-o", str(d / "c.ecsv"), "--regions", str(rng.choice(same)), "--overwrite"],
+            inputs=[p],
+            outputs=[d / "c.ecsv"],
+        )
     if kind == 2:
         link = d / "link.fits"
         if rng.random() < 0.5:
@@ -275,48 +375,95 @@ def fam_paths(rng, d: Path, seed: int) -> Case:
         else:
             os.link(p, link)
         cmd = str(rng.choice(["restore", "degrade"]))
-        argv = [cmd, str(p), "-o", str(link), "--overwrite"] + (["--method", "bicubic", "--quiet"]
-                                                                if cmd == "restore" else [])
+        argv = [cmd, str(p), "-o", str(link), "--overwrite"] + (
+            ["--method", "bicubic", "--quiet"] if cmd == "restore" else []
+        )
         return Case("paths", seed, f"{cmd} -o link to input", argv, inputs=[p])
     if kind == 3:
-        return Case("paths", seed, "evaluate -o reference", ["evaluate", "--reference", str(q), "--prediction",
-                                                             str(p), "-o", str(q), "--overwrite"], inputs=[p, q])
+        return Case(
+            "paths",
+            seed,
+            "evaluate -o reference",
+            ["evaluate", "--reference", str(q), "--prediction", str(p), "-o", str(q), "--overwrite"],
+            inputs=[p, q],
+        )
     if kind == 4:
         n = int(rng.integers(250, 400))
         out = d / ("x" * n + ".fits")
-        return Case("paths", seed, f"{n}-byte output name", ["restore", str(p), "-o", str(out), "--method",
-                                                             "bicubic", "--quiet"], inputs=[p])
+        return Case(
+            "paths",
+            seed,
+            f"{n}-byte output name",
+            ["restore", str(p), "-o", str(out), "--method", "bicubic", "--quiet"],
+            inputs=[p],
+        )
     if kind == 5:
-        name = "".join(chr(int(c)) for c in rng.choice([0x01, 0x1b, 0x7f, 0xe9, 0x4e2d, 0x1f600, 0x0a, 0x20],
-                                                       size=int(rng.integers(1, 6)))) + ".fits"
+        name = (
+            "".join(
+                chr(int(c))
+                for c in rng.choice([0x01, 0x1B, 0x7F, 0xE9, 0x4E2D, 0x1F600, 0x0A, 0x20], size=int(rng.integers(1, 6)))
+            )
+            + ".fits"
+        )
         try:
             src = d / name
             shutil.copy(p, src)
         except OSError:
             src = p
-        return Case("paths", seed, "odd input name", ["restore", str(src), "-o", str(d / "o.fits"), "--method",
-                                                      "bicubic", "--quiet"], inputs=[src], outputs=[d / "o.fits"])
+        return Case(
+            "paths",
+            seed,
+            "odd input name",
+            ["restore", str(src), "-o", str(d / "o.fits"), "--method", "bicubic", "--quiet"],
+            inputs=[src],
+            outputs=[d / "o.fits"],
+        )
     if kind == 6:
-        return Case("paths", seed, "output folder missing", ["restore", str(p), "-o", str(d / "no" / "o.fits"),
-                                                             "--method", "bicubic", "--quiet"], inputs=[p])
+        return Case(
+            "paths",
+            seed,
+            "output folder missing",
+            ["restore", str(p), "-o", str(d / "no" / "o.fits"), "--method", "bicubic", "--quiet"],
+            inputs=[p],
+        )
     if kind == 7:
         (d / "adir").mkdir()
-        return Case("paths", seed, "output is a folder", ["degrade", str(p), "-o", str(d / "adir"), "--scale", "2"],
-                    inputs=[p])
+        return Case(
+            "paths", seed, "output is a folder", ["degrade", str(p), "-o", str(d / "adir"), "--scale", "2"], inputs=[p]
+        )
     if kind == 8:
-        return Case("paths", seed, "two outputs one name", ["detect", str(p), "-o", str(d / "c.ecsv"), "--regions",
-                                                            str(d / "c.ecsv")], inputs=[p])
+        return Case(
+            "paths",
+            seed,
+            "two outputs one name",
+            ["detect", str(p), "-o", str(d / "c.ecsv"), "--regions", str(d / "c.ecsv")],
+            inputs=[p],
+        )
     if kind == 9:
-        return Case("paths", seed, "input missing / a folder",
-                    ["info", str(rng.choice([str(d / "nope.fits"), str(d)]))], inputs=[p])
+        return Case(
+            "paths",
+            seed,
+            "input missing / a folder",
+            ["info", str(rng.choice([str(d / "nope.fits"), str(d)]))],
+            inputs=[p],
+        )
     if kind == 10:
         out = d / "o.fits"
         out.write_bytes(b"precious")
-        return Case("paths", seed, "existing output without --overwrite",
-                    ["restore", str(p), "-o", str(out), "--method", "bicubic", "--quiet"], inputs=[p, out])
-    return Case("paths", seed, "simulate/coadd onto input",
-                ["coadd", str(p), str(q), "-o", str(rng.choice([p, q])), "--method", "median", "--overwrite"],
-                inputs=[p, q])
+        return Case(
+            "paths",
+            seed,
+            "existing output without --overwrite",
+            ["restore", str(p), "-o", str(out), "--method", "bicubic", "--quiet"],
+            inputs=[p, out],
+        )
+    return Case(
+        "paths",
+        seed,
+        "simulate/coadd onto input",
+        ["coadd", str(p), str(q), "-o", str(rng.choice([p, q])), "--method", "median", "--overwrite"],
+        inputs=[p, q],
+    )
 
 
 def _tiny_ckpt(d: Path) -> Path:
@@ -328,8 +475,9 @@ def _tiny_ckpt(d: Path) -> Path:
     torch.manual_seed(0)
     cfg = resolve_config("fisr", preset="tiny")
     m = build_model("fisr", preset="tiny", scale=2)
-    return save_checkpoint(d / "m.pt", m, name="fisr", preset="tiny", scale=2, config=cfg,
-                           normalization={"kind": "median_std"}, step=1)
+    return save_checkpoint(
+        d / "m.pt", m, name="fisr", preset="tiny", scale=2, config=cfg, normalization={"kind": "median_std"}, step=1
+    )
 
 
 _SIDE_EDITS = [
@@ -379,28 +527,64 @@ def fam_checkpoints(rng, d: Path, seed: int) -> Case:
     else:
         note = "good checkpoint"
     if seed % 2:
+
         def api():
             from napari_astrosr.training.checkpoints import load_checkpoint
 
             load_checkpoint(pt)
 
         return Case("checkpoints", seed, note, api=api, inputs=[pt, side, img])
-    return Case("checkpoints", seed, note, ["restore", str(img), "-o", str(d / "o.fits"), "--method", "fisr",
-                                           "--model", str(pt), "--device", "cpu", "--quiet"],
-                inputs=[pt, side, img], outputs=[d / "o.fits"])
+    return Case(
+        "checkpoints",
+        seed,
+        note,
+        [
+            "restore",
+            str(img),
+            "-o",
+            str(d / "o.fits"),
+            "--method",
+            "fisr",
+            "--model",
+            str(pt),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        inputs=[pt, side, img],
+        outputs=[d / "o.fits"],
+    )
 
 
 def _base_config() -> dict:
     return {
         "name": "fz",
-        "model": {"name": "pix2wgan", "preset": "tiny", "scale": 1, "zero_init_last": False,
-                  "overrides": {"dropout": 0.0, "norm": "none", "residual": False}},
-        "data": {"scale": 2, "patch": 16, "realizations": 1, "max_patches": 2,
-                 "psf": {"kind": "spec", "spec": "gaussian:1.0"},
-                 "sources": [{"kind": "simulate", "simulate": "starfield", "count": 1, "size": 64}]},
+        "model": {
+            "name": "pix2wgan",
+            "preset": "tiny",
+            "scale": 1,
+            "zero_init_last": False,
+            "overrides": {"dropout": 0.0, "norm": "none", "residual": False},
+        },
+        "data": {
+            "scale": 2,
+            "patch": 16,
+            "realizations": 1,
+            "max_patches": 2,
+            "psf": {"kind": "spec", "spec": "gaussian:1.0"},
+            "sources": [{"kind": "simulate", "simulate": "starfield", "count": 1, "size": 64}],
+        },
         "optim": {"lr": 0.003, "warmup_steps": 0, "schedule": "constant"},
-        "run": {"steps": 1, "batch_size": 2, "val_every": 1000, "checkpoint_every": 1000, "log_every": 1,
-                "threads": 1, "val_images": 1, "seed": 3},
+        "run": {
+            "steps": 1,
+            "batch_size": 2,
+            "val_every": 1000,
+            "checkpoint_every": 1000,
+            "log_every": 1,
+            "threads": 1,
+            "val_images": 1,
+            "seed": 3,
+        },
     }
 
 
@@ -441,8 +625,9 @@ def fam_configs(rng, d: Path, seed: int) -> Case:
         note = "binary garbage"
         p.write_bytes(bytes(rng.integers(0, 256, 2000).astype(np.uint8)))
     out = d / "run"
-    return Case("configs", seed, note, ["train", str(p), "--out", str(out), "--quiet"], inputs=[p],
-                outputs=[out], timeout=60.0)
+    return Case(
+        "configs", seed, note, ["train", str(p), "--out", str(out), "--quiet"], inputs=[p], outputs=[out], timeout=60.0
+    )
 
 
 def fam_regions(rng, d: Path, seed: int) -> Case:
@@ -453,7 +638,7 @@ def fam_regions(rng, d: Path, seed: int) -> Case:
         "# Region file format: DS9\nimage\ncircle(24,24,-5)\n",
         "# Region file format: DS9\nimage\ncircle(1e30,1e30,1e30)\n",
         "# Region file format: DS9\nimage\ncircle(nan,nan,3)\n",
-        "# Region file format: DS9\nfk5\ncircle(10.0,20.0,3\")\n",
+        '# Region file format: DS9\nfk5\ncircle(10.0,20.0,3")\n',
         "# Region file format: DS9\nimage\npolygon(1,1,2,2)\n",
         "# Region file format: DS9\nimage\n" + "circle(24,24,3)\n" * 2000,
         "# Region file format: DS9\nimage\nellipse(24,24,3,0,45)\n",
@@ -469,8 +654,13 @@ def fam_regions(rng, d: Path, seed: int) -> Case:
     else:
         r = d / "r.reg"
         r.write_text(txt)
-    return Case("regions", seed, f"variant {seed % len(variants)}",
-                ["evaluate", "--reference", str(q), "--prediction", str(p), "--rois", str(r)], inputs=[p, q, r])
+    return Case(
+        "regions",
+        seed,
+        f"variant {seed % len(variants)}",
+        ["evaluate", "--reference", str(q), "--prediction", str(p), "--rois", str(r)],
+        inputs=[p, q, r],
+    )
 
 
 # ---------------------------------------------------------------------------------------------- subprocess
@@ -482,8 +672,14 @@ def _env() -> dict:
 
 
 def _astrosr(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "napari_astrosr", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(), **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "napari_astrosr", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        **kw,
+    )
 
 
 def fam_signals(rng, d: Path, seed: int) -> Case:
@@ -493,8 +689,18 @@ def fam_signals(rng, d: Path, seed: int) -> Case:
     if kind == 0:
         n = int(rng.integers(700, 1100))
         img = _write(d, "in.fits", fits_bytes(star_image(rng, n)))
-        args = ["restore", img, "-o", d / "o.fits", "--method", "richardson-lucy", "--psf", "gaussian:1.5",
-                "--iterations", "5000"]
+        args = [
+            "restore",
+            img,
+            "-o",
+            d / "o.fits",
+            "--method",
+            "richardson-lucy",
+            "--psf",
+            "gaussian:1.5",
+            "--iterations",
+            "5000",
+        ]
         inputs, outputs, note = [img], [d / "o.fits"], f"RL {n}x{n}"
     else:
         import yaml
@@ -541,8 +747,15 @@ def fam_signals(rng, d: Path, seed: int) -> Case:
                 extra = f"PARTIAL: {names}"
         return [proc.returncode], took, err + extra
 
-    return Case("signals", seed, f"{note} {sig.name} after {delay:.1f} s", script=script, inputs=inputs,
-                outputs=outputs, timeout=60.0)
+    return Case(
+        "signals",
+        seed,
+        f"{note} {sig.name} after {delay:.1f} s",
+        script=script,
+        inputs=inputs,
+        outputs=outputs,
+        timeout=60.0,
+    )
 
 
 def fam_concurrency(rng, d: Path, seed: int) -> Case:
@@ -562,8 +775,7 @@ def fam_concurrency(rng, d: Path, seed: int) -> Case:
             errs += f"\nRACE: exit codes {codes} (exactly one writer must win)"
         return codes, 0.0, errs
 
-    return Case("concurrency", seed, f"2 x {cmd} -o same", script=script, inputs=[img], outputs=[out],
-                timeout=120.0)
+    return Case("concurrency", seed, f"2 x {cmd} -o same", script=script, inputs=[img], outputs=[out], timeout=120.0)
 
 
 def fam_batch(rng, d: Path, seed: int) -> Case:
@@ -603,14 +815,23 @@ def fam_batch(rng, d: Path, seed: int) -> Case:
             msgs.append(f"exit codes {p.returncode}, {p2.returncode}: want 2 (bad files)")
         return [p.returncode, p2.returncode], 0.0, "\n".join(err.strip().splitlines()[-1:] + msgs)
 
-    return Case("batch", seed, f"{len(good)} good + {len(bad)} bad", script=script, inputs=good + bad,
-                outputs=[], timeout=300.0)
+    return Case(
+        "batch", seed, f"{len(good)} good + {len(bad)} bad", script=script, inputs=good + bad, outputs=[], timeout=300.0
+    )
 
 
 FAMILIES: dict[str, Callable] = {
-    "fits_structure": fam_fits_structure, "header": fam_header, "values": fam_values, "wcs": fam_wcs,
-    "paths": fam_paths, "checkpoints": fam_checkpoints, "configs": fam_configs, "regions": fam_regions,
-    "signals": fam_signals, "concurrency": fam_concurrency, "batch": fam_batch,
+    "fits_structure": fam_fits_structure,
+    "header": fam_header,
+    "values": fam_values,
+    "wcs": fam_wcs,
+    "paths": fam_paths,
+    "checkpoints": fam_checkpoints,
+    "configs": fam_configs,
+    "regions": fam_regions,
+    "signals": fam_signals,
+    "concurrency": fam_concurrency,
+    "batch": fam_batch,
 }
 
 
@@ -662,8 +883,7 @@ def run_case(family: str, seed: int, work: Path) -> dict:
 
         buf_out, buf_err = io.StringIO(), io.StringIO()
         try:
-            with contextlib.redirect_stdout(buf_out), contextlib.redirect_stderr(buf_err), \
-                    warnings.catch_warnings():
+            with contextlib.redirect_stdout(buf_out), contextlib.redirect_stderr(buf_err), warnings.catch_warnings():
                 warnings.resetwarnings()
                 code = main([str(a) for a in case.argv])
         except SystemExit as exc:  # argparse
@@ -680,23 +900,48 @@ def run_case(family: str, seed: int, work: Path) -> dict:
     temps = [n for n in new if Path(n).name.startswith(".astrosr-")]
     failed = any(c not in (0,) for c in codes)
     wanted = {str(Path(o).relative_to(d)) for o in case.outputs}
-    partial = bool(temps) or (failed and case.script is None and any(
-        n in wanted or any(n.startswith(w + "/") for w in wanted) for n in new)) or "PARTIAL" in err
+    partial = (
+        bool(temps)
+        or (
+            failed
+            and case.script is None
+            and any(n in wanted or any(n.startswith(w + "/") for w in wanted) for n in new)
+        )
+        or "PARTIAL" in err
+    )
     modified = sorted(k for k, h in hashes.items() if _sha(Path(k)) != h)
-    crash = any(c is None or c not in OK_CODES | {-2, -15} for c in codes) or "Traceback" in err \
+    crash = (
+        any(c is None or c not in OK_CODES | {-2, -15} for c in codes)
+        or "Traceback" in err
         or any(w in err for w in ("RACE", "MISSING", "UNREPORTED", "RERUN", "want 2"))
+    )
     hang = any(c is None for c in codes) or (family == "signals" and took > 2.5)
     unclear = False
     if 2 in codes and case.script is None:
         lines = [ln for ln in err.strip().splitlines() if "error:" in ln]
-        names = {Path(str(a)).name for a in case.argv if isinstance(a, (str, Path)) and len(str(a)) > 0} | \
-            {Path(str(p)).name for p in case.inputs}
+        names = {Path(str(a)).name for a in case.argv if isinstance(a, (str, Path)) and len(str(a)) > 0} | {
+            Path(str(p)).name for p in case.inputs
+        }
         names = {n for n in names if n and not n.startswith("-") or n.startswith("--")}
-        unclear = len(lines) != 1 or not any(n in lines[0] for n in names if len(n) > 1) and \
-            not any(f in lines[0] for f in ("--", "-o ", "argument"))
-    return dict(family=family, seed=seed, note=case.note, codes=codes, seconds=round(seconds, 2),
-                crash=crash, hang=hang, partial=partial, modified=bool(modified), unclear=unclear,
-                err=" | ".join(err.strip().splitlines()[-3:])[:400], timeout=case.timeout)
+        unclear = (
+            len(lines) != 1
+            or not any(n in lines[0] for n in names if len(n) > 1)
+            and not any(f in lines[0] for f in ("--", "-o ", "argument"))
+        )
+    return dict(
+        family=family,
+        seed=seed,
+        note=case.note,
+        codes=codes,
+        seconds=round(seconds, 2),
+        crash=crash,
+        hang=hang,
+        partial=partial,
+        modified=bool(modified),
+        unclear=unclear,
+        err=" | ".join(err.strip().splitlines()[-3:])[:400],
+        timeout=case.timeout,
+    )
 
 
 def prepare(work: Path) -> None:

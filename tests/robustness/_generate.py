@@ -16,8 +16,8 @@ missing END card, non-ASCII bytes, ...
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -93,8 +93,13 @@ def truncated(rng) -> Case:
     # the last block is padded: a cut inside the padding only loses no pixel (readable, like astropy)
     data_end = len(raw) - len(data_bytes(arr)) + arr.nbytes
     cut = int(rng.integers(0, len(raw) - 1))
-    return Case("truncated", "truncated.fits", raw[:cut], "error" if cut < data_end else "ok",
-                f"cut at {cut}/{len(raw)} (data end {data_end})")
+    return Case(
+        "truncated",
+        "truncated.fits",
+        raw[:cut],
+        "error" if cut < data_end else "ok",
+        f"cut at {cut}/{len(raw)} (data end {data_end})",
+    )
 
 
 def truncated_gz(rng) -> Case:
@@ -120,8 +125,8 @@ def corrupted_header(rng) -> Case:
         key = str(rng.choice(["NAXIS", "NAXIS1", "NAXIS2", "BITPIX"]))
         bad = str(rng.choice(["RAW:'abc'", "RAW:1.5", "RAW:", "RAW:T", "RAW:1e400", "RAW:(1,2)"]))
         for i in range(0, BLOCK, 80):
-            if raw[i:i + 8].decode("latin-1").strip() == key:
-                raw[i:i + 80] = card(key, bad)
+            if raw[i : i + 8].decode("latin-1").strip() == key:
+                raw[i : i + 80] = card(key, bad)
     else:  # SIMPLE not first, or NAXIS before BITPIX
         raw[0:80], raw[80:160] = bytes(raw[80:160]), bytes(raw[0:80])
     return Case("corrupted_header", "corrupt_header.fits", bytes(raw), "either", str(how))
@@ -143,7 +148,7 @@ def absurd_naxis(rng, *, gz: bool | None = None) -> Case:
         n = int(rng.integers(4, 999))
         axes = [int(rng.integers(2, 50)) for _ in range(min(n, 12))] + [1] * max(0, n - 12)
     elif how == "negative":
-        axes = [int(rng.integers(-10**6, 0)), int(rng.integers(1, 100))]
+        axes = [int(rng.integers(-(10**6), 0)), int(rng.integers(1, 100))]
     else:  # product overflows int64
         axes = [2**40, 2**40, 2**20]
     cards = [card("SIMPLE", True), card("BITPIX", bitpix), card("NAXIS", len(axes))]
@@ -151,8 +156,13 @@ def absurd_naxis(rng, *, gz: bool | None = None) -> Case:
     raw = header_bytes(cards) + b"\0" * (BLOCK * int(rng.integers(0, 2)))
     gz = bool(rng.integers(0, 2)) if gz is None else gz
     nbytes = float(np.prod(np.abs(np.array(axes, dtype=float)))) * abs(bitpix) // 8
-    return Case("absurd_naxis", "absurd.fits.gz" if gz else "absurd.fits", gzip.compress(raw) if gz else raw,
-                "error", f"{how} claims {nbytes:.3g} bytes")
+    return Case(
+        "absurd_naxis",
+        "absurd.fits.gz" if gz else "absurd.fits",
+        gzip.compress(raw) if gz else raw,
+        "error",
+        f"{how} claims {nbytes:.3g} bytes",
+    )
 
 
 def nan_inf(rng) -> Case:
@@ -177,8 +187,9 @@ def huge_header(rng) -> Case:
     """Thousands of (valid) cards before a small image: must read, and quickly."""
     n = int(rng.integers(1000, 10000))
     extra = [card(f"K{i:07d}", float(rng.normal()), "filler") for i in range(n)]
-    return Case("huge_header", "huge_header.fits", image_file(_random_image(rng, max_side=16), extra=extra), "ok",
-                f"{n} cards")
+    return Case(
+        "huge_header", "huge_header.fits", image_file(_random_image(rng, max_side=16), extra=extra), "ok", f"{n} cards"
+    )
 
 
 def garbage(rng) -> Case:

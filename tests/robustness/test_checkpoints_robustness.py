@@ -25,8 +25,9 @@ def _save(path: Path, name="fisr", scale=2):
     torch.manual_seed(0)
     cfg = resolve_config(name, preset="tiny")
     m = build_model(name, preset=None, scale=scale, **cfg)
-    return save_checkpoint(path, m, name=name, preset="tiny", scale=scale, config=cfg,
-                           normalization={"kind": "median_std"}, step=1)
+    return save_checkpoint(
+        path, m, name=name, preset="tiny", scale=scale, config=cfg, normalization={"kind": "median_std"}, step=1
+    )
 
 
 def _edit_sidecar(pt: Path, **changes):
@@ -87,10 +88,19 @@ def test_sidecar_lies_about_scale(tmp_path, ckpt):
         load_checkpoint(ckpt, expect_scale=2)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("scale", "two"), ("scale", None), ("scale", [2]), ("config", "not a dict"), ("config", {"bogus": 1}),
-    ("architecture", 3), ("normalization", "zscore"), ("format_version", "1"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("scale", "two"),
+        ("scale", None),
+        ("scale", [2]),
+        ("config", "not a dict"),
+        ("config", {"bogus": 1}),
+        ("architecture", 3),
+        ("normalization", "zscore"),
+        ("format_version", "1"),
+    ],
+)
 def test_sidecar_wrong_types(ckpt, field, value):
     _edit_sidecar(ckpt, **{field: value})
     with pytest.raises(AstroSRError, match=r"fisr_x2\.(pt|json)"):
@@ -128,9 +138,16 @@ def test_random_bytes_and_folder(tmp_path, ckpt):
         load_checkpoint(d)
 
 
-@pytest.mark.parametrize("payload", [
-    {"model": {"head.weight": 3}}, {"model": [1, 2]}, {"weights": {}}, [1, 2, 3], {"model": {}},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"model": {"head.weight": 3}},
+        {"model": [1, 2]},
+        {"weights": {}},
+        [1, 2, 3],
+        {"model": {}},
+    ],
+)
 def test_payload_of_wrong_shape(ckpt, payload):
     torch.save(payload, ckpt)
     with pytest.raises(AstroSRError, match=r"fisr_x2\.pt"):
@@ -161,8 +178,23 @@ def test_cli_restore_bad_model_exit_2(tmp_path, capsys, breakage):
         _edit_sidecar(pt, scale=4)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code = main(["restore", str(img), "-o", str(out_dir / "sr.fits"), "--method", "fisr", "--scale", "2",
-                 "--model", str(pt), "--quiet", "--device", "cpu"])
+    code = main(
+        [
+            "restore",
+            str(img),
+            "-o",
+            str(out_dir / "sr.fits"),
+            "--method",
+            "fisr",
+            "--scale",
+            "2",
+            "--model",
+            str(pt),
+            "--quiet",
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and "Traceback" not in err, err

@@ -52,8 +52,9 @@ def files(tmp_path):
     for name, (p, data) in bad.items():
         if data is not None:
             p.write_bytes(data)
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column("a", "E", array=np.ones(3, "f4"))])]).writeto(bad["table"][0])
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.ones(3, "f4"))])]
+    ).writeto(bad["table"][0])
     paths = {k: v[0] for k, v in bad.items()}
     paths["missing"] = d / "missing.fits"
     paths["folder"] = d / "folder.fits"
@@ -113,8 +114,11 @@ def test_bad_input_exit_2(files, capsys, command, kind):
 def test_degenerate_images_clear_or_ok(files, capsys, command, shape):
     """1x1, 1xN, Nx1 and all-NaN images: the command works or says why (exit 2), never crashes."""
     p = files["dir"] / "odd.fits"
-    data = np.full((16, 16), np.nan, np.float32) if shape == "nan" else \
-        np.random.default_rng(0).normal(5, 1, shape).astype(np.float32)
+    data = (
+        np.full((16, 16), np.nan, np.float32)
+        if shape == "nan"
+        else np.random.default_rng(0).normal(5, 1, shape).astype(np.float32)
+    )
     p.write_bytes(image_file(data))
     digest = _sha(p)
     argv = _fill(COMMANDS[command], bad=p, good=p, out=files["out"])

@@ -72,11 +72,14 @@ def test_write_fits_on_full_tmpfs_keeps_existing_output(tinyfs):
     assert _listing(tinyfs) == ["big.fits"]
 
 
-@pytest.mark.parametrize("command", [
-    ["restore", "{in}", "-o", "{out}/sr.fits", "--method", "bicubic", "--scale", "4", "--quiet"],
-    ["degrade", "{in}", "-o", "{out}/lr.fits", "--scale", "1.01"],
-    ["simulate", "blank", "-o", "{out}/sim.fits", "--size", "128"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["restore", "{in}", "-o", "{out}/sr.fits", "--method", "bicubic", "--scale", "4", "--quiet"],
+        ["degrade", "{in}", "-o", "{out}/lr.fits", "--scale", "1.01"],
+        ["simulate", "blank", "-o", "{out}/sim.fits", "--size", "128"],
+    ],
+)
 def test_cli_on_full_tmpfs(tinyfs, image, capsys, command):
     before = image.read_bytes()
     argv = [a.format(**{"in": image, "out": tinyfs}) for a in command]
@@ -115,8 +118,9 @@ def test_write_fits_patched_writeto_half_written(tmp_path, monkeypatch):
 
 
 def _table():
-    return QTable({"x": [1.0, 2.0], "y": [3.0, 4.0], "a": [1.0, 1.0], "b": [1.0, 1.0], "theta": [0.0, 0.0],
-                   "flux": [10.0, 20.0]})
+    return QTable(
+        {"x": [1.0, 2.0], "y": [3.0, 4.0], "a": [1.0, 1.0], "b": [1.0, 1.0], "theta": [0.0, 0.0], "flux": [10.0, 20.0]}
+    )
 
 
 @pytest.mark.parametrize("suffix", [".ecsv", ".fits", ".csv"])
@@ -158,6 +162,7 @@ def test_save_checkpoint_patched_replace(tmp_path, monkeypatch):
     m = build_model("fisr", preset=None, scale=2, **cfg)
     monkeypatch.setattr(checkpoints.os, "replace", _enospc)
     with pytest.raises(AstroSRError, match=r"m\.pt.*No space left"):
-        checkpoints.save_checkpoint(tmp_path / "m.pt", m, name="fisr", preset="tiny", scale=2, config=cfg,
-                                    normalization={"kind": "median_std"})
+        checkpoints.save_checkpoint(
+            tmp_path / "m.pt", m, name="fisr", preset="tiny", scale=2, config=cfg, normalization={"kind": "median_std"}
+        )
     assert _listing(tmp_path) == []

@@ -17,11 +17,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fuzz import _BAD_CARDS, fits_bytes, star_image, wcs_cards  # noqa: E402
-from _generate import card  # noqa: E402
 
 from napari_astrosr.cli import main  # noqa: E402
 from napari_astrosr.core.atomic import atomic_output, remove_stale_temporaries  # noqa: E402
 from napari_astrosr.exceptions import AstroSRError, StoppedError  # noqa: E402
+
+from _generate import card  # noqa: E402
 
 
 def _sha(p):
@@ -44,13 +45,16 @@ def _one_error(capsys, *names):
     return lines[0]
 
 
-@pytest.mark.parametrize("argv", [
-    ["detect", "{in}", "-o", "{in}", "--overwrite"],
-    ["detect", "{in}", "-o", "{d}/c.ecsv", "--regions", "{d}/./in.fits", "--overwrite"],
-    ["restore", "{in}", "-o", "{link}", "--method", "bicubic", "--overwrite", "--quiet"],
-    ["degrade", "{in}", "-o", "{link}", "--scale", "2", "--overwrite"],
-    ["evaluate", "--reference", "{in}", "--prediction", "{in}", "-o", "{in}", "--overwrite"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["detect", "{in}", "-o", "{in}", "--overwrite"],
+        ["detect", "{in}", "-o", "{d}/c.ecsv", "--regions", "{d}/./in.fits", "--overwrite"],
+        ["restore", "{in}", "-o", "{link}", "--method", "bicubic", "--overwrite", "--quiet"],
+        ["degrade", "{in}", "-o", "{link}", "--scale", "2", "--overwrite"],
+        ["evaluate", "--reference", "{in}", "--prediction", "{in}", "-o", "{in}", "--overwrite"],
+    ],
+)
 def test_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path, image, capsys, argv):
     link = tmp_path / "link.fits"
     os.link(image, link)  # same inode, another name
@@ -88,8 +92,7 @@ def test_two_writers_without_overwrite_exactly_one_wins(tmp_path):
 
 
 def test_long_and_odd_names(tmp_path, image, capsys):
-    code = main(["restore", str(image), "-o", str(tmp_path / ("x" * 300 + ".fits")), "--method", "bicubic",
-                 "--quiet"])
+    code = main(["restore", str(image), "-o", str(tmp_path / ("x" * 300 + ".fits")), "--method", "bicubic", "--quiet"])
     assert code == 2 and "limit is 255" in _one_error(capsys)
     odd = tmp_path / "in\x01\x1b\u00e9\u4e2d.fits"
     shutil.copy(image, odd)
@@ -116,15 +119,18 @@ def test_unwritable_header_cards_are_dropped_with_a_warning(tmp_path, capsys):
 
 
 @pytest.mark.filterwarnings("default::napari_astrosr.exceptions.AstroSRWarning")  # bad headers warn more than once
-@pytest.mark.parametrize("extra,why", [
-    ([card("WCSAXES", 100000)] + wcs_cards(), "WCSAXES"),
-    (wcs_cards(cd=("0", "0", "0", "0")), ""),
-    (wcs_cards(cd=("1E300", "0", "0", "1E300")), ""),
-    (wcs_cards(crval=("1E999", "20")), "CRVAL1"),
-    (wcs_cards(crpix=("1E15", "1E15")), "CRPIX"),
-    (wcs_cards(extra=[card("RADESYS", "BOGUS")]), "RADESYS"),
-    (wcs_cards(ct=("RA---TAN-SIP", "DEC--TAN-SIP"), extra=[card("A_ORDER", 100000)]), "A_ORDER"),
-])
+@pytest.mark.parametrize(
+    "extra,why",
+    [
+        ([card("WCSAXES", 100000)] + wcs_cards(), "WCSAXES"),
+        (wcs_cards(cd=("0", "0", "0", "0")), ""),
+        (wcs_cards(cd=("1E300", "0", "0", "1E300")), ""),
+        (wcs_cards(crval=("1E999", "20")), "CRVAL1"),
+        (wcs_cards(crpix=("1E15", "1E15")), "CRPIX"),
+        (wcs_cards(extra=[card("RADESYS", "BOGUS")]), "RADESYS"),
+        (wcs_cards(ct=("RA---TAN-SIP", "DEC--TAN-SIP"), extra=[card("A_ORDER", 100000)]), "A_ORDER"),
+    ],
+)
 def test_degenerate_wcs_falls_back_to_pixels(tmp_path, capsys, extra, why):
     p = tmp_path / "w.fits"
     p.write_bytes(fits_bytes(star_image(np.random.default_rng(2)), extra))
@@ -132,8 +138,9 @@ def test_degenerate_wcs_falls_back_to_pixels(tmp_path, capsys, extra, why):
 
     t0 = time.perf_counter()
     with pytest.warns(WCSWarning, match=f"unusable.*{why}.*pixel coordinates"):
-        code = main(["detect", str(p), "-o", str(tmp_path / "c.ecsv"), "--regions", str(tmp_path / "c.reg"),
-                     "--sky-regions"])
+        code = main(
+            ["detect", str(p), "-o", str(tmp_path / "c.ecsv"), "--regions", str(tmp_path / "c.reg"), "--sky-regions"]
+        )
     assert time.perf_counter() - t0 < 10
     err = capsys.readouterr().err
     assert code == 0 and "Traceback" not in err
@@ -154,8 +161,9 @@ def test_evaluate_near_float32_max(tmp_path, capsys):
     b[30:40, 30:40] = -3.3e38
     (tmp_path / "a.fits").write_bytes(fits_bytes(a))
     (tmp_path / "b.fits").write_bytes(fits_bytes(b))
-    code = main(["evaluate", "--reference", str(tmp_path / "a.fits"), "--prediction", str(tmp_path / "b.fits"),
-                 "--json"])
+    code = main(
+        ["evaluate", "--reference", str(tmp_path / "a.fits"), "--prediction", str(tmp_path / "b.fits"), "--json"]
+    )
     assert code == 0, capsys.readouterr().err
     res = json.loads(capsys.readouterr().out)
     # float64: squared errors of (3.4e38 - -3.3e38) do not overflow to inf
@@ -177,11 +185,14 @@ def test_model_budget_numbers_in_message():
     assert time.perf_counter() - t0 < 5  # refused before anything is built
 
 
-@pytest.mark.parametrize("text,match", [
-    ("name: " + "[" * 100000, "nested too deeply"),
-    ("name: t\nrun:\n  steps: " + "9" * 5000 + "\n", "digits"),
-    ("a: 1\n" * 300000, "at most 1,000,000 bytes"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("name: " + "[" * 100000, "nested too deeply"),
+        ("name: t\nrun:\n  steps: " + "9" * 5000 + "\n", "digits"),
+        ("a: 1\n" * 300000, "at most 1,000,000 bytes"),
+    ],
+)
 def test_yaml_bounds(tmp_path, capsys, text, match):
     p = tmp_path / "c.yaml"
     p.write_text(text)
@@ -230,10 +241,11 @@ def test_richardson_lucy_own_loop_matches_skimage_and_stops():
     rng = np.random.default_rng(3)
     z = rng.random((60, 50))
     yy, xx = np.mgrid[-4:5, -4:5]
-    k = np.exp(-(xx ** 2 + yy ** 2) / 4.0)
+    k = np.exp(-(xx**2 + yy**2) / 4.0)
     k /= k.sum()
-    np.testing.assert_allclose(_rl_iterations(z, k, 10), sk_rl(z, k, num_iter=10, clip=False, filter_epsilon=1e-12),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        _rl_iterations(z, k, 10), sk_rl(z, k, num_iter=10, clip=False, filter_epsilon=1e-12), rtol=1e-10, atol=1e-12
+    )
     stop = StopFlag()
     stop.set()
     with pytest.raises(StoppedError, match="after 0 of 10"):
@@ -258,11 +270,31 @@ def test_signal_ends_richardson_lucy_restore_quickly(tmp_path, sig, code):
 
     img = tmp_path / "big.fits"
     img.write_bytes(fits_bytes(star_image(np.random.default_rng(4), 900)))
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=str(Path(__file__).parents[2] / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "napari_astrosr", "restore", str(img), "-o", str(tmp_path / "o.fits"),
-                             "--method", "richardson-lucy", "--psf", "gaussian:1.5", "--iterations", "5000"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(Path(__file__).parents[2] / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "napari_astrosr",
+            "restore",
+            str(img),
+            "-o",
+            str(tmp_path / "o.fits"),
+            "--method",
+            "richardson-lucy",
+            "--psf",
+            "gaussian:1.5",
+            "--iterations",
+            "5000",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     buf = ""
     while "richardson-lucy" not in buf:  # started: its progress bar shows
         buf += proc.stderr.read(1)

@@ -112,8 +112,12 @@ def test_missing_end_card(tmp_path):
 def _negative_naxis_file(tmp_path: Path, *, gz: bool) -> Path:
     import gzip
 
-    raw = header_bytes([card("SIMPLE", True), card("BITPIX", -32), card("NAXIS", 2), card("NAXIS1", -440452),
-                        card("NAXIS2", 12)]) + b"\0" * BLOCK  # gzip + one data block: the hang
+    raw = (
+        header_bytes(
+            [card("SIMPLE", True), card("BITPIX", -32), card("NAXIS", 2), card("NAXIS1", -440452), card("NAXIS2", 12)]
+        )
+        + b"\0" * BLOCK
+    )  # gzip + one data block: the hang
     p = tmp_path / ("neg.fits.gz" if gz else "neg.fits")
     p.write_bytes(gzip.compress(raw) if gz else raw)
     return p
@@ -167,8 +171,18 @@ def test_terabyte_header_peak_rss(tmp_path):
     claiming 1 TB (plain and gzipped), in a fresh process."""
     import gzip
 
-    raw = header_bytes([card("SIMPLE", True), card("BITPIX", -32), card("NAXIS", 2), card("NAXIS1", 500_000),
-                        card("NAXIS2", 500_000)]) + b"\0" * BLOCK
+    raw = (
+        header_bytes(
+            [
+                card("SIMPLE", True),
+                card("BITPIX", -32),
+                card("NAXIS", 2),
+                card("NAXIS1", 500_000),
+                card("NAXIS2", 500_000),
+            ]
+        )
+        + b"\0" * BLOCK
+    )
     plain, gzp = tmp_path / "tb.fits", tmp_path / "tb.fits.gz"
     plain.write_bytes(raw)
     gzp.write_bytes(gzip.compress(raw))

@@ -20,10 +20,21 @@ PLUGIN = "napari-astrosr"
 
 def _bad_files(d: Path) -> dict[str, Path]:
     good = image_file(np.arange(64 * 64, dtype=np.float32).reshape(64, 64))
-    huge = header_bytes([card("SIMPLE", True), card("BITPIX", -32), card("NAXIS", 2), card("NAXIS1", 500_000),
-                         card("NAXIS2", 500_000)]) + b"\0" * BLOCK
-    neg = header_bytes([card("SIMPLE", True), card("BITPIX", -32), card("NAXIS", 2), card("NAXIS1", -5),
-                        card("NAXIS2", 5)])
+    huge = (
+        header_bytes(
+            [
+                card("SIMPLE", True),
+                card("BITPIX", -32),
+                card("NAXIS", 2),
+                card("NAXIS1", 500_000),
+                card("NAXIS2", 500_000),
+            ]
+        )
+        + b"\0" * BLOCK
+    )
+    neg = header_bytes(
+        [card("SIMPLE", True), card("BITPIX", -32), card("NAXIS", 2), card("NAXIS1", -5), card("NAXIS2", 5)]
+    )
     files = {
         "truncated": (d / "truncated.fits", good[: BLOCK + 3000]),
         "garbage": (d / "garbage.fits", np.random.default_rng(0).integers(0, 256, 6000, np.uint8).tobytes()),

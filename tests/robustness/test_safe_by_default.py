@@ -27,8 +27,19 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "marshal", "shelve", "jsonpickle", "cloudpickle"}
-NET_MODULES = {"urllib", "urllib3", "requests", "httpx", "aiohttp", "http", "socket", "ftplib", "smtplib",
-               "telnetlib", "xmlrpc"}
+NET_MODULES = {
+    "urllib",
+    "urllib3",
+    "requests",
+    "httpx",
+    "aiohttp",
+    "http",
+    "socket",
+    "ftplib",
+    "smtplib",
+    "telnetlib",
+    "xmlrpc",
+}
 SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader"}
 
 # (path relative to src/, rule) -> why it is fine
@@ -92,8 +103,11 @@ def check_source(text: str, filename: str = "<src>") -> list[tuple[int, str, str
         mod = full.rsplit(".", 1)[0] if "." in full else ""
         if _is_true(_kw(node, "shell")):
             add(node, "shell=True")
-        if isinstance(node.func, ast.Name) and node.func.id in {"eval", "exec", "compile", "__import__"} \
-                and node.func.id not in aliases:
+        if (
+            isinstance(node.func, ast.Name)
+            and node.func.id in {"eval", "exec", "compile", "__import__"}
+            and node.func.id not in aliases
+        ):
             add(node, f"builtin {node.func.id}()")
         if full in {"os.system", "os.popen"}:
             add(node, full)
@@ -134,35 +148,41 @@ def test_source_tree_is_safe_by_default():
     assert not problems, "unsafe calls (fix, or whitelist in ALLOWED with a reason):\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("code,rule", [
-    ("import pickle\npickle.load(f)", "pickle.load()"),
-    ("from pickle import loads as l\nl(b)", "pickle.loads()"),
-    ("import torch\ntorch.load(p)", "torch.load without weights_only=True"),
-    ("import torch\ntorch.load(p, weights_only=False)", "torch.load without weights_only=True"),
-    ("import yaml\nyaml.load(s)", "yaml.load without SafeLoader"),
-    ("import yaml\nyaml.load(s, Loader=yaml.FullLoader)", "yaml.load without SafeLoader"),
-    ("import yaml\nyaml.unsafe_load(s)", "yaml.unsafe_load"),
-    ("eval('1+1')", "builtin eval()"),
-    ("exec(code)", "builtin exec()"),
-    ("import subprocess\nsubprocess.run('ls', shell=True)", "shell=True"),
-    ("import os\nos.system('ls')", "os.system"),
-    ("import requests", "network import requests"),
-    ("from urllib.request import urlopen", "network import from urllib.request"),
-    ("import numpy as np\nnp.load(p, allow_pickle=True)", "numpy.load(allow_pickle=True)"),
-    ("from astropy.utils.data import download_file\ndownload_file(u)", "network download_file()"),
-])
+@pytest.mark.parametrize(
+    "code,rule",
+    [
+        ("import pickle\npickle.load(f)", "pickle.load()"),
+        ("from pickle import loads as l\nl(b)", "pickle.loads()"),
+        ("import torch\ntorch.load(p)", "torch.load without weights_only=True"),
+        ("import torch\ntorch.load(p, weights_only=False)", "torch.load without weights_only=True"),
+        ("import yaml\nyaml.load(s)", "yaml.load without SafeLoader"),
+        ("import yaml\nyaml.load(s, Loader=yaml.FullLoader)", "yaml.load without SafeLoader"),
+        ("import yaml\nyaml.unsafe_load(s)", "yaml.unsafe_load"),
+        ("eval('1+1')", "builtin eval()"),
+        ("exec(code)", "builtin exec()"),
+        ("import subprocess\nsubprocess.run('ls', shell=True)", "shell=True"),
+        ("import os\nos.system('ls')", "os.system"),
+        ("import requests", "network import requests"),
+        ("from urllib.request import urlopen", "network import from urllib.request"),
+        ("import numpy as np\nnp.load(p, allow_pickle=True)", "numpy.load(allow_pickle=True)"),
+        ("from astropy.utils.data import download_file\ndownload_file(u)", "network download_file()"),
+    ],
+)
 def test_checker_catches(code, rule):
     assert rule in [r for _, r, _ in check_source(code)]
 
 
-@pytest.mark.parametrize("code", [
-    "model.eval()",
-    "import torch\ntorch.load(p, map_location='cpu', weights_only=True)",
-    "import yaml\nyaml.safe_load(s)",
-    "import yaml\nyaml.load(s, Loader=yaml.SafeLoader)",
-    "import numpy as np\nnp.load(p, allow_pickle=False)",
-    "import subprocess\nsubprocess.run(['ls'], check=True)",
-    "'''torch.load(p) and eval( in a docstring'''",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "model.eval()",
+        "import torch\ntorch.load(p, map_location='cpu', weights_only=True)",
+        "import yaml\nyaml.safe_load(s)",
+        "import yaml\nyaml.load(s, Loader=yaml.SafeLoader)",
+        "import numpy as np\nnp.load(p, allow_pickle=False)",
+        "import subprocess\nsubprocess.run(['ls'], check=True)",
+        "'''torch.load(p) and eval( in a docstring'''",
+    ],
+)
 def test_checker_allows(code):
     assert check_source(code) == []

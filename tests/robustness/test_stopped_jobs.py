@@ -50,8 +50,10 @@ def test_classical_restore_stopped(image, method, kw):
 def test_flux_exact_projection_stopped(image):
     flag, on_progress, seen = _stop_after(2)  # after the interpolation, before the projection
     with pytest.raises(StoppedError, match="flux-exact"):
-        run(restore_job(image, method="bicubic", scale=2, flux_exact=True, psf="none", stop=flag),
-            on_progress=on_progress)
+        run(
+            restore_job(image, method="bicubic", scale=2, flux_exact=True, psf="none", stop=flag),
+            on_progress=on_progress,
+        )
 
 
 def _tiny_checkpoint(tmp_path: Path) -> Path:
@@ -63,16 +65,19 @@ def _tiny_checkpoint(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     cfg = resolve_config("fisr", preset="tiny")
     m = build_model("fisr", preset=None, scale=2, **cfg)
-    return save_checkpoint(tmp_path / "fisr.pt", m, name="fisr", preset="tiny", scale=2, config=cfg,
-                           normalization={"kind": "median_std"})
+    return save_checkpoint(
+        tmp_path / "fisr.pt", m, name="fisr", preset="tiny", scale=2, config=cfg, normalization={"kind": "median_std"}
+    )
 
 
 def test_network_restore_stopped_between_tiles(tmp_path, image):
     pt = _tiny_checkpoint(tmp_path)
     flag, on_progress, seen = _stop_after(2)
     with pytest.raises(StoppedError, match="tiles"):
-        run(restore_job(image, method="fisr", scale=2, model=pt, tile=16, device="cpu", stop=flag, project=False),
-            on_progress=on_progress)
+        run(
+            restore_job(image, method="fisr", scale=2, model=pt, tile=16, device="cpu", stop=flag, project=False),
+            on_progress=on_progress,
+        )
     totals = [ev.total for ev in seen if ev.total]
     assert len(seen) < max(totals) + 2, "the job ran on after the stop"
 
@@ -87,8 +92,12 @@ def test_tiled_fits_restore_stopped_leaves_no_partial_file(tmp_path):
     out_dir.mkdir()
     flag, on_progress, seen = _stop_after(2)
     with pytest.raises(StoppedError, match="no output written"):
-        run(restore_fits_tiled_job(src, out_dir / "sr.fits", method="bicubic", scale=2, chunk=32,
-                                   scheduler="synchronous", stop=flag), on_progress=on_progress)
+        run(
+            restore_fits_tiled_job(
+                src, out_dir / "sr.fits", method="bicubic", scale=2, chunk=32, scheduler="synchronous", stop=flag
+            ),
+            on_progress=on_progress,
+        )
     assert list(out_dir.iterdir()) == [], "partial output left"
     assert hashlib.sha256(src.read_bytes()).hexdigest() == digest
 
@@ -102,8 +111,20 @@ def test_dip_coadd_stopped_returns_best_so_far():
     frames = rng.normal(5, 1, (2, 24, 24)).astype(np.float32)
     psf = gaussian_psf(1.0)
     flag, on_progress, seen = _stop_after(2)
-    res = run(dip_coadd_job(frames, psfs=[psf, psf], iterations=5000, min_iterations=1, preview_every=5,
-                            device="cpu", hidden=8, metrics=False, stop=flag), on_progress=on_progress)
+    res = run(
+        dip_coadd_job(
+            frames,
+            psfs=[psf, psf],
+            iterations=5000,
+            min_iterations=1,
+            preview_every=5,
+            device="cpu",
+            hidden=8,
+            metrics=False,
+            stop=flag,
+        ),
+        on_progress=on_progress,
+    )
     assert res.data.shape == (24, 24) and np.isfinite(res.data).all()
     # it stopped long before its 5000-step budget
     assert max(ev.step for ev in seen) < 1000

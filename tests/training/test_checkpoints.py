@@ -11,7 +11,12 @@ torch = pytest.importorskip("torch")
 from napari_astrosr.exceptions import AstroSRError  # noqa: E402
 from napari_astrosr.models.registry import build_model, resolve_config  # noqa: E402
 from napari_astrosr.training.checkpoints import (  # noqa: E402
-    bundled_checkpoint, file_sha256, load_checkpoint, save_checkpoint, sidecar_path)
+    bundled_checkpoint,
+    file_sha256,
+    load_checkpoint,
+    save_checkpoint,
+    sidecar_path,
+)
 
 torch.set_num_threads(1)
 
@@ -20,8 +25,17 @@ def _save(tmp_path, name="restormer", scale=2):
     torch.manual_seed(1)
     cfg = resolve_config(name, preset="tiny")
     m = build_model(name, preset=None, scale=scale, **cfg)
-    p = save_checkpoint(tmp_path / f"{name}.pt", m, name=name, preset="tiny", scale=scale, config=cfg,
-                        normalization={"kind": "median_std"}, step=5, extra={"data": "synthetic"})
+    p = save_checkpoint(
+        tmp_path / f"{name}.pt",
+        m,
+        name=name,
+        preset="tiny",
+        scale=scale,
+        config=cfg,
+        normalization={"kind": "median_std"},
+        step=5,
+        extra={"data": "synthetic"},
+    )
     return m, p
 
 

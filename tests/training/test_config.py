@@ -41,8 +41,11 @@ def test_shipped_configs_validate(path):
 
 
 def test_unknown_key_is_named_with_file(tmp_path):
-    p = _write(tmp_path, "name: t\nmodel: {name: fisr, scale: 2}\ndata:\n  scale: 2\n  learning_rate: 3\n"
-               "  sources: [{kind: simulate, simulate: starfield}]\n")
+    p = _write(
+        tmp_path,
+        "name: t\nmodel: {name: fisr, scale: 2}\ndata:\n  scale: 2\n  learning_rate: 3\n"
+        "  sources: [{kind: simulate, simulate: starfield}]\n",
+    )
     with pytest.raises(AstroSRError) as e:
         load_config(p)
     msg = str(e.value)
@@ -50,27 +53,38 @@ def test_unknown_key_is_named_with_file(tmp_path):
 
 
 def test_unknown_top_level_key(tmp_path):
-    p = _write(tmp_path, "name: t\nepochs: 3\nmodel: {name: fisr}\ndata: {sources: [{kind: simulate, simulate: starfield}]}\n")
+    p = _write(
+        tmp_path, "name: t\nepochs: 3\nmodel: {name: fisr}\ndata: {sources: [{kind: simulate, simulate: starfield}]}\n"
+    )
     with pytest.raises(AstroSRError, match="unknown key 'epochs'"):
         load_config(p)
 
 
-@pytest.mark.parametrize("patch,where", [
-    ({"run": {"steps": -3}}, "run.steps"),
-    ({"optim": {"lr": 5.0}}, "optim.lr"),
-    ({"data": {**MINIMAL["data"], "min_valid": 1.5}}, "data.min_valid"),
-    ({"loss": {"pixel": "l3"}}, "loss.pixel"),
-    ({"loss": {"pixel": "huber", "huber_delta": 0}}, "loss.huber_delta"),
-    ({"loss": {"background_weight": -1}}, "loss.background_weight"),
-    ({"optim": {"betas": [0.5, 1.5]}}, "betas"),
-    ({"model": {"name": "fisr", "scale": 3}}, "model.scale"),
-    ({"data": {"scale": 2, "sources": [{"kind": "simulate", "simulate": "galaxies", "density": "crowded"}]}},
-     "density is for 'simulate: starfield'"),
-    ({"data": {"scale": 2, "sources": [{"kind": "simulate", "simulate": "starfield", "density": 0.5}]}},
-     "density 0.5"),
-    ({"data": {"scale": 2, "sources": [{"kind": "simulate", "simulate": "starfield", "density": "packed"}]}},
-     "density"),
-])
+@pytest.mark.parametrize(
+    "patch,where",
+    [
+        ({"run": {"steps": -3}}, "run.steps"),
+        ({"optim": {"lr": 5.0}}, "optim.lr"),
+        ({"data": {**MINIMAL["data"], "min_valid": 1.5}}, "data.min_valid"),
+        ({"loss": {"pixel": "l3"}}, "loss.pixel"),
+        ({"loss": {"pixel": "huber", "huber_delta": 0}}, "loss.huber_delta"),
+        ({"loss": {"background_weight": -1}}, "loss.background_weight"),
+        ({"optim": {"betas": [0.5, 1.5]}}, "betas"),
+        ({"model": {"name": "fisr", "scale": 3}}, "model.scale"),
+        (
+            {"data": {"scale": 2, "sources": [{"kind": "simulate", "simulate": "galaxies", "density": "crowded"}]}},
+            "density is for 'simulate: starfield'",
+        ),
+        (
+            {"data": {"scale": 2, "sources": [{"kind": "simulate", "simulate": "starfield", "density": 0.5}]}},
+            "density 0.5",
+        ),
+        (
+            {"data": {"scale": 2, "sources": [{"kind": "simulate", "simulate": "starfield", "density": "packed"}]}},
+            "density",
+        ),
+    ],
+)
 def test_bad_values_fail_with_key(patch, where):
     d = {**MINIMAL, **patch}
     with pytest.raises(AstroSRError) as e:

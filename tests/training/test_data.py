@@ -12,13 +12,22 @@ from conftest import shared_file
 
 
 def _cfg(sources, **data):
-    return config_from_dict({
-        "name": "d",
-        "model": {"name": "fisr", "preset": "tiny", "scale": 2},
-        "data": {"scale": 2, "patch": 16, "realizations": 1, "psf": {"kind": "random", "family": "mixed"},
-                 "noise": {"prob": 1.0, "sigma_rel_min": 0.01, "sigma_rel_max": 0.01}, "sources": sources, **data},
-        "run": {"seed": 5},
-    })
+    return config_from_dict(
+        {
+            "name": "d",
+            "model": {"name": "fisr", "preset": "tiny", "scale": 2},
+            "data": {
+                "scale": 2,
+                "patch": 16,
+                "realizations": 1,
+                "psf": {"kind": "random", "family": "mixed"},
+                "noise": {"prob": 1.0, "sigma_rel_min": 0.01, "sigma_rel_max": 0.01},
+                "sources": sources,
+                **data,
+            },
+            "run": {"seed": 5},
+        }
+    )
 
 
 SIM = [{"kind": "simulate", "simulate": "starfield", "count": 1, "size": 96}]
@@ -92,8 +101,10 @@ def test_real_psf_file_resampled_to_image_scale(shared_data):
     shared_file("hst_hsc_pair_cosmos_A/PSF_HSC.fits")
     f = "hst_wfc3ir_f105w_a2744/abell_2744_group_of_galaxies_f105w.fits.gz"
     shared_file(f)
-    cfg = _cfg([{"kind": "degrade", "files": [f], "split": "halves"}],
-               psf={"kind": "spec", "spec": "hst_hsc_pair_cosmos_A/PSF_HSC.fits", "plane": 2, "pixel_scale": 0.168})
+    cfg = _cfg(
+        [{"kind": "degrade", "files": [f], "split": "halves"}],
+        psf={"kind": "spec", "spec": "hst_hsc_pair_cosmos_A/PSF_HSC.fits", "plane": 2, "pixel_scale": 0.168},
+    )
     pairs = build_image_pairs(cfg)
     assert pairs[0].params["psf_resample"] == pytest.approx(0.168 / 0.06, rel=0.01)
 
@@ -115,11 +126,18 @@ def test_paired_source_from_real_style_files(tmp_path):
     lr = block_sum(hr, 2).astype(np.float32)
     write_fits(tmp_path / "hr.fits", hr)
     write_fits(tmp_path / "lr.fits", lr)
-    cfg = config_from_dict({
-        "name": "p", "model": {"name": "fisr", "preset": "tiny", "scale": 2},
-        "data": {"root": str(tmp_path), "scale": 2, "patch": 8,
-                 "sources": [{"kind": "paired", "lr": "lr.fits", "hr": "hr.fits", "split": "halves"}]},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "p",
+            "model": {"name": "fisr", "preset": "tiny", "scale": 2},
+            "data": {
+                "root": str(tmp_path),
+                "scale": 2,
+                "patch": 8,
+                "sources": [{"kind": "paired", "lr": "lr.fits", "hr": "hr.fits", "split": "halves"}],
+            },
+        }
+    )
     pairs = build_image_pairs(cfg)
     assert [p.split for p in pairs] == ["train", "val"]
     np.testing.assert_allclose(pairs[0].lr, lr[:, :16])

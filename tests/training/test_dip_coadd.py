@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 from napari_astrosr.core.coadd import aperture_fluxes, ivar_coadd  # noqa: E402
 from napari_astrosr.core.psf import convolve, gaussian_psf  # noqa: E402
 from napari_astrosr.exceptions import AstroSRError  # noqa: E402
-from napari_astrosr.progress import Progress, StopFlag  # noqa: E402
 from napari_astrosr.models.dip_coadd import dip_coadd, dip_coadd_job  # noqa: E402
+from napari_astrosr.progress import Progress, StopFlag  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from test_coadd import sim_stack  # noqa: E402
@@ -41,8 +41,9 @@ def fitted(stack):
     # 400 steps with a shorter EMA (0.95: the latent lags ~20 steps instead of ~100) reach what
     # 600 steps with the default 0.99 did (measured: RMSE ratio 0.060 vs 0.086, flux 1.014 vs
     # 1.017, chi2 1.33 vs 1.77; 150 steps fail all three), in 2/3 of the time
-    return dip_coadd(frames, psfs=psfs, sigmas=sig, iterations=400, ema=0.95, plateau_tol=0, metrics=False,
-                     device="cpu")
+    return dip_coadd(
+        frames, psfs=psfs, sigmas=sig, iterations=400, ema=0.95, plateau_tol=0, metrics=False, device="cpu"
+    )
 
 
 @pytest.mark.slow
@@ -99,8 +100,9 @@ def test_blind_mode_keeps_psfs_normalised(stack):
 def test_progress_previews_and_stop_returns_latent(stack):
     frames, psfs, truth, sig, xy, fl = stack
     flag = StopFlag()
-    job = dip_coadd_job(frames, psfs=psfs, sigmas=sig, iterations=500, preview_every=10, metrics=False,
-                        device="cpu", stop=flag)
+    job = dip_coadd_job(
+        frames, psfs=psfs, sigmas=sig, iterations=500, preview_every=10, metrics=False, device="cpu", stop=flag
+    )
     events = []
     while True:
         try:
@@ -162,8 +164,9 @@ def test_skip_latent_starts_at_ivar_coadd(stack, superres):
     from napari_astrosr.core.resample import block_sum
 
     frames, psfs, truth, sig, xy, fl = stack
-    r = dip_coadd(frames, psfs=psfs, sigmas=sig, iterations=2, lr=0.0, skip=True, metrics=False, device="cpu",
-                  superres=superres)
+    r = dip_coadd(
+        frames, psfs=psfs, sigmas=sig, iterations=2, lr=0.0, skip=True, metrics=False, device="cpu", superres=superres
+    )
     iv = ivar_coadd(frames, weights=1 / sig**2).data
     img = block_sum(r.data, superres) if superres > 1 else r.data
     if superres == 1:

@@ -19,9 +19,18 @@ from napari_astrosr.training.loop import train_job
 def _pool(n=12, p=8, s=2, seed=0):
     rng = np.random.default_rng(seed)
     f = lambda *sh: rng.normal(size=sh).astype(np.float32)
-    return PatchPool(x=f(n, 1, p, p), y=f(n, 1, p * s, p * s), fmap_in=f(n, 1, p, p), fmap_hr=f(n, 1, p * s, p * s),
-                     med=f(n, 1, 1, 1), std=np.abs(f(n, 1, 1, 1)) + 1, weight=rng.random(n) + 0.1, names=["a"],
-                     psf_id=rng.integers(0, 3, n), clean=rng.random(n) < 0.5)
+    return PatchPool(
+        x=f(n, 1, p, p),
+        y=f(n, 1, p * s, p * s),
+        fmap_in=f(n, 1, p, p),
+        fmap_hr=f(n, 1, p * s, p * s),
+        med=f(n, 1, 1, 1),
+        std=np.abs(f(n, 1, 1, 1)) + 1,
+        weight=rng.random(n) + 0.1,
+        names=["a"],
+        psf_id=rng.integers(0, 3, n),
+        clean=rng.random(n) < 0.5,
+    )
 
 
 @pytest.mark.parametrize("gain", [None, (0.5, 20.0)])
@@ -109,13 +118,25 @@ def test_degradation_of_a_sky_keeps_flux_with_real_psfs_and_noise_models(monkeyp
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("ASTROSR_STAMP_BANK", raising=False)
     monkeypatch.setattr(D, "_BANK", {"bank": skies.stamp_bank(16, seed=0, renderer="numpy", cache=False)})
-    cfg = config_from_dict({
-        "name": "t", "model": {"name": "fisr", "preset": "lite", "scale": 2},
-        "data": {"scale": 2, "patch": 16, "psf": {"kind": "random", "family": "mixed"},
-                 "noise": {"prob": 1.0, "poisson_prob": 0.5, "correlated_prob": 0.5,
-                           "sigma_rel_min": 0.01, "sigma_rel_max": 0.02},
-                 "sources": [{"kind": "simulate", "simulate": "sky", "count": 1, "size": 96}]},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "t",
+            "model": {"name": "fisr", "preset": "lite", "scale": 2},
+            "data": {
+                "scale": 2,
+                "patch": 16,
+                "psf": {"kind": "random", "family": "mixed"},
+                "noise": {
+                    "prob": 1.0,
+                    "poisson_prob": 0.5,
+                    "correlated_prob": 0.5,
+                    "sigma_rel_min": 0.01,
+                    "sigma_rel_max": 0.02,
+                },
+                "sources": [{"kind": "simulate", "simulate": "sky", "count": 1, "size": 96}],
+            },
+        }
+    )
     hr = D._simulate(cfg.data.sources[0], 5)
     from napari_astrosr.core.degrade import degrade
 
@@ -138,18 +159,35 @@ def test_degradation_of_a_sky_keeps_flux_with_real_psfs_and_noise_models(monkeyp
 
 
 def _sky_cfg(**run):
-    return config_from_dict({
-        "name": "sky",
-        "model": {"name": "fisr", "preset": "lite", "scale": 2},
-        "data": {"scale": 2, "patch": 8, "stride": 8, "max_patches": 64, "gain_augment": [0.5, 4.0],
-                 "psf": {"kind": "random", "family": "mixed"},
-                 "noise": {"prob": 0.5, "poisson_prob": 0.5, "sigma_rel_min": 0.01, "sigma_rel_max": 0.02},
-                 "sources": [{"kind": "simulate", "simulate": "sky", "count": 2, "size": 64}]},
-        "loss": {"projection_weight": 1.0, "projection_margin": 3, "gain_invariant": True},
-        "optim": {"warmup_steps": 0},
-        "run": {"steps": 6, "batch_size": 4, "val_every": 1000, "checkpoint_every": 3, "log_every": 1, "threads": 1,
-                "val_images": 1, "seed": 2, **run},
-    })
+    return config_from_dict(
+        {
+            "name": "sky",
+            "model": {"name": "fisr", "preset": "lite", "scale": 2},
+            "data": {
+                "scale": 2,
+                "patch": 8,
+                "stride": 8,
+                "max_patches": 64,
+                "gain_augment": [0.5, 4.0],
+                "psf": {"kind": "random", "family": "mixed"},
+                "noise": {"prob": 0.5, "poisson_prob": 0.5, "sigma_rel_min": 0.01, "sigma_rel_max": 0.02},
+                "sources": [{"kind": "simulate", "simulate": "sky", "count": 2, "size": 64}],
+            },
+            "loss": {"projection_weight": 1.0, "projection_margin": 3, "gain_invariant": True},
+            "optim": {"warmup_steps": 0},
+            "run": {
+                "steps": 6,
+                "batch_size": 4,
+                "val_every": 1000,
+                "checkpoint_every": 3,
+                "log_every": 1,
+                "threads": 1,
+                "val_images": 1,
+                "seed": 2,
+                **run,
+            },
+        }
+    )
 
 
 def test_sky_training_resumes_exactly_and_records_hardware_and_cost(monkeypatch, tmp_path):
@@ -181,8 +219,13 @@ def test_half_precision_export_halves_the_file_and_loads(tmp_path):
     m = build_model("fisr", preset="lite", scale=2)
     from napari_astrosr.models.registry import resolve_config
 
-    kw = {"name": "fisr", "preset": "lite", "scale": 2, "config": resolve_config("fisr", preset="lite"),
-          "normalization": {"kind": "median_std"}}
+    kw = {
+        "name": "fisr",
+        "preset": "lite",
+        "scale": 2,
+        "config": resolve_config("fisr", preset="lite"),
+        "normalization": {"kind": "median_std"},
+    }
     full = save_checkpoint(tmp_path / "f.pt", m, **kw)
     half = save_checkpoint(tmp_path / "h.pt", m, half=True, **kw)
     assert half.stat().st_size < 0.6 * full.stat().st_size

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from hallucination import blank_counts, fwhm_stats, point_grid, _restore  # noqa: E402
+from hallucination import _restore, blank_counts, fwhm_stats, point_grid  # noqa: E402
 
 from napari_astrosr.training.checkpoints import bundled_checkpoint  # noqa: E402
 
@@ -79,8 +79,11 @@ def test_translation_sharpens_points_and_flux_noise_keeps_their_flux(name):
     assert np.all(np.abs(ratio - 1) < 0.15), ratio  # measured 0.90-0.93 at 300 / 1000 / 5000
 
 
-@pytest.mark.xfail(strict=True, reason="known: Pix2WGAN alone is not photometric on point sources (trained on "
-                   "galaxies): faint stars 0.27x (cascade 0.06x), bright 1.8x; use --flux-exact --flux-noise")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: Pix2WGAN alone is not photometric on point sources (trained on "
+    "galaxies): faint stars 0.27x (cascade 0.06x), bright 1.8x; use --flux-exact --flux-noise",
+)
 @pytest.mark.parametrize("name", TRANSLATORS)
 def test_translation_alone_keeps_point_source_flux(name):
     hr, lr, pos, levels, _ = _translation_grid()

@@ -11,7 +11,13 @@ from napari_astrosr.exceptions import AstroSRError, StoppedError  # noqa: E402
 from napari_astrosr.models.registry import build_model  # noqa: E402
 from napari_astrosr.progress import StopFlag  # noqa: E402
 from napari_astrosr.training.inference import (  # noqa: E402
-    autocast_context, infer, infer_job, normalization_params, pick_device, tile_starts)
+    autocast_context,
+    infer,
+    infer_job,
+    normalization_params,
+    pick_device,
+    tile_starts,
+)
 
 torch.set_num_threads(1)
 
@@ -26,8 +32,9 @@ def _image(rng, shape=(96, 80)):
 
 def _local_net():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.GELU(),
-                               torch.nn.Conv2d(4, 1, 3, padding=1))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.GELU(), torch.nn.Conv2d(4, 1, 3, padding=1)
+    )
 
 
 def test_tiles_cover_the_image():

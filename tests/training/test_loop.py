@@ -17,14 +17,32 @@ from napari_astrosr.training.loop import train_job  # noqa: E402
 def _cfg(**over):
     d = {
         "name": "t",
-        "model": {"name": "pix2wgan", "preset": "tiny", "scale": 1, "zero_init_last": False,
-                  "overrides": {"dropout": 0.0, "norm": "none", "residual": False}},
-        "data": {"scale": 2, "patch": 32, "realizations": 1, "max_patches": 4,
-                 "psf": {"kind": "spec", "spec": "gaussian:1.0"},
-                 "sources": [{"kind": "simulate", "simulate": "starfield", "count": 1, "size": 128}]},
+        "model": {
+            "name": "pix2wgan",
+            "preset": "tiny",
+            "scale": 1,
+            "zero_init_last": False,
+            "overrides": {"dropout": 0.0, "norm": "none", "residual": False},
+        },
+        "data": {
+            "scale": 2,
+            "patch": 32,
+            "realizations": 1,
+            "max_patches": 4,
+            "psf": {"kind": "spec", "spec": "gaussian:1.0"},
+            "sources": [{"kind": "simulate", "simulate": "starfield", "count": 1, "size": 128}],
+        },
         "optim": {"lr": 0.003, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.0},
-        "run": {"steps": 120, "batch_size": 4, "val_every": 1000, "checkpoint_every": 1000, "log_every": 10,
-                "threads": 1, "val_images": 1, "seed": 3},
+        "run": {
+            "steps": 120,
+            "batch_size": 4,
+            "val_every": 1000,
+            "checkpoint_every": 1000,
+            "log_every": 10,
+            "threads": 1,
+            "val_images": 1,
+            "seed": 3,
+        },
     }
     for k, v in over.items():
         d[k] = {**d[k], **v} if isinstance(v, dict) and isinstance(d.get(k), dict) else v
@@ -37,8 +55,7 @@ def _losses(path):
 
 @pytest.mark.slow
 def test_tiny_model_overfits_few_patches(tmp_path):
-    cfg = _cfg(data={"max_patches": 2}, optim={"lr": 0.005}, loss={"pixel": "l2"},
-               run={"steps": 100, "log_every": 1})
+    cfg = _cfg(data={"max_patches": 2}, optim={"lr": 0.005}, loss={"pixel": "l2"}, run={"steps": 100, "log_every": 1})
     ckpt = run(train_job(cfg, out_dir=tmp_path / "r"))
     losses = np.array(_losses(tmp_path / "r" / "log.csv"))
     assert ckpt.exists() and ckpt.with_suffix(".json").exists()
@@ -87,8 +104,11 @@ def test_resume_refuses_without_checkpoint_and_overwrite(tmp_path):
 
 
 def test_wgan_gp_steps_and_validation_metrics(tmp_path):
-    cfg = _cfg(gan={"enabled": True, "critic_width": 4}, run={"steps": 4, "val_every": 2, "log_every": 2},
-               optim={"optimizer": "adam", "betas": [0.5, 0.999]})
+    cfg = _cfg(
+        gan={"enabled": True, "critic_width": 4},
+        run={"steps": 4, "val_every": 2, "log_every": 2},
+        optim={"optimizer": "adam", "betas": [0.5, 0.999]},
+    )
     ck = run(train_job(cfg, out_dir=tmp_path / "g"))
     rows = list(csv.DictReader((tmp_path / "g" / "log.csv").read_text().splitlines()))
     assert rows and all(np.isfinite(float(r["critic_loss"])) and np.isfinite(float(r["gp"])) for r in rows)
@@ -101,8 +121,12 @@ def test_wgan_gp_steps_and_validation_metrics(tmp_path):
 
 
 def test_fisr_with_fcl_trains(tmp_path):
-    cfg = _cfg(model={"name": "fisr", "preset": "tiny", "scale": 2, "overrides": {}, "zero_init_last": True},
-               data={"patch": 16}, loss={"fcl_weight": 0.01}, run={"steps": 3, "batch_size": 2})
+    cfg = _cfg(
+        model={"name": "fisr", "preset": "tiny", "scale": 2, "overrides": {}, "zero_init_last": True},
+        data={"patch": 16},
+        loss={"fcl_weight": 0.01},
+        run={"steps": 3, "batch_size": 2},
+    )
     ck = run(train_job(cfg, out_dir=tmp_path / "f"))
     rows = list(csv.DictReader((tmp_path / "f" / "log.csv").read_text().splitlines()))
     assert float(rows[-1]["loss_fcl"]) >= 0 and ck.exists()
@@ -118,7 +142,9 @@ def test_cli_train_bad_config_exit_2(tmp_path, capsys):
     from napari_astrosr.cli import main
 
     p = tmp_path / "bad.yaml"
-    p.write_text("name: t\nmodel: {name: fisr, scale: 2, colour: red}\ndata: {sources: [{kind: simulate, simulate: starfield}]}\n")
+    p.write_text(
+        "name: t\nmodel: {name: fisr, scale: 2, colour: red}\ndata: {sources: [{kind: simulate, simulate: starfield}]}\n"
+    )
     assert main(["train", str(p), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'model.colour'" in err and "bad.yaml" in err
@@ -155,8 +181,12 @@ def test_cli_ctrl_c_saves_checkpoint(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "napari_astrosr", "train", str(p), "--out", str(out), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_astrosr", "train", str(p), "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     t0 = time.time()
     while time.time() - t0 < 50:
         log = out / "log.csv"

@@ -7,7 +7,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_astrosr.training.losses import (  # noqa: E402
-    background_loss, critic_loss, flux_consistency_loss, gradient_penalty, normalise_flux_map, pixel_loss, pooled_loss)
+    background_loss,
+    critic_loss,
+    flux_consistency_loss,
+    gradient_penalty,
+    normalise_flux_map,
+    pixel_loss,
+    pooled_loss,
+)
 
 
 def test_pixel_losses():
@@ -37,8 +44,13 @@ def test_huber_fits_a_faint_uncertain_source_in_the_mean_where_l1_takes_the_medi
     assert argmin("huber", delta=2.0) == pytest.approx(0.3, abs=0.011)
     # the pooled term with kind='huber' is the same loss on block means
     p, t = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
-    assert float(pooled_loss(p, t, size=4, kind="huber", delta=0.1)) == pytest.approx(float(pixel_loss(
-        torch.nn.functional.avg_pool2d(p, 4), torch.nn.functional.avg_pool2d(t, 4), kind="huber", delta=0.1)))
+    assert float(pooled_loss(p, t, size=4, kind="huber", delta=0.1)) == pytest.approx(
+        float(
+            pixel_loss(
+                torch.nn.functional.avg_pool2d(p, 4), torch.nn.functional.avg_pool2d(t, 4), kind="huber", delta=0.1
+            )
+        )
+    )
 
 
 def test_fcl_weights_source_pixels_and_gradient_flows():

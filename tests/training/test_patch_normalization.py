@@ -88,8 +88,11 @@ def test_faint_source_tile_is_at_unit_scale_only_per_tile(rng):
 
 
 def test_config_selects_the_kind_and_default_stays_whole_image():
-    base = {"name": "t", "model": {"name": "fisr", "preset": "tiny", "scale": 2},
-            "data": {"scale": 2, "patch": 16, "sources": [{"kind": "simulate", "simulate": "starfield", "count": 1}]}}
+    base = {
+        "name": "t",
+        "model": {"name": "fisr", "preset": "tiny", "scale": 2},
+        "data": {"scale": 2, "patch": 16, "sources": [{"kind": "simulate", "simulate": "starfield", "count": 1}]},
+    }
     assert normalization_of(config_from_dict(base)) == NORMALIZATION == {"kind": "median_std"}
     base["data"]["normalization"] = "patch_median_std"
     assert normalization_of(config_from_dict(base)) == {"kind": "patch_median_std", "window": 32}

@@ -109,17 +109,34 @@ def test_projected_loss_trains_and_is_logged(tmp_path):
     from napari_astrosr.progress import run
     from napari_astrosr.training.loop import train_job
 
-    cfg = config_from_dict({
-        "name": "proj",
-        "model": {"name": "fisr", "preset": "lite", "scale": 2, "zero_init_last": True},
-        "data": {"scale": 2, "patch": 16, "stride": 8, "realizations": 1, "max_patches": 64,
-                 "psf": {"kind": "random", "family": "mixed"}, "noise": {"prob": 0.0},
-                 "sources": [{"kind": "simulate", "simulate": "starfield", "count": 2, "size": 96}]},
-        "loss": {"projection_weight": 1.0},
-        "optim": {"lr": 0.003, "warmup_steps": 0, "schedule": "constant"},
-        "run": {"steps": 40, "batch_size": 4, "val_every": 1000, "checkpoint_every": 1000, "log_every": 1,
-                "threads": 1, "val_images": 1, "seed": 0},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "proj",
+            "model": {"name": "fisr", "preset": "lite", "scale": 2, "zero_init_last": True},
+            "data": {
+                "scale": 2,
+                "patch": 16,
+                "stride": 8,
+                "realizations": 1,
+                "max_patches": 64,
+                "psf": {"kind": "random", "family": "mixed"},
+                "noise": {"prob": 0.0},
+                "sources": [{"kind": "simulate", "simulate": "starfield", "count": 2, "size": 96}],
+            },
+            "loss": {"projection_weight": 1.0},
+            "optim": {"lr": 0.003, "warmup_steps": 0, "schedule": "constant"},
+            "run": {
+                "steps": 40,
+                "batch_size": 4,
+                "val_every": 1000,
+                "checkpoint_every": 1000,
+                "log_every": 1,
+                "threads": 1,
+                "val_images": 1,
+                "seed": 0,
+            },
+        }
+    )
     run(train_job(cfg, out_dir=tmp_path / "r"))
     rows = list(csv.DictReader((tmp_path / "r" / "log.csv").read_text().splitlines()))
     proj = np.array([float(r["loss_proj"]) for r in rows if r.get("loss_proj")])
@@ -130,15 +147,32 @@ def test_projected_loss_trains_and_is_logged(tmp_path):
 def _proj_cfg(name, model, scale=2):
     from napari_astrosr.config import config_from_dict
 
-    return config_from_dict({
-        "name": name, "model": model,
-        "data": {"scale": scale, "patch": 16, "stride": 8, "realizations": 1, "max_patches": 32,
-                 "psf": {"kind": "spec", "spec": "gaussian:1.0"}, "noise": {"prob": 0.0},
-                 "sources": [{"kind": "simulate", "simulate": "starfield", "count": 1, "size": 96}]},
-        "loss": {"projection_weight": 1.0},
-        "run": {"steps": 3, "batch_size": 2, "threads": 1, "val_images": 1, "log_every": 1,
-                "val_every": 1000, "checkpoint_every": 1000},
-    })
+    return config_from_dict(
+        {
+            "name": name,
+            "model": model,
+            "data": {
+                "scale": scale,
+                "patch": 16,
+                "stride": 8,
+                "realizations": 1,
+                "max_patches": 32,
+                "psf": {"kind": "spec", "spec": "gaussian:1.0"},
+                "noise": {"prob": 0.0},
+                "sources": [{"kind": "simulate", "simulate": "starfield", "count": 1, "size": 96}],
+            },
+            "loss": {"projection_weight": 1.0},
+            "run": {
+                "steps": 3,
+                "batch_size": 2,
+                "threads": 1,
+                "val_images": 1,
+                "log_every": 1,
+                "val_every": 1000,
+                "checkpoint_every": 1000,
+            },
+        }
+    )
 
 
 def test_projected_loss_on_a_same_size_network(tmp_path):
@@ -149,8 +183,9 @@ def test_projected_loss_on_a_same_size_network(tmp_path):
     cfg = _proj_cfg("proj_same", {"name": "restormer", "preset": "tiny", "scale": 1})
     run(train_job(cfg, out_dir=tmp_path / "r"))
     rows = list(csv.DictReader((tmp_path / "r" / "log.csv").read_text().splitlines()))
-    assert [r for r in rows if r.get("loss_proj")] and all(np.isfinite(float(r["loss_proj"])) for r in rows
-                                                          if r.get("loss_proj"))
+    assert [r for r in rows if r.get("loss_proj")] and all(
+        np.isfinite(float(r["loss_proj"])) for r in rows if r.get("loss_proj")
+    )
 
 
 def test_projected_loss_refused_without_a_forward_model(tmp_path):
@@ -198,7 +233,9 @@ def test_gain_augment_keeps_pairs_consistent():
     err = (ay - torch.from_numpy(b["x"]))[..., 4:-4, 4:-4].abs().max() / float(np.abs(b["x"]).max())
     assert float(err) < 1e-3
     with pytest.raises(Exception, match="gain_augment"):
-        config_from_dict({**cfg.model_dump(exclude={"source_path"}), "data": {**cfg.data.model_dump(), "gain_augment": [2, 1]}})
+        config_from_dict(
+            {**cfg.model_dump(exclude={"source_path"}), "data": {**cfg.data.model_dump(), "gain_augment": [2, 1]}}
+        )
 
 
 def test_gain_invariant_weights_and_training(tmp_path):

@@ -120,22 +120,31 @@ def result_layer_kwargs(
 
 def overlay_colormap() -> Any:
     """Transparent at zero, then cyan to yellow: an overlay that shows over a grey image
-    (napari uses the colormap's alpha with ``translucent`` blending)."""
+    (napari uses the colormap's alpha with ``translucent`` blending).
+    """
     from napari.utils.colormaps import Colormap
 
     colors = [[0.0, 0.9, 1.0, 0.0], [0.0, 0.9, 1.0, 0.45], [1.0, 0.85, 0.0, 0.8], [1.0, 1.0, 0.3, 0.95]]
-    return Colormap(colors=colors, controls=[0.0, 0.03, 0.5, 1.0], name="astrosr_overlay",
-                    display_name="overlay (cyan-yellow)")
+    return Colormap(
+        colors=colors, controls=[0.0, 0.03, 0.5, 1.0], name="astrosr_overlay", display_name="overlay (cyan-yellow)"
+    )
 
 
 def overlay_layer_kwargs(data: np.ndarray) -> dict[str, Any]:
     """Colormap, blending and contrast limits for a non-negative map drawn over an image
-    (flux map): zero transparent, limits (0, 99.5th percentile of the positive values)."""
+    (flux map): zero transparent, limits (0, 99.5th percentile of the positive values).
+    """
     a = np.asarray(data, dtype=float)
     pos = a[np.isfinite(a) & (a > 0)]
     hi = float(np.percentile(pos, 99.5)) if pos.size else 1.0
-    return {"colormap": overlay_colormap(), "blending": "translucent", "opacity": 1.0,
-            "contrast_limits": (0.0, hi if hi > 0 else 1.0), "gamma": 0.5, "interpolation2d": "linear"}
+    return {
+        "colormap": overlay_colormap(),
+        "blending": "translucent",
+        "opacity": 1.0,
+        "contrast_limits": (0.0, hi if hi > 0 else 1.0),
+        "gamma": 0.5,
+        "interpolation2d": "linear",
+    }
 
 
 def sources_to_points(
@@ -143,7 +152,7 @@ def sources_to_points(
     *,
     scale: tuple[float, float] = (1.0, 1.0),
     translate: tuple[float, float] = (0.0, 0.0),
-) -> tuple[np.ndarray, "Any"]:
+) -> tuple[np.ndarray, Any]:
     """Points-layer data and features from a source table with 0-based ``x``, ``y`` columns.
 
     Parameters

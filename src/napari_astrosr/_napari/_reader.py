@@ -17,8 +17,9 @@ a warning saying why.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Union
 
 from ..core import fits_io
 from ..exceptions import AstroSRError

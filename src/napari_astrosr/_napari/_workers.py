@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 from napari.qt.threading import create_worker
@@ -122,14 +123,14 @@ def is_input_image(layer: Any) -> bool:
     """A 2-D single-band image layer that is not an overlay: what a job can take as input."""
     from napari.layers import Image
 
-    return (isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) == 2
-            and not is_overlay(layer))
+    return isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) == 2 and not is_overlay(layer)
 
 
 class _DockScroll(QScrollArea):
     """A scroll area as wide as its content and at most ``MAX_DOCK_HEIGHT`` of the screen tall:
     napari sizes docks from their size hints, so the dock neither clips its form nor grows
-    the window beyond the screen."""
+    the window beyond the screen.
+    """
 
     MAX_DOCK_HEIGHT = 0.6
 
@@ -217,8 +218,10 @@ def error_message(exc: BaseException) -> str:
 
 # CLI wording in backend messages -> the widgets' words (longest patterns first)
 _WIDGET_WORDS: list[tuple[str, str]] = [
-    (r"pass --resume to continue it or choose another --out",
-     "tick Resume to continue it or choose another output folder"),
+    (
+        r"pass --resume to continue it or choose another --out",
+        "tick Resume to continue it or choose another output folder",
+    ),
     (r"run without --resume", "untick Resume"),
     (r"use --overwrite \(overwrite=True\) to replace it", "choose another name or allow replacing it"),
     (r"pass overwrite=True \(--overwrite\)", "allow replacing it"),
@@ -260,7 +263,8 @@ def notify_error(exc: BaseException, *, context: str = "") -> None:
 
 def nan_note(before: np.ndarray, after: Optional[np.ndarray] = None) -> str:
     """'' for finite data; else the NaN count and fraction of ``before`` and, given the
-    result ``after`` (any grid), how much of its area is NaN (NaN regions can grow)."""
+    result ``after`` (any grid), how much of its area is NaN (NaN regions can grow).
+    """
     nb = int(np.count_nonzero(~np.isfinite(before)))
     if nb == 0 and (after is None or np.isfinite(after).all()):
         return ""
@@ -397,7 +401,8 @@ def _is_deleted(obj: Any) -> bool:
 
 class _PanelStop(StopFlag):
     """The stop flag of a JobPanel's job: also set once the panel (its widget) is deleted,
-    so closing a widget mid-run stops its job instead of leaving it running."""
+    so closing a widget mid-run stops its job instead of leaving it running.
+    """
 
     def __init__(self, panel: QWidget) -> None:
         import weakref
@@ -691,11 +696,7 @@ def put_layer(viewer: Any, layer: Any, *, source_id: Any) -> Any:
     """
     layer.metadata["astrosr_source"] = source_id
     for i, old in enumerate(list(viewer.layers)):
-        if (
-            old.name == layer.name
-            and type(old) is type(layer)
-            and old.metadata.get("astrosr_source") == source_id
-        ):
+        if old.name == layer.name and type(old) is type(layer) and old.metadata.get("astrosr_source") == source_id:
             viewer.layers.remove(old)
             viewer.layers.insert(i, layer)
             return layer
@@ -706,7 +707,8 @@ def put_layer(viewer: Any, layer: Any, *, source_id: Any) -> Any:
 def put_residual(viewer: Any, layer: Any, *, prediction: str, reference: str) -> Any:
     """Add a residual layer of ``prediction`` against ``reference``, replacing any earlier
     residual of the same pair (Restore's "output - input" and Inspect's comparison of
-    the same two layers are one residual, shown once)."""
+    the same two layers are one residual, shown once).
+    """
     key = [str(prediction), str(reference)]
     layer.metadata[ROLE] = "residual"
     layer.metadata["astrosr_residual_pair"] = key

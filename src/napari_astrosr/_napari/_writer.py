@@ -44,8 +44,13 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
     protect = [] if metadata.get("overwrite_source") else sources
     try:
         out = write_fits(
-            Path(path), arr, header=header, wcs=metadata.get("wcs"), overwrite=True,
-            provenance=provenance, protect=protect,
+            Path(path),
+            arr,
+            header=header,
+            wcs=metadata.get("wcs"),
+            overwrite=True,
+            provenance=provenance,
+            protect=protect,
         )
     except AstroSRError as exc:
         return _fail(str(exc))

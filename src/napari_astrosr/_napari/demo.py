@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 PLUGIN = "napari-astrosr"
 
@@ -68,6 +69,7 @@ RESIDUAL_CMAP = "RdBu_r"  # diverging: blue = output has less flux than the inpu
 
 # --- steps ----------------------------------------------------------------------------
 
+
 def step_viewer(ctx: DemoContext) -> None:
     """Create the viewer (shown: screenshots need a realised window)."""
     import napari
@@ -85,8 +87,12 @@ def step_load_sample(ctx: DemoContext) -> None:
     path = sample_path(ctx.sample)
     layers = ctx.viewer.open(str(path), plugin=PLUGIN)
     ctx.layers["input"] = layers[0]
-    ctx.note("load", f"{path.name} -> {[ly.name for ly in layers]}",
-             shape=list(layers[0].data.shape), wcs=layers[0].metadata.get("wcs") is not None)
+    ctx.note(
+        "load",
+        f"{path.name} -> {[ly.name for ly in layers]}",
+        shape=list(layers[0].data.shape),
+        wcs=layers[0].metadata.get("wcs") is not None,
+    )
 
 
 def step_dock_widgets(ctx: DemoContext) -> None:
@@ -129,9 +135,14 @@ def step_main_job(ctx: DemoContext) -> None:
 
     ctx.result = run(main_job(sample_path(ctx.sample), out_dir=ctx.out_dir, **ctx.options), on_progress=on_progress)
     r = ctx.result
-    ctx.note("main_job", f"{r.method} x{r.restored.scale} on {r.restored.device}: {r.method_reason}",
-             method=r.method, device=r.restored.device, timings={k: round(v, 3) for k, v in r.timings.items()},
-             files=sorted(p.name for p in r.files.values()))
+    ctx.note(
+        "main_job",
+        f"{r.method} x{r.restored.scale} on {r.restored.device}: {r.method_reason}",
+        method=r.method,
+        device=r.restored.device,
+        timings={k: round(v, 3) for k, v in r.timings.items()},
+        files=sorted(p.name for p in r.files.values()),
+    )
 
 
 def _symmetric(values: Any, percentile: float = 99.5) -> float:
@@ -158,31 +169,58 @@ def step_result_layers(ctx: DemoContext) -> None:
     s = int(res.scale)
     name = f"{src.name} [{r.method}]"
     kw = result_layer_kwargs(src, res.data, scale_factor=s, name=name, wcs=res.wcs, header=res.header)
-    kw["metadata"]["astrosr"] = {"method": r.method, "scale": s, "device": res.device, "params": res.params,
-                                 "timings": res.timings, "reason": r.method_reason,
-                                 "path": str(r.files.get("restored", ""))}
+    kw["metadata"]["astrosr"] = {
+        "method": r.method,
+        "scale": s,
+        "device": res.device,
+        "params": res.params,
+        "timings": res.timings,
+        "reason": r.method_reason,
+        "path": str(r.files.get("restored", "")),
+    }
     out_layer = v.add_image(res.data, **kw)
     ctx.layers["restored"] = out_layer
     src_scale, src_translate = tuple(src.scale[-2:]), tuple(src.translate[-2:])
     m = _symmetric(r.residual)
     resid = v.add_image(
-        r.residual, name=f"{name} residual", scale=src_scale, translate=src_translate, colormap=RESIDUAL_CMAP,
-        contrast_limits=(-m, m), interpolation2d="nearest",
-        metadata={"wcs": src.metadata.get("wcs"), "header": src.metadata.get("header"),
-                  "bunit": src.metadata.get("bunit"),
-                  "astrosr": {"residual_of": name, "definition": f"block_sum(output, {s}) - input",
-                              "path": str(r.files.get("residual", ""))}})
+        r.residual,
+        name=f"{name} residual",
+        scale=src_scale,
+        translate=src_translate,
+        colormap=RESIDUAL_CMAP,
+        contrast_limits=(-m, m),
+        interpolation2d="nearest",
+        metadata={
+            "wcs": src.metadata.get("wcs"),
+            "header": src.metadata.get("header"),
+            "bunit": src.metadata.get("bunit"),
+            "astrosr": {
+                "residual_of": name,
+                "definition": f"block_sum(output, {s}) - input",
+                "path": str(r.files.get("residual", "")),
+            },
+        },
+    )
     ctx.layers["residual"] = resid
 
     pts, feats = sources_to_points(r.sources_input, scale=src_scale, translate=src_translate)
     ctx.layers["sources_input"] = v.add_points(
-        pts, features=feats, name=f"{src.name} sources", size=12, symbol="disc", face_color="transparent",
-        border_color="lime", border_width=0.08, border_width_is_relative=True)
-    pts, feats = sources_to_points(r.sources_output, scale=tuple(out_layer.scale[-2:]),
-                                   translate=tuple(out_layer.translate[-2:]))
+        pts,
+        features=feats,
+        name=f"{src.name} sources",
+        size=12,
+        symbol="disc",
+        face_color="transparent",
+        border_color="lime",
+        border_width=0.08,
+        border_width_is_relative=True,
+    )
+    pts, feats = sources_to_points(
+        r.sources_output, scale=tuple(out_layer.scale[-2:]), translate=tuple(out_layer.translate[-2:])
+    )
     ctx.layers["sources_output"] = v.add_points(
-        pts, features=feats, name=f"{name} sources", size=4, symbol="cross", face_color="cyan",
-        border_width=0)
+        pts, features=feats, name=f"{name} sources", size=4, symbol="cross", face_color="cyan", border_width=0
+    )
 
     pts, feats = sources_to_points(r.source_residuals, scale=src_scale, translate=src_translate)
     lim = _symmetric(feats["rel_delta"]) if len(feats) else 1.0
@@ -192,27 +230,37 @@ def step_result_layers(ctx: DemoContext) -> None:
     if len(feats):
         kw_pts = dict(face_color="rel_delta", face_colormap=RESIDUAL_CMAP, face_contrast_limits=(-lim, lim))
     ctx.layers["flux_residuals"] = v.add_points(
-        pts, features=feats, name=f"{name} flux residuals", size=8, symbol="ring", border_width=0,
-        opacity=1.0, **kw_pts)  # a ring: the residual image stays visible at the source centre
+        pts, features=feats, name=f"{name} flux residuals", size=8, symbol="ring", border_width=0, opacity=1.0, **kw_pts
+    )  # a ring: the residual image stays visible at the source centre
 
     sy, sx = src_scale
     ty, tx = src_translate
-    rects = [np.array([[r0.y0 - 0.5, r0.x0 - 0.5], [r0.y1 - 0.5, r0.x1 - 0.5]]) * (sy, sx) + (ty, tx)
-             for r0 in r.rois]
-    rects = [np.array([[a[0, 0], a[0, 1]], [a[0, 0], a[1, 1]], [a[1, 0], a[1, 1]], [a[1, 0], a[0, 1]]])
-             for a in rects]
+    rects = [np.array([[r0.y0 - 0.5, r0.x0 - 0.5], [r0.y1 - 0.5, r0.x1 - 0.5]]) * (sy, sx) + (ty, tx) for r0 in r.rois]
+    rects = [np.array([[a[0, 0], a[0, 1]], [a[0, 0], a[1, 1]], [a[1, 0], a[1, 1]], [a[1, 0], a[0, 1]]]) for a in rects]
     import pandas as pd
 
     ctx.layers["rois"] = v.add_shapes(
-        rects, shape_type="rectangle", name="ROIs (KL/JS)", edge_color="yellow", face_color="transparent",
-        edge_width=1.0, features=pd.DataFrame({
-            "name": [q.name for q in r.rois],
-            "kl": [e.get("kl") for e in r.metrics["consistency"]["rois"]],
-            "js": [e.get("js") for e in r.metrics["consistency"]["rois"]]}),
-        text={"string": "{name}", "color": "yellow", "anchor": "upper_left", "size": 10})
+        rects,
+        shape_type="rectangle",
+        name="ROIs (KL/JS)",
+        edge_color="yellow",
+        face_color="transparent",
+        edge_width=1.0,
+        features=pd.DataFrame(
+            {
+                "name": [q.name for q in r.rois],
+                "kl": [e.get("kl") for e in r.metrics["consistency"]["rois"]],
+                "js": [e.get("js") for e in r.metrics["consistency"]["rois"]],
+            }
+        ),
+        text={"string": "{name}", "color": "yellow", "anchor": "upper_left", "size": 10},
+    )
     v.layers.selection.active = resid
-    ctx.note("layers", ", ".join(ly.name for ly in v.layers),
-             layers={ly.name: [float(x) for x in ly.scale[-2:]] for ly in v.layers})
+    ctx.note(
+        "layers",
+        ", ".join(ly.name for ly in v.layers),
+        layers={ly.name: [float(x) for x in ly.scale[-2:]] for ly in v.layers},
+    )
 
 
 def _zoom_to(viewer: Any, box: tuple[float, float, float, float], margin: float = 1.15) -> None:
@@ -291,9 +339,16 @@ def add_step(step: Callable[[DemoContext], None], *, before: str = "step_screens
     STEPS.insert(names.index(before) if before in names else len(STEPS), step)
 
 
-def run_demo(*, headless: bool, out_dir: Optional[Path] = None, sample: str = "hst_galaxy",
-             steps: Optional[list[Callable[[DemoContext], None]]] = None, viewer: Any = None,
-             options: Optional[dict[str, Any]] = None, quiet: bool = False) -> Path:
+def run_demo(
+    *,
+    headless: bool,
+    out_dir: Optional[Path] = None,
+    sample: str = "hst_galaxy",
+    steps: Optional[list[Callable[[DemoContext], None]]] = None,
+    viewer: Any = None,
+    options: Optional[dict[str, Any]] = None,
+    quiet: bool = False,
+) -> Path:
     """Run the demo; returns the output folder.
 
     Parameters
@@ -346,14 +401,20 @@ def run_demo(*, headless: bool, out_dir: Optional[Path] = None, sample: str = "h
                 if step.__name__ in REQUIRED:
                     raise
                 failed[step.__name__] = f"{type(exc).__name__}: {exc}"
-                ctx.note(step.__name__, f"failed: {type(exc).__name__}: {exc}", error=True,
-                         traceback=traceback.format_exc())
+                ctx.note(
+                    step.__name__, f"failed: {type(exc).__name__}: {exc}", error=True, traceback=traceback.format_exc()
+                )
             seconds[step.__name__.removeprefix("step_")] = time.perf_counter() - t0
             if len(ctx.log) > n_log:
                 ctx.log[-1].setdefault("seconds", round(seconds[step.__name__.removeprefix("step_")], 3))
         seconds["demo total"] = time.perf_counter() - t_demo
-        ctx.log.append({"step": "summary", "message": "seconds per demo step",
-                        "seconds": {k: round(v, 3) for k, v in seconds.items()}})
+        ctx.log.append(
+            {
+                "step": "summary",
+                "message": "seconds per demo step",
+                "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            }
+        )
         (out / "demo_log.json").write_text(json.dumps(ctx.log, indent=2, default=str) + "\n")
         if ctx.result is not None and not quiet:
             from ..pipeline import summary_table

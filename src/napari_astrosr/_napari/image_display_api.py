@@ -46,8 +46,17 @@ from astropy.coordinates import SkyCoord
 __all__ = ["NapariImageViewer"]
 
 #: catalog style ``shape`` -> napari Points symbol
-_SYMBOLS = {"circle": "ring", "square": "square", "crosshair": "cross", "cross": "cross", "x": "x",
-            "diamond": "diamond", "star": "star", "triangle": "triangle_up", "plus": "cross"}
+_SYMBOLS = {
+    "circle": "ring",
+    "square": "square",
+    "crosshair": "cross",
+    "cross": "cross",
+    "x": "x",
+    "diamond": "diamond",
+    "star": "star",
+    "triangle": "triangle_up",
+    "plus": "cross",
+}
 _N_COLORS = 256
 
 
@@ -106,9 +115,12 @@ class NapariImageViewer(ImageViewerLogic):
             layer.data = arr
             layer.metadata.update(wcs=wcs, bunit=str(unit) if unit is not None else None)
         else:
-            layer = Image(arr, name=self._display_name(image_label), interpolation2d="nearest",
-                          metadata={"wcs": wcs, "bunit": str(unit) if unit is not None else None,
-                                    "image_label": image_label})
+            layer = Image(
+                arr,
+                name=self._display_name(image_label),
+                interpolation2d="nearest",
+                metadata={"wcs": wcs, "bunit": str(unit) if unit is not None else None, "image_label": image_label},
+            )
             self.viewer.add_layer(layer)
             self._image_layers[image_label] = layer
         for label, other in self._image_layers.items():
@@ -141,8 +153,12 @@ class NapariImageViewer(ImageViewerLogic):
         stretched = np.clip(info.stretch(x, clip=True), 0.0, 1.0) if info.stretch is not None else x
         colors = colormaps[name](stretched)
         stretch = type(info.stretch).__name__ if info.stretch is not None else "LinearStretch"
-        return Colormap(colors=colors, controls=x, name=f"astrosr_api_{name}_{stretch}_{id(info.stretch)}",
-                        display_name=f"{name} ({stretch})")
+        return Colormap(
+            colors=colors,
+            controls=x,
+            name=f"astrosr_api_{name}_{stretch}_{id(info.stretch)}",
+            display_name=f"{name} ({stretch})",
+        )
 
     def _apply_stretch(self, image_label: str) -> None:
         self._image_layers[image_label].colormap = self.display_colormap(image_label)
@@ -184,15 +200,24 @@ class NapariImageViewer(ImageViewerLogic):
         if layer is not None and layer in self.viewer.layers:
             self.viewer.layers.remove(layer)
         # napari sizes are diameters; the style's size is a marker radius in image pixels
-        layer = Points(xy, name=name, symbol=symbol, size=2 * size, face_color="transparent",
-                       border_color=color, border_width=0.15, border_width_is_relative=True,
-                       metadata={"catalog_label": catalog_label, "style": style})
+        layer = Points(
+            xy,
+            name=name,
+            symbol=symbol,
+            size=2 * size,
+            face_color="transparent",
+            border_color=color,
+            border_width=0.15,
+            border_width_is_relative=True,
+            metadata={"catalog_label": catalog_label, "style": style},
+        )
         self.viewer.add_layer(layer)
         self._catalog_layers[catalog_label] = layer
 
     def _catalog_pixels(self, table: Any) -> np.ndarray:
         """(N, 2) napari (y, x) positions of a stored catalog (pixel columns, else its sky
-        coordinates through the displayed image's WCS)."""
+        coordinates through the displayed image's WCS).
+        """
         n = len(table)
         if n == 0:
             return np.zeros((0, 2))
@@ -245,7 +270,8 @@ class NapariImageViewer(ImageViewerLogic):
 
     def rendered_image(self, image_label: Optional[str] = None) -> Optional[np.ndarray]:
         """The displayed image as napari colours it: (H, W, 4) floats in [0, 1], row 0 at top
-        (FITS row 0 at the bottom); None when no image is loaded."""
+        (FITS row 0 at the bottom); None when no image is loaded.
+        """
         if not self._images:
             return None
         if image_label is None and len(self._displayed_image_labels) == 1:
@@ -257,4 +283,3 @@ class NapariImageViewer(ImageViewerLogic):
         norm = np.clip((np.nan_to_num(arr, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
         rgba = np.asarray(layer.colormap.map(norm.ravel()), dtype=float).reshape(arr.shape + (4,))
         return rgba[::-1]
-

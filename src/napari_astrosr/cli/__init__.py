@@ -19,7 +19,8 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from .._version import __version__
 from ..exceptions import AstroSRError
@@ -53,8 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Argument destinations that name something a command writes (files or folders).
-OUTPUT_ARGS = ("output", "outdir", "out", "regions", "residuals", "uncertainty", "truth", "summary",
-               "morph_table", "morph_plot")
+OUTPUT_ARGS = (
+    "output",
+    "outdir",
+    "out",
+    "regions",
+    "residuals",
+    "uncertainty",
+    "truth",
+    "summary",
+    "morph_table",
+    "morph_plot",
+)
 
 
 def _paths(value):
@@ -70,14 +81,21 @@ def _check_outputs(args: argparse.Namespace) -> None:
     from ..core.atomic import refuse_inputs
 
     outputs = [(k, v) for k in OUTPUT_ARGS for v in _paths(getattr(args, k, None))]
-    inputs = [v for k, val in vars(args).items() if k not in OUTPUT_ARGS and not k.startswith("_")
-              for v in _paths(val) if os.path.lexists(v) and not os.path.isdir(v)]
+    inputs = [
+        v
+        for k, val in vars(args).items()
+        if k not in OUTPUT_ARGS and not k.startswith("_")
+        for v in _paths(val)
+        if os.path.lexists(v) and not os.path.isdir(v)
+    ]
     flag = {k: "--" + k.replace("_", "-") for k, _ in outputs}
     flag.update(output="-o", outdir="-o")
     for i, (k, v) in enumerate(outputs):
         refuse_inputs(v, inputs, what=f"{flag[k]} {v}")
         for k2, v2 in outputs[:i]:
-            if os.fspath(v) == os.fspath(v2) or (os.path.lexists(v) and os.path.lexists(v2) and os.path.samefile(v, v2)):
+            if os.fspath(v) == os.fspath(v2) or (
+                os.path.lexists(v) and os.path.lexists(v2) and os.path.samefile(v, v2)
+            ):
                 raise AstroSRError(f"{flag[k]} {v}: is also given as {flag[k2]}; give each output its own name.")
 
 
@@ -116,7 +134,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     formatwarning = warnings.formatwarning
     if not debug:  # one line per warning, like the errors (the source line means nothing to a user)
         warnings.formatwarning = lambda message, category, *a, **k: (
-            f"astrosr {args.command}: warning: {' '.join(str(message).split())}\n")
+            f"astrosr {args.command}: warning: {' '.join(str(message).split())}\n"
+        )
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -147,20 +166,27 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     except MemoryError:
         if debug:
             raise
-        print(f"astrosr {args.command}: error: out of memory; try a smaller --tile or a smaller image.", file=sys.stderr)
+        print(
+            f"astrosr {args.command}: error: out of memory; try a smaller --tile or a smaller image.", file=sys.stderr
+        )
         return 2
     except RecursionError:
         if debug:
             raise
-        print(f"astrosr {args.command}: error: an input is nested too deeply to read; check the files given.",
-              file=sys.stderr)
+        print(
+            f"astrosr {args.command}: error: an input is nested too deeply to read; check the files given.",
+            file=sys.stderr,
+        )
         return 2
     except Exception as exc:  # a bug of ours: one line, exit 1 (not 2: the user did nothing wrong)
         if debug:
             raise
         text = " ".join(str(exc).split())[:300]
-        print(f"astrosr {args.command}: internal error ({type(exc).__name__}: {text}); rerun with --debug "
-              "and report the traceback.", file=sys.stderr)
+        print(
+            f"astrosr {args.command}: internal error ({type(exc).__name__}: {text}); rerun with --debug "
+            "and report the traceback.",
+            file=sys.stderr,
+        )
         return 1
     finally:
         warnings.formatwarning = formatwarning

@@ -46,20 +46,42 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT_GLOB",
-                   help="FITS files or quoted glob patterns ('data/**/*.fits' is recursive)")
-    p.add_argument("-o", "--outdir", required=True, help="output folder (created); outputs are <stem>_<method>_x<scale>.fits")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT_GLOB",
+        help="FITS files or quoted glob patterns ('data/**/*.fits' is recursive)",
+    )
+    p.add_argument(
+        "-o", "--outdir", required=True, help="output folder (created); outputs are <stem>_<method>_x<scale>.fits"
+    )
     from ..restore_options import add_cli_arguments
 
     add_cli_arguments(p, fields=("method", "scale", "model", "device", "tile", "psf"), device_default="cpu")
-    p.add_argument("--scheduler", default="local", help="'local' (LocalCluster on this machine) or a scheduler address tcp://HOST:PORT")
-    p.add_argument("--workers", type=_positive, default=None, help="local workers (processes; default: one per CPU core)")
+    p.add_argument(
+        "--scheduler",
+        default="local",
+        help="'local' (LocalCluster on this machine) or a scheduler address tcp://HOST:PORT",
+    )
+    p.add_argument(
+        "--workers", type=_positive, default=None, help="local workers (processes; default: one per CPU core)"
+    )
     p.add_argument("--threads-per-worker", type=_positive, default=1, help="threads per local worker (default 1)")
-    p.add_argument("--chunk", type=_positive, default=None,
-                   help="restore every file tile by tile in blocks of CHUNK input pixels (default: only files over --max-memory)")
-    p.add_argument("--depth", type=int, default=None, help="overlap (input pixels) between blocks; default covers the method")
-    p.add_argument("--max-memory", type=_bytes, default="2GB",
-                   help="files whose input+output arrays exceed this are restored tile by tile (default 2GB)")
+    p.add_argument(
+        "--chunk",
+        type=_positive,
+        default=None,
+        help="restore every file tile by tile in blocks of CHUNK input pixels (default: only files over --max-memory)",
+    )
+    p.add_argument(
+        "--depth", type=int, default=None, help="overlap (input pixels) between blocks; default covers the method"
+    )
+    p.add_argument(
+        "--max-memory",
+        type=_bytes,
+        default="2GB",
+        help="files whose input+output arrays exceed this are restored tile by tile (default 2GB)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace outputs made from other inputs/parameters")
     p.add_argument("--retries", type=int, default=1, help="re-runs of a failed file before it is reported (default 1)")
     p.add_argument("--summary", default=None, help="also write the summary table to this file (.csv/.ecsv/.txt)")
@@ -84,8 +106,16 @@ def run(args: argparse.Namespace) -> int:
     from ..restore_options import options_from_args
 
     job = batch_job(
-        args.inputs, args.outdir, options=options_from_args(args), scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
-        overwrite=args.overwrite, chunk=args.chunk, depth=args.depth, max_memory=args.max_memory,
+        args.inputs,
+        args.outdir,
+        options=options_from_args(args),
+        scheduler=args.scheduler,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        overwrite=args.overwrite,
+        chunk=args.chunk,
+        depth=args.depth,
+        max_memory=args.max_memory,
         retries=max(0, args.retries),
     )
     result = run_job(job, on_progress=show)
@@ -94,9 +124,12 @@ def run(args: argparse.Namespace) -> int:
         _write_summary(result, args.summary)
     if not result.ok:
         bad = [r for r in result.rows if r.status not in ("done", "skipped")]
-        print(f"astrosr batch: error: {len(bad)} of {len(result.rows)} file(s) not restored (first: "
-              f"{bad[0].file}: {bad[0].message or bad[0].status}); fix or remove them and rerun: finished files "
-              "are skipped.", file=sys.stderr)
+        print(
+            f"astrosr batch: error: {len(bad)} of {len(result.rows)} file(s) not restored (first: "
+            f"{bad[0].file}: {bad[0].message or bad[0].status}); fix or remove them and rerun: finished files "
+            "are skipped.",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -108,9 +141,11 @@ def _write_summary(result, path: str) -> None:
     if p.suffix.lower() in (".csv", ".ecsv"):
         from astropy.table import Table
 
-        t = Table(rows=[(r.file, r.status, round(r.seconds, 3), r.output, r.message) for r in result.rows],
-                  names=("file", "status", "seconds", "output", "message"),
-                  dtype=(str, str, float, str, str))
+        t = Table(
+            rows=[(r.file, r.status, round(r.seconds, 3), r.output, r.message) for r in result.rows],
+            names=("file", "status", "seconds", "output", "message"),
+            dtype=(str, str, float, str, str),
+        )
         t.write(p, format="ascii.ecsv" if p.suffix.lower() == ".ecsv" else "ascii.csv", overwrite=True)
     else:
         p.write_text(result.table() + "\n")

@@ -22,8 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output FITS file")
     p.add_argument("--method", choices=("dip", "ivar", "median"), default="dip", help="coadd method (default dip)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--psf", nargs="+", metavar="SPEC",
-                   help="PSF per frame (or one for all): gaussian:SIGMA, moffat:FWHM,BETA, PSF.fits, a PSFEx model, or 'estimate'")
+    g.add_argument(
+        "--psf",
+        nargs="+",
+        metavar="SPEC",
+        help="PSF per frame (or one for all): gaussian:SIGMA, moffat:FWHM,BETA, PSF.fits, a PSFEx model, or 'estimate'",
+    )
     g.add_argument("--psf-from-fwhm", metavar="KEYWORD", help="Gaussian PSFs from this header keyword (FWHM in pixels)")
     p.add_argument("--psf-size", type=int, default=None, help="odd PSF stamp size in pixels (crop)")
     n = p.add_mutually_exclusive_group()
@@ -31,38 +35,82 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     n.add_argument("--rms", nargs="+", metavar="RMS.fits", help="rms noise map per frame")
     p.add_argument("--dq", nargs="+", metavar="DQ.fits", help="data-quality map per frame (nonzero = bad)")
     p.add_argument("--hdu", default=None, help="HDU index or name to read from every file (default: first image)")
-    p.add_argument("--no-subtract-background", action="store_true", help="keep the frames' sky (default: subtract sep's background)")
-    p.add_argument("--clip-outliers", type=float, default=None, metavar="SIGMA", help="mask positive outliers across the stack")
+    p.add_argument(
+        "--no-subtract-background",
+        action="store_true",
+        help="keep the frames' sky (default: subtract sep's background)",
+    )
+    p.add_argument(
+        "--clip-outliers", type=float, default=None, metavar="SIGMA", help="mask positive outliers across the stack"
+    )
     p.add_argument("--gain-keyword", default=None, help="header keyword of the gain (e-/ADU) for estimated noise maps")
     p.add_argument("--allow-mixed-bands", action="store_true", help="coadd frames with different FILTER values")
     p.add_argument("--homogenize", action="store_true", help="ivar: convolve frames to the worst PSF first")
     p.add_argument("--sigma-clip", type=float, default=3.0, help="median: sigma-clipping threshold (default 3)")
-    p.add_argument("--iterations", type=int, default=600,
-                   help="DIP: step cap (default 600); the fit stops earlier when held-out pixels stop improving")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=600,
+        help="DIP: step cap (default 600); the fit stops earlier when held-out pixels stop improving",
+    )
     p.add_argument("--seed", type=int, default=0, help="DIP: torch seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="DIP: device")
     p.add_argument("--sky", choices=("fit", "none"), default="fit", help="DIP: fit one sky offset per frame (default)")
-    p.add_argument("--pedestal", action="store_true", help="DIP: learn a floor below the ReLU (off: degenerate with --sky fit)")
-    p.add_argument("--superres", type=int, choices=(1, 2), default=1, help="DIP: latent oversampling (2 = x2 finer pixels)")
+    p.add_argument(
+        "--pedestal", action="store_true", help="DIP: learn a floor below the ReLU (off: degenerate with --sky fit)"
+    )
+    p.add_argument(
+        "--superres", type=int, choices=(1, 2), default=1, help="DIP: latent oversampling (2 = x2 finer pixels)"
+    )
     p.add_argument("--blind", action="store_true", help="DIP: learn the PSFs too")
-    p.add_argument("--no-skip", action="store_true",
-                   help="DIP: paper's flat start (no ivar-coadd skip term; use with --lr 2e-3)")
-    p.add_argument("--skip-smooth", type=float, default=0.0, metavar="PX",
-                   help="DIP: Gaussian sigma (px) smoothing the ivar coadd the fit starts from (default 0: none)")
-    p.add_argument("--gate", type=float, nargs=2, default=(2.0, 5.0), metavar=("LOW", "HIGH"),
-                   help="DIP: sky gate: below LOW sigma of the smoothed ivar coadd keep it, above HIGH the DIP latent "
-                        "(default 2 5)")
+    p.add_argument(
+        "--no-skip", action="store_true", help="DIP: paper's flat start (no ivar-coadd skip term; use with --lr 2e-3)"
+    )
+    p.add_argument(
+        "--skip-smooth",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="DIP: Gaussian sigma (px) smoothing the ivar coadd the fit starts from (default 0: none)",
+    )
+    p.add_argument(
+        "--gate",
+        type=float,
+        nargs=2,
+        default=(2.0, 5.0),
+        metavar=("LOW", "HIGH"),
+        help="DIP: sky gate: below LOW sigma of the smoothed ivar coadd keep it, above HIGH the DIP latent "
+        "(default 2 5)",
+    )
     p.add_argument("--no-gate", action="store_true", help="DIP: no sky gate (the latent everywhere)")
-    p.add_argument("--kernels", type=int, nargs="+", default=[3, 5], metavar="K",
-                   help="DIP: depthwise kernel sizes of the encoder (default 3 5; the paper's 3 5 7 9 is ~2x slower)")
+    p.add_argument(
+        "--kernels",
+        type=int,
+        nargs="+",
+        default=[3, 5],
+        metavar="K",
+        help="DIP: depthwise kernel sizes of the encoder (default 3 5; the paper's 3 5 7 9 is ~2x slower)",
+    )
     p.add_argument("--lr", type=float, default=5e-4, help="DIP: Adam learning rate (default 5e-4)")
-    p.add_argument("--holdout", type=float, default=0.1,
-                   help="DIP: fraction of pixels held out; stop when their chi2 stops improving (default 0.1; 0: off)")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.1,
+        help="DIP: fraction of pixels held out; stop when their chi2 stops improving (default 0.1; 0: off)",
+    )
     p.add_argument("--patience", type=int, default=100, help="DIP: steps without held-out improvement before stopping")
-    p.add_argument("--no-project", action="store_true",
-                   help="DIP: skip the final flux projection onto the ivar coadd (smoothed residual)")
-    p.add_argument("--chi2-stop", type=float, default=None, metavar="X",
-                   help="DIP: also stop once mean (residual/sigma)^2 <= X (e.g. 1.0); default off")
+    p.add_argument(
+        "--no-project",
+        action="store_true",
+        help="DIP: skip the final flux projection onto the ivar coadd (smoothed residual)",
+    )
+    p.add_argument(
+        "--chi2-stop",
+        type=float,
+        default=None,
+        metavar="X",
+        help="DIP: also stop once mean (residual/sigma)^2 <= X (e.g. 1.0); default off",
+    )
     p.add_argument("--ensemble", type=int, default=1, help="DIP: number of seeds; >1 gives an uncertainty map (std)")
     p.add_argument("--threads", type=int, default=None, help="DIP: torch CPU threads (default: torch's)")
     p.add_argument("--residuals", metavar="RES.fits", help="also write per-frame residuals (cube)")
@@ -93,21 +141,47 @@ def run(args: argparse.Namespace) -> int:
             raise AstroSRError(f"{o.parent}: output folder does not exist.")
     needs_psf = args.method == "dip" or args.homogenize
     if needs_psf and not (args.psf or args.psf_from_fwhm):
-        raise AstroSRError(f"--method {args.method}: give PSFs with --psf (one per frame, one for all, or 'estimate') or --psf-from-fwhm KEYWORD.")
+        raise AstroSRError(
+            f"--method {args.method}: give PSFs with --psf (one per frame, one for all, or 'estimate') or --psf-from-fwhm KEYWORD."
+        )
     stack = load_frames(
-        args.frames, hdu=hdu, weights=args.weights, rms=args.rms, dq=args.dq, psfs=args.psf,
-        psf_from_fwhm_key=args.psf_from_fwhm, subtract_background=not args.no_subtract_background,
-        clip_outliers=args.clip_outliers, gain_keyword=args.gain_keyword,
-        allow_mixed_bands=args.allow_mixed_bands, psf_size=args.psf_size,
+        args.frames,
+        hdu=hdu,
+        weights=args.weights,
+        rms=args.rms,
+        dq=args.dq,
+        psfs=args.psf,
+        psf_from_fwhm_key=args.psf_from_fwhm,
+        subtract_background=not args.no_subtract_background,
+        clip_outliers=args.clip_outliers,
+        gain_keyword=args.gain_keyword,
+        allow_mixed_bands=args.allow_mixed_bands,
+        psf_size=args.psf_size,
     )
     for note in stack.notes:  # (on stderr with --json: stdout holds one JSON object)
         print(f"astrosr coadd: {note}", file=sys.stderr if args.json else sys.stdout)
     opts = CoaddOptions(
-        method=args.method, homogenize=args.homogenize, sigma_clip=args.sigma_clip, iterations=args.iterations,
-        seed=args.seed, device=args.device, sky=args.sky, pedestal=args.pedestal, superres=args.superres,
-        blind=args.blind, ensemble=args.ensemble, skip=not args.no_skip, skip_smooth=args.skip_smooth, lr=args.lr,
-        chi2_stop=args.chi2_stop, holdout=args.holdout, patience=args.patience, project=not args.no_project,
-        gate=None if args.no_gate else tuple(args.gate), kernel_sizes=tuple(args.kernels), threads=args.threads,
+        method=args.method,
+        homogenize=args.homogenize,
+        sigma_clip=args.sigma_clip,
+        iterations=args.iterations,
+        seed=args.seed,
+        device=args.device,
+        sky=args.sky,
+        pedestal=args.pedestal,
+        superres=args.superres,
+        blind=args.blind,
+        ensemble=args.ensemble,
+        skip=not args.no_skip,
+        skip_smooth=args.skip_smooth,
+        lr=args.lr,
+        chi2_stop=args.chi2_stop,
+        holdout=args.holdout,
+        patience=args.patience,
+        project=not args.no_project,
+        gate=None if args.no_gate else tuple(args.gate),
+        kernel_sizes=tuple(args.kernels),
+        threads=args.threads,
     )
     res = run_with_bar(coadd_job(stack, options=opts), desc=f"coadd {args.method}", quiet=args.json)
     params = dict(res.params)
@@ -123,11 +197,25 @@ def run(args: argparse.Namespace) -> int:
         if res.uncertainty is None:
             raise AstroSRError("--uncertainty: no uncertainty map for this run (DIP needs --ensemble 2 or more).")
         extra.append((args.uncertainty, res.uncertainty))
-    write_fits(args.output, np.asarray(res.data, np.float32), header=res.header, wcs=res.wcs,
-               overwrite=args.overwrite, provenance=prov, protect=protect)
+    write_fits(
+        args.output,
+        np.asarray(res.data, np.float32),
+        header=res.header,
+        wcs=res.wcs,
+        overwrite=args.overwrite,
+        provenance=prov,
+        protect=protect,
+    )
     for path, arr in extra:
-        write_fits(path, np.asarray(arr, np.float32), header=res.header, wcs=res.wcs if np.ndim(arr) == 2 else None,
-                   overwrite=args.overwrite, provenance=prov, protect=protect)
+        write_fits(
+            path,
+            np.asarray(arr, np.float32),
+            header=res.header,
+            wcs=res.wcs if np.ndim(arr) == 2 else None,
+            overwrite=args.overwrite,
+            provenance=prov,
+            protect=protect,
+        )
     if args.json:
         print(json.dumps({"output": str(args.output), "method": args.method, **_jsonable(res.metrics)}))
     else:

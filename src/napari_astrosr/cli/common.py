@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Generator, TypeVar
+from collections.abc import Generator
+from typing import TypeVar
 
 from ..progress import Progress, run
 
@@ -18,6 +19,7 @@ def run_with_bar(job: Generator[Progress, None, T], *, desc: str = "", quiet: bo
 
     bar = tqdm(desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
     try:
+
         def update(ev: Progress) -> None:
             if ev.total and bar.total != ev.total:
                 bar.total = ev.total

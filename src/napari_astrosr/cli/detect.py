@@ -13,7 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="input FITS image (2-D)")
     p.add_argument("-o", "--output", required=True, help="catalog file: .ecsv, .fits or .csv")
     p.add_argument("--regions", default=None, help="also write the 2.5 x (a, b) ellipses as a DS9 region file")
-    p.add_argument("--sky-regions", action="store_true", help="DS9 regions in RA/Dec (needs a WCS) instead of image pixels")
+    p.add_argument(
+        "--sky-regions", action="store_true", help="DS9 regions in RA/Dec (needs a WCS) instead of image pixels"
+    )
     p.add_argument("--thresh", type=float, default=1.5, help="detection threshold in background sigma (default 1.5)")
     p.add_argument("--minarea", type=int, default=5, help="minimum connected pixels (default 5)")
     p.add_argument("--deblend-cont", type=float, default=0.005, help="deblending contrast (default 0.005)")
@@ -48,14 +50,22 @@ def run(args: argparse.Namespace) -> int:
             raise AstroSRError(f"{dest}: folder {dest.parent} does not exist.")
     img = read_fits(args.image, hdu=_hdu(args.hdu)) if args.hdu is not None else read_fits(args.image)
     if img.data.ndim != 2:
-        raise AstroSRError(f"{args.image}: is a {img.data.ndim}-D array {img.data.shape}; detect takes a 2-D "
-                           "image (pick one with --hdu).")
+        raise AstroSRError(
+            f"{args.image}: is a {img.data.ndim}-D array {img.data.shape}; detect takes a 2-D "
+            "image (pick one with --hdu)."
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoSourcesWarning)
         try:
-            table = detect_sources(img.data, thresh=args.thresh, minarea=args.minarea,
-                                   deblend_cont=args.deblend_cont, box=args.box, filter_size=args.filter_size,
-                                   wcs=img.wcs)
+            table = detect_sources(
+                img.data,
+                thresh=args.thresh,
+                minarea=args.minarea,
+                deblend_cont=args.deblend_cont,
+                box=args.box,
+                filter_size=args.filter_size,
+                wcs=img.wcs,
+            )
         except AstroSRError as exc:  # core errors say "image: ..."; name the file
             raise AstroSRError(f"{args.image}: {exc}") from exc
     for w in caught:
@@ -63,8 +73,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"astrosr detect: warning: {w.message}; writing an empty catalog", flush=True)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    meta = dict(input=str(Path(args.image).name), thresh_sigma=args.thresh, minarea=args.minarea,
-                deblend_cont=args.deblend_cont, background_box=args.box)
+    meta = dict(
+        input=str(Path(args.image).name),
+        thresh_sigma=args.thresh,
+        minarea=args.minarea,
+        deblend_cont=args.deblend_cont,
+        background_box=args.box,
+    )
     if args.regions:
         # build the regions before writing anything: a WCS that cannot place them fails here
         from ..core.catalogs import table_to_regions
@@ -72,16 +87,22 @@ def run(args: argparse.Namespace) -> int:
         sky = args.sky_regions
         if sky and (img.wcs is None or not img.wcs.has_celestial):
             # the reader already warned why the WCS is unusable: fall back to pixel coordinates
-            print(f"astrosr detect: warning: {args.image}: no usable celestial WCS; --regions written in image "
-                  "pixel coordinates instead of RA/Dec", file=sys.stderr, flush=True)
+            print(
+                f"astrosr detect: warning: {args.image}: no usable celestial WCS; --regions written in image "
+                "pixel coordinates instead of RA/Dec",
+                file=sys.stderr,
+                flush=True,
+            )
             sky = False
         try:
             table_to_regions(table, wcs=img.wcs, sky=sky)
         except AstroSRError:
             raise
         except Exception as exc:
-            raise AstroSRError(f"{args.image}: its WCS cannot place the sources on the sky "
-                               f"({type(exc).__name__}); drop --sky-regions for pixel regions.") from exc
+            raise AstroSRError(
+                f"{args.image}: its WCS cannot place the sources on the sky "
+                f"({type(exc).__name__}); drop --sky-regions for pixel regions."
+            ) from exc
     created = not out.exists()
     write_table(table, out, overwrite=args.overwrite, meta=meta, flux_unit=img.unit)
     msg = f"{len(table)} sources -> {out}"

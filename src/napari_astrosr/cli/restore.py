@@ -9,7 +9,6 @@ HELP = "restore or super-resolve an image (classical methods or networks)"
 ORDER = 40
 
 
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..restore_options import add_cli_arguments
 
@@ -40,23 +39,34 @@ def run(args: argparse.Namespace) -> int:
         hdu = int(args.hdu) if str(args.hdu).isdigit() else args.hdu
     img = read_fits(args.input, hdu=hdu) if hdu is not None else read_fits(args.input)
     if img.data.ndim != 2:
-        raise AstroSRError(f"{args.input}: is a {img.data.ndim}-D array {img.data.shape}; restore takes a 2-D "
-                           "image (pick a plane with --hdu or split the cube).")
-    job = restore_job(img.data, options=options_from_args(args), wcs=img.wcs, header=img.header,
-                      source=args.input)
+        raise AstroSRError(
+            f"{args.input}: is a {img.data.ndim}-D array {img.data.shape}; restore takes a 2-D "
+            "image (pick a plane with --hdu or split the cube)."
+        )
+    job = restore_job(img.data, options=options_from_args(args), wcs=img.wcs, header=img.header, source=args.input)
     try:
         res = run_with_bar(job, desc=f"restore {args.method}", quiet=args.quiet)
     except AstroSRError as exc:  # core errors say "input image: ...": name the file
         if str(args.input) in str(exc):
             raise
         raise AstroSRError(f"{args.input}: {exc}") from exc
-    write_fits(out, res.data, header=res.header, wcs=res.wcs, overwrite=args.overwrite,
-               provenance=dict(res.provenance, inputs=[str(args.input)]), protect=[args.input],
-               extra_hdus=[res.err_hdu()])
+    write_fits(
+        out,
+        res.data,
+        header=res.header,
+        wcs=res.wcs,
+        overwrite=args.overwrite,
+        provenance=dict(res.provenance, inputs=[str(args.input)]),
+        protect=[args.input],
+        extra_hdus=[res.err_hdu()],
+    )
     if not args.quiet:
         import sys
 
-        print(f"{out}: {res.data.shape[1]}x{res.data.shape[0]} {args.method} x{res.scale} on {res.device} "
-              f"in {res.timings.get('total', 0):.1f} s; {describe_choices(res.params)}"
-              f"{'; ERR extension: ' + res.err_how if res.err is not None else ''}", file=sys.stderr)
+        print(
+            f"{out}: {res.data.shape[1]}x{res.data.shape[0]} {args.method} x{res.scale} on {res.device} "
+            f"in {res.timings.get('total', 0):.1f} s; {describe_choices(res.params)}"
+            f"{'; ERR extension: ' + res.err_how if res.err is not None else ''}",
+            file=sys.stderr,
+        )
     return 0

@@ -16,8 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--truth", default=None, help="write the true sources to this table (.ecsv, .fits or .csv)")
     p.add_argument("--psf", default="gaussian:1.5", help="PSF SPEC as in degrade (default gaussian:1.5)")
-    p.add_argument("--n", type=int, default=None,
-                   help="number of stars/galaxies (default: from --density for stars, 20 galaxies)")
+    p.add_argument(
+        "--n", type=int, default=None, help="number of stars/galaxies (default: from --density for stars, 20 galaxies)"
+    )
     p.add_argument("--density", default="medium", help="star density: sparse | medium | crowded | stars per pixel")
     p.add_argument("--sky", type=float, default=10.0, help="sky level (counts, default 10)")
     p.add_argument("--noise", default="poisson", help="none | poisson | gaussian:SIGMA (default poisson)")
@@ -49,11 +50,26 @@ def run(args: argparse.Namespace) -> int:
             density = float(args.density)
         except ValueError:
             density = args.density
-        sim = S.star_field(args.size, n_stars=args.n, density=density, psf=psf, sky=args.sky, noise=noise,
-                           seed=args.seed, pixel_scale=args.pixel_scale)
+        sim = S.star_field(
+            args.size,
+            n_stars=args.n,
+            density=density,
+            psf=psf,
+            sky=args.sky,
+            noise=noise,
+            seed=args.seed,
+            pixel_scale=args.pixel_scale,
+        )
     elif args.kind == "galaxies":
-        sim = S.sersic_galaxies(args.size, n=20 if args.n is None else args.n, psf=psf, sky=args.sky, noise=noise,
-                                seed=args.seed, pixel_scale=args.pixel_scale)
+        sim = S.sersic_galaxies(
+            args.size,
+            n=20 if args.n is None else args.n,
+            psf=psf,
+            sky=args.sky,
+            noise=noise,
+            seed=args.seed,
+            pixel_scale=args.pixel_scale,
+        )
     else:
         sigma = 1.0
         if noise.startswith("gaussian:"):
@@ -61,10 +77,16 @@ def run(args: argparse.Namespace) -> int:
         elif noise == "none":
             sigma = 0.0
         sim = S.blank_field(args.size, sky=args.sky, noise_sigma=sigma, seed=args.seed, pixel_scale=args.pixel_scale)
-    params = dict(kind=args.kind, size=args.size, seed=args.seed, psf=args.psf, sky=args.sky, noise=noise,
-                  n=len(sim.truth))
-    write_fits(outs[0], sim.image.astype(np.float32), wcs=sim.wcs, overwrite=args.overwrite,
-               provenance=dict(method=f"simulate-{args.kind}", parameters=params))
+    params = dict(
+        kind=args.kind, size=args.size, seed=args.seed, psf=args.psf, sky=args.sky, noise=noise, n=len(sim.truth)
+    )
+    write_fits(
+        outs[0],
+        sim.image.astype(np.float32),
+        wcs=sim.wcs,
+        overwrite=args.overwrite,
+        provenance=dict(method=f"simulate-{args.kind}", parameters=params),
+    )
     msg = f"{args.kind} {args.size}x{args.size}, {len(sim.truth)} sources -> {outs[0]}"
     if args.truth:
         from ..core.catalogs import write_table

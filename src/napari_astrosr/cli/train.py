@@ -61,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
             raise interrupt()
         kind[0] = signum
         stop.set()
-        print(f"\nastrosr train: stopping after this step and saving a checkpoint (at most {STOP_DEADLINE_S:.0f} s; "
-              "Ctrl-C again to abort)", file=sys.stderr)
+        print(
+            f"\nastrosr train: stopping after this step and saving a checkpoint (at most {STOP_DEADLINE_S:.0f} s; "
+            "Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
         # a step or the final validation may take longer than a person waits: abort then, keeping the last
         # complete checkpoint (checkpoints are written with signals held, never half)
         signal.setitimer(signal.ITIMER_REAL, STOP_DEADLINE_S)
@@ -73,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     old[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
     try:
-        job = train_job(cfg, out_dir=out, resume=args.resume, stop=stop,
-                        root=Path(args.data_root) if args.data_root else None)
+        job = train_job(
+            cfg, out_dir=out, resume=args.resume, stop=stop, root=Path(args.data_root) if args.data_root else None
+        )
         ckpt = run_with_bar(job, desc=f"train {cfg.name}", quiet=args.quiet)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -85,11 +89,15 @@ def run(args: argparse.Namespace) -> int:
     meta = json.loads(ckpt.with_suffix(".json").read_text())
     tr = meta.get("training", {})
     val = tr.get("validation", {})
-    line = f"{'stopped' if stop.is_set() else 'trained'} {cfg.name}: step {meta.get('step')} in {tr.get('wall_time_s')} s"
+    line = (
+        f"{'stopped' if stop.is_set() else 'trained'} {cfg.name}: step {meta.get('step')} in {tr.get('wall_time_s')} s"
+    )
     if "val_psnr" in val:
-        line += (f"; validation PSNR {val['val_psnr']:.2f} dB (bicubic {val.get('val_psnr_bicubic', float('nan')):.2f}),"
-                 f" median rel. flux error {val.get('val_flux_rel', float('nan')):.4f}"
-                 f" (bicubic {val.get('val_flux_rel_bicubic', float('nan')):.4f})")
+        line += (
+            f"; validation PSNR {val['val_psnr']:.2f} dB (bicubic {val.get('val_psnr_bicubic', float('nan')):.2f}),"
+            f" median rel. flux error {val.get('val_flux_rel', float('nan')):.4f}"
+            f" (bicubic {val.get('val_flux_rel_bicubic', float('nan')):.4f})"
+        )
     print(line)
     print(f"checkpoint: {ckpt}")
     return 0

@@ -17,11 +17,12 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import threading
 import tempfile
+import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Optional, Union
 
 from ..exceptions import AstroSRError
 
@@ -76,8 +77,10 @@ def check_name(path: PathLike, *, what: Optional[str] = None) -> None:
         raise AstroSRError(f"{label}: the file name contains a NUL byte; choose another name.")
     for part in raw.split(b"/"):
         if len(part) > NAME_MAX:
-            raise AstroSRError(f"{label}: a file name component is {len(part)} bytes long; the limit is "
-                               f"{NAME_MAX}. Choose a shorter name.")
+            raise AstroSRError(
+                f"{label}: a file name component is {len(part)} bytes long; the limit is "
+                f"{NAME_MAX}. Choose a shorter name."
+            )
 
 
 def refuse_inputs(path: PathLike, inputs: Iterable[PathLike], *, what: Optional[str] = None) -> None:
@@ -92,8 +95,10 @@ def refuse_inputs(path: PathLike, inputs: Iterable[PathLike], *, what: Optional[
         if src is None:
             continue
         if os.path.lexists(src) and same_file(path, src):
-            raise AstroSRError(f"{label}: is an input file of this command ({shown(src)}); refusing to write over it "
-                               "(even with --overwrite). Choose another output name.")
+            raise AstroSRError(
+                f"{label}: is an input file of this command ({shown(src)}); refusing to write over it "
+                "(even with --overwrite). Choose another output name."
+            )
 
 
 def claim_output(
@@ -167,8 +172,9 @@ def atomic_output(
     try:
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=suffix[-16:], dir=out.parent or ".")
     except OSError as exc:
-        raise AstroSRError(f"{shown(out)}: could not be created ({exc.strerror or exc}); check the folder "
-                           "exists and is writable.") from exc
+        raise AstroSRError(
+            f"{shown(out)}: could not be created ({exc.strerror or exc}); check the folder exists and is writable."
+        ) from exc
     os.close(fd)
     published = False
     try:
@@ -176,16 +182,20 @@ def atomic_output(
         os.chmod(tmp, 0o666 & ~_umask())
         for src in inputs:
             if os.path.lexists(out) and os.path.exists(src) and same_file(out, src):
-                raise AstroSRError(f"{shown(out)}: is an input file ({shown(src)}); refusing to write over it. "
-                                   "Choose another output name.")
+                raise AstroSRError(
+                    f"{shown(out)}: is an input file ({shown(src)}); refusing to write over it. "
+                    "Choose another output name."
+                )
         if overwrite:
             os.replace(tmp, out)
         else:
             try:
                 os.link(tmp, out)
             except FileExistsError:
-                raise AstroSRError(f"{shown(out)}: already exists (another process may have just written it); "
-                                   "choose another name or pass --overwrite.") from None
+                raise AstroSRError(
+                    f"{shown(out)}: already exists (another process may have just written it); "
+                    "choose another name or pass --overwrite."
+                ) from None
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
                     raise
@@ -203,8 +213,9 @@ def atomic_output(
             except OSError:
                 pass
         if isinstance(exc, OSError) and not isinstance(exc, AstroSRError):
-            raise AstroSRError(f"{shown(out)}: could not be written ({exc.strerror or exc}); nothing was "
-                               "left behind.") from exc
+            raise AstroSRError(
+                f"{shown(out)}: could not be written ({exc.strerror or exc}); nothing was left behind."
+            ) from exc
         raise
 
 
@@ -244,7 +255,7 @@ def remove_stale_temporaries(folder: PathLike) -> list[Path]:
         if not e.name.startswith(TEMP_PREFIX) or not e.is_file(follow_symlinks=False):
             continue
         try:
-            pid = int(e.name[len(TEMP_PREFIX):].split("-", 1)[0])
+            pid = int(e.name[len(TEMP_PREFIX) :].split("-", 1)[0])
         except ValueError:
             continue
         try:

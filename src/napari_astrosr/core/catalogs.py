@@ -17,12 +17,20 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
-from astropy.table import QTable, Table
+from astropy.table import Table
 
-from .atomic import atomic_output
 from ..exceptions import AstroSRError
+from .atomic import atomic_output
 
-__all__ = ["write_table", "write_regions", "read_regions", "load_regions", "region_to_mask", "table_to_regions", "COLUMN_UNITS"]
+__all__ = [
+    "write_table",
+    "write_regions",
+    "read_regions",
+    "load_regions",
+    "region_to_mask",
+    "table_to_regions",
+    "COLUMN_UNITS",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -30,19 +38,36 @@ FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".fts": "fits
 
 #: Units attached on writing (tables in memory are plain floats).
 COLUMN_UNITS = {
-    "x": "pix", "y": "pix", "x_image": "pix", "y_image": "pix", "a": "pix", "b": "pix", "theta": "rad",
-    "kron_radius": "", "ra": "deg", "dec": "deg", "npix": "pix2", "delta_mag": "mag", "mag_ref": "mag",
+    "x": "pix",
+    "y": "pix",
+    "x_image": "pix",
+    "y_image": "pix",
+    "a": "pix",
+    "b": "pix",
+    "theta": "rad",
+    "kron_radius": "",
+    "ra": "deg",
+    "dec": "deg",
+    "npix": "pix2",
+    "delta_mag": "mag",
+    "mag_ref": "mag",
     "mag_pred": "mag",
 }
 _FLUX_COLUMNS = {"flux", "flux_err", "flux_iso", "peak", "f_ref", "f_ref_err", "f_pred", "delta"}
 
 COLUMN_DESCRIPTIONS = {
-    "x": "0-based pixel column of the centroid", "y": "0-based pixel row of the centroid",
-    "x_image": "1-based FITS/DS9 x (= x + 1)", "y_image": "1-based FITS/DS9 y (= y + 1)",
-    "a": "rms along the major axis", "b": "rms along the minor axis",
+    "x": "0-based pixel column of the centroid",
+    "y": "0-based pixel row of the centroid",
+    "x_image": "1-based FITS/DS9 x (= x + 1)",
+    "y_image": "1-based FITS/DS9 y (= y + 1)",
+    "a": "rms along the major axis",
+    "b": "rms along the minor axis",
     "theta": "position angle of the major axis, counter-clockwise from +x",
-    "flux": "Kron (AUTO) flux", "flux_err": "1-sigma error of flux", "flux_iso": "isophotal flux",
-    "kron_radius": "Kron radius in units of a, b", "flag": "sep extraction/aperture flags",
+    "flux": "Kron (AUTO) flux",
+    "flux_err": "1-sigma error of flux",
+    "flux_iso": "isophotal flux",
+    "kron_radius": "Kron radius in units of a, b",
+    "flag": "sep extraction/aperture flags",
 }
 
 
@@ -115,11 +140,18 @@ def write_table(
                 pass
         if c in COLUMN_DESCRIPTIONS:
             t[c].description = COLUMN_DESCRIPTIONS[c]
-    prov = {"creator": f"napari-astrosr {__version__}",
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "coords": "x, y 0-based pixel centres; x_image, y_image 1-based (FITS/DS9)"}
-    prov.update({str(k): v for k, v in (dict(table.meta) if hasattr(table, "meta") else {}).items()
-                 if isinstance(v, (str, int, float, bool))})
+    prov = {
+        "creator": f"napari-astrosr {__version__}",
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "coords": "x, y 0-based pixel centres; x_image, y_image 1-based (FITS/DS9)",
+    }
+    prov.update(
+        {
+            str(k): v
+            for k, v in (dict(table.meta) if hasattr(table, "meta") else {}).items()
+            if isinstance(v, (str, int, float, bool))
+        }
+    )
     prov.update({str(k): v for k, v in (meta or {}).items()})
     if fmt == "fits":
         # FITS keywords are <= 8 chars: keep long names in HIERARCH cards via plain keys
@@ -150,7 +182,7 @@ def _fits_value(v):
 def table_to_regions(table, *, wcs=None, sky: bool = False, k: float = 2.5, color: Optional[str] = None):
     """DS9 ellipses (k x a, k x b, theta) as astropy-regions objects (pixel, or sky with a WCS)."""
     from astropy import units as u
-    from regions import EllipsePixelRegion, EllipseSkyRegion, PixCoord
+    from regions import EllipsePixelRegion, PixCoord
 
     if sky and (wcs is None or not getattr(wcs, "has_celestial", False)):
         raise AstroSRError("sky regions need a celestial WCS; the image has none (write image-coordinate regions).")

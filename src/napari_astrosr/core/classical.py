@@ -43,10 +43,11 @@ def interpolate(image: np.ndarray, *, scale: int = 2, method: str = "bicubic") -
 
 
 def _rl_iterations(z: np.ndarray, k: np.ndarray, iterations: int, stop=None) -> np.ndarray:
-    """skimage's Richardson-Lucy update (start 0.5, ``mode="same"`` zero-padded convolutions,
+    """Skimage's Richardson-Lucy update (start 0.5, ``mode="same"`` zero-padded convolutions,
     ratio 0 where the model is below 1e-12), in our own loop: each iteration is two FFT
     convolutions, so Ctrl-C and ``stop`` take effect within one iteration instead of after
-    skimage's single uninterruptible call on the whole image."""
+    skimage's single uninterruptible call on the whole image.
+    """
     from scipy.signal import fftconvolve
 
     from ..exceptions import StoppedError
@@ -62,8 +63,9 @@ def _rl_iterations(z: np.ndarray, k: np.ndarray, iterations: int, stop=None) -> 
     return est
 
 
-def richardson_lucy(image: np.ndarray, psf: np.ndarray, *, scale: int = 1, iterations: int = 30,
-                    psf_grid: str = "output", stop=None) -> np.ndarray:
+def richardson_lucy(
+    image: np.ndarray, psf: np.ndarray, *, scale: int = 1, iterations: int = 30, psf_grid: str = "output", stop=None
+) -> np.ndarray:
     """Richardson-Lucy deconvolution (``skimage.restoration.richardson_lucy``), then upsampling.
 
     RL needs non-negative data, so the image is shifted by its minimum (sky offsets and
@@ -116,26 +118,44 @@ def richardson_lucy(image: np.ndarray, psf: np.ndarray, *, scale: int = 1, itera
     return interpolate(out, scale=s, method="bicubic") if s > 1 else out
 
 
-def backprojection_iter(image: np.ndarray, psf: Optional[np.ndarray], *, scale: int = 2, iterations: int = 50,
-                       nonneg: Optional[bool] = None, stop=None):
+def backprojection_iter(
+    image: np.ndarray,
+    psf: Optional[np.ndarray],
+    *,
+    scale: int = 2,
+    iterations: int = 50,
+    nonneg: Optional[bool] = None,
+    stop=None,
+):
     """:func:`backprojection` as a generator: yields ``(iteration, residual_rel, nonneg_round)``
     after every CG iteration of the projection, returns the float32 result. ``stop``
     (``is_set()``) is checked between iterations and raises
-    :class:`~napari_astrosr.exceptions.StoppedError`."""
+    :class:`~napari_astrosr.exceptions.StoppedError`.
+    """
     from .projection import iter_project_flux_exact
 
     s = _check_scale(scale)
     if psf is None:
-        raise AstroSRError("backprojection needs the PSF the input carries: pass --psf (e.g. gaussian:1.0, "
-                           "in output pixels).")
+        raise AstroSRError(
+            "backprojection needs the PSF the input carries: pass --psf (e.g. gaussian:1.0, in output pixels)."
+        )
     up = interpolate(image, scale=s, method="bicubic")
-    out, _ = yield from iter_project_flux_exact(up, np.asarray(image, dtype=np.float32), scale=s, psf=psf,
-                                                iterations=iterations, nonneg=nonneg, stop=stop)
+    out, _ = yield from iter_project_flux_exact(
+        up, np.asarray(image, dtype=np.float32), scale=s, psf=psf, iterations=iterations, nonneg=nonneg, stop=stop
+    )
     return np.asarray(out, dtype=np.float32)
 
 
-def backprojection(image: np.ndarray, psf: Optional[np.ndarray], *, scale: int = 2, iterations: int = 50,
-                   nonneg: Optional[bool] = None, callback=None, stop=None) -> np.ndarray:
+def backprojection(
+    image: np.ndarray,
+    psf: Optional[np.ndarray],
+    *,
+    scale: int = 2,
+    iterations: int = 50,
+    nonneg: Optional[bool] = None,
+    callback=None,
+    stop=None,
+) -> np.ndarray:
     """Flux-conserving bicubic, then the flux-exact projection through blur + block-sum.
 
     Flux: ``forward_model(out, scale, psf) == image`` to the CG tolerance: each input

@@ -62,7 +62,10 @@ def random_star_psf(rng: Union[np.random.Generator, int, None] = None, kind: str
 
         return airy_psf(p["radius"]), {**p, "kind": kind, "spec": f"airy:{p['radius']:.4f}"}
     return gaussian_airy_psf(p["sigma"], p["radius"]), {
-        **p, "kind": kind, "spec": f"gaussian+airy:{p['sigma']:.4f},{p['radius']:.4f}"}
+        **p,
+        "kind": kind,
+        "spec": f"gaussian+airy:{p['sigma']:.4f},{p['radius']:.4f}",
+    }
 
 
 def parse_noise(noise: Union[None, str, dict]) -> dict[str, Any]:
@@ -198,14 +201,21 @@ def degrade(
         yy = (np.arange(shape[0]) + 0.5) * f - 0.5
         xx = (np.arange(shape[1]) + 0.5) * f - 0.5
         grid = np.meshgrid(yy, xx, indexing="ij")
-        lr = ndimage.map_coordinates(np.nan_to_num(blurred), grid, order=1 if method == "bilinear" else 3,
-                                     mode="nearest") * (f * f)  # x f^2: same surface brightness, flux not conserved
+        lr = ndimage.map_coordinates(
+            np.nan_to_num(blurred), grid, order=1 if method == "bilinear" else 3, mode="nearest"
+        ) * (f * f)  # x f^2: same surface brightness, flux not conserved
         out_wcs = scale_wcs(wcs, 1.0 / f)
     noise_d = parse_noise(noise)
     lr = add_noise(lr, noise_d, rng)
     hdr = fits.Header() if header is None else header.copy()
-    params = {"scale": float(scale), "psf": psf_desc, "noise": noise_d, "seed": seed, "method": method, **(
-        {"psf_params": {k: v for k, v in psf_params.items() if k != "spec"}} if psf_params else {})}
+    params = {
+        "scale": float(scale),
+        "psf": psf_desc,
+        "noise": noise_d,
+        "seed": seed,
+        "method": method,
+        **({"psf_params": {k: v for k, v in psf_params.items() if k != "spec"}} if psf_params else {}),
+    }
     hdr["ASRDSCAL"] = (float(scale), "astrosr degrade: downsampling factor")
     hdr["ASRDPSF"] = (psf_desc[:68], "astrosr degrade: PSF on the HR grid")
     hdr["ASRDNOIS"] = (json.dumps(noise_d, sort_keys=True)[:68], "astrosr degrade: noise")

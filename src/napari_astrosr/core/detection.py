@@ -39,8 +39,7 @@ __all__ = [
 ]
 
 #: Column order of a detection table (``ra``/``dec`` are appended when a WCS is given).
-COLUMNS = ("id", "x", "y", "a", "b", "theta", "flux", "flux_err", "kron_radius",
-           "flux_iso", "flag", "peak", "npix")
+COLUMNS = ("id", "x", "y", "a", "b", "theta", "flux", "flux_err", "kron_radius", "flux_iso", "flag", "peak", "npix")
 _INT_COLUMNS = {"id", "flag", "npix"}
 
 # sep keeps its buffer sizes as process-wide globals; crowded fields need more.
@@ -333,7 +332,16 @@ def detect_sources(
         Non-2-D or fully masked image, bad parameters, or a field too crowded for sep's buffers.
     """
     return detect(
-        image, thresh=thresh, minarea=minarea, deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont,
-        box=box, filter_size=filter_size, mask=mask, wcs=wcs, err=err,
-        subtract_background=subtract_background, use_rms_map=use_rms_map,
+        image,
+        thresh=thresh,
+        minarea=minarea,
+        deblend_nthresh=deblend_nthresh,
+        deblend_cont=deblend_cont,
+        box=box,
+        filter_size=filter_size,
+        mask=mask,
+        wcs=wcs,
+        err=err,
+        subtract_background=subtract_background,
+        use_rms_map=use_rms_map,
     ).sources

@@ -8,7 +8,7 @@ the same picture as stretching the data, while hover values and measurements sta
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from astropy.visualization import ZScaleInterval
@@ -94,7 +94,7 @@ def stretch_curve(name: str = "linear", *, n: int = 256) -> tuple[np.ndarray, np
     return controls, stretch(controls, name)
 
 
-def pixel_to_radec(wcs, x: float, y: float) -> "tuple[float, float] | None":
+def pixel_to_radec(wcs, x: float, y: float) -> tuple[float, float] | None:
     """RA, Dec (degrees) of 0-based pixel (x, y), or None without a usable celestial WCS."""
     if wcs is None:
         return None

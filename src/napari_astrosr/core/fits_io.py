@@ -15,19 +15,20 @@ import gzip
 import json
 import os
 import re
-import zlib
 import warnings
+import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from .._version import __version__
-from .atomic import atomic_output, claim_output, shown
 from ..exceptions import AstroSRError, AstroSRWarning, WCSWarning
+from .atomic import atomic_output, claim_output, shown
 
 PathLike = Union[str, os.PathLike]
 
@@ -111,8 +112,10 @@ def _check_size(p: Path, idx: int, h: Any, *, file_size: int, gz: bool) -> None:
     else:
         if header.get("BITPIX") not in (8, 16, 32, 64, -32, -64):
             # astropy fails later with a bare 'KeyError: 7'; `astrosr info` showed 'dtype=7'
-            raise AstroSRError(f"{p}: HDU {idx} has BITPIX = {header.get('BITPIX')!r}, not one of 8, 16, 32, "
-                               "64, -32, -64; the header is corrupt.")
+            raise AstroSRError(
+                f"{p}: HDU {idx} has BITPIX = {header.get('BITPIX')!r}, not one of 8, 16, 32, "
+                "64, -32, -64; the header is corrupt."
+            )
         nbytes = _expected_bytes(header)
         n = nbytes // max(1, abs(int(header.get("BITPIX", 8))) // 8)
         # the data start after this HDU's header: compare with what the file holds from there
@@ -156,7 +159,7 @@ def _check_structure(p: Path, *, gz: bool, max_hdus: int = 10000) -> None:
     walk cannot make sense of (truncation, non-integer values) is left to astropy.
     """
     try:
-        with (gzip.open(p, "rb") if gz else open(p, "rb")) as f:
+        with gzip.open(p, "rb") if gz else open(p, "rb") as f:
             for idx in range(max_hdus):
                 vals: dict[str, bytes] = {}
                 ended = False
@@ -165,7 +168,7 @@ def _check_structure(p: Path, *, gz: bool, max_hdus: int = 10000) -> None:
                     if len(block) < 2880:
                         return
                     for i in range(0, 2880, 80):
-                        c = block[i:i + 80]
+                        c = block[i : i + 80]
                         if c[:8] == b"END     ":
                             ended = True
                             break
@@ -178,8 +181,9 @@ def _check_structure(p: Path, *, gz: bool, max_hdus: int = 10000) -> None:
                     return
                 bad = [k for k, v in ints.items() if k != "BITPIX" and v < 0]
                 if bad:
-                    raise AstroSRError(f"{p}: HDU {idx} header has {bad[0]} = {ints[bad[0]]} (negative); "
-                                       "the file is corrupt.")
+                    raise AstroSRError(
+                        f"{p}: HDU {idx} header has {bad[0]} = {ints[bad[0]]} (negative); the file is corrupt."
+                    )
                 naxis = ints.get("NAXIS", 0)
                 n = 1 if naxis else 0
                 for k in range(1, naxis + 1):
@@ -239,8 +243,23 @@ def _short(exc: BaseException) -> str:
 #: Distortion keywords whose value is an order or an axis count: bounded before wcslib sees them
 #: (``WCSAXES = 100000`` takes wcslib a minute and then crashes; ``A_ORDER = 100000`` asks for 75 GB).
 _WCS_COUNTS = {"WCSAXES": 9, "A_ORDER": 20, "B_ORDER": 20, "AP_ORDER": 20, "BP_ORDER": 20}
-_WCS_PREFIXES = ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT", "CD1_", "CD2_", "PC1_", "PC2_", "PV1_", "PV2_",
-                 "A_", "B_", "AP_", "BP_")
+_WCS_PREFIXES = (
+    "CTYPE",
+    "CRPIX",
+    "CRVAL",
+    "CDELT",
+    "CUNIT",
+    "CD1_",
+    "CD2_",
+    "PC1_",
+    "PC2_",
+    "PV1_",
+    "PV2_",
+    "A_",
+    "B_",
+    "AP_",
+    "BP_",
+)
 _WCS_KEYS = ("A_ORDER", "B_ORDER", "LONPOLE", "LATPOLE", "WCSAXES", "RADESYS", "EQUINOX")
 _RADESYS = {"ICRS", "FK5", "FK4", "FK4-NO-E", "GAPPT", "ECLIPTIC", "GALACTIC", ""}
 
@@ -317,13 +336,17 @@ def usable_wcs(wcs: WCS, shape: Sequence[int]) -> Optional[str]:
             bx, by = wcs.celestial.all_world2pix(ra, dec, 0, maxiter=50, tolerance=1e-6, quiet=True)
         except Exception as exc:
             return f"it cannot be evaluated ({_short(exc)})"
-        if not (np.all(np.isfinite(bx)) and np.all(np.isfinite(by))) or max(
-                np.max(np.abs(bx - xs)), np.max(np.abs(by - ys))) > 0.5:
+        if (
+            not (np.all(np.isfinite(bx)) and np.all(np.isfinite(by)))
+            or max(np.max(np.abs(bx - xs)), np.max(np.abs(by - ys))) > 0.5
+        ):
             return "sky positions do not map back to their pixels (broken distortion?)"
     return None
 
 
-def _make_wcs(header: fits.Header, naxis: int, where: str, shape: Sequence[int] = ()) -> tuple[Optional[WCS], list[str]]:
+def _make_wcs(
+    header: fits.Header, naxis: int, where: str, shape: Sequence[int] = ()
+) -> tuple[Optional[WCS], list[str]]:
     notes: list[str] = []
 
     def unusable(why: str) -> tuple[None, list[str]]:
@@ -461,12 +484,17 @@ def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
             header, dropped = _sanitized(h.header)
             if dropped:
                 more = f" (+{len(dropped) - 8} more)" if len(dropped) > 8 else ""
-                warnings.warn(f"{where}: ignored header card(s) that are not valid FITS: {', '.join(dropped[:8])}{more}",
-                              AstroSRWarning, stacklevel=3)
+                warnings.warn(
+                    f"{where}: ignored header card(s) that are not valid FITS: {', '.join(dropped[:8])}{more}",
+                    AstroSRWarning,
+                    stacklevel=3,
+                )
             try:
                 naxis = int(header.get("NAXIS", 0) or 0)
             except Exception as exc:  # an unparsable mandatory card
-                raise AstroSRError(f"{p}: HDU {idx} header cannot be parsed ({_short(exc)}); the file is corrupt.") from None
+                raise AstroSRError(
+                    f"{p}: HDU {idx} header cannot be parsed ({_short(exc)}); the file is corrupt."
+                ) from None
             if isinstance(h, fits.CompImageHDU):
                 naxis = len(h.shape)
             if naxis == 0:
@@ -477,7 +505,9 @@ def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
             except AstroSRError:
                 raise
             except Exception as exc:  # a size card astropy cannot parse (e.g. merged with an orphan CONTINUE)
-                raise AstroSRError(f"{p}: HDU {idx} header cannot be parsed ({_short(exc)}); the file is corrupt.") from None
+                raise AstroSRError(
+                    f"{p}: HDU {idx} header cannot be parsed ({_short(exc)}); the file is corrupt."
+                ) from None
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -530,8 +560,11 @@ def _read(path, *, hdu, dtype, allow_cube, first_only) -> list[FitsImage]:
 
 
 def provenance_cards(
-    *, method: Optional[str] = None, parameters: Optional[dict[str, Any]] = None,
-    checkpoint_hash: Optional[str] = None, inputs: Sequence[str] = (),
+    *,
+    method: Optional[str] = None,
+    parameters: Optional[dict[str, Any]] = None,
+    checkpoint_hash: Optional[str] = None,
+    inputs: Sequence[str] = (),
 ) -> list[tuple[str, Any, str]]:
     """Header cards recording what produced an output."""
     cards: list[tuple[str, Any, str]] = [("ASRVERS", __version__, "napari-astrosr version")]
@@ -609,8 +642,9 @@ def write_fits(
 def _ascii(text: str) -> str:
     """Printable ASCII (FITS headers hold nothing else): other characters escaped."""
     text = os.fsencode(text).decode("utf-8", "backslashreplace") if isinstance(text, str) else str(text)
-    return "".join(c if 32 <= ord(c) < 127 else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
-                   for c in text)
+    return "".join(
+        c if 32 <= ord(c) < 127 else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}") for c in text
+    )
 
 
 _KEYWORD = re.compile(r"[A-Z0-9_-]{0,8}")
@@ -649,8 +683,12 @@ def sanitize_header(hdr: fits.Header, *, where: str = "header") -> fits.Header:
     out, dropped = _sanitized(hdr)
     if dropped:
         more = f" (+{len(dropped) - 8} more)" if len(dropped) > 8 else ""
-        warnings.warn(f"{where}: dropped header card(s) that cannot be written back as valid FITS: "
-                      f"{', '.join(dropped[:8])}{more}", AstroSRWarning, stacklevel=3)
+        warnings.warn(
+            f"{where}: dropped header card(s) that cannot be written back as valid FITS: "
+            f"{', '.join(dropped[:8])}{more}",
+            AstroSRWarning,
+            stacklevel=3,
+        )
     return out
 
 
@@ -705,7 +743,9 @@ def describe(path: PathLike) -> str:
             except AstroSRError:
                 raise
             except Exception as exc:  # a card astropy read but cannot parse
-                raise AstroSRError(f"{p}: HDU {i} header cannot be parsed ({_short(exc)}); the file is corrupt.") from None
+                raise AstroSRError(
+                    f"{p}: HDU {i} header cannot be parsed ({_short(exc)}); the file is corrupt."
+                ) from None
     finally:
         hdul.close()
     return "\n".join(lines)
@@ -725,7 +765,9 @@ def _describe_hdu(p: Path, i: int, h: Any, gz: bool) -> list[str]:
         else:
             shape = tuple(int(hdr.get(f"NAXIS{k}", 0)) for k in range(naxis, 0, -1))
         bitpix = int(hdr.get("BITPIX", 0))
-        dtype = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}.get(bitpix, str(bitpix))
+        dtype = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}.get(
+            bitpix, str(bitpix)
+        )
         scaled = " (BSCALE/BZERO)" if ("BSCALE" in hdr or "BZERO" in hdr) else ""
         desc = f"[{i}] {h.name or '-':<10} {kind:<13} shape={shape if shape else '()'} dtype={dtype}{scaled}"
         if hdr.get("BUNIT"):
@@ -743,7 +785,7 @@ def _describe_hdu(p: Path, i: int, h: Any, gz: bool) -> list[str]:
                 c = wcs.celestial.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
                 lines.append(
                     f"     WCS {'/'.join(list(wcs.wcs.ctype)[:2])}  centre=({float(c[0]):.6f}, {float(c[1]):.6f}) deg"
-                    f"  pixel scale={scales[0]:.4f}\"x{scales[1]:.4f}\""
+                    f'  pixel scale={scales[0]:.4f}"x{scales[1]:.4f}"'
                 )
             else:
                 lines.append("     WCS none" + (f" ({notes[0]})" if notes else ""))
@@ -819,8 +861,14 @@ def _stack_images(images: Sequence[FitsImage], *, name: str) -> FitsImage:
     data = np.stack([im.data for im in images])
     notes = [n for im in images for n in im.warnings]
     img = FitsImage(
-        data=data, header=first.header.copy(), wcs=first.wcs, path=first.path, name=name,
-        hdu_index=first.hdu_index, unit=first.unit, warnings=notes,
+        data=data,
+        header=first.header.copy(),
+        wcs=first.wcs,
+        path=first.path,
+        name=name,
+        hdu_index=first.hdu_index,
+        unit=first.unit,
+        warnings=notes,
     )
     img.frame_headers = [im.header for im in images]
     img.frame_paths = [im.path for im in images]

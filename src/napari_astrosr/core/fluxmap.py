@@ -15,7 +15,8 @@ stamps are accumulated with a single ``np.bincount`` (no Python loop over source
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -123,20 +124,20 @@ def flux_map(
     for r in np.unique(half):
         sel = np.nonzero(half == r)[0]
         off = np.arange(-r, r + 1)
-        gy, gx = np.meshgrid(off, off, indexing="ij")          # (k, k)
-        px = xc[sel, None, None] + gx                           # (n, k, k) pixel indices
+        gy, gx = np.meshgrid(off, off, indexing="ij")  # (k, k)
+        px = xc[sel, None, None] + gx  # (n, k, k) pixel indices
         py = yc[sel, None, None] + gy
         dx = px - x[sel, None, None]
         dy = py - y[sel, None, None]
         q = cxx[sel, None, None] * dx**2 + cyy[sel, None, None] * dy**2 + cxy[sel, None, None] * dx * dy
         w = _profile(q, kernel)
-        w[q > nsigma**2] = 0.0                                  # elliptical truncation
+        w[q > nsigma**2] = 0.0  # elliptical truncation
         inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
         w = np.where(inside, w, 0.0)
         norm = w.sum(axis=(1, 2))
-        keep = norm > 0                                         # kernel touches the map
+        keep = norm > 0  # kernel touches the map
         w = w[keep] * (f[sel][keep] / norm[keep])[:, None, None]
-        flat = (np.clip(py[keep], 0, ny - 1) * nx + np.clip(px[keep], 0, nx - 1))
+        flat = np.clip(py[keep], 0, ny - 1) * nx + np.clip(px[keep], 0, nx - 1)
         idx_parts.append(flat.ravel())
         w_parts.append(w.ravel())
     if idx_parts:

@@ -33,7 +33,8 @@ def consistency_residual(output: np.ndarray, data: np.ndarray, *, scale: int) ->
 
 def grid_relation(ref_shape: tuple, pred_shape: tuple, *, what: str = "Inspect") -> tuple[str, int]:
     """Which image is finer and by what integer factor: ``("same", 1)``, ``("prediction", k)`` or
-    ``("reference", k)``; :class:`AstroSRError` (prefixed with ``what``) when the grids are not compatible."""
+    ``("reference", k)``; :class:`AstroSRError` (prefixed with ``what``) when the grids are not compatible.
+    """
     ref_shape, pred_shape = tuple(ref_shape), tuple(pred_shape)
     if ref_shape == pred_shape:
         return "same", 1
@@ -85,28 +86,37 @@ def lq_scale(
     if scale is None and gt_shape == lq_shape:
         return 1
     if min(lq_shape) < 1 or lq_shape[0] > gt_shape[0] or lq_shape[1] > gt_shape[1]:
-        raise AstroSRError(f"{what}: {lq_name} {lq_shape} is larger than the reference (GT) {gt_shape}; "
-                           "choose the degraded input as LQ and the ground truth as reference")
+        raise AstroSRError(
+            f"{what}: {lq_name} {lq_shape} is larger than the reference (GT) {gt_shape}; "
+            "choose the degraded input as LQ and the ground truth as reference"
+        )
     s = scale
     if s is None and gt_wcs is not None and lq_wcs is not None and gt_wcs.has_celestial and lq_wcs.has_celestial:
         from astropy.wcs.utils import proj_plane_pixel_scales
 
-        ratio = float(np.mean(proj_plane_pixel_scales(lq_wcs.celestial))
-                      / np.mean(proj_plane_pixel_scales(gt_wcs.celestial)))
+        ratio = float(
+            np.mean(proj_plane_pixel_scales(lq_wcs.celestial)) / np.mean(proj_plane_pixel_scales(gt_wcs.celestial))
+        )
         s = int(round(ratio))
         if s < 1 or abs(ratio - s) > 0.01 * s:
-            raise AstroSRError(f"{what}: {lq_name}: its pixels are {ratio:.4g} x the reference's (from the WCSs); "
-                               "only integer factors are supported -- reproject it onto the reference grid first.")
+            raise AstroSRError(
+                f"{what}: {lq_name}: its pixels are {ratio:.4g} x the reference's (from the WCSs); "
+                "only integer factors are supported -- reproject it onto the reference grid first."
+            )
         corner = gt_wcs.celestial.world_to_pixel(lq_wcs.celestial.pixel_to_world(-0.5, -0.5))
         off = float(np.hypot(float(corner[0]) + 0.5, float(corner[1]) + 0.5))
         if off > 0.25:
-            raise AstroSRError(f"{what}: {lq_name}: its pixel grid is offset by {off:.2f} reference pixels from the "
-                               "reference's (WCS); reproject it onto the reference grid first.")
+            raise AstroSRError(
+                f"{what}: {lq_name}: its pixel grid is offset by {off:.2f} reference pixels from the "
+                "reference's (WCS); reproject it onto the reference grid first."
+            )
     if s is None:
         k = gt_shape[0] // lq_shape[0]
         if k < 2 or gt_shape[1] // lq_shape[1] != k:
-            raise AstroSRError(f"{what}: {lq_name} {lq_shape} is not an integer factor coarser than the reference "
-                               f"(GT) {gt_shape}; pass the scale or resample it first")
+            raise AstroSRError(
+                f"{what}: {lq_name} {lq_shape} is not an integer factor coarser than the reference "
+                f"(GT) {gt_shape}; pass the scale or resample it first"
+            )
         s = k
     # whether scale x LQ covers GT up to less than one LQ pixel is checked where the images are used
     # (core.morphology.measure_morphology), with both arrays at hand

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Iterable, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
 from astropy.table import QTable
@@ -29,9 +30,21 @@ from astropy.table import QTable
 from ..exceptions import AstroSRError, AstroSRWarning, NoSourcesWarning
 
 __all__ = [
-    "psnr", "ssim", "flux_error", "source_residuals", "region_divergence", "sharpness",
-    "sky_sigma", "recall", "match_sources", "shear", "shear_error", "magnitudes",
-    "evaluate", "evaluate_with_residuals", "MetricWarning",
+    "psnr",
+    "ssim",
+    "flux_error",
+    "source_residuals",
+    "region_divergence",
+    "sharpness",
+    "sky_sigma",
+    "recall",
+    "match_sources",
+    "shear",
+    "shear_error",
+    "magnitudes",
+    "evaluate",
+    "evaluate_with_residuals",
+    "MetricWarning",
 ]
 
 EPS = 1e-10
@@ -64,8 +77,9 @@ def _pair(ref, pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise AstroSRError("reference/prediction: no pixel is finite in both images; nothing to compare.")
     nbad = int(ok.size - ok.sum())
     if nbad:
-        warnings.warn(f"{nbad} pixel(s) non-finite in reference or prediction were left out", MetricWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"{nbad} pixel(s) non-finite in reference or prediction were left out", MetricWarning, stacklevel=3
+        )
     return r, p, ok
 
 
@@ -141,7 +155,7 @@ def _detect_quiet(image, **kw) -> QTable:
 
 
 def magnitudes(flux, *, zeropoint: float = 0.0) -> np.ndarray:
-    """mag = -2.5 log10(flux) + zeropoint; NaN where flux <= 0."""
+    """Mag = -2.5 log10(flux) + zeropoint; NaN where flux <= 0."""
     f = np.asarray(flux, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(f > 0, -2.5 * np.log10(np.where(f > 0, f, 1.0)) + zeropoint, np.nan)
@@ -278,8 +292,9 @@ def sharpness(image: np.ndarray, *, eps: float = EPS) -> float:
     if not ok.any():
         raise AstroSRError("image: no finite pixel; sharpness undefined.")
     if not ok.all():
-        warnings.warn(f"sharpness: {int((~ok).sum())} non-finite pixel(s) set to the median", MetricWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"sharpness: {int((~ok).sum())} non-finite pixel(s) set to the median", MetricWarning, stacklevel=2
+        )
         img = np.where(ok, img, np.median(img[ok]))
     return float(np.mean(np.log(np.abs(np.fft.fft2(img)) + eps)))
 
@@ -393,7 +408,8 @@ def shear(sources) -> tuple[np.ndarray, np.ndarray]:
 
 def shear_error(ref_sources, pred_sources, *, max_dist: float = 2.0) -> dict:
     """RMS and mean of gamma_pred - gamma_ref over matched sources: dict(shear_rms_g1, shear_rms_g2,
-    shear_bias_g1, shear_bias_g2, n_matched); NaN values when nothing matched."""
+    shear_bias_g1, shear_bias_g2, n_matched); NaN values when nothing matched.
+    """
     i, j, _ = match_sources(_xy(ref_sources), _xy(pred_sources), max_dist=max_dist)
     if len(i) == 0:
         nan = float("nan")
@@ -402,8 +418,11 @@ def shear_error(ref_sources, pred_sources, *, max_dist: float = 2.0) -> dict:
     g1p, g2p = shear(pred_sources[j])
     d1, d2 = g1p - g1r, g2p - g2r
     return dict(
-        shear_rms_g1=float(np.sqrt(np.nanmean(d1**2))), shear_rms_g2=float(np.sqrt(np.nanmean(d2**2))),
-        shear_bias_g1=float(np.nanmean(d1)), shear_bias_g2=float(np.nanmean(d2)), n_matched=int(len(i)),
+        shear_rms_g1=float(np.sqrt(np.nanmean(d1**2))),
+        shear_rms_g2=float(np.sqrt(np.nanmean(d2**2))),
+        shear_bias_g1=float(np.nanmean(d1)),
+        shear_bias_g2=float(np.nanmean(d2)),
+        n_matched=int(len(i)),
     )
 
 
@@ -536,5 +555,6 @@ def evaluate(
     AstroSRError
         Different shapes (resample first), no finite overlap, constant reference without data_range.
     """
-    return evaluate_with_residuals(ref, pred, rois=rois, wcs=wcs, data_range=data_range, thresh=thresh,
-                                   zeropoint=zeropoint)[0]
+    return evaluate_with_residuals(
+        ref, pred, rois=rois, wcs=wcs, data_range=data_range, thresh=thresh, zeropoint=zeropoint
+    )[0]

@@ -35,8 +35,16 @@ import numpy as np
 
 from ..exceptions import AstroSRError
 
-__all__ = ["NoiseInfo", "find_noise", "estimate_sigma", "sigma_from_map", "ERR_EXTNAMES", "VAR_EXTNAMES",
-           "IVAR_EXTNAMES", "WHT_EXTNAMES"]
+__all__ = [
+    "NoiseInfo",
+    "find_noise",
+    "estimate_sigma",
+    "sigma_from_map",
+    "ERR_EXTNAMES",
+    "VAR_EXTNAMES",
+    "IVAR_EXTNAMES",
+    "WHT_EXTNAMES",
+]
 
 PathLike = Union[str, os.PathLike]
 ERR_EXTNAMES = ("ERR", "ERROR", "ERRS", "SIGMA", "RMS", "NOISE", "STD", "STDDEV", "UNCERT", "SCI_ERR")
@@ -72,10 +80,12 @@ class NoiseInfo:
 
     def header_cards(self) -> list[tuple[str, Any, str]]:
         """FITS cards ``(keyword, value, comment)`` recording the noise used."""
-        cards = [("NOISESRC", self.source, "where the input noise came from"),
-                 ("NOISESIG", float(f"{self.sigma:.6g}"), "median input sigma per pixel [BUNIT]"),
-                 ("NOISEMAP", bool(self.per_pixel), "per-pixel noise map used"),
-                 ("NOISEDSC", self.description[:68], "noise map / estimator")]
+        cards = [
+            ("NOISESRC", self.source, "where the input noise came from"),
+            ("NOISESIG", float(f"{self.sigma:.6g}"), "median input sigma per pixel [BUNIT]"),
+            ("NOISEMAP", bool(self.per_pixel), "per-pixel noise map used"),
+            ("NOISEDSC", self.description[:68], "noise map / estimator"),
+        ]
         for i, note in enumerate(self.notes[:9]):
             cards.append((f"NOISNOT{i + 1}", note[:68], ""))
         return cards
@@ -99,8 +109,18 @@ def _kind_from_name(name: str) -> Optional[str]:
 
 def _kind_from_filename(path: Path) -> Optional[str]:
     stem = path.name.lower()
-    for token, kind in (("ivar", "ivar"), ("invvar", "ivar"), ("_var", "var"), ("variance", "var"), ("rms", "err"),
-                        ("_err", "err"), ("error", "err"), ("sigma", "err"), ("wht", "wht"), ("weight", "wht")):
+    for token, kind in (
+        ("ivar", "ivar"),
+        ("invvar", "ivar"),
+        ("_var", "var"),
+        ("variance", "var"),
+        ("rms", "err"),
+        ("_err", "err"),
+        ("error", "err"),
+        ("sigma", "err"),
+        ("wht", "wht"),
+        ("weight", "wht"),
+    ):
         if token in stem:
             return kind
     return None
@@ -118,7 +138,12 @@ def _weight_is_ivar(header) -> bool:
 
 
 def sigma_from_map(
-    values: np.ndarray, kind: str, *, image: Optional[np.ndarray] = None, header=None, where: str = "noise map",
+    values: np.ndarray,
+    kind: str,
+    *,
+    image: Optional[np.ndarray] = None,
+    header=None,
+    where: str = "noise map",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Sigma per pixel from an ERR / VAR / IVAR / WHT map.
 
@@ -178,8 +203,9 @@ def _shape_check(m: np.ndarray, shape, where: str) -> np.ndarray:
     if m.ndim == 3 and m.shape[0] == 1:
         m = m[0]
     if m.shape != tuple(shape):
-        raise AstroSRError(f"{where}: shape {m.shape} differs from the image's {tuple(shape)}; give a map of the "
-                           "same shape.")
+        raise AstroSRError(
+            f"{where}: shape {m.shape} differs from the image's {tuple(shape)}; give a map of the same shape."
+        )
     return m
 
 
@@ -270,16 +296,22 @@ def find_noise(
     rank = {"err": 0, "var": 1, "ivar": 2, "wht": 3}
     ext = None
     if hdul is not None:
-        cands = [(rank[_kind_from_name(h.name or "")], i) for i, h in enumerate(hdul)
-                 if i > 0 and h.is_image and h.data is not None and _kind_from_name(h.name or "")]
+        cands = [
+            (rank[_kind_from_name(h.name or "")], i)
+            for i, h in enumerate(hdul)
+            if i > 0 and h.is_image and h.data is not None and _kind_from_name(h.name or "")
+        ]
         if cands:
             h = hdul[min(cands)[1]]
             ext = (h.name, np.asarray(h.data, dtype=np.float64), h.header)
     elif path is not None and path.exists():
         from .fits_io import list_image_hdus, read_fits
 
-        cands = [(rank[_kind_from_name(name)], idx, name) for idx, name, _shape in list_image_hdus(path)
-                 if idx > 0 and _kind_from_name(name)]
+        cands = [
+            (rank[_kind_from_name(name)], idx, name)
+            for idx, name, _shape in list_image_hdus(path)
+            if idx > 0 and _kind_from_name(name)
+        ]
         if cands:
             _, idx, name = min(cands)
             fi = read_fits(path, hdu=idx, dtype=np.float64)
@@ -293,8 +325,13 @@ def find_noise(
 
     # 3. estimated
     s, est = estimate_sigma(img, mask=mask, return_info=True)
-    return s, NoiseInfo(source="estimated", sigma=float(s), per_pixel=False,
-                        description=f"robust estimate ({est['method']})", notes=est.get("notes", []))
+    return s, NoiseInfo(
+        source="estimated",
+        sigma=float(s),
+        per_pixel=False,
+        description=f"robust estimate ({est['method']})",
+        notes=est.get("notes", []),
+    )
 
 
 # --------------------------------------------------------------------------- the estimator
@@ -338,8 +375,13 @@ def _diff_sigma(x: np.ndarray, lags=(1, 2, 3)) -> tuple[float, list[float]]:
 
 
 def estimate_sigma(
-    image: np.ndarray, *, mask: Optional[np.ndarray] = None, method: str = "auto", box: int = 9,
-    thresh: float = 3.0, return_info: bool = False,
+    image: np.ndarray,
+    *,
+    mask: Optional[np.ndarray] = None,
+    method: str = "auto",
+    box: int = 9,
+    thresh: float = 3.0,
+    return_info: bool = False,
 ):
     """Robust per-pixel noise sigma of an image (scalar), for fields full of galaxies or stars.
 

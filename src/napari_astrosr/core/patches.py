@@ -28,8 +28,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from .atomic import atomic_output
 from ..exceptions import AstroSRError
+from .atomic import atomic_output
 from .resample import _int_factor
 
 __all__ = ["PatchSet", "extract_patch_pairs", "save_patches", "load_patches"]
@@ -39,6 +39,8 @@ FORMAT_VERSION = 1
 
 @dataclass
 class PatchSet:
+    """HR/LR patch pairs (``hr`` is ``scale`` x the size of ``lr``) with where they came from."""
+
     hr: np.ndarray
     lr: np.ndarray
     positions: np.ndarray
@@ -103,16 +105,24 @@ def extract_patch_pairs(
             pos.append((y, x))
     meta = {"format_version": FORMAT_VERSION, "patch": patch, "stride": stride, "min_valid": min_valid}
     if not pos:
-        return PatchSet(hr=np.zeros((0, hp, hp), np.float32), lr=np.zeros((0, patch, patch), np.float32),
-                        positions=np.zeros((0, 2), np.int64), scale=s, meta=meta)
-    return PatchSet(hr=np.stack(out_hr).astype(np.float32), lr=np.stack(out_lr).astype(np.float32),
-                    positions=np.asarray(pos, dtype=np.int64), scale=s, meta=meta)
+        return PatchSet(
+            hr=np.zeros((0, hp, hp), np.float32),
+            lr=np.zeros((0, patch, patch), np.float32),
+            positions=np.zeros((0, 2), np.int64),
+            scale=s,
+            meta=meta,
+        )
+    return PatchSet(
+        hr=np.stack(out_hr).astype(np.float32),
+        lr=np.stack(out_lr).astype(np.float32),
+        positions=np.asarray(pos, dtype=np.int64),
+        scale=s,
+        meta=meta,
+    )
 
 
 def save_patches(path: Union[str, os.PathLike], patchset: PatchSet, *, overwrite: bool = False) -> Path:
     """Write a :class:`PatchSet` as ``.npz`` (format in the module docstring), atomically."""
-    import tempfile
-
     out = Path(path)
     if out.suffix != ".npz":
         raise AstroSRError(f"{out}: patch datasets are written as .npz; use a .npz file name.")
@@ -122,9 +132,14 @@ def save_patches(path: Union[str, os.PathLike], patchset: PatchSet, *, overwrite
         raise AstroSRError(f"{out.parent}: output folder does not exist.")
     meta = json.dumps({**patchset.meta, "format_version": FORMAT_VERSION}, default=str)
     with atomic_output(out, suffix=".npz") as tmp:  # .npz suffix: savez would append one
-        np.savez_compressed(tmp, hr=patchset.hr.astype(np.float32), lr=patchset.lr.astype(np.float32),
-                            positions=patchset.positions.astype(np.int64), scale=np.int64(patchset.scale),
-                            meta=np.array(meta))
+        np.savez_compressed(
+            tmp,
+            hr=patchset.hr.astype(np.float32),
+            lr=patchset.lr.astype(np.float32),
+            positions=patchset.positions.astype(np.int64),
+            scale=np.int64(patchset.scale),
+            meta=np.array(meta),
+        )
     return out
 
 

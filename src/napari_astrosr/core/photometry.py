@@ -116,8 +116,9 @@ def elliptical_aperture_flux(
 
     data, bad, err = _prepare(image, background, mask, err)
     x, y, a, b, th = ellipse_params(sources)
-    flux, ferr, flag = sep.sum_ellipse(data, x, y, a, b, th, r=float(k), err=err, mask=bad,
-                                       gain=gain, subpix=int(subpix))
+    flux, ferr, flag = sep.sum_ellipse(
+        data, x, y, a, b, th, r=float(k), err=err, mask=bad, gain=gain, subpix=int(subpix)
+    )
     flux, ferr = np.asarray(flux, np.float64), np.asarray(ferr, np.float64)
     if return_flag:
         return flux, ferr, np.asarray(flag, np.int64)
@@ -162,15 +163,17 @@ def kron_flux(
     kr, kflag = sep.kron_radius(data, x, y, a, b, th, 6.0, mask=bad)
     kr = np.asarray(kr, np.float64)
     kr = np.where(np.isfinite(kr), kr, 0.0)
-    flux, ferr, flag = sep.sum_ellipse(data, x, y, a, b, th, r=np.maximum(k * kr, 1e-6), err=err,
-                                       mask=bad, gain=gain, subpix=int(subpix))
+    flux, ferr, flag = sep.sum_ellipse(
+        data, x, y, a, b, th, r=np.maximum(k * kr, 1e-6), err=err, mask=bad, gain=gain, subpix=int(subpix)
+    )
     flux, ferr = np.asarray(flux, np.float64).copy(), np.asarray(ferr, np.float64).copy()
     flag = np.asarray(flag, np.int64) | np.asarray(kflag, np.int64)
     # Kron ellipse smaller than the minimum circle: use the circle (sep documentation's recipe).
     circ = k * kr * np.sqrt(a * b) < min_radius
     if circ.any():
-        cf, cfe, cflag = sep.sum_circle(data, x[circ], y[circ], float(min_radius), err=err, mask=bad,
-                                        gain=gain, subpix=int(subpix))
+        cf, cfe, cflag = sep.sum_circle(
+            data, x[circ], y[circ], float(min_radius), err=err, mask=bad, gain=gain, subpix=int(subpix)
+        )
         flux[circ], ferr[circ] = cf, cfe
         flag[circ] = cflag
     if return_flag:

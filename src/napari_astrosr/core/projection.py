@@ -1,4 +1,4 @@
-"""Flux-exact projection: make an SR image consistent with the observed LR image.
+r"""Flux-exact projection: make an SR image consistent with the observed LR image.
 
 The observation model (DESIGN.md section 3, "Flux-exact means consistent with the forward
 model") is
@@ -26,7 +26,8 @@ constraint is exact), typically costing 1-3 dB; use it on clean or high-S/N data
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import numpy as np
 
@@ -34,8 +35,14 @@ from ..exceptions import AstroSRError
 from .psf import FluxConvolver, normalize_psf
 from .resample import _int_factor
 
-__all__ = ["ForwardModel", "forward_model", "iter_project_flux_exact", "project_flux_exact", "noise_aware_target",
-           "estimate_lr_noise"]
+__all__ = [
+    "ForwardModel",
+    "forward_model",
+    "iter_project_flux_exact",
+    "project_flux_exact",
+    "noise_aware_target",
+    "estimate_lr_noise",
+]
 
 
 def _block_sum(x: np.ndarray, s: int) -> np.ndarray:
@@ -117,7 +124,7 @@ class _Preconditioner:
     the preconditioner symmetric positive definite.
     """
 
-    def __init__(self, op: "ForwardModel"):
+    def __init__(self, op: ForwardModel):
         from scipy import fft as sfft
 
         self._fft = sfft
@@ -155,7 +162,7 @@ class _Float32Model:
     exactly as before.
     """
 
-    def __init__(self, op: "ForwardModel"):
+    def __init__(self, op: ForwardModel):
         from scipy import fft as sfft
 
         self._fft = sfft
@@ -181,8 +188,9 @@ class _Float32Model:
         return self._filt(x, self.kf_adj) * self.inv_w
 
 
-def _cg(op, rhs: np.ndarray, mask: Optional[np.ndarray], *, iterations: int, atol: float, precond=None,
-        damping: float = 0.0):
+def _cg(
+    op, rhs: np.ndarray, mask: Optional[np.ndarray], *, iterations: int, atol: float, precond=None, damping: float = 0.0
+):
     """Preconditioned conjugate gradients for ``(P A A^T P + damping) y = rhs`` (P masks invalid LR pixels).
 
     A generator: yields the residual norm after every iteration (so callers can report
@@ -245,8 +253,11 @@ def _operator(shape: tuple[int, int], scale: int, psf: Optional[np.ndarray]):
     if hit is not None:
         return hit
     op = ForwardModel(shape, scale=scale, psf=psf)
-    pair = (op, _Preconditioner(op) if op.conv is not None else None,
-            _Float32Model(op) if op.conv is not None else None)
+    pair = (
+        op,
+        _Preconditioner(op) if op.conv is not None else None,
+        _Float32Model(op) if op.conv is not None else None,
+    )
     _OP_CACHE.clear()  # keep one entry: a 2048^2 operator holds ~100 MB of transforms
     _OP_CACHE[key] = pair
     return pair
@@ -328,8 +339,15 @@ def iter_project_flux_exact(
         # float32 CG cannot push its own residual much below ~1e-6 of where it started;
         # the float64 refinement (refine) takes it the rest of the way
         cg_atol = atol if cg_dtype == np.float64 else max(atol, 2e-6 * rn)
-        cg = _cg(cg_op, r.astype(cg_dtype), None if mask is None else mask.astype(cg_dtype),
-                 iterations=iterations, atol=cg_atol, precond=precond, damping=lam)
+        cg = _cg(
+            cg_op,
+            r.astype(cg_dtype),
+            None if mask is None else mask.astype(cg_dtype),
+            iterations=iterations,
+            atol=cg_atol,
+            precond=precond,
+            damping=lam,
+        )
         while True:
             if stop is not None and stop.is_set():
                 from ..exceptions import StoppedError
@@ -460,8 +478,19 @@ def project_flux_exact(
         float64 for float64 ``sr``, else float32. NaN where ``sr`` was NaN or the LR pixel
         is NaN.
     """
-    gen = iter_project_flux_exact(sr, lr, scale=scale, psf=psf, iterations=iterations, tol=tol, nonneg=nonneg,
-                                  nonneg_rounds=nonneg_rounds, neg_flux_tol=neg_flux_tol, damping=damping, stop=stop)
+    gen = iter_project_flux_exact(
+        sr,
+        lr,
+        scale=scale,
+        psf=psf,
+        iterations=iterations,
+        tol=tol,
+        nonneg=nonneg,
+        nonneg_rounds=nonneg_rounds,
+        neg_flux_tol=neg_flux_tol,
+        damping=damping,
+        stop=stop,
+    )
     while True:
         try:
             it, res, _ = next(gen)

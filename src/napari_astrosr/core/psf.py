@@ -269,8 +269,14 @@ def psf_from_fits(
                 except (KeyError, IndexError) as exc:
                     raise AstroSRError(f"{p}: has no HDU {hdu!r} (it has {len(hdul)}).") from exc
             else:
-                raw = next((h.data for h in hdul if h.data is not None and getattr(h.data, "ndim", 0) in (2, 3)
-                            and h.is_image), None)
+                raw = next(
+                    (
+                        h.data
+                        for h in hdul
+                        if h.data is not None and getattr(h.data, "ndim", 0) in (2, 3) and h.is_image
+                    ),
+                    None,
+                )
             raw = None if raw is None else np.array(raw, dtype=np.float64)
     except AstroSRError:
         raise
@@ -335,8 +341,12 @@ def parse_psf(spec: Union[str, np.ndarray, None]) -> Optional[np.ndarray]:
             raise AstroSRError(f"--psf {s}: parameters must be numbers, e.g. gaussian:1.0") from exc
         need = {"gaussian": (1, 1), "airy": (1, 1), "gaussian+airy": (2, 2), "moffat": (1, 2)}[kind]
         if not need[0] <= len(vals) <= need[1]:
-            usage = {"gaussian": "gaussian:SIGMA", "airy": "airy:R", "gaussian+airy": "gaussian+airy:SIGMA,R",
-                     "moffat": "moffat:FWHM[,BETA]"}[kind]
+            usage = {
+                "gaussian": "gaussian:SIGMA",
+                "airy": "airy:R",
+                "gaussian+airy": "gaussian+airy:SIGMA,R",
+                "moffat": "moffat:FWHM[,BETA]",
+            }[kind]
             raise AstroSRError(f"--psf {s}: expected {usage}.")
         if kind == "gaussian":
             return gaussian_psf(vals[0])

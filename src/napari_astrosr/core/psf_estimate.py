@@ -39,8 +39,16 @@ from astropy.io import fits
 from ..exceptions import AstroSRError
 from .psf import _fit_size, gaussian_psf, measure_fwhm, normalize_psf, parse_psf, psf_from_fits, resample_psf
 
-__all__ = ["PsfInfo", "find_psf", "estimate_psf", "psf_to_output_grid", "header_fwhm", "kernel_hash",
-           "FWHM_KEYWORDS", "PSF_EXTNAMES"]
+__all__ = [
+    "PsfInfo",
+    "find_psf",
+    "estimate_psf",
+    "psf_to_output_grid",
+    "header_fwhm",
+    "kernel_hash",
+    "FWHM_KEYWORDS",
+    "PSF_EXTNAMES",
+]
 
 PathLike = Union[str, os.PathLike]
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -198,15 +206,17 @@ def header_fwhm(header: fits.Header, *, wcs=None, where: str = "image") -> Optio
             if ps is None:
                 raise AstroSRError(
                     f"{where}: header {key}={val} is in arcsec but the image has no celestial WCS or PIXSCALE "
-                    "to convert it to pixels; give --psf.")
+                    "to convert it to pixels; give --psf."
+                )
             fwhm = val / ps
             desc = f"{key}={val:g} arcsec / {ps:.4g} arcsec/px"
         else:
             fwhm = val
             desc = f"{key}={val:g} px"
         if not 0.5 <= fwhm <= 200:
-            raise AstroSRError(f"{where}: header {key}={val} gives a FWHM of {fwhm:.3g} px, not plausible (0.5-200 px); "
-                               "give --psf.")
+            raise AstroSRError(
+                f"{where}: header {key}={val} gives a FWHM of {fwhm:.3g} px, not plausible (0.5-200 px); give --psf."
+            )
         return fwhm, desc, notes
     return None
 
@@ -239,8 +249,17 @@ def _candidates(img: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, Any]:
     return clean - back, cat
 
 
-def _select(cat, m: np.ndarray, shape: tuple[int, int], *, size: int, snr_min: float, iso: float, ba: float,
-            ignore_flags: int = 16) -> np.ndarray:
+def _select(
+    cat,
+    m: np.ndarray,
+    shape: tuple[int, int],
+    *,
+    size: int,
+    snr_min: float,
+    iso: float,
+    ba: float,
+    ignore_flags: int = 16,
+) -> np.ndarray:
     h, w = shape
     x = np.asarray(cat["x"], float)
     y = np.asarray(cat["y"], float)
@@ -260,7 +279,7 @@ def _select(cat, m: np.ndarray, shape: tuple[int, int], *, size: int, snr_min: f
             ok[i] = False
     for i in np.flatnonzero(ok):  # no masked (saturated, bad) pixel in the stamp
         yi, xi = int(round(y[i])), int(round(x[i]))
-        if m[max(0, yi - half):yi + half + 1, max(0, xi - half):xi + half + 1].any():
+        if m[max(0, yi - half) : yi + half + 1, max(0, xi - half) : xi + half + 1].any():
             ok[i] = False
     idx = np.flatnonzero(ok)
     # extended sources: stars are the most concentrated sources (peak / flux = 1 / (1.13 FWHM^2) for a
@@ -272,9 +291,17 @@ def _select(cat, m: np.ndarray, shape: tuple[int, int], *, size: int, snr_min: f
 
 
 def estimate_psf(
-    image: np.ndarray, *, mask: Optional[np.ndarray] = None, size: Optional[int] = 25, max_stars: int = 40,
-    snr_min: float = 30.0, oversampling: int = 1, where: str = "frame", relax: bool = False,
-    return_info: bool = False, smoothing: Optional[str] = None,
+    image: np.ndarray,
+    *,
+    mask: Optional[np.ndarray] = None,
+    size: Optional[int] = 25,
+    max_stars: int = 40,
+    snr_min: float = 30.0,
+    oversampling: int = 1,
+    where: str = "frame",
+    relax: bool = False,
+    return_info: bool = False,
+    smoothing: Optional[str] = None,
 ):
     """Empirical PSF from the image's isolated stars with photutils' ``EPSFBuilder``.
 
@@ -345,8 +372,10 @@ def estimate_psf(
         used = (sz, snr, iso, ba, nmin, ign)
         if idx.size >= nmin:
             if k > 0:
-                notes.append(f"relaxed star criteria: stamp {sz}px, S/N>{snr:g}, isolation {iso:g}, b/a>{ba:g}"
-                             f"{', deblended ok' if ign & 1 else ''}, {idx.size} star(s)")
+                notes.append(
+                    f"relaxed star criteria: stamp {sz}px, S/N>{snr:g}, isolation {iso:g}, b/a>{ba:g}"
+                    f"{', deblended ok' if ign & 1 else ''}, {idx.size} star(s)"
+                )
             break
     else:
         raise AstroSRError(
@@ -369,7 +398,7 @@ def estimate_psf(
         # the ePSF is already pixel-integrated, sampled ``oversampling`` x finer: take every
         # ``oversampling``-th sample through its centre (block-summing would integrate twice)
         cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
-        psf = psf[cy % oversampling::oversampling, cx % oversampling::oversampling]
+        psf = psf[cy % oversampling :: oversampling, cx % oversampling :: oversampling]
     psf = np.clip(np.nan_to_num(psf), 0, None)
     if psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0 or psf.shape[0] != sz:
         psf = _fit_size(psf, sz)
@@ -401,8 +430,9 @@ def _psf_from_file(path: Path, where: str) -> tuple[Optional[np.ndarray], str, s
         if not cand.is_absolute():
             cand = path.parent / cand
         if not cand.exists():
-            raise AstroSRError(f"{where}: header {key}={val!r} names a PSF file that does not exist ({cand}); "
-                               "give --psf.")
+            raise AstroSRError(
+                f"{where}: header {key}={val!r} names a PSF file that does not exist ({cand}); give --psf."
+            )
         return psf_from_fits(cand), "header-file", f"{key}={cand.name}", [f"file sha256 {_file_hash(cand)}"]
     return None, "", "", []
 
@@ -467,8 +497,9 @@ def find_psf(
     if img.ndim != 2:
         raise AstroSRError(f"{where}: image must be 2-D to find its PSF, got shape {img.shape}.")
 
-    def done(k_in: np.ndarray, source: str, desc: str, notes: list[str], *, on_output: bool = False,
-             n_stars: int = 0) -> tuple[np.ndarray, PsfInfo]:
+    def done(
+        k_in: np.ndarray, source: str, desc: str, notes: list[str], *, on_output: bool = False, n_stars: int = 0
+    ) -> tuple[np.ndarray, PsfInfo]:
         k_in = normalize_psf(k_in)
         if on_output:
             k_out = k_in
@@ -478,14 +509,23 @@ def find_psf(
             k_out = psf_to_output_grid(k_in, s)
             f_in = measure_fwhm(k_in)
             f_out = measure_fwhm(k_out)
-        return k_out, PsfInfo(source=source, fwhm=f_out, fwhm_input=f_in, hash=kernel_hash(k_out),
-                              description=desc, notes=list(notes), n_stars=n_stars)
+        return k_out, PsfInfo(
+            source=source,
+            fwhm=f_out,
+            fwhm_input=f_in,
+            hash=kernel_hash(k_out),
+            description=desc,
+            notes=list(notes),
+            n_stars=n_stars,
+        )
 
     # 1. explicit spec
     if psf is not None and not (isinstance(psf, str) and not psf.strip()):
         k = parse_psf(psf)
         if k is None:
-            raise AstroSRError(f"{where}: --psf none gives no blur to restore; give a PSF or leave --psf out to find one.")
+            raise AstroSRError(
+                f"{where}: --psf none gives no blur to restore; give a PSF or leave --psf out to find one."
+            )
         from .psf import describe_psf
 
         notes = []
@@ -528,6 +568,11 @@ def find_psf(
                 f"{where}: no PSF found (no --psf, no PSF extension or FWHM keyword, and the image's stars "
                 f"could not give one: {str(exc).split(': ', 1)[-1].split('. Give')[0]}). Give --psf."
             ) from exc
-        return done(k, "estimated", f"ePSF from {info['n_stars']} star(s), {info['size']}px stamps",
-                    info["notes"], n_stars=info["n_stars"])
+        return done(
+            k,
+            "estimated",
+            f"ePSF from {info['n_stars']} star(s), {info['size']}px stamps",
+            info["notes"],
+            n_stars=info["n_stars"],
+        )
     raise AstroSRError(f"{where}: no PSF found (no --psf, PSF extension or FWHM header keyword). Give --psf.")

@@ -24,12 +24,11 @@ returned as ``coverage`` (NaN regions are reported, not spread).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
 from typing import Optional
-
-import functools
 
 import numpy as np
 from astropy.wcs import WCS
@@ -322,7 +321,8 @@ def _phase_taps(f: int, method: str) -> tuple[np.ndarray, np.ndarray, int]:
 
 def _lr_taps(f: int, method: str) -> tuple[np.ndarray, int]:
     """Taps ``g`` of the 1-D LR-grid operator "interpolate x``f`` then sum blocks of ``f``":
-    ``(B I x)[i] = sum_j g[j] * x[i + j - off]`` on the same reflected padding as the interpolation."""
+    ``(B I x)[i] = sum_j g[j] * x[i + j - off]`` on the same reflected padding as the interpolation.
+    """
     w, d, support = _phase_taps(f, method)
     off = support + 1
     g = np.zeros(2 * off + 1)
@@ -359,7 +359,7 @@ def _phase_filters(f: int, method: str) -> list[np.ndarray]:
     out = []
     for p in range(f):
         g = np.zeros(2 * off + 1)
-        g[off + d[p] - support + 1: off + d[p] + support + 1] = w[p]
+        g[off + d[p] - support + 1 : off + d[p] + support + 1] = w[p]
         out.append(g)
     return out
 
@@ -370,7 +370,7 @@ def _interp_axis(x: np.ndarray, f: int, method: str, axis: int) -> np.ndarray:
 
     filters = _phase_filters(f, method)
     shape = list(x.shape)
-    out = np.empty(shape[: axis + 1] + [f] + shape[axis + 1:], dtype=x.dtype)
+    out = np.empty(shape[: axis + 1] + [f] + shape[axis + 1 :], dtype=x.dtype)
     for p, g in enumerate(filters):
         view = out[:, p] if axis == 0 else out[:, :, p]
         if x.shape[axis] > len(g) // 2:  # ndimage writes each phase straight into its interleaved slots

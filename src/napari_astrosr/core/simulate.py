@@ -39,6 +39,8 @@ DENSITIES = {"sparse": 2e-4, "medium": 1e-3, "crowded": 5e-3}
 
 @dataclass
 class Simulated:
+    """A simulated image, its noiseless version and its truth table."""
+
     image: np.ndarray
     truth: QTable
     wcs: Optional[WCS]
@@ -145,9 +147,14 @@ def star_field(
     img = _finish(clean, float(sky), noise, rng)
     truth = QTable({"id": np.arange(1, n_stars + 1), "x": x, "y": y, "flux": flux})
     truth.meta.update({"flux_column": _FLUX_NOTE, "kind": "starfield", "sky": float(sky), "seed": seed})
-    return Simulated(image=img, truth=truth, wcs=_make_wcs(shape, pixel_scale), psf=kernel, image_clean=clean,
-                     params={"n_stars": n_stars, "alpha": alpha, "flux_range": (lo, hi), "sky": sky,
-                             "noise": noise, "seed": seed})
+    return Simulated(
+        image=img,
+        truth=truth,
+        wcs=_make_wcs(shape, pixel_scale),
+        psf=kernel,
+        image_clean=clean,
+        params={"n_stars": n_stars, "alpha": alpha, "flux_range": (lo, hi), "sky": sky, "noise": noise, "seed": seed},
+    )
 
 
 def _sersic_stamp(flux, r_eff, n, ellip, theta, xc, yc, half, oversample):
@@ -218,17 +225,18 @@ def sersic_galaxies(
     for i in range(n):
         half = int(min(60, np.ceil(6 * r_eff[i] + 3)))
         if galsim is not None:  # pragma: no cover
-            prof = galsim.Sersic(n=float(np.clip(sn[i], 0.3, 6.2)), half_light_radius=float(r_eff[i] * np.sqrt(1 - ellip[i])),
-                                 flux=float(flux[i]))
+            prof = galsim.Sersic(
+                n=float(np.clip(sn[i], 0.3, 6.2)),
+                half_light_radius=float(r_eff[i] * np.sqrt(1 - ellip[i])),
+                flux=float(flux[i]),
+            )
             q = 1 - ellip[i]
             prof = prof.shear(q=q, beta=theta[i] * galsim.radians)
             ix, iy = int(round(gx[i])), int(round(gy[i]))
-            im = prof.drawImage(nx=2 * half + 1, ny=2 * half + 1, scale=1.0,
-                                offset=(gx[i] - ix, gy[i] - iy)).array
+            im = prof.drawImage(nx=2 * half + 1, ny=2 * half + 1, scale=1.0, offset=(gx[i] - ix, gy[i] - iy)).array
             stamp = im * flux[i] / im.sum()
         else:
-            stamp, iy, ix = _sersic_stamp(flux[i], r_eff[i], sn[i], ellip[i], theta[i], gx[i], gy[i], half,
-                                          oversample)
+            stamp, iy, ix = _sersic_stamp(flux[i], r_eff[i], sn[i], ellip[i], theta[i], gx[i], gy[i], half, oversample)
         y0, x0 = iy - half, ix - half
         ys, xs = max(0, y0), max(0, x0)
         ye, xe = min(shape[0], y0 + stamp.shape[0]), min(shape[1], x0 + stamp.shape[1])
@@ -238,12 +246,35 @@ def sersic_galaxies(
     if kernel is not None:
         clean = convolve(clean, kernel)
     img = _finish(clean, float(sky), noise, rng)
-    truth = QTable({"id": np.arange(1, n + 1), "x": gx, "y": gy, "flux": kept, "r_eff": r_eff, "sersic_n": sn,
-                    "ellip": ellip, "theta": theta})
-    truth.meta.update({"flux_column": _FLUX_NOTE, "kind": "galaxies", "sky": float(sky), "seed": seed,
-                       "renderer": "galsim" if galsim is not None else "astropy Sersic2D, oversampled"})
-    return Simulated(image=img, truth=truth, wcs=_make_wcs(shape, pixel_scale), psf=kernel, image_clean=clean,
-                     params={"n": n, "sky": sky, "noise": noise, "seed": seed})
+    truth = QTable(
+        {
+            "id": np.arange(1, n + 1),
+            "x": gx,
+            "y": gy,
+            "flux": kept,
+            "r_eff": r_eff,
+            "sersic_n": sn,
+            "ellip": ellip,
+            "theta": theta,
+        }
+    )
+    truth.meta.update(
+        {
+            "flux_column": _FLUX_NOTE,
+            "kind": "galaxies",
+            "sky": float(sky),
+            "seed": seed,
+            "renderer": "galsim" if galsim is not None else "astropy Sersic2D, oversampled",
+        }
+    )
+    return Simulated(
+        image=img,
+        truth=truth,
+        wcs=_make_wcs(shape, pixel_scale),
+        psf=kernel,
+        image_clean=clean,
+        params={"n": n, "sky": sky, "noise": noise, "seed": seed},
+    )
 
 
 def blank_field(
@@ -263,8 +294,14 @@ def blank_field(
     img = clean + sky + (rng.normal(0.0, noise_sigma, shape) if noise_sigma > 0 else 0.0)
     truth = QTable({"id": np.zeros(0, int), "x": np.zeros(0), "y": np.zeros(0), "flux": np.zeros(0)})
     truth.meta.update({"kind": "blank", "sky": float(sky), "seed": seed})
-    return Simulated(image=img, truth=truth, wcs=_make_wcs(shape, pixel_scale), psf=None, image_clean=clean,
-                     params={"sky": sky, "noise_sigma": noise_sigma, "seed": seed})
+    return Simulated(
+        image=img,
+        truth=truth,
+        wcs=_make_wcs(shape, pixel_scale),
+        psf=None,
+        image_clean=clean,
+        params={"sky": sky, "noise_sigma": noise_sigma, "seed": seed},
+    )
 
 
 def default_psf() -> np.ndarray:

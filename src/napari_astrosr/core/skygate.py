@@ -23,7 +23,8 @@ Why hand-written: a per-pixel S/N ramp between two images is a few lines over se
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import numpy as np
 
@@ -56,8 +57,9 @@ def parse_keep_sky(keep_sky: Union[None, bool, str, Sequence[float]]) -> Optiona
     try:
         low, high = (float(v) for v in vals)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise AstroSRError(f"--keep-sky {keep_sky!r}: give two sigma levels LOW,HIGH (e.g. 2,5) or nothing "
-                           "for the default 2,5.") from None
+        raise AstroSRError(
+            f"--keep-sky {keep_sky!r}: give two sigma levels LOW,HIGH (e.g. 2,5) or nothing for the default 2,5."
+        ) from None
     if not (np.isfinite(low) and np.isfinite(high) and 0 <= low < high):
         raise AstroSRError(f"--keep-sky {keep_sky!r}: need 0 <= LOW < HIGH (sigma of the input's S/N), e.g. 2,5.")
     return low, high
@@ -72,7 +74,8 @@ def sky_base(image: np.ndarray, scale: int) -> np.ndarray:
 
 def sky_rms(base: np.ndarray) -> float:
     """The per-pixel noise rms the gate measures S/N against: sep's global background rms of ``base``
-    (non-finite pixels masked)."""
+    (non-finite pixels masked).
+    """
     from .detection import estimate_background
 
     b = np.asarray(base, dtype=np.float64)
@@ -136,6 +139,11 @@ def sky_gate(
     else:
         g = np.clip(((sm - bkg.back) / sigma - low) / (high - low), 0.0, 1.0)
     out = np.where(valid, b + g * (r - b), np.nan)
-    info = {"low": float(low), "high": float(high), "rms": sigma,
-            "network_fraction": float(g[valid].mean()), "sky_fraction": float((g[valid] == 0).mean())}
+    info = {
+        "low": float(low),
+        "high": float(high),
+        "rms": sigma,
+        "network_fraction": float(g[valid].mean()),
+        "sky_fraction": float((g[valid] == 0).mean()),
+    }
     return out, info

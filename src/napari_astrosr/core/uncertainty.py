@@ -47,8 +47,16 @@ from astropy.io import fits
 
 from ..exceptions import AstroSRError
 
-__all__ = ["impulse_response", "propagate_sigma", "bicubic_err", "backprojection_err", "err_hdu", "add_err_extension",
-           "filter_noise_factor", "SEP_DEFAULT_FILTER"]
+__all__ = [
+    "impulse_response",
+    "propagate_sigma",
+    "bicubic_err",
+    "backprojection_err",
+    "err_hdu",
+    "add_err_extension",
+    "filter_noise_factor",
+    "SEP_DEFAULT_FILTER",
+]
 
 # sep.extract's default filter_kernel (SExtractor's default.conv)
 SEP_DEFAULT_FILTER = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
@@ -118,7 +126,7 @@ def _edge_ratio(op, r2: np.ndarray, s: int, reach: int, m: int, shape: tuple[int
     z = np.zeros((m * s, m * s))
     z[::s, ::s] = 1.0
     off = (r2.shape[0] // s // 2) * s
-    approx = fftconvolve(z, r2, mode="full")[off:off + m * s, off:off + m * s]
+    approx = fftconvolve(z, r2, mode="full")[off : off + m * s, off : off + m * s]
     ratio = np.where(approx > 0, exact / np.maximum(approx, 1e-300), 1.0)
     h, w = shape
     half = (m // 2) * s  # output index of the small image's centre row/column (interior: ratio 1)
@@ -136,7 +144,11 @@ def _edge_ratio(op, r2: np.ndarray, s: int, reach: int, m: int, shape: tuple[int
 
 
 def propagate_sigma(
-    sigma: Union[float, np.ndarray], shape: tuple[int, int], *, scale: int, response: np.ndarray,
+    sigma: Union[float, np.ndarray],
+    shape: tuple[int, int],
+    *,
+    scale: int,
+    response: np.ndarray,
     op: Optional[Callable[[np.ndarray], np.ndarray]] = None,
 ) -> np.ndarray:
     """Output sigma of a shift-invariant linear restoration with impulse ``response`` (see the module docstring).
@@ -176,7 +188,7 @@ def propagate_sigma(
     n = r2.shape[0] // s
     off = (n // 2) * s  # output index of the probe's input pixel
     full = fftconvolve(z, r2, mode="full")
-    var_out = full[off:off + h * s, off:off + w * s].copy()
+    var_out = full[off : off + h * s, off : off + w * s].copy()
     if op is not None:
         reach = _reach(response, s)
         m = 4 * reach + 3
@@ -190,8 +202,15 @@ def propagate_sigma(
     return out
 
 
-def bicubic_err(sigma: Union[float, np.ndarray], shape: tuple[int, int], *, scale: int,
-                method: str = "bicubic", exact_edges: bool = True, return_factor: bool = False):
+def bicubic_err(
+    sigma: Union[float, np.ndarray],
+    shape: tuple[int, int],
+    *,
+    scale: int,
+    method: str = "bicubic",
+    exact_edges: bool = True,
+    return_factor: bool = False,
+):
     """Output sigma of the flux-conserving ``bicubic`` / ``lanczos`` upsampling by ``scale``.
 
     Flux: the operator keeps every input pixel's flux in its block, so the block sums of the output
@@ -204,6 +223,7 @@ def bicubic_err(sigma: Union[float, np.ndarray], shape: tuple[int, int], *, scal
     if s == 1:
         sig = np.array(np.broadcast_to(np.asarray(sigma, dtype=np.float64), tuple(shape)))
         return (sig, 1.0) if return_factor else sig
+
     def op(x):
         return upsample(x, s, method=method)
 
@@ -212,9 +232,17 @@ def bicubic_err(sigma: Union[float, np.ndarray], shape: tuple[int, int], *, scal
     return (err, filter_noise_factor(h, scale=s)) if return_factor else err
 
 
-def backprojection_err(sigma: Union[float, np.ndarray], shape: tuple[int, int], *, scale: int,
-                       psf: Optional[np.ndarray], iterations: int = 200, probe: int = 33,
-                       exact_edges: bool = False, return_factor: bool = False):
+def backprojection_err(
+    sigma: Union[float, np.ndarray],
+    shape: tuple[int, int],
+    *,
+    scale: int,
+    psf: Optional[np.ndarray],
+    iterations: int = 200,
+    probe: int = 33,
+    exact_edges: bool = False,
+    return_factor: bool = False,
+):
     """Output sigma of ``backprojection`` (bicubic + the exact flux projection through ``psf``).
 
     The projection is applied to the probe with ``nonneg=False`` (the linear operator; the
@@ -270,8 +298,14 @@ def filter_noise_factor(response: np.ndarray, *, scale: int, kernel: Optional[np
     return float(np.sqrt(var_f.mean() / white))
 
 
-def err_hdu(err: np.ndarray, *, header: Optional[fits.Header] = None, bunit: Optional[str] = None,
-            how: str = "", filter_factor: Optional[float] = None) -> fits.ImageHDU:
+def err_hdu(
+    err: np.ndarray,
+    *,
+    header: Optional[fits.Header] = None,
+    bunit: Optional[str] = None,
+    how: str = "",
+    filter_factor: Optional[float] = None,
+) -> fits.ImageHDU:
     """An ``ERR`` image extension (1-sigma per pixel, float32, in the image's BUNIT) for an output file.
 
     ``header``: the output image's header; its WCS and BUNIT are copied (the ERR is on the same grid).
@@ -306,8 +340,14 @@ def err_hdu(err: np.ndarray, *, header: Optional[fits.Header] = None, bunit: Opt
     return fits.ImageHDU(data=e, header=hdr, name="ERR")
 
 
-def add_err_extension(path: Union[str, Path], err: np.ndarray, *, how: str = "", overwrite_err: bool = True,
-                      filter_factor: Optional[float] = None) -> Path:
+def add_err_extension(
+    path: Union[str, Path],
+    err: np.ndarray,
+    *,
+    how: str = "",
+    overwrite_err: bool = True,
+    filter_factor: Optional[float] = None,
+) -> Path:
     """Append (or replace) the ``ERR`` extension of an image written by ``write_fits``, atomically.
 
     The primary image must have ``err``'s shape; its header supplies the WCS and BUNIT.
@@ -321,8 +361,10 @@ def add_err_extension(path: Union[str, Path], err: np.ndarray, *, how: str = "",
         hdus = [h.copy() for h in hdul]
     prim = hdus[0]
     if prim.data is None or prim.data.shape != np.shape(err):
-        raise AstroSRError(f"{p}: image shape {None if prim.data is None else prim.data.shape} differs from the ERR "
-                           f"shape {np.shape(err)}.")
+        raise AstroSRError(
+            f"{p}: image shape {None if prim.data is None else prim.data.shape} differs from the ERR "
+            f"shape {np.shape(err)}."
+        )
     if any(h.name == "ERR" for h in hdus[1:]):
         if not overwrite_err:
             raise AstroSRError(f"{p}: already has an ERR extension.")

@@ -1,0 +1,1 @@
+"""The networks (torch ``nn.Module``s) and their registry (:mod:`.registry`)."""

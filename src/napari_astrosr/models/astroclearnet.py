@@ -31,7 +31,8 @@ CPU this is several times faster than ``conv2d`` with 20-30 px kernels.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -63,8 +64,15 @@ class AstroClearNet(nn.Module):
     """
 
     def __init__(
-        self, n_frames: int, *, kernel_sizes: Sequence[int] = (3, 5, 7, 9), multiplier: int = 2,
-        hidden: int = 32, pedestal: bool = False, pedestal_init: float = 0.05, init_level: float = 0.01,
+        self,
+        n_frames: int,
+        *,
+        kernel_sizes: Sequence[int] = (3, 5, 7, 9),
+        multiplier: int = 2,
+        hidden: int = 32,
+        pedestal: bool = False,
+        pedestal_init: float = 0.05,
+        init_level: float = 0.01,
         last_std: float = 1e-2,
     ) -> None:
         super().__init__()
@@ -141,8 +149,14 @@ class PSFDecoder(nn.Module):
     """
 
     def __init__(
-        self, psfs: torch.Tensor, latent_shape: tuple[int, int], *, superres: int = 1,
-        blind: bool = False, fit_sky: bool = True, sky_init: float = 0.0,
+        self,
+        psfs: torch.Tensor,
+        latent_shape: tuple[int, int],
+        *,
+        superres: int = 1,
+        blind: bool = False,
+        fit_sky: bool = True,
+        sky_init: float = 0.0,
     ) -> None:
         super().__init__()
         n, p, p2 = psfs.shape
@@ -173,7 +187,7 @@ class PSFDecoder(nn.Module):
         otf = self._otf(self.psfs()) if self.blind else self.fixed_f
         lf = torch.fft.rfft2(latent[0, 0], s=self.latent_shape)
         full = torch.fft.irfft2(lf[None] * otf, s=self.latent_shape)
-        valid = full[:, self.p - 1:, self.p - 1:]
+        valid = full[:, self.p - 1 :, self.p - 1 :]
         if self.s > 1:
             valid = F.avg_pool2d(valid[:, None], self.s)[:, 0] * (self.s * self.s)
         if self.sky is not None:

@@ -84,8 +84,9 @@ class GDFN(nn.Module):
 class TransformerBlock(nn.Module):
     """Restormer block: x + MDTA(LN(x)), then x + GDFN(LN(x))."""
 
-    def __init__(self, dim: int, heads: int, expansion: float, *, bias: bool = False,
-                 bias_free_norm: bool = True) -> None:
+    def __init__(
+        self, dim: int, heads: int, expansion: float, *, bias: bool = False, bias_free_norm: bool = True
+    ) -> None:
         super().__init__()
         self.norm1 = LayerNorm2d(dim, bias_free=bias_free_norm)
         self.attn = MDTA(dim, heads, bias=bias)
@@ -99,8 +100,9 @@ class TransformerBlock(nn.Module):
 
 def blocks(n: int, dim: int, heads: int, expansion: float, *, bias: bool, bias_free_norm: bool) -> nn.Sequential:
     """``n`` transformer blocks in a row."""
-    return nn.Sequential(*[TransformerBlock(dim, heads, expansion, bias=bias, bias_free_norm=bias_free_norm)
-                           for _ in range(n)])
+    return nn.Sequential(
+        *[TransformerBlock(dim, heads, expansion, bias=bias, bias_free_norm=bias_free_norm) for _ in range(n)]
+    )
 
 
 class Downsample(nn.Module):

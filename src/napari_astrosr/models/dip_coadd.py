@@ -29,7 +29,8 @@ mean fitted sky offset, i.e. on the input's (background-subtracted) zero point.
 from __future__ import annotations
 
 import time
-from typing import Any, Generator, Optional, Sequence, Union
+from collections.abc import Generator, Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -63,7 +64,9 @@ def _pad_psfs(psfs: Sequence[np.ndarray], superres: int) -> np.ndarray:
 
     ps = [np.asarray(p, np.float64) for p in psfs]
     if superres > 1:
-        ps = [resample_psf(p if p.shape[0] == p.shape[1] else crop_psf(p, max(p.shape) | 1), float(superres)) for p in ps]
+        ps = [
+            resample_psf(p if p.shape[0] == p.shape[1] else crop_psf(p, max(p.shape) | 1), float(superres)) for p in ps
+        ]
     size = int(max(max(p.shape) for p in ps)) | 1
     out = np.stack([crop_psf(p, size) for p in ps])
     return out / out.sum(axis=(1, 2), keepdims=True)
@@ -93,21 +96,56 @@ def _net_input(filled: np.ndarray, latent_shape: tuple[int, int], superres: int)
     up = F.interpolate(tp, scale_factor=superres, mode="bilinear", align_corners=False) / (superres * superres)
     H, W = up.shape[-2:]
     oy, ox = (H - hl) // 2, (W - wl) // 2
-    return up[0, :, oy:oy + hl, ox:ox + wl].contiguous().numpy()
+    return up[0, :, oy : oy + hl, ox : ox + wl].contiguous().numpy()
 
 
 def dip_coadd_job(
-    frames: Union[np.ndarray, Sequence[np.ndarray], FrameStack], *, psfs: Optional[Sequence[np.ndarray]] = None,
-    sigmas: Optional[np.ndarray] = None, masks: Optional[np.ndarray] = None, iterations: int = 2000, seed: int = 0,
-    sky: str = "fit", floor_sigmas: float = 5.0, pedestal: bool = False, superres: int = 1, blind: bool = False, device: str = "auto",
-    ensemble: int = 1, lr: float = 5e-4, lr_decay: float = 0.95, lr_step: int = 1000, huber_delta: float = 1.0,
-    ema: float = 0.99, plateau_tol: float = 2e-4, plateau_window: int = 200, min_iterations: int = 300, preview_every: int = 100,
-    kernel_sizes: Sequence[int] = (3, 5, 7, 9), multiplier: int = 2, hidden: int = 32, skip: bool = True,
-    chi2_stop: Optional[float] = None, warmup: int = 0, channels_last: bool = True, metrics: bool = True,
-    skip_smooth: float = 0.0, holdout: float = 0.0, patience: int = 100, val_every: int = 10, val_tol: float = 1e-3,
-    project: bool = False, project_sigma: Optional[float] = None, project_iterations: int = 1, pin_sky: bool = False,
-    gate: Optional[Sequence[float]] = None, gate_sigma: float = 1.5,
-    wcs=None, header=None, threads: Optional[int] = None, stop=NEVER,
+    frames: Union[np.ndarray, Sequence[np.ndarray], FrameStack],
+    *,
+    psfs: Optional[Sequence[np.ndarray]] = None,
+    sigmas: Optional[np.ndarray] = None,
+    masks: Optional[np.ndarray] = None,
+    iterations: int = 2000,
+    seed: int = 0,
+    sky: str = "fit",
+    floor_sigmas: float = 5.0,
+    pedestal: bool = False,
+    superres: int = 1,
+    blind: bool = False,
+    device: str = "auto",
+    ensemble: int = 1,
+    lr: float = 5e-4,
+    lr_decay: float = 0.95,
+    lr_step: int = 1000,
+    huber_delta: float = 1.0,
+    ema: float = 0.99,
+    plateau_tol: float = 2e-4,
+    plateau_window: int = 200,
+    min_iterations: int = 300,
+    preview_every: int = 100,
+    kernel_sizes: Sequence[int] = (3, 5, 7, 9),
+    multiplier: int = 2,
+    hidden: int = 32,
+    skip: bool = True,
+    chi2_stop: Optional[float] = None,
+    warmup: int = 0,
+    channels_last: bool = True,
+    metrics: bool = True,
+    skip_smooth: float = 0.0,
+    holdout: float = 0.0,
+    patience: int = 100,
+    val_every: int = 10,
+    val_tol: float = 1e-3,
+    project: bool = False,
+    project_sigma: Optional[float] = None,
+    project_iterations: int = 1,
+    pin_sky: bool = False,
+    gate: Optional[Sequence[float]] = None,
+    gate_sigma: float = 1.5,
+    wcs=None,
+    header=None,
+    threads: Optional[int] = None,
+    stop=NEVER,
 ) -> Generator[Progress, None, CoaddResult]:
     """Deep-image-prior coadd of registered frames (AstroClearNet).
 
@@ -280,10 +318,23 @@ def dip_coadd_job(
         stopped = False
         for k in range(int(ensemble)):
             torch.manual_seed(int(seed) + k)
-            net = AstroClearNet(n, kernel_sizes=kernel_sizes, multiplier=multiplier, hidden=hidden, pedestal=pedestal,
-                                init_level=level, last_std=0.0 if skip else 1e-2).to(dev)
-            dec = PSFDecoder(torch.from_numpy(psf_arr.astype(np.float32)), latent_shape, superres=s, blind=blind,
-                             fit_sky=(sky == "fit"), sky_init=-level * s * s if sky == "fit" else 0.0).to(dev)
+            net = AstroClearNet(
+                n,
+                kernel_sizes=kernel_sizes,
+                multiplier=multiplier,
+                hidden=hidden,
+                pedestal=pedestal,
+                init_level=level,
+                last_std=0.0 if skip else 1e-2,
+            ).to(dev)
+            dec = PSFDecoder(
+                torch.from_numpy(psf_arr.astype(np.float32)),
+                latent_shape,
+                superres=s,
+                blind=blind,
+                fit_sky=(sky == "fit"),
+                sky_init=-level * s * s if sky == "fit" else 0.0,
+            ).to(dev)
             xt = torch.from_numpy(x_in)[None].to(dev)
             if channels_last:
                 net = net.to(memory_format=torch.channels_last)
@@ -325,7 +376,9 @@ def dip_coadd_job(
                 latent = net(xt, st_skip)
                 model = dec(latent)
                 r = (model - dt) * wt
-                loss = torch.nn.functional.huber_loss(r, torch.zeros_like(r), delta=huber_delta, reduction="sum") / nvalid
+                loss = (
+                    torch.nn.functional.huber_loss(r, torch.zeros_like(r), delta=huber_delta, reduction="sum") / nvalid
+                )
                 chi2_now = float((r.detach() ** 2).sum()) / nvalid if chi2_stop is not None else None
                 loss.backward()
                 opt.step()
@@ -350,13 +403,17 @@ def dip_coadd_job(
                                 ema_sky.mul_(ema).add_(cur_sky, alpha=1 - ema)
                 lv = float(loss.detach())
                 if not np.isfinite(lv):
-                    raise AstroSRError("DIP coadd diverged (loss is not finite); try a lower learning rate or check the noise maps.")
+                    raise AstroSRError(
+                        "DIP coadd diverged (loss is not finite); try a lower learning rate or check the noise maps."
+                    )
                 losses.append(lv)
                 done += 1
                 preview = None
                 if preview_every and step % int(preview_every) == 0:
                     c = (p - 1) // 2
-                    preview = (latent.detach()[0, 0, c:c + s * h, c:c + s * w].cpu().numpy() * scale).astype(np.float32)
+                    preview = (latent.detach()[0, 0, c : c + s * h, c : c + s * w].cpu().numpy() * scale).astype(
+                        np.float32
+                    )
                 if vt is not None and ema_lat is not None and (step % int(val_every) == 0):
                     with torch.no_grad():
                         mv = dec_eval(dec, ema_lat, ema_sky)
@@ -374,9 +431,19 @@ def dip_coadd_job(
                     msg = f"seed {int(seed) + k}: step {step}, loss {lv:.4f}, <= {_fmt_s(left)} left"
                     if val_hist:
                         msg += f", held-out chi2 {val_hist[-1][1]:.3f}"
-                    yield Progress(step=done, total=total, message=msg, preview=preview,
-                                   values={"loss": lv, "step": step, "member": k, "eta_s": left,
-                                           "val_chi2": val_hist[-1][1] if val_hist else None})
+                    yield Progress(
+                        step=done,
+                        total=total,
+                        message=msg,
+                        preview=preview,
+                        values={
+                            "loss": lv,
+                            "step": step,
+                            "member": k,
+                            "eta_s": left,
+                            "val_chi2": val_hist[-1][1] if val_hist else None,
+                        },
+                    )
                 if stop.is_set():
                     stopped = True
                     reason = "stopped"
@@ -389,7 +456,7 @@ def dip_coadd_job(
                     break
                 if plateau_tol and step >= max(min_iterations, 2 * plateau_window) and step % 50 == 0:
                     a = float(np.mean(losses[-plateau_window:]))
-                    b = float(np.mean(losses[-2 * plateau_window:-plateau_window]))
+                    b = float(np.mean(losses[-2 * plateau_window : -plateau_window]))
                     if (b - a) / max(abs(b), 1e-12) < plateau_tol:
                         reason = "plateau"
                         break
@@ -406,16 +473,23 @@ def dip_coadd_job(
                 else:  # no average yet: one more forward pass of the current network
                     latent = net(xt, st_skip)
                 model = dec(latent)
-                members.append({
-                    "latent": latent[0, 0].cpu().numpy().astype(np.float64) * scale,
-                    "model": model.cpu().numpy().astype(np.float64) * scale,
-                    "sky": (dec.sky.cpu().numpy().astype(np.float64) * scale) if dec.sky is not None else np.zeros(n),
-                    "psfs": dec.psfs().cpu().numpy().astype(np.float64),
-                    "pedestal": float(net.pedestal().detach().cpu()) * scale if pedestal else 0.0,
-                    "steps": step, "reason": reason, "loss": losses[-1] if losses else float("nan"),
-                    "best_step": best_step, "val_chi2": best_val if np.isfinite(best_val) else None,
-                    "val_hist": val_hist,
-                })
+                members.append(
+                    {
+                        "latent": latent[0, 0].cpu().numpy().astype(np.float64) * scale,
+                        "model": model.cpu().numpy().astype(np.float64) * scale,
+                        "sky": (dec.sky.cpu().numpy().astype(np.float64) * scale)
+                        if dec.sky is not None
+                        else np.zeros(n),
+                        "psfs": dec.psfs().cpu().numpy().astype(np.float64),
+                        "pedestal": float(net.pedestal().detach().cpu()) * scale if pedestal else 0.0,
+                        "steps": step,
+                        "reason": reason,
+                        "loss": losses[-1] if losses else float("nan"),
+                        "best_step": best_step,
+                        "val_chi2": best_val if np.isfinite(best_val) else None,
+                        "val_hist": val_hist,
+                    }
+                )
             if stopped:
                 break
         elapsed = time.perf_counter() - t0
@@ -425,7 +499,7 @@ def dip_coadd_job(
 
     c = (p - 1) // 2
     # the sky offsets are per frame pixel; a latent pixel is 1/s^2 of one
-    imgs = np.stack([m["latent"][c:c + s * h, c:c + s * w] + m["sky"].mean() / (s * s) for m in members])
+    imgs = np.stack([m["latent"][c : c + s * h, c : c + s * w] + m["sky"].mean() / (s * s) for m in members])
     data = imgs.mean(axis=0).astype(np.float64)
     gate_info = None
     if gate:
@@ -440,42 +514,92 @@ def dip_coadd_job(
     psfs_out = [q for q in np.mean([m["psfs"] for m in members], axis=0)]
     steps_total = int(sum(m["steps"] for m in members))
     chi2 = float(np.mean((resid[~stack.mask] / stack.sigma[~stack.mask]) ** 2))
-    chi2_frames = [float(np.mean((resid[i][~stack.mask[i]] / stack.sigma[i][~stack.mask[i]]) ** 2))
-                   if (~stack.mask[i]).any() else float("nan") for i in range(n)]
+    chi2_frames = [
+        float(np.mean((resid[i][~stack.mask[i]] / stack.sigma[i][~stack.mask[i]]) ** 2))
+        if (~stack.mask[i]).any()
+        else float("nan")
+        for i in range(n)
+    ]
     out_wcs = wcs
     if wcs is not None and s > 1:
         from ..core.resample import scale_wcs
 
         out_wcs = scale_wcs(wcs, float(s))
     par = {
-        "iterations": int(iterations), "seed": int(seed), "sky": sky, "floor_sigmas": floor_sigmas, "pedestal": bool(pedestal), "superres": s,
-        "blind": bool(blind), "ensemble": int(ensemble), "lr": lr, "lr_decay": lr_decay, "lr_step": lr_step,
-        "huber_delta": huber_delta, "ema": ema, "skip": bool(skip), "chi2_stop": chi2_stop, "warmup": int(warmup), "channels_last": bool(channels_last), "kernel_sizes": list(kernel_sizes), "multiplier": multiplier, "hidden": hidden,
-        "psf_size": int(p), "device": dev, "n_frames": n, "skip_smooth": float(skip_smooth), "holdout": float(holdout),
-        "patience": int(patience), "gate": list(gate) if gate else None, "gate_sigma": float(gate_sigma),
-        "project": bool(project), "project_sigma": project_sigma,
-        "project_iterations": int(project_iterations), "pin_sky": bool(pin_sky),
+        "iterations": int(iterations),
+        "seed": int(seed),
+        "sky": sky,
+        "floor_sigmas": floor_sigmas,
+        "pedestal": bool(pedestal),
+        "superres": s,
+        "blind": bool(blind),
+        "ensemble": int(ensemble),
+        "lr": lr,
+        "lr_decay": lr_decay,
+        "lr_step": lr_step,
+        "huber_delta": huber_delta,
+        "ema": ema,
+        "skip": bool(skip),
+        "chi2_stop": chi2_stop,
+        "warmup": int(warmup),
+        "channels_last": bool(channels_last),
+        "kernel_sizes": list(kernel_sizes),
+        "multiplier": multiplier,
+        "hidden": hidden,
+        "psf_size": int(p),
+        "device": dev,
+        "n_frames": n,
+        "skip_smooth": float(skip_smooth),
+        "holdout": float(holdout),
+        "patience": int(patience),
+        "gate": list(gate) if gate else None,
+        "gate_sigma": float(gate_sigma),
+        "project": bool(project),
+        "project_sigma": project_sigma,
+        "project_iterations": int(project_iterations),
+        "pin_sky": bool(pin_sky),
     }
     finish_s = time.perf_counter() - t_end
     met: dict[str, Any] = {
         "finish_seconds": finish_s,
-        "steps": steps_total, "stop_reason": members[-1]["reason"], "loss": members[-1]["loss"], "chi2": chi2,
-        "seconds": elapsed, "steps_per_s": steps_total / max(elapsed, 1e-9),
+        "steps": steps_total,
+        "stop_reason": members[-1]["reason"],
+        "loss": members[-1]["loss"],
+        "chi2": chi2,
+        "seconds": elapsed,
+        "steps_per_s": steps_total / max(elapsed, 1e-9),
         "pedestal": float(np.mean([m["pedestal"] for m in members])),
-        "chi2_frames": chi2_frames, "best_step": int(members[-1]["best_step"]),
+        "chi2_frames": chi2_frames,
+        "best_step": int(members[-1]["best_step"]),
         "val_curve": [[int(a), float(b)] for a, b in members[-1]["val_hist"]],
     }
     if gate_info is not None:
         met["gate_network_fraction"] = gate_info["network_fraction"]
     if members[-1]["val_chi2"] is not None:
         met["val_chi2"] = float(members[-1]["val_chi2"])
-    hdr = coadd_header(header, method="dip", n_frames=n, extra={
-        "DIPSTEPS": (steps_total, "DIP optimisation steps"), "DIPSEED": (int(seed), "torch seed"),
-        "DIPCHI2": (round(chi2, 5), "mean (residual/sigma)^2 over unmasked pixels"),
-        "DIPSUPER": (s, "latent oversampling factor"),
-    })
-    result = CoaddResult(data=data, wcs=out_wcs, header=hdr, uncertainty=unc, residuals=resid, metrics=met,
-                         method="dip", params=par, sky=sky_fit, psfs=psfs_out)
+    hdr = coadd_header(
+        header,
+        method="dip",
+        n_frames=n,
+        extra={
+            "DIPSTEPS": (steps_total, "DIP optimisation steps"),
+            "DIPSEED": (int(seed), "torch seed"),
+            "DIPCHI2": (round(chi2, 5), "mean (residual/sigma)^2 over unmasked pixels"),
+            "DIPSUPER": (s, "latent oversampling factor"),
+        },
+    )
+    result = CoaddResult(
+        data=data,
+        wcs=out_wcs,
+        header=hdr,
+        uncertainty=unc,
+        residuals=resid,
+        metrics=met,
+        method="dip",
+        params=par,
+        sky=sky_fit,
+        psfs=psfs_out,
+    )
     if metrics:
         yield Progress(step=done, total=total, message="measuring against the ivar coadd")
         result.metrics.update(compare_with_ivar(result, stack))
@@ -499,16 +623,21 @@ def effective_psf(stack: FrameStack) -> np.ndarray:
     from ..core.coadd import common_psf_size, crop_psf
 
     size = common_psf_size(stack.psfs)
-    w = np.array([np.median(1.0 / stack.sigma[i][~stack.mask[i]].astype(np.float64) ** 2)
-                  if (~stack.mask[i]).any() else 0.0 for i in range(stack.n)])
+    w = np.array(
+        [
+            np.median(1.0 / stack.sigma[i][~stack.mask[i]].astype(np.float64) ** 2) if (~stack.mask[i]).any() else 0.0
+            for i in range(stack.n)
+        ]
+    )
     ps = np.stack([crop_psf(np.asarray(q, np.float64), size) for q in stack.psfs])
     ps /= ps.sum(axis=(1, 2), keepdims=True)
     out = (w[:, None, None] * ps).sum(axis=0) / max(w.sum(), 1e-300)
     return out / out.sum()
 
 
-def project_flux(data: np.ndarray, stack: FrameStack, *, superres: int = 1, sigma: Optional[float] = None,
-                 iterations: int = 1) -> np.ndarray:
+def project_flux(
+    data: np.ndarray, stack: FrameStack, *, superres: int = 1, sigma: Optional[float] = None, iterations: int = 1
+) -> np.ndarray:
     """Add the smoothed difference between the ivar coadd and the latent re-blurred to its PSF.
 
     ``data`` (frame grid x ``superres``) -> ``data + G * (ivar - data * PSF_eff)`` (on the
@@ -543,8 +672,9 @@ def project_flux(data: np.ndarray, stack: FrameStack, *, superres: int = 1, sigm
     return img
 
 
-def gate_sky(data: np.ndarray, stack: FrameStack, *, superres: int = 1, levels: Sequence[float] = (2.0, 5.0),
-             sigma: float = 1.5) -> tuple[np.ndarray, dict]:
+def gate_sky(
+    data: np.ndarray, stack: FrameStack, *, superres: int = 1, levels: Sequence[float] = (2.0, 5.0), sigma: float = 1.5
+) -> tuple[np.ndarray, dict]:
     """Blend the latent back to the Gaussian-smoothed ivar coadd where that shows no source.
 
     See ``gate`` in :func:`dip_coadd_job`. For ``superres=2`` the smoothed coadd is spread
@@ -582,12 +712,15 @@ def compare_with_ivar(result: CoaddResult, stack: FrameStack, *, snr_min: float 
     fwhm = max(measure_fwhm(p) for p in stack.psfs)
     m_dip = image_metrics(img)
     m_iv = image_metrics(iv.data)
-    fl = compare_fluxes(img, iv.data, fwhm=fwhm, reference_sigma=iv.uncertainty, snr_min=snr_min,
-                        mask=~np.isfinite(iv.data))
+    fl = compare_fluxes(
+        img, iv.data, fwhm=fwhm, reference_sigma=iv.uncertainty, snr_min=snr_min, mask=~np.isfinite(iv.data)
+    )
     fl.pop("table", None)
     out = {
-        "sharpness": m_dip["sharpness"], "sky_sigma": m_dip["sky_sigma"],
-        "ivar_sharpness": m_iv["sharpness"], "ivar_sky_sigma": m_iv["sky_sigma"],
+        "sharpness": m_dip["sharpness"],
+        "sky_sigma": m_dip["sky_sigma"],
+        "ivar_sharpness": m_iv["sharpness"],
+        "ivar_sky_sigma": m_iv["sky_sigma"],
         "sharpness_gain": (m_dip["sharpness"] - m_iv["sharpness"]) / abs(m_iv["sharpness"]),
         "sky_sigma_change": (m_dip["sky_sigma"] - m_iv["sky_sigma"]) / m_iv["sky_sigma"],
     }

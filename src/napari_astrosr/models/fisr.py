@@ -25,7 +25,7 @@ in ``restoration.restore`` for a forward-model-consistent output.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,12 +35,15 @@ from .common import Downsample, TransformerBlock, Upsample, blocks, flux_conserv
 
 PRESETS: dict[str, dict] = {
     # PromptIR / FISR size (Restormer backbone widths, 5 prompts per controller)
-    "paper": dict(dim=48, num_blocks=(4, 6, 6, 8), heads=(1, 2, 4, 8), refinement=4, expansion=2.66,
-                  prompt_len=5, prompt_size=16),
-    "small": dict(dim=16, num_blocks=(1, 2, 2, 2), heads=(1, 2, 4, 8), refinement=1, expansion=2.0,
-                  prompt_len=5, prompt_size=16),
-    "tiny": dict(dim=8, num_blocks=(1, 1, 1, 1), heads=(1, 1, 2, 2), refinement=1, expansion=2.0,
-                 prompt_len=3, prompt_size=8),
+    "paper": dict(
+        dim=48, num_blocks=(4, 6, 6, 8), heads=(1, 2, 4, 8), refinement=4, expansion=2.66, prompt_len=5, prompt_size=16
+    ),
+    "small": dict(
+        dim=16, num_blocks=(1, 2, 2, 2), heads=(1, 2, 4, 8), refinement=1, expansion=2.0, prompt_len=5, prompt_size=16
+    ),
+    "tiny": dict(
+        dim=8, num_blocks=(1, 1, 1, 1), heads=(1, 1, 2, 2), refinement=1, expansion=2.0, prompt_len=3, prompt_size=8
+    ),
 }
 
 
@@ -49,8 +52,9 @@ class FluxEncoder(nn.Module):
 
     def __init__(self, dim: int, *, bias: bool = False) -> None:
         super().__init__()
-        self.embed = nn.Sequential(nn.Conv2d(1, dim, 3, padding=1, bias=bias), nn.GELU(),
-                                   nn.Conv2d(dim, dim, 3, padding=1, bias=bias))
+        self.embed = nn.Sequential(
+            nn.Conv2d(1, dim, 3, padding=1, bias=bias), nn.GELU(), nn.Conv2d(dim, dim, 3, padding=1, bias=bias)
+        )
         self.down1 = nn.Sequential(Downsample(dim, bias=bias), nn.GELU())
         self.down2 = nn.Sequential(Downsample(dim * 2, bias=bias), nn.GELU())
 
@@ -63,8 +67,18 @@ class FluxEncoder(nn.Module):
 class FluxGuidanceController(nn.Module):
     """Prompt bank combined by image+flux features, injected into decoder features."""
 
-    def __init__(self, feat_ch: int, flux_ch: int, *, prompt_len: int, prompt_size: int, heads: int,
-                 expansion: float, bias: bool = False, bias_free_norm: bool = True) -> None:
+    def __init__(
+        self,
+        feat_ch: int,
+        flux_ch: int,
+        *,
+        prompt_len: int,
+        prompt_size: int,
+        heads: int,
+        expansion: float,
+        bias: bool = False,
+        bias_free_norm: bool = True,
+    ) -> None:
         super().__init__()
         self.prompts = nn.Parameter(torch.rand(prompt_len, feat_ch, prompt_size, prompt_size))
         self.weights = nn.Linear(feat_ch + flux_ch, prompt_len)
@@ -76,10 +90,10 @@ class FluxGuidanceController(nn.Module):
     def forward(self, feat: torch.Tensor, flux: torch.Tensor) -> torch.Tensor:
         b, _, h, w = feat.shape
         pooled = torch.cat([feat.mean(dim=(-2, -1)), flux.mean(dim=(-2, -1))], dim=1)
-        wts = self.weights(pooled).softmax(dim=1)                         # (B, L)
+        wts = self.weights(pooled).softmax(dim=1)  # (B, L)
         prompt = torch.einsum("bl,lchw->bchw", wts, self.prompts)
         prompt = F.interpolate(prompt, size=(h, w), mode="bilinear", align_corners=False)
-        prompt = self.prompt_conv(prompt) * (1 + self.flux_mod(flux))     # flux says *where*
+        prompt = self.prompt_conv(prompt) * (1 + self.flux_mod(flux))  # flux says *where*
         return feat + self.reduce(self.mix(torch.cat([feat, prompt], dim=1)))
 
 
@@ -88,10 +102,21 @@ class FISR(nn.Module):
 
     multiple = 8
 
-    def __init__(self, *, scale: int = 2, in_channels: int = 1, dim: int = 48,
-                 num_blocks: Sequence[int] = (4, 6, 6, 8), heads: Sequence[int] = (1, 2, 4, 8),
-                 refinement: int = 4, expansion: float = 2.66, prompt_len: int = 5, prompt_size: int = 16,
-                 bias: bool = False, bias_free_norm: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        scale: int = 2,
+        in_channels: int = 1,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        heads: Sequence[int] = (1, 2, 4, 8),
+        refinement: int = 4,
+        expansion: float = 2.66,
+        prompt_len: int = 5,
+        prompt_size: int = 16,
+        bias: bool = False,
+        bias_free_norm: bool = True,
+    ) -> None:
         super().__init__()
         if scale not in (1, 2, 3, 4):
             raise ValueError(f"FISR scale must be 1-4, got {scale}")
@@ -121,8 +146,9 @@ class FISR(nn.Module):
         self.dec1 = blocks(nb[0], dim * 2, hd[0], e, **kw)
         self.fgc1 = FluxGuidanceController(dim * 2, dim, heads=hd[0], **pk)
         self.refine = blocks(refinement, dim * 2, hd[0], e, **kw)
-        self.tail = nn.Sequential(nn.Conv2d(dim * 2, in_channels * scale * scale, 3, padding=1, bias=bias),
-                                  nn.PixelShuffle(scale))
+        self.tail = nn.Sequential(
+            nn.Conv2d(dim * 2, in_channels * scale * scale, 3, padding=1, bias=bias), nn.PixelShuffle(scale)
+        )
 
     def forward(self, x: torch.Tensor, flux_map: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -156,8 +182,9 @@ LITE_PRESETS: dict[str, dict] = {
 class _ResBlock(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(dim, dim, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 3, padding=1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -175,8 +202,9 @@ class FISRLite(nn.Module):
 
     multiple = 1
 
-    def __init__(self, *, scale: int = 2, in_channels: int = 1, dim: int = 32, num_blocks: int = 8,
-                 flux_dim: int = 8) -> None:
+    def __init__(
+        self, *, scale: int = 2, in_channels: int = 1, dim: int = 32, num_blocks: int = 8, flux_dim: int = 8
+    ) -> None:
         super().__init__()
         if scale not in (1, 2, 3, 4):
             raise ValueError(f"FISR scale must be 1-4, got {scale}")
@@ -186,8 +214,7 @@ class FISRLite(nn.Module):
         self.head = nn.Conv2d(in_channels + flux_dim, dim, 3, padding=1)
         self.body = nn.Sequential(*[_ResBlock(dim) for _ in range(int(num_blocks))])
         self.flux_gate = nn.Conv2d(flux_dim, dim, 1)
-        self.tail = nn.Sequential(nn.Conv2d(dim, in_channels * scale * scale, 3, padding=1),
-                                  nn.PixelShuffle(scale))
+        self.tail = nn.Sequential(nn.Conv2d(dim, in_channels * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
 
     def forward(self, x: torch.Tensor, flux_map: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:

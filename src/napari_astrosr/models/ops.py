@@ -31,8 +31,14 @@ from ..core import resample as _rs
 from ..core.psf import normalize_psf
 from ..exceptions import AstroSRError
 
-__all__ = ["use_torch_on", "upsample", "upsample_torch", "render_flux_map", "flux_map_from_image",
-           "iter_project_flux_exact"]
+__all__ = [
+    "use_torch_on",
+    "upsample",
+    "upsample_torch",
+    "render_flux_map",
+    "flux_map_from_image",
+    "iter_project_flux_exact",
+]
 
 
 def use_torch_on(device: Optional[str]) -> bool:
@@ -95,8 +101,9 @@ def upsample_torch(x: torch.Tensor, factor: int, *, method: str = "bicubic", ref
     return out + _block_split_sum(res, f)
 
 
-def upsample(image: np.ndarray, factor: int, *, method: str = "bicubic", device: str = "cpu",
-             use_torch: Optional[bool] = None) -> np.ndarray:
+def upsample(
+    image: np.ndarray, factor: int, *, method: str = "bicubic", device: str = "cpu", use_torch: Optional[bool] = None
+) -> np.ndarray:
     """``core.resample.upsample(image, factor, method=method)``, in torch on ``device`` unless it is the CPU.
 
     Same contract: NaN input pixels are interpolated over as 0 and their blocks come back NaN;
@@ -118,9 +125,17 @@ def upsample(image: np.ndarray, factor: int, *, method: str = "bicubic", device:
 
 
 # ----------------------------------------------------------------------------- flux map
-def render_flux_map(shape, sources, *, kernel: str = "gaussian", coord_scale: float = 1.0,
-                    nsigma: Optional[float] = None, min_sigma: float = 0.3, max_radius: int = 64,
-                    device: str = "cpu") -> torch.Tensor:
+def render_flux_map(
+    shape,
+    sources,
+    *,
+    kernel: str = "gaussian",
+    coord_scale: float = 1.0,
+    nsigma: Optional[float] = None,
+    min_sigma: float = 0.3,
+    max_radius: int = 64,
+    device: str = "cpu",
+) -> torch.Tensor:
     """:func:`core.fluxmap.flux_map` drawn on ``device`` (a float64 tensor; float32 on MPS)."""
     if kernel not in _fm.KERNELS:
         raise AstroSRError(f"kernel: must be one of {_fm.KERNELS}, got {kernel!r}.")
@@ -160,8 +175,11 @@ def render_flux_map(shape, sources, *, kernel: str = "gaussian", coord_scale: fl
         py = t(yc[sel])[:, None, None] + gy
         dx = px.to(dt) - t(x[sel]).to(dt)[:, None, None]
         dy = py.to(dt) - t(y[sel]).to(dt)[:, None, None]
-        q = (t(cxx[sel]).to(dt)[:, None, None] * dx**2 + t(cyy[sel]).to(dt)[:, None, None] * dy**2
-             + t(cxy[sel]).to(dt)[:, None, None] * dx * dy)
+        q = (
+            t(cxx[sel]).to(dt)[:, None, None] * dx**2
+            + t(cyy[sel]).to(dt)[:, None, None] * dy**2
+            + t(cxy[sel]).to(dt)[:, None, None] * dx * dy
+        )
         if kernel == "gaussian":
             w = torch.exp(-0.5 * q)
         else:  # the Airy profile needs scipy's j1: evaluated on the CPU, then moved
@@ -176,8 +194,9 @@ def render_flux_map(shape, sources, *, kernel: str = "gaussian", coord_scale: fl
     return out.reshape(ny, nx)
 
 
-def flux_map_from_image(image: np.ndarray, *, thresh: float = 1.5, device: str = "cpu",
-                        use_torch: Optional[bool] = None, dtype=np.float32) -> np.ndarray:
+def flux_map_from_image(
+    image: np.ndarray, *, thresh: float = 1.5, device: str = "cpu", use_torch: Optional[bool] = None, dtype=np.float32
+) -> np.ndarray:
     """``core.fluxmap.flux_map_from_image`` with the map drawn on ``device`` (detection: sep, on the CPU)."""
     if not (use_torch if use_torch is not None else use_torch_on(device)):
         return _fm.flux_map_from_image(image, thresh=thresh, dtype=dtype)
@@ -219,7 +238,7 @@ class _TorchModel:
     def _filt(self, img, kf):
         full = torch.fft.irfft2(torch.fft.rfft2(img, s=self.fshape) * kf, s=self.fshape)
         oy, ox = self.off
-        return full[oy: oy + self.shape[0], ox: ox + self.shape[1]]
+        return full[oy : oy + self.shape[0], ox : ox + self.shape[1]]
 
     def apply(self, x):
         if self.k is not None:
@@ -291,19 +310,43 @@ def _cg(op: _TorchModel, rhs, mask, *, iterations: int, atol: float, precond, da
     return dx, r
 
 
-def iter_project_flux_exact(sr: np.ndarray, lr: np.ndarray, *, scale: int, psf: Optional[np.ndarray] = None,
-                            iterations: int = 50, tol: float = 1e-7, nonneg: Optional[bool] = None,
-                            nonneg_rounds: int = 10, neg_flux_tol: float = 1e-6, damping: float = 0.0, stop=None,
-                            device: str = "cpu", use_torch: Optional[bool] = None):
+def iter_project_flux_exact(
+    sr: np.ndarray,
+    lr: np.ndarray,
+    *,
+    scale: int,
+    psf: Optional[np.ndarray] = None,
+    iterations: int = 50,
+    tol: float = 1e-7,
+    nonneg: Optional[bool] = None,
+    nonneg_rounds: int = 10,
+    neg_flux_tol: float = 1e-6,
+    damping: float = 0.0,
+    stop=None,
+    device: str = "cpu",
+    use_torch: Optional[bool] = None,
+):
     """``core.projection.iter_project_flux_exact`` (same parameters, yields and result) on ``device``.
 
     CG runs in float64 on the device (float32 on MPS); the numpy version's float32 corrections
     and float64 refinement are a CPU-time saving that a GPU does not need.
     """
     if not (use_torch if use_torch is not None else use_torch_on(device)):
-        return (yield from _proj.iter_project_flux_exact(
-            sr, lr, scale=scale, psf=psf, iterations=iterations, tol=tol, nonneg=nonneg,
-            nonneg_rounds=nonneg_rounds, neg_flux_tol=neg_flux_tol, damping=damping, stop=stop))
+        return (
+            yield from _proj.iter_project_flux_exact(
+                sr,
+                lr,
+                scale=scale,
+                psf=psf,
+                iterations=iterations,
+                tol=tol,
+                nonneg=nonneg,
+                nonneg_rounds=nonneg_rounds,
+                neg_flux_tol=neg_flux_tol,
+                damping=damping,
+                stop=stop,
+            )
+        )
     x0 = np.asarray(sr)
     y_obs = np.asarray(lr, dtype=np.float64)
     if x0.ndim != 2 or y_obs.ndim != 2:

@@ -18,7 +18,8 @@ undoes the normalisation and can project (``flux_exact``).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -57,8 +58,17 @@ class UNetGenerator(nn.Module):
 
     multiple = 64
 
-    def __init__(self, *, in_channels: int = 1, out_channels: int = 1, ngf: int = 64, dropout: float = 0.5,
-                 norm: str = "batch", out_act: str = "tanh", residual: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        ngf: int = 64,
+        dropout: float = 0.5,
+        norm: str = "batch",
+        out_act: str = "tanh",
+        residual: bool = False,
+    ) -> None:
         super().__init__()
         if residual and in_channels != out_channels:
             raise ValueError("residual needs in_channels == out_channels")
@@ -115,12 +125,19 @@ class PatchCritic(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers):
-            prev, mult = mult, min(2 ** n, 8)
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1), _norm(norm, ndf * mult),
-                       nn.LeakyReLU(0.2, True)]
-        prev, mult = mult, min(2 ** n_layers, 8)
-        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1), _norm(norm, ndf * mult),
-                   nn.LeakyReLU(0.2, True), nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
+            prev, mult = mult, min(2**n, 8)
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1),
+                _norm(norm, ndf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
+        prev, mult = mult, min(2**n_layers, 8)
+        layers += [
+            nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1),
+            _norm(norm, ndf * mult),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

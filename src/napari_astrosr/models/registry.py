@@ -43,23 +43,26 @@ class ModelSpec:
 
 def _restormer(**kw):
     from .restormer import build
+
     return build(**kw)
 
 
 def _fisr(**kw):
     from .fisr import build
+
     return build(**kw)
 
 
 def _pix2wgan(**kw):
     from .pix2wgan import build_generator
+
     return build_generator(**kw)
 
 
 def _cascade(**kw):
     from .pix2wgan import build_cascade
-    return build_cascade(**kw)
 
+    return build_cascade(**kw)
 
 
 class _LazyPresets(Mapping):
@@ -93,29 +96,53 @@ class _LazyPresets(Mapping):
 def _make_registry() -> dict[str, ModelSpec]:
     return {
         "restormer": ModelSpec(
-            name="restormer", builder=_restormer, presets=_LazyPresets("restormer", "PRESETS"), scales=(1, 2, 3, 4),
-            needs_flux_map=False, upsamples=False, multiple=8,
+            name="restormer",
+            builder=_restormer,
+            presets=_LazyPresets("restormer", "PRESETS"),
+            scales=(1, 2, 3, 4),
+            needs_flux_map=False,
+            upsamples=False,
+            multiple=8,
             description="Restormer transformer (MDTA + GDFN), same-size restoration; SR after flux-conserving bicubic",
-            paper="Zamir et al. 2022 (CVPR); Park et al. galaxy restoration"),
+            paper="Zamir et al. 2022 (CVPR); Park et al. galaxy restoration",
+        ),
         "fisr": ModelSpec(
-            name="fisr", builder=_fisr, presets=_LazyPresets("fisr", "PRESETS", "LITE_PRESETS"), scales=(2, 4),
-            needs_flux_map=True, upsamples=True, multiple=8,
+            name="fisr",
+            builder=_fisr,
+            presets=_LazyPresets("fisr", "PRESETS", "LITE_PRESETS"),
+            scales=(2, 4),
+            needs_flux_map=True,
+            upsamples=True,
+            multiple=8,
             description="FISR: PromptIR-style encoder-decoder with flux-guidance controllers; residual on "
-                        "flux-conserving bicubic, PixelShuffle x2/x4; preset \"lite\": fast shallow "
-                        "full-resolution residual CNN with flux-map gating",
-            paper="FISR / STAR flux-guided super-resolution (PromptIR backbone, Potlapalli et al. 2023)"),
+            'flux-conserving bicubic, PixelShuffle x2/x4; preset "lite": fast shallow '
+            "full-resolution residual CNN with flux-map gating",
+            paper="FISR / STAR flux-guided super-resolution (PromptIR backbone, Potlapalli et al. 2023)",
+        ),
         "pix2wgan": ModelSpec(
-            name="pix2wgan", builder=_pix2wgan, presets=_LazyPresets("pix2wgan", "PRESETS"), scales=(1, 2, 3, 4),
-            needs_flux_map=False, upsamples=False, multiple=64,
+            name="pix2wgan",
+            builder=_pix2wgan,
+            presets=_LazyPresets("pix2wgan", "PRESETS"),
+            scales=(1, 2, 3, 4),
+            needs_flux_map=False,
+            upsamples=False,
+            multiple=64,
             normalization={"kind": "median_std"},
             description="Pix2WGAN U-Net generator (6 down/6 up) trained with a PatchGAN WGAN-GP critic; "
-                        "same-size translation on the target grid",
-            paper="Pix2WGAN survey-to-survey translation (pix2pix U-Net + WGAN-GP)"),
+            "same-size translation on the target grid",
+            paper="Pix2WGAN survey-to-survey translation (pix2pix U-Net + WGAN-GP)",
+        ),
         "pix2wgan-cascade": ModelSpec(
-            name="pix2wgan-cascade", builder=_cascade, presets=_LazyPresets("pix2wgan", "CASCADE_PRESETS"), scales=(1, 2, 3, 4),
-            needs_flux_map=False, upsamples=False, multiple=64,
+            name="pix2wgan-cascade",
+            builder=_cascade,
+            presets=_LazyPresets("pix2wgan", "CASCADE_PRESETS"),
+            scales=(1, 2, 3, 4),
+            needs_flux_map=False,
+            upsamples=False,
+            multiple=64,
             description="two Pix2WGAN generators in a row (e.g. SDSS-like -> DECaLS-like -> HSC-like)",
-            paper="Pix2WGAN cascade"),
+            paper="Pix2WGAN cascade",
+        ),
     }
 
 
@@ -218,8 +245,7 @@ def build_model(name: str, *, preset: Optional[str] = "small", scale: int = 2, *
         raise AstroSRError(f"bad configuration for {name}: {exc}") from exc
 
 
-def model_cost(name: str, *, preset: Optional[str] = "small", scale: int = 2, size: int = 64,
-               **overrides) -> dict:
+def model_cost(name: str, *, preset: Optional[str] = "small", scale: int = 2, size: int = 64, **overrides) -> dict:
     """Parameter count and forward FLOPs on a ``size x size`` single-image input.
 
     Counted with :class:`torch.utils.flop_counter.FlopCounterMode` on the *meta* device

@@ -11,7 +11,7 @@ and ``flux_exact=True`` projects the output onto the forward model.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -32,9 +32,18 @@ class Restormer(nn.Module):
 
     multiple = 8  # three 2x downsamplings
 
-    def __init__(self, *, in_channels: int = 1, dim: int = 48, num_blocks: Sequence[int] = (4, 6, 6, 8),
-                 heads: Sequence[int] = (1, 2, 4, 8), refinement: int = 4, expansion: float = 2.66,
-                 bias: bool = False, bias_free_norm: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        heads: Sequence[int] = (1, 2, 4, 8),
+        refinement: int = 4,
+        expansion: float = 2.66,
+        bias: bool = False,
+        bias_free_norm: bool = True,
+    ) -> None:
         super().__init__()
         if len(num_blocks) != 4 or len(heads) != 4:
             raise ValueError("Restormer needs 4 levels: num_blocks and heads of length 4")

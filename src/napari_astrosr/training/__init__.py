@@ -1,0 +1,1 @@
+"""Training: data, skies, losses, the loop, checkpoints and tiled inference (torch)."""

@@ -70,10 +70,22 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def save_checkpoint(path: PathLike, model, *, name: str, preset: Optional[str], scale: int, config: dict,
-                    normalization: dict, optimizer=None, step: int = 0, extra: Optional[dict] = None,
-                    state_dicts: Optional[dict] = None, cost: Optional[dict] = None,
-                    half: bool = False) -> Path:
+def save_checkpoint(
+    path: PathLike,
+    model,
+    *,
+    name: str,
+    preset: Optional[str],
+    scale: int,
+    config: dict,
+    normalization: dict,
+    optimizer=None,
+    step: int = 0,
+    extra: Optional[dict] = None,
+    state_dicts: Optional[dict] = None,
+    cost: Optional[dict] = None,
+    half: bool = False,
+) -> Path:
     """Write ``path`` (.pt, state dicts only) and its ``.json`` sidecar, both atomically.
 
     Parameters
@@ -125,9 +137,16 @@ def save_checkpoint(path: PathLike, model, *, name: str, preset: Optional[str], 
         payload[key] = sd
     _atomic_write(path, lambda tmp: torch.save(payload, tmp))
     meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "architecture": name, "preset": preset,
-        "config": _jsonable(config), "scale": int(scale), "normalization": _jsonable(normalization),
-        "package_version": __version__, "step": int(step), "training": _jsonable(extra or {}),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": name,
+        "preset": preset,
+        "config": _jsonable(config),
+        "scale": int(scale),
+        "normalization": _jsonable(normalization),
+        "package_version": __version__,
+        "step": int(step),
+        "training": _jsonable(extra or {}),
         "sha256": file_sha256(path),
     }
     if cost is not None:
@@ -177,8 +196,10 @@ def check_model_budget(arch: str, config: dict, *, scale: int, where: str) -> di
                 raise AstroSRError(f"{where}: {exc}") from None
         params = sum(p.numel() for p in model.parameters())
         if params > MAX_PARAMS:
-            raise AstroSRError(f"{where}: this {arch} config has {params:,} parameters ({params * 4 / 2**30:.1f} GiB); "
-                               f"the limit is {MAX_PARAMS:,}. Use a smaller preset or dims.")
+            raise AstroSRError(
+                f"{where}: this {arch} config has {params:,} parameters ({params * 4 / 2**30:.1f} GiB); "
+                f"the limit is {MAX_PARAMS:,}. Use a smaller preset or dims."
+            )
         hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
         n = BUDGET_INPUT // (scale if spec.needs_flux_map else 1)
         with torch.device("meta"), torch.no_grad():
@@ -191,12 +212,15 @@ def check_model_budget(arch: str, config: dict, *, scale: int, where: str) -> di
         raise
     except Exception as exc:  # a config the constructor or the forward pass cannot make sense of
         first = (str(exc).strip().splitlines() or [""])[0][:120]
-        raise AstroSRError(f"{where}: config cannot build a working {arch} ({type(exc).__name__}: {first}); "
-                           "fix the config.") from None
+        raise AstroSRError(
+            f"{where}: config cannot build a working {arch} ({type(exc).__name__}: {first}); fix the config."
+        ) from None
     if total[0] > MAX_ACTIVATION_BYTES:
-        raise AstroSRError(f"{where}: this {arch} config needs about {total[0] / 2**30:.1f} GiB of activations for a "
-                           f"{BUDGET_INPUT}x{BUDGET_INPUT} input (limit {MAX_ACTIVATION_BYTES / 2**30:.0f} GiB); "
-                           "use a smaller preset or dims.")
+        raise AstroSRError(
+            f"{where}: this {arch} config needs about {total[0] / 2**30:.1f} GiB of activations for a "
+            f"{BUDGET_INPUT}x{BUDGET_INPUT} input (limit {MAX_ACTIVATION_BYTES / 2**30:.0f} GiB); "
+            "use a smaller preset or dims."
+        )
     return {"params": int(params), "activation_bytes": int(total[0])}
 
 
@@ -204,27 +228,35 @@ def read_sidecar(path: PathLike) -> dict:
     """The sidecar of checkpoint ``path``, validated; clear errors when missing or wrong."""
     side = sidecar_path(path)
     if not side.exists():
-        raise AstroSRError(f"{path}: no sidecar {side.name} next to it; a checkpoint needs its .json "
-                           "(written by astrosr train).")
+        raise AstroSRError(
+            f"{path}: no sidecar {side.name} next to it; a checkpoint needs its .json (written by astrosr train)."
+        )
     try:
         size = side.stat().st_size
         if size > MAX_SIDECAR_BYTES:
-            raise AstroSRError(f"{side}: is {size:,} bytes; a checkpoint sidecar is at most {MAX_SIDECAR_BYTES:,}. "
-                               "Use the .json written by astrosr train.")
+            raise AstroSRError(
+                f"{side}: is {size:,} bytes; a checkpoint sidecar is at most {MAX_SIDECAR_BYTES:,}. "
+                "Use the .json written by astrosr train."
+            )
         meta = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, 5,000-digit integers, bad UTF-8
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise AstroSRError(f"{side}: not a valid checkpoint sidecar ({first}); use the .json written by "
-                           "astrosr train.") from None
+        raise AstroSRError(
+            f"{side}: not a valid checkpoint sidecar ({first}); use the .json written by astrosr train."
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise AstroSRError(f"{side}: not a napari-astrosr checkpoint sidecar (format field missing).")
     fv = meta.get("format_version")
     if isinstance(fv, bool) or not isinstance(fv, int) or fv < 1:
-        raise AstroSRError(f"{side}: 'format_version' must be a positive integer, got {str(fv)[:40]!r}; "
-                           "use the .json written by astrosr train.")
+        raise AstroSRError(
+            f"{side}: 'format_version' must be a positive integer, got {str(fv)[:40]!r}; "
+            "use the .json written by astrosr train."
+        )
     if fv > FORMAT_VERSION:
-        raise AstroSRError(f"{side}: checkpoint format version {fv} is newer than this napari-astrosr "
-                           f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade napari-astrosr.")
+        raise AstroSRError(
+            f"{side}: checkpoint format version {fv} is newer than this napari-astrosr "
+            f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade napari-astrosr."
+        )
     for key in ("architecture", "config", "scale", "normalization"):
         if key not in meta:
             raise AstroSRError(f"{side}: sidecar lacks {key!r}.")
@@ -244,8 +276,14 @@ def read_sidecar(path: PathLike) -> dict:
     return meta
 
 
-def load_checkpoint(path: PathLike, *, device: str = "cpu", expect_name: Optional[str] = None,
-                    expect_scale: Optional[int] = None, with_payload: bool = False):
+def load_checkpoint(
+    path: PathLike,
+    *,
+    device: str = "cpu",
+    expect_name: Optional[str] = None,
+    expect_scale: Optional[int] = None,
+    with_payload: bool = False,
+):
     """Rebuild the network of a checkpoint and load its weights.
 
     Parameters
@@ -274,21 +312,26 @@ def load_checkpoint(path: PathLike, *, device: str = "cpu", expect_name: Optiona
     meta = read_sidecar(path)
     arch, scale = meta["architecture"], int(meta["scale"])
     if arch not in MODELS:
-        raise AstroSRError(f"{path}: architecture {arch!r} is unknown to this version "
-                           f"(known: {', '.join(sorted(MODELS))}).")
+        raise AstroSRError(
+            f"{path}: architecture {arch!r} is unknown to this version (known: {', '.join(sorted(MODELS))})."
+        )
     if expect_name is not None and arch != expect_name:
-        raise AstroSRError(f"{path}: is a {arch} checkpoint, not {expect_name}; use --method {arch} "
-                           "or another --model.")
+        raise AstroSRError(
+            f"{path}: is a {arch} checkpoint, not {expect_name}; use --method {arch} or another --model."
+        )
     if expect_scale is not None and scale != int(expect_scale):
-        raise AstroSRError(f"{path}: was trained for x{scale}, not x{expect_scale}; use --scale {scale} "
-                           "or a checkpoint trained for that scale.")
+        raise AstroSRError(
+            f"{path}: was trained for x{scale}, not x{expect_scale}; use --scale {scale} "
+            "or a checkpoint trained for that scale."
+        )
     check_model_budget(arch, meta["config"], scale=scale, where=str(sidecar_path(path)))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt/truncated/not a torch file/unsafe pickle
         first = (str(exc).strip().splitlines() or [""])[0][:120]  # EOFError has no message
-        raise AstroSRError(f"{path}: could not be read as a weights-only torch checkpoint "
-                           f"({type(exc).__name__}: {first}).") from exc
+        raise AstroSRError(
+            f"{path}: could not be read as a weights-only torch checkpoint ({type(exc).__name__}: {first})."
+        ) from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise AstroSRError(f"{path}: does not contain a 'model' state dict.")
     try:
@@ -298,8 +341,9 @@ def load_checkpoint(path: PathLike, *, device: str = "cpu", expect_name: Optiona
     try:
         model.load_state_dict(payload["model"], strict=True)
     except RuntimeError as exc:
-        raise AstroSRError(f"{path}: weights do not fit the {arch} config in its sidecar "
-                           f"({str(exc).splitlines()[0][:160]}).") from exc
+        raise AstroSRError(
+            f"{path}: weights do not fit the {arch} config in its sidecar ({str(exc).splitlines()[0][:160]})."
+        ) from exc
     model.to(device).eval()
     meta = dict(meta, path=str(path), sha256=meta.get("sha256") or file_sha256(path))
     return (model, meta, payload) if with_payload else (model, meta)

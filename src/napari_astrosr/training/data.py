@@ -138,12 +138,15 @@ def _resolve(root: Path, rel: str) -> Path:
     if not p.is_absolute():
         p = root / p
     if not p.exists():
-        raise AstroSRError(f"{p}: training data file not found (data.root is {root}; set data.root or ASTROSR_SHARED_DATA).")
+        raise AstroSRError(
+            f"{p}: training data file not found (data.root is {root}; set data.root or ASTROSR_SHARED_DATA)."
+        )
     return p
 
 
-def _make_psf(cfg: TrainConfig, root: Path, rng: np.random.Generator, image_wcs,
-              image_pixel_scale: Optional[float] = None) -> tuple[Optional[np.ndarray], dict]:
+def _make_psf(
+    cfg: TrainConfig, root: Path, rng: np.random.Generator, image_wcs, image_pixel_scale: Optional[float] = None
+) -> tuple[Optional[np.ndarray], dict]:
     from ..core import psf as P
 
     spec = cfg.data.psf
@@ -162,7 +165,7 @@ def _make_psf(cfg: TrainConfig, root: Path, rng: np.random.Generator, image_wcs,
             # cropped to 25 px (the far wings hold ~1% of the flux): the projected loss convolves with it every step
             if psf.shape[0] > 25:
                 c0, c1 = (psf.shape[0] - 25) // 2, (psf.shape[1] - 25) // 2
-                psf = P.normalize_psf(psf[c0:c0 + 25, c1:c1 + 25])
+                psf = P.normalize_psf(psf[c0 : c0 + 25, c1 : c1 + 25])
             return psf, {"psf": f, "psf_resample": round(factor, 4)}
         fam = spec.family
         if fam == "mixed":
@@ -178,8 +181,10 @@ def _make_psf(cfg: TrainConfig, root: Path, rng: np.random.Generator, image_wcs,
         if spec.pixel_scale:
             pix = image_pixel_scale or _pixel_scale_arcsec(image_wcs)
             if pix is None:
-                raise AstroSRError(f"psf.pixel_scale is set but a training image has no celestial WCS to resample the PSF {s} "
-                                   "(for a simulate source give its pixel_scale).")
+                raise AstroSRError(
+                    f"psf.pixel_scale is set but a training image has no celestial WCS to resample the PSF {s} "
+                    "(for a simulate source give its pixel_scale)."
+                )
             factor = spec.pixel_scale / pix
             if abs(factor - 1) > 1e-3:
                 psf = P.resample_psf(psf, factor)
@@ -233,8 +238,14 @@ def _noise(lr: np.ndarray, sigma: float, kind: str, rng: np.random.Generator) ->
     return (sigma * white).astype(np.float32)
 
 
-def _degrade_pair(hr: np.ndarray, cfg: TrainConfig, root: Path, rng: np.random.Generator,
-                  wcs=None, pixel_scale: Optional[float] = None) -> tuple[np.ndarray, dict, np.ndarray]:
+def _degrade_pair(
+    hr: np.ndarray,
+    cfg: TrainConfig,
+    root: Path,
+    rng: np.random.Generator,
+    wcs=None,
+    pixel_scale: Optional[float] = None,
+) -> tuple[np.ndarray, dict, np.ndarray]:
     from ..core.degrade import degrade
 
     psf, params = _make_psf(cfg, root, rng, wcs, pixel_scale)
@@ -257,7 +268,7 @@ def _halves(pair: ImagePair, scale: int) -> list[ImagePair]:
     w_lr = pair.lr.shape[1] // 2
     return [
         ImagePair(pair.hr[:, : w_lr * scale], pair.lr[:, :w_lr], pair.name + "[left]", "train", pair.params, pair.psf),
-        ImagePair(pair.hr[:, w_lr * scale:], pair.lr[:, w_lr:], pair.name + "[right]", "val", pair.params, pair.psf),
+        ImagePair(pair.hr[:, w_lr * scale :], pair.lr[:, w_lr:], pair.name + "[right]", "val", pair.params, pair.psf),
     ]
 
 
@@ -323,16 +334,20 @@ def build_image_pairs(config: TrainConfig, *, root: Optional[Path] = None) -> li
             hr = _crop_to_multiple(hr, s)
             ny, nx = hr.shape[0] // s, hr.shape[1] // s
             if lr.shape != (ny, nx):
-                raise AstroSRError(f"{src.lr}: LR shape {lr.shape} does not match HR {hr.shape} / scale {s}; "
-                                   "resample the pair onto matching grids first.")
+                raise AstroSRError(
+                    f"{src.lr}: LR shape {lr.shape} does not match HR {hr.shape} / scale {s}; "
+                    "resample the pair onto matching grids first."
+                )
             made.append(ImagePair(hr, lr, f"{Path(src.lr).name}+{Path(src.hr).name}", src.split, {"paired": True}))
         for p in made:
             pairs.extend(_halves(p, s) if p.split == "halves" else [p])
     if not any(p.split == "train" for p in pairs):
         raise AstroSRError(f"{config.source_path}: no training images (every source is split: val).")
     if not any(p.split == "val" for p in pairs):
-        raise AstroSRError(f"{config.source_path}: no validation images; give one source split: val or halves "
-                           "(validation is split by sky region, never by random patches).")
+        raise AstroSRError(
+            f"{config.source_path}: no validation images; give one source split: val or halves "
+            "(validation is split by sky region, never by random patches)."
+        )
     return pairs
 
 
@@ -348,21 +363,23 @@ def _crop_to_multiple(a: np.ndarray, s: int) -> np.ndarray:
 class PatchPool:
     """Normalised patches ready for torch: x (network input), y (target), flux maps."""
 
-    x: np.ndarray          # (N, 1, p_in, p_in)
-    y: np.ndarray          # (N, 1, p_out, p_out)
-    fmap_in: np.ndarray    # (N, 1, p_lr, p_lr) FISR guidance (LR detections, LR grid), normalised units
-    fmap_hr: np.ndarray    # (N, 1, p_out, p_out) HR flux map for the FCL
-    med: np.ndarray        # (N, 1, 1, 1)
+    x: np.ndarray  # (N, 1, p_in, p_in)
+    y: np.ndarray  # (N, 1, p_out, p_out)
+    fmap_in: np.ndarray  # (N, 1, p_lr, p_lr) FISR guidance (LR detections, LR grid), normalised units
+    fmap_hr: np.ndarray  # (N, 1, p_out, p_out) HR flux map for the FCL
+    med: np.ndarray  # (N, 1, 1, 1)
     std: np.ndarray
-    weight: np.ndarray     # (N,) sampling weights
+    weight: np.ndarray  # (N,) sampling weights
     names: list[str]
     psf_id: Optional[np.ndarray] = None  # (N,) index into TrainData.psfs; -1 = forward model unknown
-    clean: Optional[np.ndarray] = None   # (N,) True where the LR patch is noiseless (projection applies)
+    clean: Optional[np.ndarray] = None  # (N,) True where the LR patch is noiseless (projection applies)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def sample(self, n: int, rng: np.random.Generator, *, gain: Optional[tuple[float, float]] = None) -> dict[str, np.ndarray]:
+    def sample(
+        self, n: int, rng: np.random.Generator, *, gain: Optional[tuple[float, float]] = None
+    ) -> dict[str, np.ndarray]:
         """A random batch with random flips / 90-degree rotations (flux-preserving augmentations).
 
         ``gain``: per-sample amplitude factors drawn log-uniformly from ``[lo, hi]`` multiply the
@@ -384,9 +401,18 @@ class PatchPool:
         psf_id = self.psf_id if self.psf_id is not None else np.full(n_all, -1, np.int64)
         clean = self.clean if self.clean is not None else np.zeros(n_all, bool)
         # the augmentation (k quarter turns, then an optional left-right flip) applies to the PSF too
-        out = {"x": aug(self.x), "y": aug(self.y), "fmap_in": aug(self.fmap_in), "fmap_hr": aug(self.fmap_hr),
-               "med": self.med[idx], "std": self.std[idx], "psf_id": psf_id[idx], "clean": clean[idx],
-               "rot90": k, "flip": flip}
+        out = {
+            "x": aug(self.x),
+            "y": aug(self.y),
+            "fmap_in": aug(self.fmap_in),
+            "fmap_hr": aug(self.fmap_hr),
+            "med": self.med[idx],
+            "std": self.std[idx],
+            "psf_id": psf_id[idx],
+            "clean": clean[idx],
+            "rot90": k,
+            "flip": flip,
+        }
         if gain is not None:
             g = np.exp(rng.uniform(np.log(gain[0]), np.log(gain[1]), size=(n, 1, 1, 1))).astype(np.float32)
             for key in ("x", "y", "fmap_in", "fmap_hr"):
@@ -434,8 +460,14 @@ class DevicePool:
         for key, v in self.t.items():
             a = torch.rot90(v.index_select(0, it), k, dims=(-2, -1))
             out[key] = torch.flip(a, dims=(-1,)) if flip else a
-        out.update(med=self.pool.med[idx], std=self.pool.std[idx], psf_id=self.psf_id[idx], clean=self.clean[idx],
-                   rot90=k, flip=flip)
+        out.update(
+            med=self.pool.med[idx],
+            std=self.pool.std[idx],
+            psf_id=self.psf_id[idx],
+            clean=self.clean[idx],
+            rot90=k,
+            flip=flip,
+        )
         if gain is not None:
             g = np.exp(rng.uniform(np.log(gain[0]), np.log(gain[1]), size=(n, 1, 1, 1))).astype(np.float32)
             gt = torch.from_numpy(g).to(self.device)
@@ -489,14 +521,14 @@ def _patches_of(pair: ImagePair, cfg: TrainConfig, rng: np.random.Generator) -> 
     f_in = s // ms  # network-input pixels per LR pixel (1 for SR nets, s for same-size nets)
     xs, ys, fl, fh = [], [], [], []
     for (py, px), hr_p in zip(pos, ps.hr):
-        xs.append(inp[py * f_in:(py + p) * f_in, px * f_in:(px + p) * f_in])
-        fl.append(fm_lr[py:py + p, px:px + p])
-        fh.append(fm_hr[py * s:(py + p) * s, px * s:(px + p) * s] if need_hr_map else np.zeros_like(hr_p))
+        xs.append(inp[py * f_in : (py + p) * f_in, px * f_in : (px + p) * f_in])
+        fl.append(fm_lr[py : py + p, px : px + p])
+        fh.append(fm_hr[py * s : (py + p) * s, px * s : (px + p) * s] if need_hr_map else np.zeros_like(hr_p))
         ys.append(hr_p)
     x = np.stack(xs)[:, None]
     y = np.stack(ys)[:, None].astype(np.float32)
     x = np.nan_to_num(x)
-    from .inference import PER_TILE_KINDS, fill_invalid, normalization_params, tile_starts, tile_stats
+    from .inference import PER_TILE_KINDS, fill_invalid, normalization_params, tile_stats
 
     filled = fill_invalid(inp)[0]
     prm = normalization_params(filled, normalization_of(cfg))
@@ -513,7 +545,7 @@ def _patches_of(pair: ImagePair, cfg: TrainConfig, rng: np.random.Generator) -> 
             cy, cx = py * f_in + pin // 2, px * f_in + pin // 2
             y0 = int(np.clip(cy - wh // 2, 0, ih - wh))
             x0 = int(np.clip(cx - ww // 2, 0, iw - ww))
-            med[i], std[i] = tile_stats(filled[y0:y0 + wh, x0:x0 + ww], prm["floor"])
+            med[i], std[i] = tile_stats(filled[y0 : y0 + wh, x0 : x0 + ww], prm["floor"])
     else:
         # whole-image statistics, the same numbers training.inference uses at inference
         med = np.full((len(x), 1, 1, 1), prm["offset"], np.float32)
@@ -532,7 +564,8 @@ def _patches_of(pair: ImagePair, cfg: TrainConfig, rng: np.random.Generator) -> 
         "y": yn,
         "fmap_in": (np.stack(fl)[:, None] / lr_to_in / std).astype(np.float32),
         "fmap_hr": np.stack(fh)[:, None].astype(np.float32) * uf / std,
-        "med": med, "std": std,
+        "med": med,
+        "std": std,
     }
 
 
@@ -574,15 +607,19 @@ def build_train_data(config: TrainConfig, *, root: Optional[Path] = None) -> Tra
         names[pair.split].append(pair.name)
     for split in ("train", "val"):
         if not parts[split]:
-            raise AstroSRError(f"{config.source_path}: no {split} patches of {config.data.patch} px pass the "
-                               f"{config.data.min_valid:.0%}-valid rule; use a smaller data.patch or larger images.")
+            raise AstroSRError(
+                f"{config.source_path}: no {split} patches of {config.data.patch} px pass the "
+                f"{config.data.min_valid:.0%}-valid rule; use a smaller data.patch or larger images."
+            )
     train = _pool(parts["train"], weights["train"], names["train"], config.data.max_patches, rng)
     val = _pool(parts["val"], weights["val"], names["val"], min(256, config.data.max_patches), rng)
     val_images = [p for p in pairs if p.split == "val"][: config.run.val_images]
     summary = {
         "train_images": sorted(set(re.sub(r"#r?\d+", "", n) for n in names["train"])),
         "val_images": sorted(set(re.sub(r"#r?\d+", "", n) for n in names["val"])),
-        "n_train_patches": len(train), "n_val_patches": len(val),
-        "scale": config.data.scale, "patch": config.data.patch,
+        "n_train_patches": len(train),
+        "n_val_patches": len(val),
+        "scale": config.data.scale,
+        "patch": config.data.patch,
     }
     return TrainData(train, val, val_images, names["train"], names["val"], summary, psfs)

@@ -34,7 +34,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any, Generator, Optional
+from collections.abc import Generator
+from typing import Any, Optional
 
 import numpy as np
 
@@ -104,7 +105,8 @@ DEFAULT_WINDOW = 48
 
 def noise_floor(finite: np.ndarray) -> float:
     """Lower bound of a per-tile std: robust noise of the whole image (1.4826 x MAD), at least
-    1e-3 of its std (noise-free simulations have MAD ~ 0), and > 0."""
+    1e-3 of its std (noise-free simulations have MAD ~ 0), and > 0.
+    """
     med = float(np.median(finite))
     mad = 1.4826 * float(np.median(np.abs(finite - med)))
     return max(mad, 1e-3 * float(np.std(finite)), 1e-20)
@@ -141,13 +143,22 @@ def normalization_params(data: np.ndarray, normalization: Optional[dict]) -> dic
     if kind in PER_TILE_KINDS:
         window = int(norm.get("window") or DEFAULT_WINDOW)
         if window < MIN_SIZE:
-            raise AstroSRError(f"normalisation window {window}: must be at least {MIN_SIZE} pixels (checkpoint sidecar).")
+            raise AstroSRError(
+                f"normalisation window {window}: must be at least {MIN_SIZE} pixels (checkpoint sidecar)."
+            )
         # offset/scale: whole-image values, only for callers that need one global number
         std = float(np.std(finite))
-        return {"kind": kind, "offset": float(np.median(finite)), "scale": std if std > 0 else 1.0,
-                "floor": noise_floor(finite), "window": window}
-    raise AstroSRError(f"unknown normalisation kind {kind!r} (checkpoint sidecar); expected median_std, "
-                       "patch_median_std, minmax or none.")
+        return {
+            "kind": kind,
+            "offset": float(np.median(finite)),
+            "scale": std if std > 0 else 1.0,
+            "floor": noise_floor(finite),
+            "window": window,
+        }
+    raise AstroSRError(
+        f"unknown normalisation kind {kind!r} (checkpoint sidecar); expected median_std, "
+        "patch_median_std, minmax or none."
+    )
 
 
 def normalize(data: np.ndarray, params: dict) -> np.ndarray:
@@ -223,18 +234,25 @@ def fit_tile(n: int, tile: int, overlap: int, *, multiple: int = 8) -> int:
 AUTO_OVERLAP = 32
 """Default overlap (input pixels) of automatic tiles: today's default (256-px tiles, tile // 8)."""
 
+
 def receptive_radius(model) -> Optional[int]:
     """Receptive-field radius (input pixels) of a plain stack of stride-1 convolutions: the sum of
     ``dilation * (kernel - 1) // 2`` over every Conv2d (an upper bound for residual/parallel
     branches). ``None`` when it cannot be bounded that way: strided convolutions, pixel unshuffle,
-    pooling or attention (the U-Nets and Restormer here)."""
+    pooling or attention (the U-Nets and Restormer here).
+    """
     import torch.nn as nn
 
     radius = 0
     for m in model.modules():
         name = type(m).__name__.lower()
-        if "attention" in name or name == "mdta" or isinstance(m, (nn.PixelUnshuffle, nn.AvgPool2d, nn.MaxPool2d,
-                                                                    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        if (
+            "attention" in name
+            or name == "mdta"
+            or isinstance(
+                m, (nn.PixelUnshuffle, nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+            )
+        ):
             return None
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             if isinstance(m, nn.ConvTranspose2d) or max(m.stride) > 1:
@@ -285,7 +303,8 @@ def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
     zeros (the outer half: pixels whose receptive field met the tile's padding) then a
     raised-cosine rise. The neighbour has weight 1 there, so every pixel stays covered,
     and a network whose receptive field is within ``ramp // 2`` gives exactly the
-    untiled result."""
+    untiled result.
+    """
     w = np.ones(length, dtype=np.float64)
     r = min(ramp, length // 2)
     if r > 0:
@@ -295,7 +314,7 @@ def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
         if rise:
             w[:r] = t
         if fall:
-            w[length - r:] = t[::-1]
+            w[length - r :] = t[::-1]
     return w
 
 
@@ -336,11 +355,13 @@ def validate_image(data: Any, *, what: str = "image") -> np.ndarray:
     """A 2-D float array of at least ``MIN_SIZE`` pixels a side, or a clear error."""
     arr = np.asarray(data)
     if arr.ndim != 2:
-        raise AstroSRError(f"{what}: expected a 2-D image, got an array of shape {arr.shape}; "
-                           "pick one plane of a cube first.")
+        raise AstroSRError(
+            f"{what}: expected a 2-D image, got an array of shape {arr.shape}; pick one plane of a cube first."
+        )
     if min(arr.shape) < MIN_SIZE:
-        raise AstroSRError(f"{what}: {arr.shape[0]}x{arr.shape[1]} pixels is too small to restore "
-                           f"(at least {MIN_SIZE}x{MIN_SIZE}).")
+        raise AstroSRError(
+            f"{what}: {arr.shape[0]}x{arr.shape[1]} pixels is too small to restore (at least {MIN_SIZE}x{MIN_SIZE})."
+        )
     if arr.dtype.kind not in "fiu":
         raise AstroSRError(f"{what}: data type {arr.dtype} is not numeric.")
     if not np.isfinite(arr).any():
@@ -413,8 +434,9 @@ def infer_job(
     if flux_map is not None:
         if flux_map.shape != arr.shape:
             raise AstroSRError(f"flux map shape {flux_map.shape} differs from image {arr.shape}.")
-        fmn = (np.nan_to_num(flux_map).astype(np.float32, copy=False) if per_tile
-               else normalize_flux_map(flux_map, params))
+        fmn = (
+            np.nan_to_num(flux_map).astype(np.float32, copy=False) if per_tile else normalize_flux_map(flux_map, params)
+        )
     rad = receptive_radius(model)
     # automatic tiles fitted to the image: plain convolution stacks only (U-Nets and attention keep
     # today's 256-px tiles and whole images up to 384 px, the outputs their tolerances were set on)
@@ -448,9 +470,9 @@ def infer_job(
     wy_tot = np.zeros(h * s)
     wx_tot = np.zeros(w * s)
     for y0, wy in zip(ys, wy_list):
-        wy_tot[y0 * s:(y0 + th) * s] += wy
+        wy_tot[y0 * s : (y0 + th) * s] += wy
     for x0, wx in zip(xs, wx_list):
-        wx_tot[x0 * s:(x0 + tw) * s] += wx
+        wx_tot[x0 * s : (x0 + tw) * s] += wx
     out = np.zeros((h * s, w * s), dtype=np.float32)
 
     old_threads = torch.get_num_threads()
@@ -477,14 +499,14 @@ def infer_job(
             for x0, wx in zip(xs, wx_list):
                 if stop.is_set():
                     raise StoppedError(f"restoration stopped after {k} of {n_tiles} tiles.")
-                xa = np.ascontiguousarray(xn[y0:y0 + th, x0:x0 + tw])
+                xa = np.ascontiguousarray(xn[y0 : y0 + th, x0 : x0 + tw])
                 if per_tile:
                     t_med, t_std = tile_stats(xa, params["floor"])
                     xa = ((xa - t_med) / t_std).astype(np.float32)
                 xt = torch.from_numpy(xa)[None, None].to(dev).contiguous(memory_format=fmt)
                 args = (xt,)
                 if fmn is not None:
-                    fa = np.ascontiguousarray(fmn[y0:y0 + th, x0:x0 + tw])
+                    fa = np.ascontiguousarray(fmn[y0 : y0 + th, x0 : x0 + tw])
                     if per_tile:
                         fa = (fa / t_std).astype(np.float32)  # a flux map has no offset
                     args = (xt, torch.from_numpy(fa)[None, None].to(dev).contiguous(memory_format=fmt))
@@ -495,14 +517,17 @@ def infer_job(
                     yt = net(*args)
                 yt = yt.float().cpu().numpy()[0, 0]
                 if yt.shape != (th * s, tw * s):
-                    raise AstroSRError(f"network returned {yt.shape} for a {th}x{tw} tile; expected x{s}. "
-                                       "Is --scale right for this model?")
+                    raise AstroSRError(
+                        f"network returned {yt.shape} for a {th}x{tw} tile; expected x{s}. "
+                        "Is --scale right for this model?"
+                    )
                 if not np.isfinite(yt).all():
-                    raise AstroSRError("network produced NaN/inf (diverged weights or fp16 overflow); "
-                                       "try --device cpu.")
+                    raise AstroSRError(
+                        "network produced NaN/inf (diverged weights or fp16 overflow); try --device cpu."
+                    )
                 if per_tile:
                     yt = yt * np.float32(t_std) + np.float32(t_med)  # back to (surface-brightness) flux units
-                out[y0 * s:(y0 + th) * s, x0 * s:(x0 + tw) * s] += (yt * np.outer(wy, wx)).astype(np.float32)
+                out[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] += (yt * np.outer(wy, wx)).astype(np.float32)
                 k += 1
                 yield Progress(k, n_tiles, f"tile {k}/{n_tiles} on {dev}")
     finally:
@@ -510,7 +535,7 @@ def infer_job(
             torch.set_num_threads(old_threads)
     if n_tiles > 1:
         for r0 in range(0, out.shape[0], 512):  # in row blocks: no full-size weight array
-            out[r0:r0 + 512] /= np.outer(wy_tot[r0:r0 + 512], wx_tot).astype(np.float32)
+            out[r0 : r0 + 512] /= np.outer(wy_tot[r0 : r0 + 512], wx_tot).astype(np.float32)
     # undo the normalisation in place (memory), then surface brightness -> flux per output pixel
     if per_tile:
         out /= np.float32(s * s)
@@ -519,10 +544,17 @@ def infer_job(
         out += np.float32(params["offset"] / (s * s))
     if mask is not None:
         out[enlarge_mask(mask, s)] = np.nan
-    info = {"device": dev, "precision": prec, "tiles": n_tiles, "tile": tile, "tile_shape": (th, tw),
-            "overlap": overlap,
-            "seconds": time.perf_counter() - t0, "normalization": params,
-            "masked_pixels": int(mask.sum()) if mask is not None else 0}
+    info = {
+        "device": dev,
+        "precision": prec,
+        "tiles": n_tiles,
+        "tile": tile,
+        "tile_shape": (th, tw),
+        "overlap": overlap,
+        "seconds": time.perf_counter() - t0,
+        "normalization": params,
+        "masked_pixels": int(mask.sum()) if mask is not None else 0,
+    }
     return out, info
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any, Generator, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -34,9 +35,27 @@ from ..progress import NEVER, Progress
 
 __all__ = ["train_job", "train", "predict_image", "LOG_FIELDS"]
 
-LOG_FIELDS = ["step", "wall_s", "lr", "loss", "loss_pixel", "loss_fcl", "loss_pool", "loss_proj", "loss_adv", "critic_loss", "wasserstein",
-              "gp", "val_loss", "val_psnr", "val_psnr_bicubic", "val_flux_error", "val_flux_error_bicubic",
-              "val_flux_rel", "val_flux_rel_bicubic"]
+LOG_FIELDS = [
+    "step",
+    "wall_s",
+    "lr",
+    "loss",
+    "loss_pixel",
+    "loss_fcl",
+    "loss_pool",
+    "loss_proj",
+    "loss_adv",
+    "critic_loss",
+    "wasserstein",
+    "gp",
+    "val_loss",
+    "val_psnr",
+    "val_psnr_bicubic",
+    "val_flux_error",
+    "val_flux_error_bicubic",
+    "val_flux_rel",
+    "val_flux_rel_bicubic",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,9 +91,17 @@ def _forward(model, needs_flux: bool, x, fmap):
     return model(x, fmap) if needs_flux else model(x)
 
 
-def predict_image(model, lr: np.ndarray, *, needs_flux: bool, data_scale: int, model_scale: int,
-                  fluxmap_thresh: float = 1.5, normalization: Optional[dict] = None,
-                  device: str = "cpu") -> np.ndarray:
+def predict_image(
+    model,
+    lr: np.ndarray,
+    *,
+    needs_flux: bool,
+    data_scale: int,
+    model_scale: int,
+    fluxmap_thresh: float = 1.5,
+    normalization: Optional[dict] = None,
+    device: str = "cpu",
+) -> np.ndarray:
     """Whole-image prediction in flux units through the production path (``training.inference.infer``).
 
     Same-size networks get the flux-conserving bicubic upsampling of ``lr`` (as
@@ -87,8 +114,15 @@ def predict_image(model, lr: np.ndarray, *, needs_flux: bool, data_scale: int, m
     lr = np.asarray(lr, dtype=np.float32)
     x = _input_image(lr, data_scale, model_scale)
     fm = flux_map_from_image(np.nan_to_num(lr), thresh=fluxmap_thresh) if needs_flux else None
-    out, _ = infer(model, x, scale=model_scale, flux_map=fm, normalization=normalization or NORMALIZATION,
-                   device=device, precision="fp32")
+    out, _ = infer(
+        model,
+        x,
+        scale=model_scale,
+        flux_map=fm,
+        normalization=normalization or NORMALIZATION,
+        device=device,
+        precision="fp32",
+    )
     return out
 
 
@@ -119,8 +153,9 @@ def _bicubic(lr: np.ndarray, s: int) -> np.ndarray:
     return np.asarray(upsample(np.nan_to_num(lr), s, method="bicubic"), dtype=np.float32)
 
 
-def _validate(model, data, cfg: TrainConfig, needs_flux: bool, pixel_kind: str, baseline_cache: dict,
-              device: str = "cpu") -> dict:
+def _validate(
+    model, data, cfg: TrainConfig, needs_flux: bool, pixel_kind: str, baseline_cache: dict, device: str = "cpu"
+) -> dict:
     """Validation loss on held-out patches + PSNR and Flux Error on whole held-out images."""
     import torch
 
@@ -136,13 +171,21 @@ def _validate(model, data, cfg: TrainConfig, needs_flux: bool, pixel_kind: str, 
         x = torch.from_numpy(v.x[:n]).to(device)
         y = torch.from_numpy(v.y[:n]).to(device)
         f = torch.from_numpy(v.fmap_in[:n]).to(device)
-        out["val_loss"] = float(pixel_loss(_forward(model, needs_flux, x, f), y, kind=pixel_kind,
-                                          delta=cfg.loss.huber_delta))
+        out["val_loss"] = float(
+            pixel_loss(_forward(model, needs_flux, x, f), y, kind=pixel_kind, delta=cfg.loss.huber_delta)
+        )
     ps, fe, fr = [], [], []
     for i, pair in enumerate(data.val_images):
-        pred = predict_image(model, pair.lr, needs_flux=needs_flux, data_scale=cfg.data.scale,
-                             model_scale=cfg.model.scale, fluxmap_thresh=cfg.loss.fcl_thresh,
-                             normalization=normalization_of(cfg), device=device)
+        pred = predict_image(
+            model,
+            pair.lr,
+            needs_flux=needs_flux,
+            data_scale=cfg.data.scale,
+            model_scale=cfg.model.scale,
+            fluxmap_thresh=cfg.loss.fcl_thresh,
+            normalization=normalization_of(cfg),
+            device=device,
+        )
         hr = np.nan_to_num(pair.hr)
         ps.append(metrics.psnr(hr, pred))
         m = metrics.flux_error(hr, pred)
@@ -221,8 +264,9 @@ class _Log:
 # the job
 
 
-def train_job(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER,
-              root: Optional[Path] = None) -> Generator[Progress, None, Path]:
+def train_job(
+    config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER, root: Optional[Path] = None
+) -> Generator[Progress, None, Path]:
     """Train the network a :class:`config.TrainConfig` describes; returns the checkpoint path.
 
     Parameters
@@ -254,7 +298,9 @@ def train_job(config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER,
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise AstroSRError(f"--out {out}: cannot create the folder ({exc.strerror or exc}); choose another place.") from None
+        raise AstroSRError(
+            f"--out {out}: cannot create the folder ({exc.strerror or exc}); choose another place."
+        ) from None
     try:
         return (yield from _train_in(cfg, out, resume, stop, root))
     finally:
@@ -281,13 +327,16 @@ def _train_in(cfg: TrainConfig, out: Path, resume: bool, stop, root):
         torch.set_num_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
     spec = get_spec(cfg.model.name)
-    needs_flux = bool(spec.needs_flux_map)
     ms, ds = cfg.model.scale, cfg.data.scale
     if spec.upsamples and ms == 1:
-        raise AstroSRError(f"{cfg.source_path}: model.scale: {cfg.model.name} upsamples; set model.scale to data.scale ({ds}).")
+        raise AstroSRError(
+            f"{cfg.source_path}: model.scale: {cfg.model.name} upsamples; set model.scale to data.scale ({ds})."
+        )
     if not spec.upsamples and ms != 1:
-        raise AstroSRError(f"{cfg.source_path}: model.scale: {cfg.model.name} is a same-size network; set model.scale: 1 "
-                           "(its input is the flux-conserving bicubic upsampling of the LR image).")
+        raise AstroSRError(
+            f"{cfg.source_path}: model.scale: {cfg.model.name} is a same-size network; set model.scale: 1 "
+            "(its input is the flux-conserving bicubic upsampling of the LR image)."
+        )
     if not cfg.gan.cascade:  # the cascade's size is its stage-1 checkpoint's, checked when that is loaded
         where = f"{cfg.source_path or cfg.name}: model"
         try:
@@ -325,8 +374,9 @@ def _acquire_lock(out: Path) -> Path:
         except (ValueError, ProcessLookupError, PermissionError, OSError):
             alive = False
         if alive:
-            raise AstroSRError(f"{out}: another astrosr train (pid {pid}) is using this folder; wait for it or "
-                               "choose another --out.") from None
+            raise AstroSRError(
+                f"{out}: another astrosr train (pid {pid}) is using this folder; wait for it or choose another --out."
+            ) from None
         lock.unlink(missing_ok=True)  # stale lock of a dead run
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     os.write(fd, str(os.getpid()).encode())
@@ -341,8 +391,15 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
     from .checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
     from .data import DevicePool, build_train_data, normalization_of
     from .inference import autocast_context, pick_device
-    from .losses import (background_loss, critic_loss, flux_consistency_loss, generator_adversarial_loss, pixel_loss,
-                         pooled_loss, sample_weights)
+    from .losses import (
+        background_loss,
+        critic_loss,
+        flux_consistency_loss,
+        generator_adversarial_loss,
+        pixel_loss,
+        pooled_loss,
+        sample_weights,
+    )
 
     spec = get_spec(cfg.model.name)
     needs_flux = bool(spec.needs_flux_map)
@@ -366,8 +423,10 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             raise AstroSRError(f"{cfg.source_path}: gan.cascade needs model.name: pix2wgan-cascade.")
         s1 = Path(cfg.gan.stage1) if cfg.gan.stage1 else bundled_checkpoint("pix2wgan", cfg.model.pipeline_scale or ds)
         if s1 is None or not Path(s1).exists():
-            raise AstroSRError(f"{cfg.source_path}: gan.stage1: no first-stage pix2wgan checkpoint found ({s1}); "
-                               "train pix2wgan first or give gan.stage1.")
+            raise AstroSRError(
+                f"{cfg.source_path}: gan.stage1: no first-stage pix2wgan checkpoint found ({s1}); "
+                "train pix2wgan first or give gan.stage1."
+            )
         stage1, stage1_meta = load_checkpoint(s1, expect_name="pix2wgan")
         stage2_cfg = resolve_config("pix2wgan", preset=cfg.model.preset)
         overrides = {"stages": [stage1_meta["config"], stage2_cfg]}
@@ -410,8 +469,10 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             step = int(st["step"])
         except Exception as exc:  # truncated, not a torch file, or not the dict save() writes
             first = (str(exc).strip().splitlines() or [""])[0][:100]
-            raise AstroSRError(f"{state_path}: cannot resume from it ({type(exc).__name__}: {first}); it is "
-                               "damaged: remove model.pt and resume.pt to start over, or use another --out.") from None
+            raise AstroSRError(
+                f"{state_path}: cannot resume from it ({type(exc).__name__}: {first}); it is "
+                "damaged: remove model.pt and resume.pt to start over, or use another --out."
+            ) from None
         if "torch_rng" in st:
             torch.set_rng_state(st["torch_rng"])  # dropout etc. continue as if never stopped
         if "cuda_rng" in st and dev.startswith("cuda"):
@@ -436,13 +497,24 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
 
     def save(final_val: Optional[dict] = None) -> Path:
         extra = {
-            "config_name": cfg.name, "config_file": Path(cfg.source_path).name if cfg.source_path else None,
-            "run": cfg.model_dump(mode="json"), "data": data.summary, "steps": step, "wall_time_s": round(wall(), 1),
-            "data_build_s": round(t_data, 1), "params": n_params, "torch_threads": torch.get_num_threads(),
-            "hardware": hardware, "device": dev, "precision": precision, "batch_size": cfg.run.batch_size,
-            "validation": final_val or history.get("last_val", {}), "history": history,
-            "stage1": ({"path": Path(stage1_meta["path"]).name, "sha256": stage1_meta.get("sha256")}
-                       if stage1_meta else None),
+            "config_name": cfg.name,
+            "config_file": Path(cfg.source_path).name if cfg.source_path else None,
+            "run": cfg.model_dump(mode="json"),
+            "data": data.summary,
+            "steps": step,
+            "wall_time_s": round(wall(), 1),
+            "data_build_s": round(t_data, 1),
+            "params": n_params,
+            "torch_threads": torch.get_num_threads(),
+            "hardware": hardware,
+            "device": dev,
+            "precision": precision,
+            "batch_size": cfg.run.batch_size,
+            "validation": final_val or history.get("last_val", {}),
+            "history": history,
+            "stage1": (
+                {"path": Path(stage1_meta["path"]).name, "sha256": stage1_meta.get("sha256")} if stage1_meta else None
+            ),
         }
         st = {"step": step, "scheduler": sched.state_dict(), "wall_s": wall(), "torch_rng": torch.get_rng_state()}
         if dev.startswith("cuda"):
@@ -453,10 +525,19 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         # Ctrl-C / SIGTERM wait until model.pt, its sidecar and resume.pt are all written: a complete
         # checkpoint or the previous one, never a mix
         with deferred_signals():
-            save_checkpoint(ckpt_path, model, name=cfg.model.name,
-                            preset=cfg.model.preset if not cfg.gan.cascade else None,
-                            scale=cfg.model.pipeline_scale or ds, config=full_cfg, normalization=normalization_of(cfg),
-                            optimizer=opt, step=step, extra=extra, cost=cost)
+            save_checkpoint(
+                ckpt_path,
+                model,
+                name=cfg.model.name,
+                preset=cfg.model.preset if not cfg.gan.cascade else None,
+                scale=cfg.model.pipeline_scale or ds,
+                config=full_cfg,
+                normalization=normalization_of(cfg),
+                optimizer=opt,
+                step=step,
+                extra=extra,
+                cost=cost,
+            )
             with atomic_output(state_path) as tmp:
                 torch.save(st, tmp)
         return ckpt_path
@@ -468,16 +549,20 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         from . import physics
 
         if ms not in (ds, 1) or ds == 1 or not data.psfs:
-            raise AstroSRError(f"{cfg.source_path}: loss.projection_weight needs an SR network (model.scale == "
-                               "data.scale > 1) or a same-size network on the upsampled grid (model.scale 1, "
-                               "data.scale > 1), and degraded/simulated data whose PSF is known; set it to 0.")
+            raise AstroSRError(
+                f"{cfg.source_path}: loss.projection_weight needs an SR network (model.scale == "
+                "data.scale > 1) or a same-size network on the upsampled grid (model.scale 1, "
+                "data.scale > 1), and degraded/simulated data whose PSF is known; set it to 0."
+            )
         bank = physics.psf_bank(data.psfs)
         margin = cfg.loss.projection_margin or bank.shape[-1] // 2
         # exact (A A^T)^-1 per PSF, built on first use (~0.3 s each for 24-px LR patches)
         projector = physics.DirectProjector(bank, ds, (cfg.data.patch, cfg.data.patch)).to(dev)
         if 2 * margin >= cfg.data.patch * ds:
-            raise AstroSRError(f"{cfg.source_path}: loss.projection_margin {margin} HR px leaves nothing of a "
-                               f"{cfg.data.patch * ds}-px HR patch; use a larger data.patch or a smaller margin.")
+            raise AstroSRError(
+                f"{cfg.source_path}: loss.projection_margin {margin} HR px leaves nothing of a "
+                f"{cfg.data.patch * ds}-px HR patch; use a larger data.patch or a smaller margin."
+            )
 
     def batch(k: int, salt: int = 0):
         b = pool.sample(cfg.run.batch_size, np.random.default_rng([cfg.run.seed, k, salt]), gain=cfg.data.gain_augment)
@@ -496,7 +581,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
 
     def projected_loss(pred, b):
         """The pixel (+ pooled + FCL) loss of the flux-exact projection of the prediction, on the
-        noiseless samples, inside a margin: the objective of what 'model + --flux-exact' returns."""
+        noiseless samples, inside a margin: the objective of what 'model + --flux-exact' returns.
+        """
         idx = b["proj_idx"]
         x = b["x"][idx]
         if ms == 1:
@@ -515,9 +601,11 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             lo = lo + cfg.loss.fcl_weight * flux_consistency_loss(pj, yt, b["fmap_hr"][idx][..., m:-m, m:-m], weight=w)
         return lo
 
-    msg = (f"{cfg.model.name}/{cfg.model.preset} on {hardware} ({precision}): {n_params / 1e6:.2f}M params, "
-           f"{len(data.train)} train / "
-           f"{len(data.val)} val patches ({t_data:.0f} s to build)")
+    msg = (
+        f"{cfg.model.name}/{cfg.model.preset} on {hardware} ({precision}): {n_params / 1e6:.2f}M params, "
+        f"{len(data.train)} train / "
+        f"{len(data.val)} val patches ({t_data:.0f} s to build)"
+    )
     yield Progress(step, cfg.run.steps, msg, values={"params": n_params, **data.summary})
     running: dict[str, float] = {}
     stopped = False
@@ -536,9 +624,14 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                     with torch.no_grad(), amp:
                         fake = net(b["x"])
                     fake = fake.float()
-                    lc, info = critic_loss(critic, b["y"], fake, cond=b["x"], gp_weight=cfg.gan.gp_weight,
-                                           generator=torch.Generator(device=dev).manual_seed(
-                                               cfg.run.seed * 7919 + step * 13 + c))
+                    lc, info = critic_loss(
+                        critic,
+                        b["y"],
+                        fake,
+                        cond=b["x"],
+                        gp_weight=cfg.gan.gp_weight,
+                        generator=torch.Generator(device=dev).manual_seed(cfg.run.seed * 7919 + step * 13 + c),
+                    )
                     opt_c.zero_grad(set_to_none=True)
                     lc.backward()
                     opt_c.step()
@@ -582,8 +675,9 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             vals = torch.stack([row[k].float() for k in tkeys] + [loss.detach().float()]).tolist()
             row.update(zip(tkeys, vals[:-1]))
             if not math.isfinite(vals[-1]):
-                raise AstroSRError(f"{cfg.name}: loss became {vals[-1]} at step {step}; lower optim.lr "
-                                   "or set optim.grad_clip.")
+                raise AstroSRError(
+                    f"{cfg.name}: loss became {vals[-1]} at step {step}; lower optim.lr or set optim.grad_clip."
+                )
             opt.step()
             sched.step()
             step += 1
@@ -630,7 +724,9 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
 
         warnings.warn(f"could not plot training curves: {exc}", stacklevel=2)
     why = "stopped" if stopped else "done"
-    yield Progress(step, cfg.run.steps, f"{why}: {path} ({wall():.0f} s)", values={"checkpoint": str(path), **history["last_val"]})
+    yield Progress(
+        step, cfg.run.steps, f"{why}: {path} ({wall():.0f} s)", values={"checkpoint": str(path), **history["last_val"]}
+    )
     return path
 
 

@@ -34,8 +34,14 @@ def sample_weights(x: torch.Tensor, *, floor: float = 0.05) -> torch.Tensor:
     return (w / w.mean()).detach()
 
 
-def pixel_loss(pred: torch.Tensor, target: torch.Tensor, *, kind: str = "l1",
-               weight: torch.Tensor | None = None, delta: float = 0.5) -> torch.Tensor:
+def pixel_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    kind: str = "l1",
+    weight: torch.Tensor | None = None,
+    delta: float = 0.5,
+) -> torch.Tensor:
     """Mean absolute (``l1``), squared (``l2``) or Huber (``huber``) error; optional per-sample ``weight`` (B,).
 
     ``huber`` is torch's smooth L1 with ``beta = delta``: ``e^2 / (2 delta)`` below ``delta``, ``|e| - delta/2``
@@ -52,8 +58,15 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, *, kind: str = "l1",
     raise ValueError(f"unknown pixel loss {kind!r}; use 'l1', 'l2' or 'huber'")
 
 
-def pooled_loss(pred: torch.Tensor, target: torch.Tensor, *, size: int,
-                weight: torch.Tensor | None = None, kind: str = "l1", delta: float = 0.5) -> torch.Tensor:
+def pooled_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    size: int,
+    weight: torch.Tensor | None = None,
+    kind: str = "l1",
+    delta: float = 0.5,
+) -> torch.Tensor:
     """L1 between ``size x size`` block means: flux consistency at aperture scale.
 
     Why: per-pixel L1 regresses to the conditional *median*, which for a pixel near an
@@ -63,12 +76,22 @@ def pooled_loss(pred: torch.Tensor, target: torch.Tensor, *, size: int,
     """
     if size <= 1:
         return pixel_loss(pred, target, weight=weight, kind=kind, delta=delta)
-    return pixel_loss(F.avg_pool2d(pred, size, ceil_mode=True), F.avg_pool2d(target, size, ceil_mode=True),
-                      kind=kind, weight=weight, delta=delta)
+    return pixel_loss(
+        F.avg_pool2d(pred, size, ceil_mode=True),
+        F.avg_pool2d(target, size, ceil_mode=True),
+        kind=kind,
+        weight=weight,
+        delta=delta,
+    )
 
 
-def background_loss(pred: torch.Tensor, target: torch.Tensor, *, weight: torch.Tensor | None = None,
-                    band: tuple[float, float] = (0.4, 0.6)) -> torch.Tensor:
+def background_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    band: tuple[float, float] = (0.4, 0.6),
+) -> torch.Tensor:
     """L1 between each sample's sky level in ``pred`` and ``target``: the mean of the ``band`` quantile range of
     its sorted pixels (a trimmed mean around the median, robust to sources like SExtractor's background).
 
@@ -99,8 +122,9 @@ def normalise_flux_map(flux_map: torch.Tensor, eps: float = 1e-12) -> torch.Tens
     return torch.where(mean > eps, m / mean.clamp_min(eps), torch.zeros_like(m))
 
 
-def flux_consistency_loss(pred: torch.Tensor, target: torch.Tensor, flux_map: torch.Tensor,
-                          weight: torch.Tensor | None = None) -> torch.Tensor:
+def flux_consistency_loss(
+    pred: torch.Tensor, target: torch.Tensor, flux_map: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """FISR's Flux Consistency Loss: L1 weighted by the ground truth's flux map.
 
     ``flux_map`` is the map of the *target* (HR) detections on the target grid,
@@ -117,8 +141,14 @@ def _call(critic, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
     return critic(x) if cond is None else critic(cond, x)
 
 
-def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     *, cond: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def gradient_penalty(
+    critic: torch.nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    *,
+    cond: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """WGAN-GP penalty E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates (Gulrajani et al. 2017).
 
     With ``cond`` (the conditioning input, pix2pix style) the critic is called as
@@ -135,9 +165,17 @@ def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Te
     return ((norms - 1.0) ** 2).mean()
 
 
-def critic_loss(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, *, cond: torch.Tensor | None = None,
-                gp_weight: float = 10.0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+def critic_loss(
+    critic: torch.nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    *,
+    cond: torch.Tensor | None = None,
+    gp_weight: float = 10.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
     """WGAN-GP critic loss: D(fake) - D(real) + gp_weight * GP (minimised by the critic)."""
+
     def d(x):
         return _call(critic, x, cond).mean()
 
@@ -145,10 +183,16 @@ def critic_loss(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,
     d_fake = d(fake.detach())
     gp = gradient_penalty(critic, real, fake, cond=cond, generator=generator)
     loss = d_fake - d_real + gp_weight * gp
-    return loss, {"d_real": d_real.item(), "d_fake": d_fake.item(), "gp": gp.item(),
-                  "wasserstein": (d_real - d_fake).item()}
+    return loss, {
+        "d_real": d_real.item(),
+        "d_fake": d_fake.item(),
+        "gp": gp.item(),
+        "wasserstein": (d_real - d_fake).item(),
+    }
 
 
-def generator_adversarial_loss(critic: torch.nn.Module, fake: torch.Tensor, *, cond: torch.Tensor | None = None) -> torch.Tensor:
+def generator_adversarial_loss(
+    critic: torch.nn.Module, fake: torch.Tensor, *, cond: torch.Tensor | None = None
+) -> torch.Tensor:
     """-E[D(G(z))]: the generator's WGAN term."""
     return -_call(critic, fake, cond).mean()

@@ -45,7 +45,7 @@ def psf_bank(psfs: list, size: int | None = None) -> torch.Tensor:
         if a.shape[0] % 2 == 0 or a.shape[1] % 2 == 0:
             raise ValueError(f"PSF {i} has even shape {a.shape}; PSFs must be odd-sized and centred")
         oy, ox = (k - a.shape[0]) // 2, (k - a.shape[1]) // 2
-        out[i, 0, oy:oy + a.shape[0], ox:ox + a.shape[1]] = a / a.sum()
+        out[i, 0, oy : oy + a.shape[0], ox : ox + a.shape[1]] = a / a.sum()
     return torch.from_numpy(out)
 
 
@@ -64,7 +64,7 @@ def fft_correlate(y: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
     r = k // 2
     s = (h + k - 1, w + k - 1)
     spec = torch.fft.rfft2(y.float(), s=s) * torch.fft.rfft2(torch.flip(psf.float(), dims=(-2, -1)), s=s)
-    return torch.fft.irfft2(spec, s=s)[..., r:r + h, r:r + w].to(y.dtype)
+    return torch.fft.irfft2(spec, s=s)[..., r : r + h, r : r + w].to(y.dtype)
 
 
 def _grouped(y: torch.Tensor, psf: torch.Tensor, transpose: bool) -> torch.Tensor:
@@ -79,7 +79,9 @@ def _grouped(y: torch.Tensor, psf: torch.Tensor, transpose: bool) -> torch.Tenso
     if c == 1 and psf.shape[0] == 1:  # one PSF for the whole batch: a plain (much faster) convolution
         return F.conv2d(y, psf, padding=r)
     if c != 1 or psf.shape[0] != b:
-        raise ValueError(f"blur: images {tuple(y.shape)} need one single-channel PSF per sample, got {tuple(psf.shape)}")
+        raise ValueError(
+            f"blur: images {tuple(y.shape)} need one single-channel PSF per sample, got {tuple(psf.shape)}"
+        )
     return F.conv2d(y.reshape(1, b, h, w), psf, padding=r, groups=b).reshape(b, 1, h, w)
 
 
@@ -160,7 +162,7 @@ class DirectProjector:
         self._stack: torch.Tensor | None = None  # the cached inverses as one (P, n, n) tensor, for one bmm
         self._row: dict[int, int] = {}
 
-    def to(self, device) -> "DirectProjector":
+    def to(self, device) -> DirectProjector:
         """Move the PSF bank (and any inverses built so far) to ``device``; returns self."""
         self.bank = self.bank.to(device)
         self._inv = {i: m.to(device) for i, m in self._inv.items()}
@@ -176,7 +178,7 @@ class DirectProjector:
             # on CPU, unlike float64), then A A^T = (A^T)^T A^T as one float64 matrix product
             dev = self.bank.device
             eye = torch.eye(n, dtype=torch.float32, device=dev).reshape(n, 1, h, w)
-            at = adjoint(eye, self.bank[i:i + 1].float(), self.scale).reshape(n, -1).double()
+            at = adjoint(eye, self.bank[i : i + 1].float(), self.scale).reshape(n, -1).double()
             m = at @ at.T
             self._inv[i] = torch.linalg.inv(m).float()
         return self._inv[i]
@@ -191,8 +193,16 @@ class DirectProjector:
             self._row = {i: r for r, i in enumerate(keys)}
         return self._stack, [self._row[i] for i in ids]
 
-    def project(self, y: torch.Tensor, x: torch.Tensor, psf_ids, *, rot90: int = 0, flip: bool = False,
-                psf: torch.Tensor | None = None) -> torch.Tensor:
+    def project(
+        self,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        psf_ids,
+        *,
+        rot90: int = 0,
+        flip: bool = False,
+        psf: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Project each sample of ``y`` (B,1,H,W) onto ``forward(.) == x`` for its (augmented) PSF.
 
         ``psf`` is the augmented PSF batch (B,1,k,k); built from the bank when not given.

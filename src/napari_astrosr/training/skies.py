@@ -46,10 +46,10 @@ STAMP = 64
 class StampBank:
     """Unit-peak float16 galaxy stamps (N, S, S), their flux scale and parameters."""
 
-    stamps: np.ndarray   # (N, S, S) float16, peak 1
-    scale: np.ndarray    # (N,) float32: stamp * scale has unit total flux
-    hlr: np.ndarray      # (N,) float32 disk half-light radius [HR px]
-    renderer: str        # "galsim" | "numpy"
+    stamps: np.ndarray  # (N, S, S) float16, peak 1
+    scale: np.ndarray  # (N,) float32: stamp * scale has unit total flux
+    hlr: np.ndarray  # (N,) float32 disk half-light radius [HR px]
+    renderer: str  # "galsim" | "numpy"
     seed: int
 
     def __len__(self) -> int:
@@ -64,12 +64,12 @@ def _params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     hlr = np.clip(np.exp(rng.normal(np.log(2.5), 0.55, n)), 0.6, 12.0)
     return {
         "hlr": hlr,
-        "bt": rng.beta(1.2, 3.0, n),                      # bulge-to-total flux
-        "bulge_r": hlr * rng.uniform(0.2, 0.6, n),        # bulge half-light radius
+        "bt": rng.beta(1.2, 3.0, n),  # bulge-to-total flux
+        "bulge_r": hlr * rng.uniform(0.2, 0.6, n),  # bulge half-light radius
         "bulge_n": rng.uniform(2.5, 4.0, n),
         "knot_frac": rng.uniform(0.0, 0.35, n) * (rng.random(n) < 0.7),
         "knots": rng.integers(5, 40, n),
-        "q": rng.uniform(0.15, 1.0, n),                   # disk axis ratio
+        "q": rng.uniform(0.15, 1.0, n),  # disk axis ratio
         "theta": rng.uniform(0, np.pi, n),
         "dx": rng.uniform(-0.5, 0.5, n),
         "dy": rng.uniform(-0.5, 0.5, n),
@@ -85,15 +85,21 @@ def _render_galsim(p: dict, i: int, size: int) -> np.ndarray:
     if disk_f > 0:
         comps.append(galsim.Exponential(half_light_radius=float(p["hlr"][i]), flux=disk_f))
     if p["knot_frac"][i] > 0:
-        comps.append(galsim.RandomKnots(int(p["knots"][i]), half_light_radius=float(p["hlr"][i]),
-                                        flux=float(p["knot_frac"][i]), rng=galsim.BaseDeviate(int(p["seed"][i]))))
+        comps.append(
+            galsim.RandomKnots(
+                int(p["knots"][i]),
+                half_light_radius=float(p["hlr"][i]),
+                flux=float(p["knot_frac"][i]),
+                rng=galsim.BaseDeviate(int(p["seed"][i])),
+            )
+        )
     disk = galsim.Add(comps).shear(q=float(p["q"][i]), beta=float(p["theta"][i]) * galsim.radians)
     qb = 1.0 - 0.5 * (1.0 - float(p["q"][i]))
-    bulge = galsim.Sersic(n=float(p["bulge_n"][i]), half_light_radius=float(p["bulge_r"][i]),
-                          flux=float(p["bt"][i]), trunc=0).shear(q=qb, beta=float(p["theta"][i]) * galsim.radians)
+    bulge = galsim.Sersic(
+        n=float(p["bulge_n"][i]), half_light_radius=float(p["bulge_r"][i]), flux=float(p["bt"][i]), trunc=0
+    ).shear(q=qb, beta=float(p["theta"][i]) * galsim.radians)
     gal = galsim.Convolve(galsim.Add([disk, bulge]), galsim.Gaussian(sigma=HR_SIGMA))
-    img = gal.drawImage(nx=size, ny=size, scale=1.0, offset=(float(p["dx"][i]), float(p["dy"][i])),
-                        method="auto")
+    img = gal.drawImage(nx=size, ny=size, scale=1.0, offset=(float(p["dx"][i]), float(p["dy"][i])), method="auto")
     return np.asarray(img.array, np.float64)
 
 
@@ -145,8 +151,9 @@ def _bank_path(n: int, size: int, seed: int, renderer: str) -> Path:
     return cache / f"stamps_{renderer}_{n}_{key}.npz"
 
 
-def stamp_bank(n: int = 1024, *, seed: int = 0, size: int = STAMP, renderer: str | None = None,
-               cache: bool = True) -> StampBank:
+def stamp_bank(
+    n: int = 1024, *, seed: int = 0, size: int = STAMP, renderer: str | None = None, cache: bool = True
+) -> StampBank:
     """The seeded galaxy stamp bank (read from cache, else rendered and cached).
 
     Parameters
@@ -193,8 +200,7 @@ def save_bank(bank: StampBank, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, stamps=bank.stamps, scale=bank.scale, hlr=bank.hlr, renderer=bank.renderer,
-                        seed=bank.seed)
+    np.savez_compressed(tmp, stamps=bank.stamps, scale=bank.scale, hlr=bank.hlr, renderer=bank.renderer, seed=bank.seed)
     os.replace(tmp, path)
     return path
 
@@ -217,12 +223,19 @@ def _add_stamp(img: np.ndarray, stamp: np.ndarray, cy: int, cx: int) -> None:
     ys, xs = max(0, -y0), max(0, -x0)
     ye, xe = min(s, img.shape[0] - y0), min(s, img.shape[1] - x0)
     if ye > ys and xe > xs:
-        img[y0 + ys:y0 + ye, x0 + xs:x0 + xe] += stamp[ys:ye, xs:xe]
+        img[y0 + ys : y0 + ye, x0 + xs : x0 + xe] += stamp[ys:ye, xs:xe]
 
 
-def sky_image(shape: tuple[int, int], rng: np.random.Generator, bank: StampBank, *,
-              star_density: float | None = None, galaxy_density: float | None = None,
-              flux_range: tuple[float, float] = (20.0, 20000.0), blend_fraction: float = 0.25) -> np.ndarray:
+def sky_image(
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    bank: StampBank,
+    *,
+    star_density: float | None = None,
+    galaxy_density: float | None = None,
+    flux_range: tuple[float, float] = (20.0, 20000.0),
+    blend_fraction: float = 0.25,
+) -> np.ndarray:
     """One noiseless HR sky (zero background) of galaxies from ``bank`` and stars.
 
     Returns float32 ``shape``. Same ``rng`` state and bank: the same image.

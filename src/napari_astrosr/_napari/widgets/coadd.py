@@ -103,16 +103,20 @@ class CoaddWidget(QWidget):
             e.connect(self.refresh_frames)
         self.refresh_frames()
 
-        self.noise = LayerCombo(self.viewer, Image, allow_none=True, none_label="(estimate with sep)",
-                                predicate=_image_2d_or_3d)
+        self.noise = LayerCombo(
+            self.viewer, Image, allow_none=True, none_label="(estimate with sep)", predicate=_image_2d_or_3d
+        )
         self.noise_is_weight = QCheckBox("layer holds inverse-variance weights")
-        self.mask = LayerCombo(self.viewer, (Image, Labels), allow_none=True,
-                               predicate=lambda ly: np.ndim(ly.data) in (2, 3))
+        self.mask = LayerCombo(
+            self.viewer, (Image, Labels), allow_none=True, predicate=lambda ly: np.ndim(ly.data) in (2, 3)
+        )
         self.psf_mode = QComboBox()
         self.psf_layer = LayerCombo(self.viewer, Image, predicate=_image_2d_or_3d)
         self.psf_mode.addItems([PSF_SPEC, PSF_HEADER, PSF_ESTIMATE, "layer"])
         self.psf_spec = QLineEdit("gaussian:1.5")
-        self.psf_spec.setToolTip("gaussian:SIGMA | airy:R | gaussian+airy:S,R | moffat:FWHM,BETA | PSF.fits (frame pixels)")
+        self.psf_spec.setToolTip(
+            "gaussian:SIGMA | airy:R | gaussian+airy:S,R | moffat:FWHM,BETA | PSF.fits (frame pixels)"
+        )
         self.psf_mode.currentTextChanged.connect(self._psf_mode_changed)
         self.method = QComboBox()
         self.method.addItems(list(METHODS))
@@ -120,7 +124,9 @@ class CoaddWidget(QWidget):
         self.iterations = QSpinBox()
         self.iterations.setRange(1, 100_000)
         self.iterations.setValue(1500)
-        self.iterations.setToolTip("DIP: step cap; the fit stops earlier when its held-out pixels' chi2 stops improving")
+        self.iterations.setToolTip(
+            "DIP: step cap; the fit stops earlier when its held-out pixels' chi2 stops improving"
+        )
         self.superres = QComboBox()
         self.superres.addItems(["1", "2"])
         self.seed = QSpinBox()
@@ -165,8 +171,11 @@ class CoaddWidget(QWidget):
             return
         ticked = set(id(ly) for ly in self.checked_layers())
         # results of any widget (restorations, residuals, flux maps, earlier coadds) are not frames
-        self._frame_layers = [ly for ly in reversed(list(self.viewer.layers))
-                              if _image_2d_or_3d(ly) and "astrosr_source" not in ly.metadata]
+        self._frame_layers = [
+            ly
+            for ly in reversed(list(self.viewer.layers))
+            if _image_2d_or_3d(ly) and "astrosr_source" not in ly.metadata
+        ]
         self.frames.clear()
         for ly in self._frame_layers:
             shape = "x".join(str(n) for n in np.shape(ly.data))
@@ -276,9 +285,14 @@ class CoaddWidget(QWidget):
         """The :class:`~napari_astrosr.coadd_job.CoaddOptions` of the controls (CLI defaults otherwise)."""
         from ...coadd_job import CoaddOptions
 
-        return CoaddOptions(method=METHODS[self.method.currentText()], iterations=int(self.iterations.value()),
-                            superres=int(self.superres.currentText()), seed=int(self.seed.value()),
-                            device=self.device.currentText(), preview_every=int(self.preview_every))
+        return CoaddOptions(
+            method=METHODS[self.method.currentText()],
+            iterations=int(self.iterations.value()),
+            superres=int(self.superres.currentText()),
+            seed=int(self.seed.value()),
+            device=self.device.currentText(),
+            preview_every=int(self.preview_every),
+        )
 
     def run(self) -> Any:
         """Start the coadd (returns the worker, or None on bad input)."""
@@ -300,16 +314,25 @@ class CoaddWidget(QWidget):
             from ...coadd_job import coadd_job, stack_from_arrays
 
             stack = yield from stack_from_arrays(
-                inp["frames"], sigmas=inp["sigmas"], weights=inp["weights"], masks=inp["masks"], psfs=inp["psfs"],
-                psf_spec=inp.get("psf_spec"), estimate_psfs=bool(inp.get("psf_estimate")) and method == "dip",
-                wcs=tag.metadata.get("wcs"), header=tag.metadata.get("header"), stop=stop)
+                inp["frames"],
+                sigmas=inp["sigmas"],
+                weights=inp["weights"],
+                masks=inp["masks"],
+                psfs=inp["psfs"],
+                psf_spec=inp.get("psf_spec"),
+                estimate_psfs=bool(inp.get("psf_estimate")) and method == "dip",
+                wcs=tag.metadata.get("wcs"),
+                header=tag.metadata.get("header"),
+                stop=stop,
+            )
             return (yield from coadd_job(stack, options=opts, stop=stop))
 
         self._method = method
         self.previews = 0
         self._superres = opts.superres if method == "dip" else 1
-        return self.jobs.start(job, on_result=self._on_result, on_progress=self._on_progress, tag=tag,
-                               label=f"Coadd [{method}]")
+        return self.jobs.start(
+            job, on_result=self._on_result, on_progress=self._on_progress, tag=tag, label=f"Coadd [{method}]"
+        )
 
     def _geometry(self, tag: SourceTag, factor: int) -> tuple:
         src = find_layer(self.viewer, tag)
@@ -335,8 +358,15 @@ class CoaddWidget(QWidget):
                 self._limits_set = tuple(layer.contrast_limits)
             return layer
         scale, translate = self._geometry(tag, self._superres)
-        layer = Image(data, name=self._result_name(tag), scale=scale, translate=translate,
-                      contrast_limits=limits, colormap="gray", metadata=dict(meta or {}))
+        layer = Image(
+            data,
+            name=self._result_name(tag),
+            scale=scale,
+            translate=translate,
+            contrast_limits=limits,
+            colormap="gray",
+            metadata=dict(meta or {}),
+        )
         self.latent_layer = put_layer(self.viewer, layer, source_id=tag.layer_id)
         self._limits_set = tuple(self.latent_layer.contrast_limits)
         return self.latent_layer
@@ -348,14 +378,23 @@ class CoaddWidget(QWidget):
 
     def _on_result(self, res: Any, tag: Optional[SourceTag]) -> None:
         assert tag is not None
-        meta = {"header": res.header, "wcs": res.wcs, "astrosr": {"method": self._method, "metrics": res.metrics,
-                                                                  "params": getattr(res, "params", {})}}
+        meta = {
+            "header": res.header,
+            "wcs": res.wcs,
+            "astrosr": {"method": self._method, "metrics": res.metrics, "params": getattr(res, "params", {})},
+        }
         layer = self._show_latent(res.data, tag, meta)
         if res.uncertainty is not None:
             scale, translate = self._geometry(tag, self._superres)
-            unc = Image(np.asarray(res.uncertainty, dtype=np.float32), name=f"{self._result_name(tag)} uncertainty",
-                        scale=scale, translate=translate, colormap="viridis", visible=False,
-                        metadata={"wcs": res.wcs})
+            unc = Image(
+                np.asarray(res.uncertainty, dtype=np.float32),
+                name=f"{self._result_name(tag)} uncertainty",
+                scale=scale,
+                translate=translate,
+                colormap="viridis",
+                visible=False,
+                metadata={"wcs": res.wcs},
+            )
             put_layer(self.viewer, unc, source_id=tag.layer_id)
         from ...coadd_job import report_lines
 

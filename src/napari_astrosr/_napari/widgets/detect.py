@@ -234,9 +234,11 @@ class DetectWidget(QWidget):
         rms = table.meta.get("globalrms")
         if n == 0:
             # nothing to draw: no empty layers (they would also become the next input)
-            msg = (f"no sources in '{tag.name}' above {self.thresh.value():g} σ"
-                   + (f" (background rms {rms:.4g})" if rms is not None else "")
-                   + "; lower the Threshold or the Min. area")
+            msg = (
+                f"no sources in '{tag.name}' above {self.thresh.value():g} σ"
+                + (f" (background rms {rms:.4g})" if rms is not None else "")
+                + "; lower the Threshold or the Min. area"
+            )
             self.summary.setText(msg)
             show_info(f"Detect: {msg}")
             self.export_button.setEnabled(True)
@@ -284,15 +286,17 @@ class DetectWidget(QWidget):
                 scale=scale,
                 translate=translate,
                 visible=True,
-                metadata={"wcs": tag.metadata.get("wcs"), "source_layer": tag.name,
-                          "bunit": tag.metadata.get("bunit"), ROLE: "flux map"},
+                metadata={
+                    "wcs": tag.metadata.get("wcs"),
+                    "source_layer": tag.name,
+                    "bunit": tag.metadata.get("bunit"),
+                    ROLE: "flux map",
+                },
                 **overlay_layer_kwargs(fmap),
             )
             layers.append(put_layer(self.viewer, fm, source_id=tag.layer_id))
         self.summary.setText(
-            f"{n} sources in '{tag.name}'"
-            + (f" (background rms {rms:.4g})" if rms is not None else "")
-            + note
+            f"{n} sources in '{tag.name}'" + (f" (background rms {rms:.4g})" if rms is not None else "") + note
         )
         self.export_button.setEnabled(True)
         return layers
@@ -311,9 +315,14 @@ class DetectWidget(QWidget):
             wcs = self.catalog_tag.metadata.get("wcs") if self.catalog_tag else None
             return write_regions(self.catalog, path, wcs=wcs, overwrite=overwrite)
         tag = self.catalog_tag
-        return write_table(self.catalog, path, format=EXPORT_FORMATS[fmt].lstrip("."), overwrite=overwrite,
-                           flux_unit=tag.metadata.get("bunit") if tag else None,
-                           meta={"image": tag.name} if tag else None)
+        return write_table(
+            self.catalog,
+            path,
+            format=EXPORT_FORMATS[fmt].lstrip("."),
+            overwrite=overwrite,
+            flux_unit=tag.metadata.get("bunit") if tag else None,
+            meta={"image": tag.name} if tag else None,
+        )
 
     def _export_dialog(self) -> None:
         fmt = self.export_format.currentText()

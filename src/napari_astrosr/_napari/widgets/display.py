@@ -69,8 +69,10 @@ def apply_stretch(layer: Image, name: str) -> None:
 def apply_zscale(layer: Image) -> tuple[float, float]:
     """Set zscale contrast limits on ``layer`` (over all its planes) and return them."""
     lo, hi = zscale_limits(np.asarray(layer.data))
-    layer.contrast_limits_range = (min(lo, float(np.nanmin(layer.data))) if np.isfinite(layer.data).any() else lo,
-                                   max(hi, float(np.nanmax(layer.data))) if np.isfinite(layer.data).any() else hi)
+    layer.contrast_limits_range = (
+        min(lo, float(np.nanmin(layer.data))) if np.isfinite(layer.data).any() else lo,
+        max(hi, float(np.nanmax(layer.data))) if np.isfinite(layer.data).any() else hi,
+    )
     layer.contrast_limits = (lo, hi)
     return lo, hi
 
@@ -100,8 +102,9 @@ def install_wcs_status(layer: Any) -> None:
     original = layer.get_status
 
     def get_status(position=None, *, view_direction=None, dims_displayed=None, world=False, value=None):
-        status = original(position, view_direction=view_direction, dims_displayed=dims_displayed,
-                          world=world, value=value)
+        status = original(
+            position, view_direction=view_direction, dims_displayed=dims_displayed, world=world, value=value
+        )
         try:
             pos = position if world else (layer.data_to_world(position) if position is not None else None)
             radec = layer_radec(layer, pos)
@@ -190,7 +193,8 @@ def show_colorbar(viewer: Any, layer: Optional[Image], on: bool = True) -> str:
 def sky_affine(layer_wcs: Any, ref_wcs: Any, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Linear map (2x2, offset) from a layer's (row, col) pixels to a reference image's
     (row, col) pixels through the sky, fitted at the layer's centre (exact for TAN
-    images of a small field)."""
+    images of a small field).
+    """
     cy, cx = (shape[-2] - 1) / 2.0, (shape[-1] - 1) / 2.0
     pts = np.array([[cx, cy], [cx + 1, cy], [cx, cy + 1]], dtype=float)
     sky = layer_wcs.celestial.pixel_to_world(pts[:, 0], pts[:, 1])
@@ -284,8 +288,10 @@ class SideBySide:
         if len(layers) < 2:
             raise ValueError("choose at least two layers to compare side by side")
         if self._saved is None:
-            self._saved = {"visible": {id(ly): ly.visible for ly in self.viewer.layers},
-                           "grid": (self.viewer.grid.enabled, tuple(self.viewer.grid.shape), self.viewer.grid.stride)}
+            self._saved = {
+                "visible": {id(ly): ly.visible for ly in self.viewer.layers},
+                "grid": (self.viewer.grid.enabled, tuple(self.viewer.grid.shape), self.viewer.grid.stride),
+            }
         aligned = 0
         if align:
             aligned = sum(align_on_sky(ly, layers[0]) for ly in layers[1:])
@@ -367,7 +373,8 @@ class DisplayWidget(QWidget):
         self.side_button = QPushButton("Side by side")
         self.side_button.setCheckable(True)
         self.side_button.setToolTip(
-            "The ticked layers next to each other (pan/zoom linked), aligned on the sky by their WCS")
+            "The ticked layers next to each other (pan/zoom linked), aligned on the sky by their WCS"
+        )
         self.compare_note = QLabel("")
         self.compare_note.setWordWrap(True)
         cbox = QGroupBox("Compare")

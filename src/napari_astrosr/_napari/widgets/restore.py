@@ -120,8 +120,10 @@ class RestoreWidget(QWidget):
         self.tile.setRange(0, 8192)
         self.tile.setSingleStep(64)
         self.tile.setSpecialValueText("auto")
-        self.tile.setToolTip("Tile size in input pixels for network inference\n"
-                             "(auto: the whole image when it fits in memory, else tiles; the run reports how many)")
+        self.tile.setToolTip(
+            "Tile size in input pixels for network inference\n"
+            "(auto: the whole image when it fits in memory, else tiles; the run reports how many)"
+        )
         self.flux_exact = QCheckBox("project onto the forward model (recommended)")
         self.flux_exact.setToolTip(
             "Least change so that PSF blur + flux-conserving downsampling of the output reproduces the input:\n"
@@ -197,7 +199,8 @@ class RestoreWidget(QWidget):
 
     def _load_methods(self) -> None:
         """Load ``list_methods()`` in a thread: it imports torch (seconds), which would
-        otherwise freeze napari while the widget opens."""
+        otherwise freeze napari while the widget opens.
+        """
         from napari.qt.threading import create_worker
 
         def _list() -> list:
@@ -256,7 +259,8 @@ class RestoreWidget(QWidget):
 
     def default_method(self) -> str:
         """The first network with bundled weights for the current scale, else the first
-        network with any bundled weights, else the first method listed."""
+        network with any bundled weights, else the first method listed.
+        """
         nets = [(k, v) for k, v in self._methods.items() if v.get("kind") == "network" and v.get("bundled")]
         for k, v in nets:
             if self.scale.value() in (v.get("bundled") or ()):
@@ -311,9 +315,11 @@ class RestoreWidget(QWidget):
             self.info.setText(str(exc))
             return
         self.scale.setValue(int(meta["scale"]))
-        self.info.setText(f"{meta['architecture']} x{meta['scale']} checkpoint"
-                          + (f" (preset {meta['preset']})" if meta.get("preset") else "")
-                          + f", step {meta.get('step', '?')}")
+        self.info.setText(
+            f"{meta['architecture']} x{meta['scale']} checkpoint"
+            + (f" (preset {meta['preset']})" if meta.get("preset") else "")
+            + f", step {meta.get('step', '?')}"
+        )
 
     def _update_psf_enabled(self, *_: Any) -> None:
         info = self._methods.get(self.method.currentText(), {})
@@ -350,8 +356,9 @@ class RestoreWidget(QWidget):
             tile=int(self.tile.value()) or None,
             psf=psf,
             # only a choice that differs from the method's default is passed (its errors stay the default's)
-            project=None if method == "backprojection" or project == (METHODS[method].projects if method in METHODS
-                                                                        else False) else project,
+            project=None
+            if method == "backprojection" or project == (METHODS[method].projects if method in METHODS else False)
+            else project,
             # checked: the default (noise measured, exact or noise-aware); unchecked: always exact
             flux_noise=None if self.flux_noise.isChecked() or not project else "exact",
             keep_sky=(True if self.keep_sky.isChecked() else False) if self.keep_sky.isEnabled() else None,
@@ -400,8 +407,9 @@ class RestoreWidget(QWidget):
 
         self.device_used.setText("")
         self.choices_used.setText("")
-        return self.jobs.start(job, on_result=self._on_result, on_error=self._psf_error, tag=tag,
-                               label=f"Restore [{opts['method']}]")
+        return self.jobs.start(
+            job, on_result=self._on_result, on_error=self._psf_error, tag=tag, label=f"Restore [{opts['method']}]"
+        )
 
     def _on_result(self, out: tuple, tag: Optional[SourceTag]) -> None:
         res, residual = out[:2]
@@ -433,7 +441,11 @@ class RestoreWidget(QWidget):
         s = int(res.scale)
         kwargs = result_layer_kwargs(
             src if src is not None else _GeometryProxy(tag, scale, translate),
-            res.data, scale_factor=s, name=name, wcs=res.wcs, header=res.header,
+            res.data,
+            scale_factor=s,
+            name=name,
+            wcs=res.wcs,
+            header=res.header,
         )
         kwargs.pop("name")
         kwargs["metadata"]["astrosr"] = {
@@ -453,8 +465,12 @@ class RestoreWidget(QWidget):
                 translate=translate,
                 colormap=RESIDUAL_CMAP,
                 contrast_limits=symmetric_limits(residual),
-                metadata={"wcs": tag.metadata.get("wcs"), "header": tag.metadata.get("header"),
-                          "bunit": tag.metadata.get("bunit"), "astrosr": {"residual_of": name}},
+                metadata={
+                    "wcs": tag.metadata.get("wcs"),
+                    "header": tag.metadata.get("header"),
+                    "bunit": tag.metadata.get("bunit"),
+                    "astrosr": {"residual_of": name},
+                },
             )
             resid.metadata["astrosr_source"] = tag.layer_id
             layers.append(put_residual(self.viewer, resid, prediction=name, reference=tag.name))

@@ -262,8 +262,9 @@ class TrainWidget(QWidget):
 
             return (yield from train_job(cfg, out_dir=out, resume=resume, stop=stop))
 
-        return self.jobs.start(job, on_result=self._on_result, on_progress=self._on_progress,
-                               label=f"Train [{cfg.model.name}]")
+        return self.jobs.start(
+            job, on_result=self._on_result, on_progress=self._on_progress, label=f"Train [{cfg.model.name}]"
+        )
 
     def _on_progress(self, event: Progress, _tag: Any) -> None:
         vals = event.values or {}
