@@ -163,7 +163,7 @@ def estimate_noise(
     background, sigma
         Both (H, W) float32.
     """
-    from .detection import estimate_background
+    from .background import estimate_background
 
     img = np.asarray(image, dtype=np.float32)
     m = ~np.isfinite(img) if mask is None else (np.asarray(mask, bool) | ~np.isfinite(img))

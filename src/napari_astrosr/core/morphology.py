@@ -421,7 +421,7 @@ def _at_bound(x, lo, hi) -> str:
 
 def _prepared(image: np.ndarray, name: str):
     """Background-subtracted float64 copy (NaN kept) and its global rms."""
-    from .detection import as_sep_array, estimate_background
+    from .background import as_sep_array, estimate_background
 
     d = np.asarray(as_sep_array(image, name=name), dtype=np.float64)
     bad = ~np.isfinite(d)
