@@ -122,7 +122,7 @@ def write_table(
     fmt = FORMATS.get(p.suffix.lower()) if format is None else FORMATS.get("." + format.lower().lstrip("."))
     if fmt is None:
         raise AstroSRError(f"{p}: unknown catalog format; use a .ecsv, .fits or .csv suffix.")
-    from .. import __version__
+    from .._version import __version__
 
     t = Table(table, copy=True)
     t.meta.clear()

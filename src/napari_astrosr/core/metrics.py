@@ -192,7 +192,7 @@ def source_residuals(
         x y ra dec f_ref f_ref_err snr f_pred delta rel_delta delta_mag [mag_ref mag_pred];
         delta = f_pred - f_ref, rel_delta = delta / f_ref, delta_mag = -2.5 log10(f_pred / f_ref).
     """
-    from .detection import estimate_background
+    from .background import estimate_background
     from .photometry import elliptical_aperture_flux
 
     r, p, ok = _pair(ref, pred)

@@ -14,7 +14,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..exceptions import AstroSRError
-from .detection import as_sep_array, estimate_background
+from .background import as_sep_array, estimate_background
 
 __all__ = ["elliptical_aperture_flux", "kron_flux", "ellipse_params"]
 

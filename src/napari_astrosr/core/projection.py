@@ -527,7 +527,7 @@ def estimate_lr_noise(lr: np.ndarray) -> float:
 
     Sources are clipped out of the mesh statistics, so a bright galaxy does not inflate it.
     """
-    from .detection import estimate_background
+    from .background import estimate_background
 
     bkg = estimate_background(np.asarray(lr, dtype=np.float64), box=min(32, max(8, min(np.shape(lr)) // 4)))
     return float(bkg.globalrms)

@@ -76,7 +76,7 @@ def sky_rms(base: np.ndarray) -> float:
     """The per-pixel noise rms the gate measures S/N against: sep's global background rms of ``base``
     (non-finite pixels masked).
     """
-    from .detection import estimate_background
+    from .background import estimate_background
 
     b = np.asarray(base, dtype=np.float64)
     return float(estimate_background(np.where(np.isfinite(b), b, np.nan)).globalrms)
@@ -118,7 +118,7 @@ def sky_gate(
     """
     from scipy.ndimage import gaussian_filter
 
-    from .detection import estimate_background
+    from .background import estimate_background
 
     r = np.asarray(restored, dtype=np.float64)
     b = np.asarray(base, dtype=np.float64)
