@@ -8,9 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-# 1. ruff: lint and format check, before any test. `report` until the whole tree has been through
 #    `ruff check --fix . && ruff format .` once (branches were in flight); then make this `strict`.
-RUFF_MODE=${ASTROSR_RUFF:-report}
+RUFF_MODE=${ASTROSR_RUFF:-strict}
 if [ "$RUFF_MODE" != off ]; then
   echo "[test] ruff check + ruff format --check ($RUFF_MODE)" >&2
   rc=0

@@ -115,8 +115,9 @@ def _module_names(pkg: Path = PKG, root: str = ROOT) -> dict[str, tuple[Path, bo
     return mods
 
 
-def _package_edges(mods: dict[str, tuple[Path, bool]], sources: dict[str, str] | None = None,
-                   root: str = ROOT) -> dict[tuple[str, str], list[tuple[str, int]]]:
+def _package_edges(
+    mods: dict[str, tuple[Path, bool]], sources: dict[str, str] | None = None, root: str = ROOT
+) -> dict[tuple[str, str], list[tuple[str, int]]]:
     """(importer, imported) -> [(kind, line)] for imports between the package's own modules.
 
     ``kind`` is ``"module"`` (runs at import) or ``"function"`` (inside a def or lambda: runs when called);
@@ -205,7 +206,7 @@ def _cycles(mods, edges) -> list[list[str]]:
 
 
 def _short(name: str, root: str = ROOT) -> str:
-    return name[len(root) + 1:] if name.startswith(root + ".") else name
+    return name[len(root) + 1 :] if name.startswith(root + ".") else name
 
 
 def _layer(name: str, root: str = ROOT) -> int | None:
@@ -219,8 +220,12 @@ def _cycle_report(mods, edges, known=KNOWN_CYCLES) -> list[str]:
     for comp in _cycles(mods, edges):
         if frozenset(_short(m) for m in comp) in known:
             continue
-        lines = [f"  {_short(a)}:{line} ({kind}) imports {_short(b)}"
-                 for (a, b), where in sorted(edges.items()) if a in comp and b in comp for kind, line in where]
+        lines = [
+            f"  {_short(a)}:{line} ({kind}) imports {_short(b)}"
+            for (a, b), where in sorted(edges.items())
+            if a in comp and b in comp
+            for kind, line in where
+        ]
         bad.append("cycle " + " <-> ".join(_short(m) for m in comp) + "\n" + "\n".join(lines))
     return sorted(bad)
 
@@ -283,5 +288,7 @@ def test_graph_checks_catch_violations():
     assert cycles[1].startswith("cycle core.a <-> core.b")
     assert len(_cycle_report(mods, edges)) == 1  # the known one is allowed
     up = _upward_report(mods, edges)
-    assert up == ["core.c:2 (core, function) imports napari_astrosr (package root)",
-                  "models.m:2 (models/training, function) imports restoration (jobs)"]
+    assert up == [
+        "core.c:2 (core, function) imports napari_astrosr (package root)",
+        "models.m:2 (models/training, function) imports restoration (jobs)",
+    ]

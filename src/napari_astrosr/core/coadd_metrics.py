@@ -5,13 +5,19 @@ sigma, and the per-source flux report by S/N bin. :mod:`.coadd` re-exports these
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 
 def aperture_fluxes(
-    image: np.ndarray, x: np.ndarray, y: np.ndarray, *, radius: float, annulus: tuple[float, float],
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    radius: float,
+    annulus: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Circular-aperture flux with the local background (sigma-clipped annulus median) removed.
 
@@ -32,8 +38,14 @@ def aperture_fluxes(
 
 
 def compare_fluxes(
-    image: np.ndarray, reference: np.ndarray, *, fwhm: float, reference_sigma: Optional[np.ndarray] = None,
-    snr_min: float = 20.0, radius_fwhm: float = 2.0, mask: Optional[np.ndarray] = None,
+    image: np.ndarray,
+    reference: np.ndarray,
+    *,
+    fwhm: float,
+    reference_sigma: Optional[np.ndarray] = None,
+    snr_min: float = 20.0,
+    radius_fwhm: float = 2.0,
+    mask: Optional[np.ndarray] = None,
 ) -> dict[str, Any]:
     """Per-source flux of ``image`` against ``reference`` (e.g. the DIP latent vs the ivar coadd).
 
@@ -54,8 +66,14 @@ def compare_fluxes(
     cat = detect_sources(ref, thresh=5.0, minarea=5, mask=m, box=max(16, min(64, h // 4, w // 4)))
     r = radius_fwhm * fwhm
     ann = (3.0 * fwhm, 5.0 * fwhm)
-    empty = {"n_sources": 0, "flux_ratio_median": float("nan"), "flux_ratio_mad": float("nan"),
-             "n_faint": 0, "flux_ratio_median_faint": float("nan"), "sky_steal": float("nan")}
+    empty = {
+        "n_sources": 0,
+        "flux_ratio_median": float("nan"),
+        "flux_ratio_mad": float("nan"),
+        "n_faint": 0,
+        "flux_ratio_median_faint": float("nan"),
+        "sky_steal": float("nan"),
+    }
     if len(cat) == 0:
         return empty
     x = np.asarray(cat["x"], float)
@@ -70,7 +88,9 @@ def compare_fluxes(
         from photutils.aperture import CircularAperture, aperture_photometry
 
         var = np.nan_to_num(np.asarray(reference_sigma, np.float64) ** 2)
-        err = np.sqrt(np.asarray(aperture_photometry(var, CircularAperture(np.column_stack([x, y]), r=r))["aperture_sum"]))
+        err = np.sqrt(
+            np.asarray(aperture_photometry(var, CircularAperture(np.column_stack([x, y]), r=r))["aperture_sum"])
+        )
     else:
         from .metrics import sky_sigma
 
@@ -108,9 +128,17 @@ SNR_BINS = (10.0, 20.0, 50.0, 100.0, float("inf"))
 
 
 def source_flux_report(
-    image: np.ndarray, reference: np.ndarray, *, fwhm: float, reference_sigma: Optional[np.ndarray] = None,
-    mask: Optional[np.ndarray] = None, bins: Sequence[float] = SNR_BINS, radius_fwhm: float = 2.0,
-    tolerance: float = 0.02, floor: float = 0.9, match_kernel: Optional[np.ndarray] = None,
+    image: np.ndarray,
+    reference: np.ndarray,
+    *,
+    fwhm: float,
+    reference_sigma: Optional[np.ndarray] = None,
+    mask: Optional[np.ndarray] = None,
+    bins: Sequence[float] = SNR_BINS,
+    radius_fwhm: float = 2.0,
+    tolerance: float = 0.02,
+    floor: float = 0.9,
+    match_kernel: Optional[np.ndarray] = None,
 ) -> dict[str, Any]:
     """Every S/N > ``bins[0]`` source's flux in ``image`` against ``reference``, by S/N bin.
 
@@ -140,8 +168,15 @@ def source_flux_report(
         k = np.asarray(match_kernel, np.float64)
         k = k / k.sum()
         image = convolve(np.nan_to_num(np.asarray(image, np.float64)), k, mode="reflect")
-    full = compare_fluxes(image, reference, fwhm=fwhm, reference_sigma=reference_sigma, snr_min=float(bins[0]),
-                          radius_fwhm=radius_fwhm, mask=mask)
+    full = compare_fluxes(
+        image,
+        reference,
+        fwhm=fwhm,
+        reference_sigma=reference_sigma,
+        snr_min=float(bins[0]),
+        radius_fwhm=radius_fwhm,
+        mask=mask,
+    )
     tab = full.get("table")
     if tab is not None:
         # image flux = reference flux + the background-subtracted aperture flux of (image -
@@ -166,23 +201,33 @@ def source_flux_report(
     for lo, hi in zip(edges[:-1], edges[1:]):
         sel = (snr > lo) & (snr <= hi)
         r = ratio[sel]
-        rows.append({
-            "lo": lo, "hi": hi, "n": int(sel.sum()),
-            "median": float(np.median(r)) if r.size else float("nan"),
-            "scatter": float(1.4826 * np.median(np.abs(r - np.median(r)))) if r.size > 1 else float("nan"),
-            "min": float(r.min()) if r.size else float("nan"),
-        })
+        rows.append(
+            {
+                "lo": lo,
+                "hi": hi,
+                "n": int(sel.sum()),
+                "median": float(np.median(r)) if r.size else float("nan"),
+                "scatter": float(1.4826 * np.median(np.abs(r - np.median(r)))) if r.size > 1 else float("nan"),
+                "min": float(r.min()) if r.size else float("nan"),
+            }
+        )
     r_all = ratio[sel_all]
     n_below = int((r_all < floor).sum())
     ok = bool(r_all.size) and n_below == 0 and all(abs(b["median"] - 1) <= tolerance for b in rows if b["n"])
     out = {
-        "bins": rows, "n_sources": int(r_all.size),
+        "bins": rows,
+        "n_sources": int(r_all.size),
         "flux_ratio_median": float(np.median(r_all)) if r_all.size else float("nan"),
-        "flux_ratio_scatter": float(1.4826 * np.median(np.abs(r_all - np.median(r_all)))) if r_all.size > 1 else float("nan"),
+        "flux_ratio_scatter": float(1.4826 * np.median(np.abs(r_all - np.median(r_all))))
+        if r_all.size > 1
+        else float("nan"),
         "flux_ratio_min": float(r_all.min()) if r_all.size else float("nan"),
-        "n_below_floor": n_below, "flux_ok": ok,
-        "checked": (f"flux of all {int(r_all.size)} S/N>{edges[0]:g} sources of the ivar coadd (forced apertures r="
-                    f"{radius_fwhm:g}xFWHM): median within {100 * tolerance:g}% per S/N bin and none below {floor:g}"),
+        "n_below_floor": n_below,
+        "flux_ok": ok,
+        "checked": (
+            f"flux of all {int(r_all.size)} S/N>{edges[0]:g} sources of the ivar coadd (forced apertures r="
+            f"{radius_fwhm:g}xFWHM): median within {100 * tolerance:g}% per S/N bin and none below {floor:g}"
+        ),
         "aperture_radius": float(radius_fwhm * fwhm),
     }
     if tab is not None:
@@ -196,8 +241,10 @@ def format_flux_bins(report: dict[str, Any]) -> list[str]:
     for b in report.get("bins", []):
         hi = "inf" if not np.isfinite(b["hi"]) else f"{b['hi']:g}"
         if b["n"]:
-            lines.append(f"S/N {b['lo']:g}-{hi}: n={b['n']}, flux/ivar median {b['median']:.3f}, "
-                         f"scatter {b['scatter']:.3f}, min {b['min']:.3f}")
+            lines.append(
+                f"S/N {b['lo']:g}-{hi}: n={b['n']}, flux/ivar median {b['median']:.3f}, "
+                f"scatter {b['scatter']:.3f}, min {b['min']:.3f}"
+            )
         else:
             lines.append(f"S/N {b['lo']:g}-{hi}: no source")
     return lines

@@ -8,8 +8,9 @@ per-source flux as any one frame. :class:`CoaddResult` is shared with the DIP co
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from astropy.io import fits
@@ -62,9 +63,14 @@ class CoaddResult:
 
 
 def ivar_coadd(
-    frames: Union[np.ndarray, Sequence[np.ndarray], FrameStack], *, weights: Optional[np.ndarray] = None,
-    masks: Optional[np.ndarray] = None, psfs: Optional[Sequence[np.ndarray]] = None, homogenize: bool = False,
-    wcs: Optional[WCS] = None, header: Optional[fits.Header] = None,
+    frames: Union[np.ndarray, Sequence[np.ndarray], FrameStack],
+    *,
+    weights: Optional[np.ndarray] = None,
+    masks: Optional[np.ndarray] = None,
+    psfs: Optional[Sequence[np.ndarray]] = None,
+    homogenize: bool = False,
+    wcs: Optional[WCS] = None,
+    header: Optional[fits.Header] = None,
 ) -> CoaddResult:
     """Inverse-variance weighted mean of registered frames.
 
@@ -89,8 +95,12 @@ def ivar_coadd(
         Flux: a weighted mean of frames in the same units, so per-source flux equals the
         frames' (weighted) mean flux.
     """
-    stack = frames if isinstance(frames, FrameStack) else as_stack(
-        frames, masks=masks, psfs=psfs, sigmas=None if weights is None else _sigma_from_weights(weights, frames)
+    stack = (
+        frames
+        if isinstance(frames, FrameStack)
+        else as_stack(
+            frames, masks=masks, psfs=psfs, sigmas=None if weights is None else _sigma_from_weights(weights, frames)
+        )
     )
     if isinstance(frames, FrameStack) and masks is not None:
         stack = FrameStack(**{**stack.__dict__, "mask": stack.mask | np.asarray(masks, bool)})
@@ -115,9 +125,15 @@ def ivar_coadd(
     unc = np.where(wsum > 0, unc, np.nan).astype(np.float32)
     resid = np.where(stack.mask, 0.0, data - np.nan_to_num(out)[None]).astype(np.float32)
     return CoaddResult(
-        data=out, wcs=wcs if wcs is not None else stack.wcs, header=header if header is not None else stack.header,
-        uncertainty=unc, residuals=resid, method="ivar", params={"homogenize": bool(homogenize), "n_frames": stack.n},
-        metrics={"coverage": float((wsum > 0).mean())}, psfs=stack.psfs,
+        data=out,
+        wcs=wcs if wcs is not None else stack.wcs,
+        header=header if header is not None else stack.header,
+        uncertainty=unc,
+        residuals=resid,
+        method="ivar",
+        params={"homogenize": bool(homogenize), "n_frames": stack.n},
+        metrics={"coverage": float((wsum > 0).mean())},
+        psfs=stack.psfs,
     )
 
 
@@ -129,8 +145,12 @@ def _sigma_from_weights(weights, frames) -> np.ndarray:
 
 
 def median_coadd(
-    frames: Union[np.ndarray, Sequence[np.ndarray], FrameStack], *, masks: Optional[np.ndarray] = None,
-    sigma_clip: Optional[float] = 3.0, wcs: Optional[WCS] = None, header: Optional[fits.Header] = None,
+    frames: Union[np.ndarray, Sequence[np.ndarray], FrameStack],
+    *,
+    masks: Optional[np.ndarray] = None,
+    sigma_clip: Optional[float] = 3.0,
+    wcs: Optional[WCS] = None,
+    header: Optional[fits.Header] = None,
 ) -> CoaddResult:
     """Per-pixel median of the frames after iterative sigma clipping (astropy.stats.sigma_clip).
 
@@ -159,13 +179,20 @@ def median_coadd(
     out = np.where(n_used > 0, out, np.nan).astype(np.float32)
     resid = np.where(stack.mask, 0.0, stack.data - np.nan_to_num(out)[None]).astype(np.float32)
     return CoaddResult(
-        data=out, wcs=wcs if wcs is not None else stack.wcs, header=header if header is not None else stack.header,
-        uncertainty=unc, residuals=resid, method="median",
-        params={"sigma_clip": sigma_clip, "n_frames": stack.n}, metrics={"coverage": float((n_used > 0).mean())},
+        data=out,
+        wcs=wcs if wcs is not None else stack.wcs,
+        header=header if header is not None else stack.header,
+        uncertainty=unc,
+        residuals=resid,
+        method="median",
+        params={"sigma_clip": sigma_clip, "n_frames": stack.n},
+        metrics={"coverage": float((n_used > 0).mean())},
     )
 
 
-def coadd_header(header: Optional[fits.Header], *, method: str, n_frames: int, extra: Optional[dict] = None) -> fits.Header:
+def coadd_header(
+    header: Optional[fits.Header], *, method: str, n_frames: int, extra: Optional[dict] = None
+) -> fits.Header:
     """A header for a coadd: the first frame's minus per-exposure keys, plus NCOMBINE/COADDMET."""
     hdr = fits.Header() if header is None else header.copy()
     for key in ("SATURATE", "FWHM", "ELLIPTIC", "AVSKY", "AVSIG", "SKYDIP", "SKYPEAK", "ESATUR", "CHECKSUM", "DATASUM"):

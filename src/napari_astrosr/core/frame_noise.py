@@ -75,8 +75,12 @@ def dq_mask(dq: np.ndarray) -> np.ndarray:
 
 
 def saturation_mask(
-    image: np.ndarray, header: Optional[fits.Header] = None, *, keyword: str = "SATURATE",
-    level: Optional[float] = None, grow: int = 1,
+    image: np.ndarray,
+    header: Optional[fits.Header] = None,
+    *,
+    keyword: str = "SATURATE",
+    level: Optional[float] = None,
+    grow: int = 1,
 ) -> np.ndarray:
     """Pixels at or above the saturation level (``level`` or the header ``keyword``), grown by ``grow`` px.
 

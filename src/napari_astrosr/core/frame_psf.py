@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from astropy.io import fits
@@ -35,8 +36,13 @@ def _odd_unit(psf: np.ndarray, where: str) -> np.ndarray:
 
 
 def read_psfex(
-    path: PathLike, *, x: Optional[float] = None, y: Optional[float] = None,
-    shape: Optional[tuple[int, int]] = None, size: Optional[int] = None, hdu: int = 1,
+    path: PathLike,
+    *,
+    x: Optional[float] = None,
+    y: Optional[float] = None,
+    shape: Optional[tuple[int, int]] = None,
+    size: Optional[int] = None,
+    hdu: int = 1,
 ) -> np.ndarray:
     """Evaluate a PSFEx model (``PSF_MASK`` table) at one image position.
 
@@ -95,7 +101,9 @@ def read_psfex(
     if comps.ndim == 2:
         comps = comps[None]
     if npol not in (0, 2) or ngrp > 1:
-        raise AstroSRError(f"{p}: PSFEx model with POLNAXIS={npol}, POLNGRP={ngrp} is not supported (only x/y polynomials).")
+        raise AstroSRError(
+            f"{p}: PSFEx model with POLNAXIS={npol}, POLNGRP={ngrp} is not supported (only x/y polynomials)."
+        )
     if npol == 0:
         deg = 0
     nterm = (deg + 1) * (deg + 2) // 2
@@ -139,7 +147,7 @@ def crop_psf(psf: np.ndarray, size: int) -> np.ndarray:
     ys, ye = max(0, cy - h), min(p.shape[0], cy + h + 1)
     xs, xe = max(0, cx - h), min(p.shape[1], cx + h + 1)
     oy, ox = h - (cy - ys), h - (cx - xs)
-    out[oy:oy + ye - ys, ox:ox + xe - xs] = p[ys:ye, xs:xe]
+    out[oy : oy + ye - ys, ox : ox + xe - xs] = p[ys:ye, xs:xe]
     return out
 
 
@@ -150,7 +158,11 @@ def psf_size_for(fwhm: float) -> int:
 
 
 def psf_from_fwhm(
-    header: fits.Header, *, keyword: str = "FWHM", size: Optional[int] = None, where: str = "frame",
+    header: fits.Header,
+    *,
+    keyword: str = "FWHM",
+    size: Optional[int] = None,
+    where: str = "frame",
 ) -> np.ndarray:
     """Gaussian PSF whose FWHM (in pixels) is the header's ``keyword`` value."""
     from .psf import gaussian_psf
@@ -172,7 +184,10 @@ def common_psf_size(psfs: Sequence[np.ndarray]) -> int:
 
 
 def homogenize_psfs(
-    data: np.ndarray, psfs: Sequence[np.ndarray], *, target: Optional[np.ndarray] = None,
+    data: np.ndarray,
+    psfs: Sequence[np.ndarray],
+    *,
+    target: Optional[np.ndarray] = None,
     regularization: float = 1e-4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Convolve each frame to a common (the worst) PSF.
@@ -221,8 +236,10 @@ def is_psfex(path: Any) -> bool:
         if not p.is_file():
             return False
         with fits.open(p) as hdul:
-            return len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU) and any(
-                c.lower() == "psf_mask" for c in hdul[1].columns.names
+            return (
+                len(hdul) > 1
+                and isinstance(hdul[1], fits.BinTableHDU)
+                and any(c.lower() == "psf_mask" for c in hdul[1].columns.names)
             )
     except Exception:
         return False

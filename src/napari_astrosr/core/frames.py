@@ -9,9 +9,10 @@ flux-conserving :func:`napari_astrosr.core.resample.reproject_flux`. :mod:`.coad
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 from astropy.io import fits
@@ -46,16 +47,23 @@ class FrameStack:
 
     @property
     def n(self) -> int:
+        """Number of frames."""
         return int(self.data.shape[0])
 
     @property
     def shape(self) -> tuple[int, int]:
+        """Shape (ny, nx) of one frame."""
         return (int(self.data.shape[1]), int(self.data.shape[2]))
 
 
 def as_stack(
-    frames: Union[np.ndarray, Sequence[np.ndarray]], *, sigmas=None, masks=None, psfs=None,
-    require_psfs: bool = False, min_frames: int = 2,
+    frames: Union[np.ndarray, Sequence[np.ndarray]],
+    *,
+    sigmas=None,
+    masks=None,
+    psfs=None,
+    require_psfs: bool = False,
+    min_frames: int = 2,
 ) -> FrameStack:
     """Validate in-memory inputs into a :class:`FrameStack` (the boundary of every coadd).
 
@@ -136,8 +144,26 @@ def as_stack(
     return FrameStack(data=data, sigma=sig.astype(np.float32), mask=bad, psfs=psf_list)
 
 
-_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT",
-               "COMMENT", "HISTORY", "", "CHECKSUM", "DATASUM", "BSCALE", "BZERO", "BLANK"}
+_STRUCTURAL = {
+    "SIMPLE",
+    "BITPIX",
+    "NAXIS",
+    "NAXIS1",
+    "NAXIS2",
+    "NAXIS3",
+    "EXTEND",
+    "XTENSION",
+    "PCOUNT",
+    "GCOUNT",
+    "COMMENT",
+    "HISTORY",
+    "",
+    "CHECKSUM",
+    "DATASUM",
+    "BSCALE",
+    "BZERO",
+    "BLANK",
+}
 
 
 def inherited_header(img) -> fits.Header:
@@ -163,13 +189,20 @@ def _frame_band(header: fits.Header) -> Optional[str]:
 
 
 def load_frames(
-    paths: Sequence[PathLike], *, hdu: Optional[Union[int, str]] = None,
-    weights: Optional[Sequence[PathLike]] = None, rms: Optional[Sequence[PathLike]] = None,
+    paths: Sequence[PathLike],
+    *,
+    hdu: Optional[Union[int, str]] = None,
+    weights: Optional[Sequence[PathLike]] = None,
+    rms: Optional[Sequence[PathLike]] = None,
     dq: Optional[Sequence[PathLike]] = None,
-    psfs: Optional[Sequence[Union[str, PathLike, np.ndarray]]] = None, psf_from_fwhm_key: Optional[str] = None,
-    saturate_keyword: Optional[str] = "SATURATE", subtract_background: bool = True,
-    clip_outliers: Optional[float] = None, gain_keyword: Optional[str] = None,
-    allow_mixed_bands: bool = False, psf_size: Optional[int] = None,
+    psfs: Optional[Sequence[Union[str, PathLike, np.ndarray]]] = None,
+    psf_from_fwhm_key: Optional[str] = None,
+    saturate_keyword: Optional[str] = "SATURATE",
+    subtract_background: bool = True,
+    clip_outliers: Optional[float] = None,
+    gain_keyword: Optional[str] = None,
+    allow_mixed_bands: bool = False,
+    psf_size: Optional[int] = None,
 ) -> FrameStack:
     """Read exposures (and their weights/DQ/PSFs) into a :class:`FrameStack` on the first frame's grid.
 
@@ -240,15 +273,19 @@ def load_frames(
     else:
         for im in images:
             if im.data.ndim != 2:
-                raise AstroSRError(f"{im.path}: is a {im.data.ndim}-D cube; give one 2-D frame per file or a single cube.")
+                raise AstroSRError(
+                    f"{im.path}: is a {im.data.ndim}-D cube; give one 2-D frame per file or a single cube."
+                )
         planes = [im.data for im in images]
         headers = [inherited_header(im) for im in images]
         wcss = [im.wcs for im in images]
         names = [Path(im.path).name if len(paths) > 1 else f"{Path(im.path).name}[{im.hdu_index}]" for im in images]
     n = len(planes)
     if n < 2:
-        raise AstroSRError(f"{paths[0]}: a coadd needs at least 2 frames (one file per frame, a cube, "
-                           "or a multi-extension file of same-shape, same-EXTNAME image HDUs).")
+        raise AstroSRError(
+            f"{paths[0]}: a coadd needs at least 2 frames (one file per frame, a cube, "
+            "or a multi-extension file of same-shape, same-EXTNAME image HDUs)."
+        )
 
     bands = [_frame_band(h) for h in headers]
     if len({b for b in bands if b}) > 1 and not allow_mixed_bands:
@@ -262,7 +299,9 @@ def load_frames(
             return None
         a = read_fits(lst[i], hdu=hdu).data
         if a.shape != planes[i].shape:
-            raise AstroSRError(f"{lst[i]}: {what} map shape {a.shape} does not match frame {names[i]} {planes[i].shape}.")
+            raise AstroSRError(
+                f"{lst[i]}: {what} map shape {a.shape} does not match frame {names[i]} {planes[i].shape}."
+            )
         return a
 
     sig_list, bad_list = [], []
@@ -289,7 +328,9 @@ def load_frames(
     # --- PSFs on the native grids (PSFEx positions are the frame's own pixels)
     psf_list: Optional[list[np.ndarray]] = None
     if psf_from_fwhm_key:
-        psf_list = [psf_from_fwhm(h, keyword=psf_from_fwhm_key, size=psf_size, where=names[i]) for i, h in enumerate(headers)]
+        psf_list = [
+            psf_from_fwhm(h, keyword=psf_from_fwhm_key, size=psf_size, where=names[i]) for i, h in enumerate(headers)
+        ]
     elif psfs is not None:
         specs = list(psfs) if not isinstance(psfs, (str, os.PathLike, np.ndarray)) else [psfs]
         if len(specs) == 1:

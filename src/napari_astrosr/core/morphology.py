@@ -43,7 +43,8 @@ Where the code lives
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Optional, Union
 
 import numpy as np
 from astropy.table import QTable
@@ -53,9 +54,20 @@ from .morphology_apertures import Apertures, define_apertures, lq_to_reference_g
 from .morphology_plots import IMAGES, QUANTITIES, morphology_figure, morphology_summary, plot_morphology  # noqa: F401
 from .sersic import SERSIC_COLUMNS, PSFConvolvedSersic2D, fit_sersic
 
-__all__ = ["measure_morphology", "measure_morphology_many", "define_apertures", "measure_image",
-           "lq_to_reference_grid", "fit_sersic", "PSFConvolvedSersic2D", "Apertures",
-           "morphology_summary", "morphology_figure", "plot_morphology", "QUANTITIES"]
+__all__ = [
+    "measure_morphology",
+    "measure_morphology_many",
+    "define_apertures",
+    "measure_image",
+    "lq_to_reference_grid",
+    "fit_sersic",
+    "PSFConvolvedSersic2D",
+    "Apertures",
+    "morphology_summary",
+    "morphology_figure",
+    "plot_morphology",
+    "QUANTITIES",
+]
 
 PsfArg = Union[None, np.ndarray, Mapping[str, Optional[np.ndarray]]]
 
@@ -63,6 +75,7 @@ PsfArg = Union[None, np.ndarray, Mapping[str, Optional[np.ndarray]]]
 # ---------------------------------------------------------------------------------------------
 # Measurements (apertures: .morphology_apertures; Sersic fit: .sersic; summary and plots: .morphology_plots)
 # ---------------------------------------------------------------------------------------------
+
 
 def _prepared(image: np.ndarray, name: str):
     """Background-subtracted float64 copy (NaN kept) and its global rms."""
@@ -121,8 +134,10 @@ def measure_image(
 
     sub, rms = _prepared(image, name)
     if sub.shape != apertures.segmap.shape:
-        raise AstroSRError(f"{name}: shape {sub.shape} differs from the apertures' grid {apertures.segmap.shape}; "
-                           "resample it onto the reference grid first.")
+        raise AstroSRError(
+            f"{name}: shape {sub.shape} differs from the apertures' grid {apertures.segmap.shape}; "
+            "resample it onto the reference grid first."
+        )
     out = QTable()
     nsrc = len(apertures)
     if nsrc == 0:
@@ -154,7 +169,7 @@ def measure_image(
             psf = np.asarray(psf, np.float64)
             if psf.shape[0] > 31 or psf.shape[1] > 31:  # the wings beyond 15 px carry little light; renormalised
                 cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
-                psf = psf[max(cy - 15, 0): cy + 16, max(cx - 15, 0): cx + 16]
+                psf = psf[max(cy - 15, 0) : cy + 16, max(cx - 15, 0) : cx + 16]
             psf = psf / psf.sum()
         ny, nx = sub.shape
         ell0 = 2 * e / (1 + e)  # e = (a-b)/(a+b) -> 1 - b/a
@@ -167,9 +182,19 @@ def measure_image(
             st = sub[ys, xs].copy()
             lab = seg[ys, xs]
             st[(lab != 0) & (lab != ids[i])] = np.nan  # neighbours' footprints
-            fit = fit_sersic_fn(st, x0=x[i] - xs.start, y0=y[i] - ys.start, r50=rad[i, 1], flux=f[i],
-                                ellip=ell0[i], theta=eth[i] if np.isfinite(eth[i]) else th[i],
-                                concentration=rad[i, 2] / rad[i, 0], psf=psf, sigma=rms, max_nfev=max_nfev)
+            fit = fit_sersic_fn(
+                st,
+                x0=x[i] - xs.start,
+                y0=y[i] - ys.start,
+                r50=rad[i, 1],
+                flux=f[i],
+                ellip=ell0[i],
+                theta=eth[i] if np.isfinite(eth[i]) else th[i],
+                concentration=rad[i, 2] / rad[i, 0],
+                psf=psf,
+                sigma=rms,
+                max_nfev=max_nfev,
+            )
             for c, key in zip(SERSIC_COLUMNS, ("n", "r50", "ie", "ellip", "theta", "chi2")):
                 res[c][i] = fit[key]
             status[i] = fit["status"]
@@ -244,25 +269,38 @@ def measure_morphology_many(
     if scale is not None and int(scale) != 1:
         lq_a = lq_to_reference_grid(lq_a, shape, int(scale))
     if lq_a.shape != shape:
-        raise AstroSRError(f"LQ shape {lq_a.shape} differs from GT {shape}; pass scale=S (LQ on its own grid, "
-                           "S GT pixels per LQ pixel) or resample it onto the GT grid first (flux-conserving).")
+        raise AstroSRError(
+            f"LQ shape {lq_a.shape} differs from GT {shape}; pass scale=S (LQ on its own grid, "
+            "S GT pixels per LQ pixel) or resample it onto the GT grid first (flux-conserving)."
+        )
     if not restorations:
         raise AstroSRError("no restoration given: pass at least one RS image.")
     rs_arrs = {}
     for name, im in restorations.items():
         a = np.asarray(im, dtype=np.float64)
         if a.shape != shape:
-            raise AstroSRError(f"RS {name!r} shape {a.shape} differs from GT {shape}; restore at the GT scale or "
-                               "resample it onto the GT grid first.")
+            raise AstroSRError(
+                f"RS {name!r} shape {a.shape} differs from GT {shape}; restore at the GT scale or "
+                "resample it onto the GT grid first."
+            )
         rs_arrs[name] = a
     if aperture_on not in ("lq", "gt", "rs"):
         raise AstroSRError(f"aperture_on={aperture_on!r}: use 'lq', 'gt' or 'rs'.")
     base = {"lq": lq_a, "gt": gt_a, "rs": next(iter(rs_arrs.values()))}[aperture_on]
-    ap = define_apertures(base, thresh=thresh, minarea=minarea, k=k, min_radius=min_radius,
-                          max_sources=max_sources, defined_on=aperture_on)
+    ap = define_apertures(
+        base,
+        thresh=thresh,
+        minarea=minarea,
+        k=k,
+        min_radius=min_radius,
+        max_sources=max_sources,
+        defined_on=aperture_on,
+    )
     kw = dict(fit_sersic=fit_sersic, max_nfev=max_nfev)
-    meas = {"gt": measure_image(gt_a, ap, psf=_psf_for(psf, "gt"), name="GT", **kw),
-            "lq": measure_image(lq_a, ap, psf=_psf_for(psf, "lq"), name="LQ", **kw)}
+    meas = {
+        "gt": measure_image(gt_a, ap, psf=_psf_for(psf, "gt"), name="GT", **kw),
+        "lq": measure_image(lq_a, ap, psf=_psf_for(psf, "lq"), name="LQ", **kw),
+    }
     sub_gt = _prepared(gt_a, "GT")[0]
     px_lq = _pixel_comparison(sub_gt, _prepared(lq_a, "LQ")[0], ap.segmap, ap.ids)
     tables = {}
@@ -278,12 +316,22 @@ def measure_morphology_many(
                 t[f"{c}_{key}"] = m[c]
         t["pix_rmse_lq"], t["pix_r_lq"] = px_lq
         t["pix_rmse_rs"], t["pix_r_rs"] = px_rs
-        t.meta.update(dict(aperture_on=aperture_on, lq_scale=int(scale or 1), thresh=float(thresh),
-                           minarea=int(minarea), kron_k=float(k), min_radius=float(min_radius),
-                           lq_resampling="block_split (flux per LQ pixel split equally)" if scale and scale > 1
-                           else "none (LQ given on the GT grid)",
-                           sersic="Sersic2D, 5x-oversampled core, PSF-convolved in the fit" if psf is not None
-                           else "Sersic2D, 5x-oversampled core, no PSF"))
+        t.meta.update(
+            dict(
+                aperture_on=aperture_on,
+                lq_scale=int(scale or 1),
+                thresh=float(thresh),
+                minarea=int(minarea),
+                kron_k=float(k),
+                min_radius=float(min_radius),
+                lq_resampling="block_split (flux per LQ pixel split equally)"
+                if scale and scale > 1
+                else "none (LQ given on the GT grid)",
+                sersic="Sersic2D, 5x-oversampled core, PSF-convolved in the fit"
+                if psf is not None
+                else "Sersic2D, 5x-oversampled core, no PSF",
+            )
+        )
         tables[name] = t
     return tables
 
@@ -338,6 +386,18 @@ def measure_morphology(
         :data:`QUANTITIES` and the Sersic columns (``sersic_ie, sersic_ellip, sersic_theta,
         sersic_chi2, sersic_status``), and ``pix_rmse_<lq|rs>``, ``pix_r_<lq|rs>``.
     """
-    return measure_morphology_many(gt, lq, {"rs": rs}, scale=scale, aperture_on=aperture_on, thresh=thresh,
-                                   minarea=minarea, psf=psf, fit_sersic=fit_sersic, k=k, min_radius=min_radius,
-                                   max_sources=max_sources, max_nfev=max_nfev)["rs"]
+    return measure_morphology_many(
+        gt,
+        lq,
+        {"rs": rs},
+        scale=scale,
+        aperture_on=aperture_on,
+        thresh=thresh,
+        minarea=minarea,
+        psf=psf,
+        fit_sersic=fit_sersic,
+        k=k,
+        min_radius=min_radius,
+        max_sources=max_sources,
+        max_nfev=max_nfev,
+    )["rs"]

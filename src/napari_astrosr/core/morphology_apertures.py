@@ -34,8 +34,10 @@ def lq_to_reference_grid(lq: np.ndarray, shape: tuple[int, int], scale: int) -> 
         raise AstroSRError(f"LQ must be 2-D, got shape {a.shape}.")
     big = (a.shape[0] * s, a.shape[1] * s)
     if not (0 <= shape[0] - big[0] < s and 0 <= shape[1] - big[1] < s):
-        raise AstroSRError(f"LQ shape {a.shape} x scale {s} = {big} does not match the GT shape {tuple(shape)}; "
-                           "check --scale (GT pixels per LQ pixel) or resample LQ onto the GT grid.")
+        raise AstroSRError(
+            f"LQ shape {a.shape} x scale {s} = {big} does not match the GT shape {tuple(shape)}; "
+            "check --scale (GT pixels per LQ pixel) or resample LQ onto the GT grid."
+        )
     out = np.full(tuple(shape), np.nan)
     out[: big[0], : big[1]] = block_split(a, s) if s > 1 else a
     return out
@@ -60,11 +62,13 @@ class Apertures:
 
     @property
     def ids(self) -> np.ndarray:
+        """The sources' ids (int64)."""
         return np.asarray(self.sources["id"], dtype=np.int64)
 
     def ellipses(self):
         """(x, y, a, b, theta, kron_r, circ): Kron ellipse ``r = k * kron_radius`` in units of (a, b);
-        ``circ`` marks sources measured in the ``min_radius`` circle instead."""
+        ``circ`` marks sources measured in the ``min_radius`` circle instead.
+        """
         from .photometry import ellipse_params
 
         x, y, a, b, th = ellipse_params(self.sources)

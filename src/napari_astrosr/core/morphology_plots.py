@@ -46,7 +46,8 @@ def morphology_summary(table: QTable, *, quantities=QUANTITIES, sersic_ok_only: 
             v = np.asarray(table[f"{q}_{im}"], np.float64)
             if q.startswith("sersic") and sersic_ok_only and f"sersic_status_{im}" in table.colnames:
                 okfit = (np.asarray(table["sersic_status_gt"]).astype(str) == "ok") & (
-                    np.asarray(table[f"sersic_status_{im}"]).astype(str) == "ok")
+                    np.asarray(table[f"sersic_status_{im}"]).astype(str) == "ok"
+                )
                 gt_q, v = np.where(okfit, gt, np.nan), np.where(okfit, v, np.nan)
             else:
                 gt_q = gt
@@ -65,8 +66,10 @@ def morphology_summary(table: QTable, *, quantities=QUANTITIES, sersic_ok_only: 
         for im in ("lq", "rs"):
             e = np.asarray(table[f"pix_rmse_{im}"], np.float64)
             r = np.asarray(table[f"pix_r_{im}"], np.float64)
-            pix[im] = dict(median_rmse_over_peak=float(np.nanmedian(e)) if np.isfinite(e).any() else None,
-                           median_pearson_r=float(np.nanmedian(r)) if np.isfinite(r).any() else None)
+            pix[im] = dict(
+                median_rmse_over_peak=float(np.nanmedian(e)) if np.isfinite(e).any() else None,
+                median_pearson_r=float(np.nanmedian(r)) if np.isfinite(r).any() else None,
+            )
         a, b = pix["lq"]["median_rmse_over_peak"], pix["rs"]["median_rmse_over_peak"]
         pix["scatter_reduction"] = (a / b) if (a is not None and b) else None
         out["pixels"] = pix
@@ -79,13 +82,21 @@ def morphology_summary(table: QTable, *, quantities=QUANTITIES, sersic_ok_only: 
     return out
 
 
-_LABELS = {"iso_flux": "isophotal flux", "kron_flux": "Kron flux", "e1": "e1", "e2": "e2", "r50": "R50 [px]",
-           "sersic_n": "Sersic n", "sersic_r50": "Sersic R50 [px]"}
+_LABELS = {
+    "iso_flux": "isophotal flux",
+    "kron_flux": "Kron flux",
+    "e1": "e1",
+    "e2": "e2",
+    "r50": "R50 [px]",
+    "sersic_n": "Sersic n",
+    "sersic_r50": "Sersic R50 [px]",
+}
 
 
 def morphology_figure(table: QTable, *, quantities=QUANTITIES, title: Optional[str] = None, summary=None):
     """Matplotlib Figure (no pyplot; safe in a Qt app or headless): one row per quantity,
-    GT vs LQ (left) and GT vs RS (right) with 1:1 lines and the RMSE in each panel."""
+    GT vs LQ (left) and GT vs RS (right) with 1:1 lines and the RMSE in each panel.
+    """
     from matplotlib.figure import Figure
 
     quantities = [q for q in quantities if f"{q}_gt" in table.colnames]
@@ -100,7 +111,8 @@ def morphology_figure(table: QTable, *, quantities=QUANTITIES, title: Optional[s
             ok = np.isfinite(gt) & np.isfinite(v)
             if q.startswith("sersic") and f"sersic_status_{im}" in table.colnames:
                 ok &= (np.asarray(table["sersic_status_gt"]).astype(str) == "ok") & (
-                    np.asarray(table[f"sersic_status_{im}"]).astype(str) == "ok")
+                    np.asarray(table[f"sersic_status_{im}"]).astype(str) == "ok"
+                )
             log = q.endswith("flux")
             if log:
                 ok &= (gt > 0) & (v > 0)

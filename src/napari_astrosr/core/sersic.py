@@ -30,7 +30,7 @@ def _render_sersic(ny, nx, amplitude, r_eff, n, x_0, y_0, ellip, theta, *, psf=N
     from astropy.modeling.models import Sersic2D
 
     py, px = (psf.shape[0] // 2, psf.shape[1] // 2) if psf is not None else (0, 0)
-    yy, xx = np.mgrid[-py: ny + py, -px: nx + px].astype(np.float64)
+    yy, xx = np.mgrid[-py : ny + py, -px : nx + px].astype(np.float64)
     with np.errstate(all="ignore"):
         m = Sersic2D.evaluate(xx, yy, amplitude, r_eff, n, x_0, y_0, ellip, theta)
         os_ = int(oversample)
@@ -55,7 +55,8 @@ _PSF_FFT_CACHE: dict = {}
 
 def _valid_convolve(m: np.ndarray, psf: np.ndarray) -> np.ndarray:
     """``fftconvolve(m, psf, mode='valid')`` with the PSF's FFT cached per (psf, shape): a fit
-    convolves hundreds of same-shape models with one PSF (scipy's wrapper overhead dominated)."""
+    convolves hundreds of same-shape models with one PSF (scipy's wrapper overhead dominated).
+    """
     from scipy import fft
 
     ky, kx = psf.shape
@@ -68,7 +69,7 @@ def _valid_convolve(m: np.ndarray, psf: np.ndarray) -> np.ndarray:
         hit = (psf, fft.rfft2(psf, s))
         _PSF_FFT_CACHE[key] = hit
     full = fft.irfft2(fft.rfft2(m, s) * hit[1], s)
-    return full[ky - 1: m.shape[0], kx - 1: m.shape[1]]
+    return full[ky - 1 : m.shape[0], kx - 1 : m.shape[1]]
 
 
 class PSFConvolvedSersic2D(Fittable2DModel):
@@ -92,7 +93,7 @@ class PSFConvolvedSersic2D(Fittable2DModel):
         self.psf = None if psf is None else np.asarray(psf, np.float64) / float(np.sum(psf))
         self.oversample = int(oversample)
 
-    def evaluate(self, x, y, amplitude, r_eff, n, x_0, y_0, ellip, theta):
+    def evaluate(self, x, y, amplitude, r_eff, n, x_0, y_0, ellip, theta):  # noqa: D102 - astropy's Fittable2DModel API
         x = np.asarray(x)
         y = np.asarray(y)
         if x.ndim != 2:
@@ -224,7 +225,8 @@ def fit_sersic(
 
 def _one_blas_thread():
     """Limit BLAS to one thread during a fit: the trust-region step's SVD of the tall, thin
-    (pixels x 7) Jacobian is ~30x slower multi-threaded on a busy machine (measured 95 ms vs 3 ms)."""
+    (pixels x 7) Jacobian is ~30x slower multi-threaded on a busy machine (measured 95 ms vs 3 ms).
+    """
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional: only speed depends on it
@@ -243,8 +245,9 @@ def _run_starts(resid, start, lo, hi, n_first, max_nfev):
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                r = least_squares(resid, start(n0), bounds=(lo, hi), x_scale="jac", max_nfev=int(max_nfev),
-                                  xtol=1e-6, ftol=1e-8)
+                r = least_squares(
+                    resid, start(n0), bounds=(lo, hi), x_scale="jac", max_nfev=int(max_nfev), xtol=1e-6, ftol=1e-8
+                )
         except Exception as exc:  # a failed fit is data, not an error
             msgs.append(f"{type(exc).__name__}: {exc}")
             continue

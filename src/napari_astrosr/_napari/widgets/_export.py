@@ -35,8 +35,12 @@ class InspectExports:
         from ...core.catalogs import write_table
 
         r = self.morph_result
-        meta = {"reference_gt": r.gt_tag.name, "input_lq": r.lq_tag.name, "restoration_rs": r.rs_tag.name,
-                "fit_sersic": r.fit_sersic}
+        meta = {
+            "reference_gt": r.gt_tag.name,
+            "input_lq": r.lq_tag.name,
+            "restoration_rs": r.rs_tag.name,
+            "fit_sersic": r.fit_sersic,
+        }
         return write_table(r.table, path, overwrite=overwrite, meta=meta)
 
     def save_morphology_plot(self, path: str | Path, *, overwrite: bool = True) -> Path:
@@ -49,8 +53,9 @@ class InspectExports:
         from ...core.morphology import plot_morphology
 
         r = self.morph_result
-        return plot_morphology(r.table, path, quantities=r.quantities,
-                               title=f"{r.rs_tag.name} vs {r.gt_tag.name} (LQ: {r.lq_tag.name})")
+        return plot_morphology(
+            r.table, path, quantities=r.quantities, title=f"{r.rs_tag.name} vs {r.gt_tag.name} (LQ: {r.lq_tag.name})"
+        )
 
     def _export_morphology_dialog(self) -> None:
         suffix = TABLE_FORMATS[self.table_format.currentText()]
@@ -77,11 +82,21 @@ class InspectExports:
             raise AstroSRError("Export: run Compare first")
         from ...core.catalogs import write_table
 
-        meta = {"reference": self.result.ref_tag.name, "prediction": self.result.pred_tag.name,
-                "grid": self.result.note}
-        meta.update({k: v for k, v in self.result.metrics.items() if isinstance(v, (int, float, str)) and v is not None})
-        return write_table(self.result.residuals, path, overwrite=overwrite, meta=meta,
-                           flux_unit=self.result.grid_tag.metadata.get("bunit"))
+        meta = {
+            "reference": self.result.ref_tag.name,
+            "prediction": self.result.pred_tag.name,
+            "grid": self.result.note,
+        }
+        meta.update(
+            {k: v for k, v in self.result.metrics.items() if isinstance(v, (int, float, str)) and v is not None}
+        )
+        return write_table(
+            self.result.residuals,
+            path,
+            overwrite=overwrite,
+            meta=meta,
+            flux_unit=self.result.grid_tag.metadata.get("bunit"),
+        )
 
     def export_regions(self, path: str | Path, *, overwrite: bool = True) -> Path:
         """Write the regions: ``.reg`` DS9 (KL/JS in each region's text), or a table (.ecsv/.csv/.fits)."""
@@ -120,9 +135,16 @@ class InspectExports:
                 "region": [v["region"].serialize(format="ds9").strip().splitlines()[-1] for v in vals],
             }
         )
-        return write_table(t, path, overwrite=overwrite,
-                           meta={"reference": self.result.ref_tag.name, "prediction": self.result.pred_tag.name,
-                                 "divergence": "KL(ref||pred), JS in nats, 64 shared bins"})
+        return write_table(
+            t,
+            path,
+            overwrite=overwrite,
+            meta={
+                "reference": self.result.ref_tag.name,
+                "prediction": self.result.pred_tag.name,
+                "divergence": "KL(ref||pred), JS in nats, 64 shared bins",
+            },
+        )
 
     def _save_dialog(self, title: str, default: str, filt: str) -> Optional[str]:
         path, _ = QFileDialog.getSaveFileName(self, title, default, filt)

@@ -39,8 +39,16 @@ from .._workers import (
 )
 
 #: Row labels of the morphology summary table (quantity keys of core.morphology).
-MORPH_LABELS = {"iso_flux": "isophotal flux", "kron_flux": "Kron flux", "e1": "e1", "e2": "e2", "r50": "R50",
-                "sersic_n": "Sersic n", "sersic_r50": "Sersic R50", "pixels": "pixels"}
+MORPH_LABELS = {
+    "iso_flux": "isophotal flux",
+    "kron_flux": "Kron flux",
+    "e1": "e1",
+    "e2": "e2",
+    "r50": "R50",
+    "sersic_n": "Sersic n",
+    "sersic_r50": "Sersic R50",
+    "pixels": "pixels",
+}
 MORPH_QUANTITIES = ("iso_flux", "kron_flux", "e1", "e2", "r50")
 SERSIC_QUANTITIES = ("sersic_n", "sersic_r50")
 #: Height (pixels) of one quantity's row of scatter plots in the widget; the canvas follows the
@@ -100,9 +108,15 @@ class MorphologyTool:
         header.setStretchLastSection(True)
         self.morph_table.verticalHeader().setVisible(False)
         self.morph_table.setMinimumHeight(120)
-        for c, tip in enumerate(["", "galaxies measured in both", "scatter (RMSE) of LQ vs GT (fluxes: relative)",
-                                 "scatter (RMSE) of RS vs GT (fluxes: relative)",
-                                 "scatter reduction σ LQ / σ RS: > 1 means the restoration is closer to GT"]):
+        for c, tip in enumerate(
+            [
+                "",
+                "galaxies measured in both",
+                "scatter (RMSE) of LQ vs GT (fluxes: relative)",
+                "scatter (RMSE) of RS vs GT (fluxes: relative)",
+                "scatter reduction σ LQ / σ RS: > 1 means the restoration is closer to GT",
+            ]
+        ):
             self.morph_table.horizontalHeaderItem(c).setToolTip(tip)
 
         self.morph_canvas: Any = None
@@ -147,8 +161,10 @@ class MorphologyTool:
                 raise AstroSRError("Morphology: reference, prediction and input must be three different layers")
             gt_shape, rs_shape = np.shape(gt_layer.data), np.shape(rs_layer.data)
             if gt_shape != rs_shape:
-                raise AstroSRError(f"Morphology: prediction (RS) {rs_shape} and reference (GT) {gt_shape} must be "
-                                   "on the same grid; restore at the reference's scale")
+                raise AstroSRError(
+                    f"Morphology: prediction (RS) {rs_shape} and reference (GT) {gt_shape} must be "
+                    "on the same grid; restore at the reference's scale"
+                )
             scale = lq_scale(gt_shape, np.shape(lq_layer.data))  # fail fast, before copying
             gt, lq, rs = layer_array(gt_layer), layer_array(lq_layer), layer_array(rs_layer)
         except AstroSRError as exc:
@@ -189,8 +205,13 @@ class MorphologyTool:
                 lq, rs, n = e["lq"]["rmse"], e["rs"]["rmse"], min(e["lq"]["n"], e["rs"]["n"])
             rows.append((MORPH_LABELS.get(q, q), n, lq, rs, e.get("scatter_reduction")))
         self.morph_table.setRowCount(len(rows))
-        tips = {"isophotal flux": "relative: flux / GT flux - 1", "Kron flux": "relative: flux / GT flux - 1",
-                "R50": "pixels", "Sersic R50": "pixels", "pixels": "median per-galaxy pixel RMSE / GT peak"}
+        tips = {
+            "isophotal flux": "relative: flux / GT flux - 1",
+            "Kron flux": "relative: flux / GT flux - 1",
+            "R50": "pixels",
+            "Sersic R50": "pixels",
+            "pixels": "median per-galaxy pixel RMSE / GT peak",
+        }
         for r, (label, n, lq, rs, red) in enumerate(rows):
             cells = [label, str(n)] + ["–" if v is None else f"{v:.3g}" for v in (lq, rs, red)]
             for c, text in enumerate(cells):
@@ -199,8 +220,13 @@ class MorphologyTool:
                 self.morph_table.setItem(r, c, item)
         self.morph_table.resizeRowsToContents()
         t = self.morph_table
-        t.setMinimumHeight(t.horizontalHeader().sizeHint().height() + sum(t.rowHeight(i) for i in range(len(rows)))
-                           + t.horizontalScrollBar().sizeHint().height() + 2 * t.frameWidth() + 2)
+        t.setMinimumHeight(
+            t.horizontalHeader().sizeHint().height()
+            + sum(t.rowHeight(i) for i in range(len(rows)))
+            + t.horizontalScrollBar().sizeHint().height()
+            + 2 * t.frameWidth()
+            + 2
+        )
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 
@@ -213,9 +239,13 @@ class MorphologyTool:
         self.morph_canvas.setMinimumSize(300, MORPH_ROW_PX * max(len(fig.axes) // 2, 1))
         self.morph_scroll.setWidget(self.morph_canvas)
         self.morph_canvas.draw_idle()
-        scale = f"LQ x{res.scale} coarser, split flux-conservingly onto the GT grid" if res.scale else "LQ on the GT grid"
+        scale = (
+            f"LQ x{res.scale} coarser, split flux-conservingly onto the GT grid" if res.scale else "LQ on the GT grid"
+        )
         fail = ""
         if res.fit_sersic:
-            fail = ", Sersic fits failed: " + "/".join(f"{s.get(f'sersic_failures_{im}', 0)}" for im in ("gt", "lq", "rs"))
+            fail = ", Sersic fits failed: " + "/".join(
+                f"{s.get(f'sersic_failures_{im}', 0)}" for im in ("gt", "lq", "rs")
+            )
             fail += " (GT/LQ/RS)"
         self.morph_note.setText(f"{s['n_galaxies']} galaxies, apertures from LQ; {scale}{fail}.")

@@ -124,7 +124,6 @@ class Comparison:
     hist: tuple
 
 
-
 def shape_to_region(vertices: np.ndarray, shape_type: str) -> Any:
     """An astropy-regions pixel region from a napari shape's (row, col) vertices."""
     from astropy import units as u
@@ -172,9 +171,14 @@ class InspectWidget(MorphologyTool, InspectExports, QWidget):
         self.values: dict[str, QLabel] = {}
         grid = QGridLayout()
         for i, (key, label) in enumerate(
-            [("psnr", "PSNR"), ("ssim", "SSIM"), ("flux_error", "Flux Error"),
-             ("flux_error_rel_median", "rel. flux error"), ("n_sources", "sources"),
-             ("recall", "recall")]
+            [
+                ("psnr", "PSNR"),
+                ("ssim", "SSIM"),
+                ("flux_error", "Flux Error"),
+                ("flux_error_rel_median", "rel. flux error"),
+                ("n_sources", "sources"),
+                ("recall", "recall"),
+            ]
         ):
             name = QLabel(label)
             name.setToolTip(TOOLTIPS.get(key, ""))
@@ -233,7 +237,6 @@ class InspectWidget(MorphologyTool, InspectExports, QWidget):
         lay.addLayout(exp)
         lay.addWidget(self._build_morphology())
 
-
     def run(self) -> Any:
         """Start the comparison (returns the worker, or None on bad input)."""
         ref_layer, pred_layer = self.reference.value(), self.prediction.value()
@@ -263,8 +266,17 @@ class InspectWidget(MorphologyTool, InspectExports, QWidget):
             lim = float(np.percentile(np.abs(finite), 99.9)) if finite.size else 1.0
             lim = lim if lim > 0 else 1.0
             counts, edges = np.histogram(finite, bins=HIST_BINS, range=(-lim, lim))
-            return Comparison(ref_c, pred_c, metrics, res, note, ref_tag, pred_tag, grid_tag,
-                              (counts, edges, int(finite.size - counts.sum()))), resid
+            return Comparison(
+                ref_c,
+                pred_c,
+                metrics,
+                res,
+                note,
+                ref_tag,
+                pred_tag,
+                grid_tag,
+                (counts, edges, int(finite.size - counts.sum())),
+            ), resid
 
         return self.jobs.start(job, on_result=self._on_result, tag=pred_tag, label="Inspect")
 
@@ -300,9 +312,11 @@ class InspectWidget(MorphologyTool, InspectExports, QWidget):
             translate=translate,
             colormap=RESIDUAL_CMAP,
             contrast_limits=symmetric_limits(resid),
-            metadata={"wcs": g.metadata.get("wcs"), "bunit": g.metadata.get("bunit"),
-                      "astrosr": {"residual": "prediction - reference",
-                                  "reference": comp.ref_tag.name, "grid": comp.note}},
+            metadata={
+                "wcs": g.metadata.get("wcs"),
+                "bunit": g.metadata.get("bunit"),
+                "astrosr": {"residual": "prediction - reference", "reference": comp.ref_tag.name, "grid": comp.note},
+            },
         )
         rl.metadata["astrosr_source"] = source_id
         # one residual per pair: replaces Restore's "output - input" of the same two layers
@@ -453,9 +467,12 @@ class InspectWidget(MorphologyTool, InspectExports, QWidget):
         self.roi_values = vals
         self.roi_table.setRowCount(len(vals))
         for r, v in enumerate(vals):
-            cells = [v["name"], str(v["n_pixels"]),
-                     "–" if v["kl"] is None else f"{v['kl']:.4g}",
-                     "–" if v["js"] is None else f"{v['js']:.4g}"]
+            cells = [
+                v["name"],
+                str(v["n_pixels"]),
+                "–" if v["kl"] is None else f"{v['kl']:.4g}",
+                "–" if v["js"] is None else f"{v['js']:.4g}",
+            ]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if v.get("error"):
