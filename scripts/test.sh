@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-#    `ruff check --fix . && ruff format .` once (branches were in flight); then make this `strict`.
+# 1. ruff: lint and format check, before any test (strict: findings fail the run).
 RUFF_MODE=${ASTROSR_RUFF:-strict}
 if [ "$RUFF_MODE" != off ]; then
   echo "[test] ruff check + ruff format --check ($RUFF_MODE)" >&2
