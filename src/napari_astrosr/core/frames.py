@@ -64,6 +64,7 @@ def as_stack(
     psfs=None,
     require_psfs: bool = False,
     min_frames: int = 2,
+    names: Optional[Sequence[str]] = None,
 ) -> FrameStack:
     """Validate in-memory inputs into a :class:`FrameStack` (the boundary of every coadd).
 
@@ -77,7 +78,13 @@ def as_stack(
         (N, H, W) bool, True = bad; NaN/inf pixels of ``frames`` are always masked.
     psfs
         N PSF images (odd, positive sum; normalised here), one PSF for all, or None.
+    names
+        What to call each frame in messages (its file name); default ``frame I`` (0-based).
     """
+
+    def label(i: int) -> str:
+        return str(names[i]) if names is not None and i < len(names) else f"frame {i}"
+
     if isinstance(frames, np.ndarray):
         arr = frames
     else:
@@ -86,7 +93,7 @@ def as_stack(
             first = shapes[0]
             bad = next(i for i, s in enumerate(shapes) if s != first)
             raise AstroSRError(
-                f"frame {bad}: shape {shapes[bad]} differs from frame 0's {first}; register/reproject the frames onto one grid first."
+                f"{label(bad)}: shape {shapes[bad]} differs from {label(0)}'s {first}; register/reproject the frames onto one grid first."
             )
         arr = np.stack([np.asarray(f) for f in frames]) if len(frames) else np.empty((0, 0, 0))
     arr = np.asarray(arr, dtype=np.float32)
@@ -106,7 +113,7 @@ def as_stack(
     data = np.where(bad, 0.0, arr).astype(np.float32)
     for i in range(n):
         if bad[i].all():
-            raise AstroSRError(f"frame {i}: every pixel is masked; drop this frame.")
+            raise AstroSRError(f"{label(i)}: every pixel is masked (mask or NaN/inf); drop this frame or fix its mask.")
     if sigmas is None:
         sig = np.empty_like(data)
         for i in range(n):
@@ -122,7 +129,12 @@ def as_stack(
         bad = bad | sbad
         for i in range(n):
             if bad[i].all():
-                raise AstroSRError(f"frame {i}: every pixel is masked or has no valid noise; drop this frame.")
+                why = (
+                    "its noise map has no finite value > 0"
+                    if sbad[i].all()
+                    else "every pixel is masked or has no valid noise"
+                )
+                raise AstroSRError(f"{label(i)}: {why}; fix its noise/weight map or drop this frame.")
             s[i][sbad[i]] = s[i][~sbad[i]].max() if (~sbad[i]).any() else 1.0
         sig = s
     psf_list: Optional[list[np.ndarray]] = None
@@ -314,9 +326,15 @@ def load_frames(
         q_i = _aux(dq, i, "data-quality")
         if w_i is not None:
             sig, b = noise_from_weights(w_i)
+            if b.all() and np.isfinite(d).any():
+                raise AstroSRError(
+                    f"{weights[i]}: no finite weight > 0 for {names[i]}; fix the weight map or drop --weights."
+                )
             bad |= b
         elif r_i is not None:
             sig, b = noise_from_rms(r_i)
+            if b.all() and np.isfinite(d).any():
+                raise AstroSRError(f"{rms[i]}: no finite rms > 0 for {names[i]}; fix the rms map or drop --rms.")
             bad |= b
         if q_i is not None:
             bad |= dq_mask(np.nan_to_num(q_i, nan=1))
@@ -324,6 +342,12 @@ def load_frames(
             bad |= saturation_mask(d, headers[i], keyword=saturate_keyword)
         sig_list.append(sig)
         bad_list.append(bad)
+
+    for i in range(n):  # before anything is estimated from it: name the file
+        if bad_list[i].all():
+            raise AstroSRError(
+                f"{names[i]}: every pixel is masked (mask, DQ or NaN/inf); drop this frame or fix its mask."
+            )
 
     # --- PSFs on the native grids (PSFEx positions are the frame's own pixels)
     psf_list: Optional[list[np.ndarray]] = None
@@ -373,7 +397,7 @@ def load_frames(
                 f"{who}: has no WCS and frames differ in shape/grid, so it cannot be reprojected; register the frames first."
             )
         planes[i], sig_list[i], bad_list[i] = _reproject_frame(
-            planes[i], sig_list[i], bad_list[i], wcss[i], ref_wcs, ref_shape
+            planes[i], sig_list[i], bad_list[i], wcss[i], ref_wcs, ref_shape, where=names[i]
         )
         notes.append(f"{names[i]}: reprojected onto {names[0]}'s grid (flux-conserving)")
 
@@ -382,7 +406,7 @@ def load_frames(
     mask = np.stack(bad_list)
     if clip_outliers:
         mask |= outlier_mask(data, sigma, mask, nsigma=float(clip_outliers))
-    stack = as_stack(data, sigmas=sigma, masks=mask, psfs=psf_list)
+    stack = as_stack(data, sigmas=sigma, masks=mask, psfs=psf_list, names=names)
     stack.wcs = ref_wcs
     stack.header = headers[0].copy()
     stack.names = names
@@ -424,10 +448,10 @@ def _same_grid(a: WCS, b: WCS, shape: tuple[int, int]) -> bool:
     return bool(np.all(np.hypot(x2 - xs, y2 - ys) < 0.01))
 
 
-def _reproject_frame(data, sigma, bad, wcs_in, wcs_out, shape_out):
+def _reproject_frame(data, sigma, bad, wcs_in, wcs_out, shape_out, *, where="frame"):
     from .resample import reproject_flux
 
-    res = reproject_flux(np.where(bad, 0.0, data).astype(np.float64), wcs_in, wcs_out, shape_out)
+    res = reproject_flux(np.where(bad, 0.0, data).astype(np.float64), wcs_in, wcs_out, shape_out, where=where)
     var = reproject_flux((sigma.astype(np.float64)) ** 2, wcs_in, wcs_out, shape_out)
     badr = reproject_flux(bad.astype(np.float64), wcs_in, wcs_out, shape_out)
     cov = np.asarray(res.coverage, np.float64) if res.coverage is not None else np.isfinite(res.data).astype(float)

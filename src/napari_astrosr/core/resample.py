@@ -199,7 +199,9 @@ def pixel_wcs(shape: tuple[int, int], *, pixel_scale_arcsec: float = 0.1, crval=
 # ---------------------------------------------------------------------------------------
 
 
-def reproject_flux(image: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape_out: tuple[int, int]) -> ResampleResult:
+def reproject_flux(
+    image: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape_out: tuple[int, int], *, where: str = "image"
+) -> ResampleResult:
     """Resample onto another celestial grid by exact pixel-overlap areas, conserving flux.
 
     ``reproject_exact`` returns the overlap-weighted *mean* of the input over the covered
@@ -208,7 +210,7 @@ def reproject_flux(image: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape_out: tupl
     ``astropy.wcs.utils.proj_plane_pixel_area``), so total flux is conserved where the
     output grid covers the input. NaN input pixels are treated as zero flux and excluded
     from ``coverage`` (fraction of each output pixel covered by *valid* input); output
-    pixels with no valid coverage are NaN.
+    pixels with no valid coverage are NaN. ``where`` names the image in messages (its file).
     """
     from astropy.wcs.utils import proj_plane_pixel_area
     from reproject import reproject_exact
@@ -231,7 +233,10 @@ def reproject_flux(image: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape_out: tupl
     mean = np.nan_to_num(mean)
     coverage = np.clip(np.nan_to_num(vmean) * foot, 0.0, 1.0)
     if not (foot > 0).any():
-        raise AstroSRError("wcs_in and wcs_out do not overlap; the WCSs describe different parts of the sky.")
+        raise AstroSRError(
+            f"{where}: its WCS does not overlap the target grid's (different parts of the sky); "
+            "check the files' WCS or register the images first."
+        )
     ratio = proj_plane_pixel_area(wo) / proj_plane_pixel_area(wi)
     data = mean * foot * ratio
     data[coverage <= 1e-12] = np.nan
