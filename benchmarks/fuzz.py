@@ -23,7 +23,8 @@ Usage::
 Columns: cases, crashes (traceback, or exit not in {0, 2, 130, 143}), hangs (past the time
 limit; signals: not ended within 2.5 s of the signal), partial outputs, modified inputs (SHA-256
 before/after), unclear messages (exit 2 without exactly one ``error:`` line naming a file or
-argument). Exit code 1 when any column but the first is non-zero.
+argument), and the slowest case's seconds (a case's own time; signals/concurrency/batch cases
+include their deliberate waits). Exit code 1 when any column but the first is non-zero.
 """
 
 from __future__ import annotations
@@ -161,21 +162,25 @@ def plan(n: int, seed: int, families) -> list:
 
 
 def table(rows) -> str:
-    agg = defaultdict(lambda: dict(cases=0, **{c: 0 for c in COLUMNS}))
+    agg = defaultdict(lambda: dict(cases=0, slowest=0.0, **{c: 0 for c in COLUMNS}))
     for r in rows:
         for key in (r["family"], "TOTAL"):
             a = agg[key]
             a["cases"] += 1
+            a["slowest"] = max(a["slowest"], float(r.get("seconds") or 0.0))
             for c in COLUMNS:
                 a[c] += int(bool(r[c]))
     fams = [f for f in WEIGHTS if f in agg] + ["TOTAL"]
-    head = "| family         | cases | crashes | hangs | partial outputs | modified inputs | unclear messages |"
+    head = (
+        "| family         | cases | crashes | hangs | partial outputs | modified inputs | unclear messages "
+        "| slowest case s |"
+    )
     out = [head, "|" + "|".join("-" * (len(x)) for x in head.split("|")[1:-1]) + "|"]
     for f in fams:
         a = agg[f]
         out.append(
             f"| {f:<14} | {a['cases']:>5} | {a['crash']:>7} | {a['hang']:>5} | {a['partial']:>15} | "
-            f"{a['modified']:>15} | {a['unclear']:>16} |"
+            f"{a['modified']:>15} | {a['unclear']:>16} | {a['slowest']:>14.1f} |"
         )
     return "\n".join(out)
 

@@ -78,10 +78,11 @@ class RestoreResult:
 
         from .core.uncertainty import err_hdu
 
-        hdr = fits.Header() if self.header is None else fits.Header(self.header).copy()
-        if self.wcs is not None:
-            hdr.update(self.wcs.to_header(relax=True))
-        return err_hdu(self.err, header=hdr, how=self.err_how, filter_factor=self.err_filter)
+        # BUNIT from the header; the WCS from the validated output WCS (never re-parsed from a raw header)
+        hdr = fits.Header()
+        if self.header is not None and "BUNIT" in self.header:
+            hdr["BUNIT"] = self.header["BUNIT"]
+        return err_hdu(self.err, header=hdr, wcs=self.wcs, how=self.err_how, filter_factor=self.err_filter)
 
     @property
     def provenance(self) -> dict:

@@ -168,3 +168,17 @@ def test_filter_factor_makes_sep_default_detection_honest_on_correlated_output()
         fp_fixed += _false_positives(out, c * err, np.empty((0, 2)), s, minarea=5)[0]
     assert fp_fixed <= fp_in < fp_raw
     assert fp_raw > 20
+
+
+def test_err_hdu_does_not_parse_a_hostile_header_wcs():
+    # WCSAXES = 100000 made astropy's WCS(header) run for minutes; the checked reader path refuses it
+    from astropy.io import fits
+
+    from napari_astrosr.core.uncertainty import err_hdu
+
+    h = fits.Header()
+    h["WCSAXES"] = 100000
+    h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    h["BUNIT"] = "electron/s"
+    hdu = err_hdu(np.ones((8, 8)), header=h)
+    assert "CTYPE1" not in hdu.header and hdu.header["BUNIT"] == "electron/s"

@@ -302,13 +302,16 @@ def err_hdu(
     err: np.ndarray,
     *,
     header: Optional[fits.Header] = None,
+    wcs=None,
     bunit: Optional[str] = None,
     how: str = "",
     filter_factor: Optional[float] = None,
 ) -> fits.ImageHDU:
     """An ``ERR`` image extension (1-sigma per pixel, float32, in the image's BUNIT) for an output file.
 
-    ``header``: the output image's header; its WCS and BUNIT are copied (the ERR is on the same grid).
+    ``header``: the output image's header; its BUNIT is copied, and its WCS when no ``wcs`` is given.
+    ``wcs``: the output image's (validated) celestial WCS, copied so the ERR is on the same sky grid;
+    prefer it over parsing ``header`` (a hostile header can make astropy's WCS parser hang).
     ``how``: a short text stored as ``ERRMETH`` (e.g. ``"bicubic x2, propagated"``).
     ``filter_factor``: :func:`filter_noise_factor`, stored as ``ERRFILT`` (multiply the ERR by it when
     detecting with sep's default matched filter: the output noise is correlated).
@@ -317,17 +320,19 @@ def err_hdu(
     if e.ndim != 2:
         raise AstroSRError(f"ERR must be 2-D, got shape {e.shape}.")
     hdr = fits.Header()
-    if header is not None:
+    if wcs is not None:
+        hdr.update(wcs.to_header(relax=True))
+    elif header is not None:
         import warnings
 
-        from astropy.wcs import WCS
+        from .fits_io import _make_wcs  # the reader's checked WCS parsing (bounded, validated)
 
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                hdr.update(WCS(header, naxis=2).to_header(relax=True))
-        except Exception:
-            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            w, _ = _make_wcs(header, 2, "ERR", e.shape)
+        if w is not None:
+            hdr.update(w.to_header(relax=True))
+    if header is not None:
         if bunit is None and "BUNIT" in header:
             bunit = str(header["BUNIT"])
     hdr["EXTNAME"] = ("ERR", "1-sigma uncertainty of the image")
