@@ -8,8 +8,11 @@ cd "$(dirname "$0")/.."
 
 PY312=${PYTHON312:-}
 if [ -z "$PY312" ]; then
-  for c in python3.12 "$HOME/.pyenv/versions/3.12"*/bin/python3.12; do
-    if command -v "$c" >/dev/null 2>&1; then PY312=$(command -v "$c"); break; fi
+  # a pyenv shim can exist without a usable 3.12 behind it: run each candidate to be sure
+  for c in "$HOME/.pyenv/versions/3.12"*/bin/python3.12 python3.12; do
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then
+      PY312=$(command -v "$c"); break
+    fi
   done
 fi
 if [ -z "$PY312" ]; then
