@@ -59,20 +59,18 @@ class InspectExports:
 
     def _export_morphology_dialog(self) -> None:
         suffix = TABLE_FORMATS[self.table_format.currentText()]
-        path = self._save_dialog("Export morphology table", f"morphology{suffix}", f"Table (*{suffix})")
-        if path:
-            try:
-                show_info(f"wrote {self.export_morphology(path)}")
-            except Exception as exc:  # noqa: BLE001
-                notify_error(exc, context="Export")
+        self._save_with_dialog(
+            "Export morphology table", f"morphology{suffix}", f"Table (*{suffix})", self.export_morphology
+        )
 
     def _save_plot_dialog(self) -> None:
-        path = self._save_dialog("Save morphology plot", "morphology.png", "PNG image (*.png)")
-        if path:
-            try:
-                show_info(f"wrote {self.save_morphology_plot(path)}")
-            except Exception as exc:  # noqa: BLE001
-                notify_error(exc, context="Save plot")
+        self._save_with_dialog(
+            "Save morphology plot",
+            "morphology.png",
+            "PNG image (*.png)",
+            self.save_morphology_plot,
+            context="Save plot",
+        )
 
     # ------------------------------------------------------------------ export
 
@@ -150,19 +148,22 @@ class InspectExports:
         path, _ = QFileDialog.getSaveFileName(self, title, default, filt)
         return path or None
 
+    def _save_with_dialog(self, title: str, default: str, filt: str, write, *, context: str = "Export") -> None:
+        """Ask for a path, call ``write(path)`` and say what was written (errors as notifications)."""
+        path = self._save_dialog(title, default, filt)
+        if path:
+            try:
+                show_info(f"wrote {write(path)}")
+            except Exception as exc:  # noqa: BLE001 - any failure becomes a notification, not a traceback
+                notify_error(exc, context=context)
+
     def _export_residuals_dialog(self) -> None:
         suffix = TABLE_FORMATS[self.table_format.currentText()]
-        path = self._save_dialog("Export source residuals", f"residuals{suffix}", f"Table (*{suffix})")
-        if path:
-            try:
-                show_info(f"wrote {self.export_residuals(path)}")
-            except Exception as exc:  # noqa: BLE001
-                notify_error(exc, context="Export")
+        self._save_with_dialog(
+            "Export source residuals", f"residuals{suffix}", f"Table (*{suffix})", self.export_residuals
+        )
 
     def _export_regions_dialog(self) -> None:
-        path = self._save_dialog("Export regions", "regions.reg", "DS9 regions (*.reg);;Table (*.ecsv *.csv *.fits)")
-        if path:
-            try:
-                show_info(f"wrote {self.export_regions(path)}")
-            except Exception as exc:  # noqa: BLE001
-                notify_error(exc, context="Export")
+        self._save_with_dialog(
+            "Export regions", "regions.reg", "DS9 regions (*.reg);;Table (*.ecsv *.csv *.fits)", self.export_regions
+        )
