@@ -296,29 +296,7 @@ def _one_line(exc: ValidationError) -> str:
     return f"--{loc.replace('_', '-')}: {msg}" if loc else msg
 
 
-# resolvers: the single places the lead swaps in better PSF / noise estimators --------------------------------
-
-
-def estimate_noise(image: np.ndarray) -> float:
-    """Per-pixel sigma of the white noise in ``image``: the MAD of its second differences (both axes), scaled.
-
-    Second differences cancel smooth light (galaxies, sky gradients, PSF-blurred sources) far better than sep's
-    source-clipped sky rms, which counts faint extended light and correlated noise as noise (measured on the
-    quality benchmark's fields: on a clean A2744 spiral crop sep says 1.2% of the robust range, this 0.07%; on
-    the same crop with 1% noise added, 1.04%). The one estimator the restoration uses; swap it here.
-    """
-    a = np.asarray(image, dtype=np.float64)
-    parts = []
-    if a.shape[0] >= 3:
-        parts.append((a[:-2] - 2 * a[1:-1] + a[2:]).ravel())
-    if a.shape[1] >= 3:
-        parts.append((a[:, :-2] - 2 * a[:, 1:-1] + a[:, 2:]).ravel())
-    d = np.concatenate(parts) if parts else np.zeros(0)
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return float("nan")
-    # var(x[i-1] - 2 x[i] + x[i+1]) = 6 sigma^2 for white noise
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(6.0))
+# resolvers: the one place each where the PSF and the noise of the input are decided ----------------------------------
 
 
 @dataclass(frozen=True)
@@ -354,9 +332,9 @@ def measure_noise(image: np.ndarray, *, path: Any = None) -> tuple[Any, Any]:
     (the input FITS) has an ERR / ERROR / VAR / IVAR / WHT extension of that shape (``core.noise.find_noise``),
     else a scalar from :func:`core.noise.estimate_sigma` on the central (<= 1024^2) section (masked high-pass
     scatter: holds on galaxy and crowded fields, benchmarks/noise_estimate.py). On fewer than 100 valid pixels
-    the second-difference estimate :func:`estimate_noise` is used.
+    the second-difference estimate (:func:`core.noise.second_difference_sigma`) is used.
     """
-    from .core.noise import NoiseInfo, estimate_sigma, find_noise
+    from .core.noise import NoiseInfo, estimate_sigma, find_noise, second_difference_sigma
 
     arr = np.asarray(image, dtype=np.float64)
     if path is not None and Path(str(path)).is_file():
@@ -374,7 +352,7 @@ def measure_noise(image: np.ndarray, *, path: Any = None) -> tuple[Any, Any]:
             source="estimated", sigma=float(s), per_pixel=False, description=desc, notes=list(est.get("notes", []))
         )
     except AstroSRError:
-        s = estimate_noise(arr)
+        s = second_difference_sigma(arr)
         return s, NoiseInfo(
             source="estimated", sigma=float(s), per_pixel=False, description="second differences (small image)"
         )

@@ -39,6 +39,7 @@ __all__ = [
     "NoiseInfo",
     "find_noise",
     "estimate_sigma",
+    "second_difference_sigma",
     "sigma_from_map",
     "ERR_EXTNAMES",
     "VAR_EXTNAMES",
@@ -456,3 +457,25 @@ def estimate_sigma(
     info["masked_fraction"] = float(src.mean())
     info["box"] = b
     return (float(s), info) if return_info else float(s)
+
+
+def second_difference_sigma(image: np.ndarray) -> float:
+    """Per-pixel sigma of the white noise in ``image``: the MAD of its second differences (both axes), scaled.
+
+    Second differences cancel smooth light (galaxies, sky gradients, PSF-blurred sources) far better than sep's
+    source-clipped sky rms, which counts faint extended light and correlated noise as noise (measured on the
+    quality benchmark's fields: on a clean A2744 spiral crop sep says 1.2% of the robust range, this 0.07%; on
+    the same crop with 1% noise added, 1.04%). The restore path's fallback on images too small for :func:`estimate_sigma`.
+    """
+    a = np.asarray(image, dtype=np.float64)
+    parts = []
+    if a.shape[0] >= 3:
+        parts.append((a[:-2] - 2 * a[1:-1] + a[2:]).ravel())
+    if a.shape[1] >= 3:
+        parts.append((a[:, :-2] - 2 * a[:, 1:-1] + a[:, 2:]).ravel())
+    d = np.concatenate(parts) if parts else np.zeros(0)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return float("nan")
+    # var(x[i-1] - 2 x[i] + x[i+1]) = 6 sigma^2 for white noise
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(6.0))
