@@ -59,7 +59,7 @@ _LAZY = {
     "dip_coadd_job": "napari_astrosr.models.dip_coadd",
     "train_job": "napari_astrosr.training.loop",
     "load_config": "napari_astrosr.config",
-    "restore_dask": "napari_astrosr.batch",
+    "restore_dask": "napari_astrosr.restore_jobs.tiling",
     "main_job": "napari_astrosr.pipeline",
 }
 
