@@ -25,10 +25,10 @@ from .exceptions import AstroSRError, NoSourcesWarning, StoppedError
 # name -> module holding it; imported on first attribute access (PEP 562)
 _LAZY = {
     # FITS I/O and long-job helpers (astropy: ~0.4 s, so not at package import)
-    "FitsImage": "napari_astrosr.core.fits_io",
-    "read_fits": "napari_astrosr.core.fits_io",
-    "read_fits_all": "napari_astrosr.core.fits_io",
-    "write_fits": "napari_astrosr.core.fits_io",
+    "FitsImage": "napari_astrosr.core.fits_read",
+    "read_fits": "napari_astrosr.core.fits_read",
+    "read_fits_all": "napari_astrosr.core.fits_read",
+    "write_fits": "napari_astrosr.core.fits_write",
     "Progress": "napari_astrosr.progress",
     "StopFlag": "napari_astrosr.progress",
     "run": "napari_astrosr.progress",

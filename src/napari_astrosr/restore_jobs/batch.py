@@ -80,7 +80,7 @@ def read_hash(path: PathLike) -> Optional[str]:
 
 
 def _in_memory_bytes(path: PathLike, scale: int) -> int:
-    from ..core.fits_io import list_image_hdus
+    from ..core.fits_open import list_image_hdus
 
     hdus = list_image_hdus(path)
     if not hdus:
@@ -156,7 +156,8 @@ def _restore_file(path: Path, out: Path, params: RestoreParams, digest: str, t0:
         )
         msg = f"tiled {res.n_blocks} blocks"
     else:
-        from ..core.fits_io import read_fits, write_fits
+        from ..core.fits_read import read_fits
+        from ..core.fits_write import write_fits
 
         img = read_fits(path)
         res = restorer(params, restore)(img.data, wcs=img.wcs, header=img.header, source=path)
