@@ -292,3 +292,16 @@ def test_graph_checks_catch_violations():
         "core.c:2 (core, function) imports napari_astrosr (package root)",
         "models.m:2 (models/training, function) imports restoration (jobs)",
     ]
+
+
+def test_job_packages_do_not_shadow_public_names():
+    """A subpackage named like a public function (``napari_astrosr.restore``) would replace it on the package once
+    imported; the restore jobs live in ``restore_jobs/`` for that reason."""
+    import importlib
+
+    import napari_astrosr
+
+    subpackages = {p.name for p in PKG.iterdir() if (p / "__init__.py").is_file()}
+    assert not subpackages & set(napari_astrosr._LAZY), subpackages & set(napari_astrosr._LAZY)
+    importlib.import_module("napari_astrosr.restore_jobs.tiling")
+    assert callable(napari_astrosr.restore) and napari_astrosr.restore.__module__ == "napari_astrosr.restoration"
