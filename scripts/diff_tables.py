@@ -2,8 +2,8 @@
 
 A refactor must regenerate the benchmarks' tables identically; their speed columns and the machine line do
 not repeat from run to run, so they are removed first: table columns whose header names a time or a rate
-(``Mpix/s``, ``seconds``, ``s``, ``wall``, ``time``, ``ms``, ``steps/s``) and lines starting with ``Machine:``
-or naming a wall time. Exit status 0 when the rest is identical, 1 (with a unified diff) when not.
+(``Mpix/s``, ``seconds``, ``s``, ``wall``, ``time``, ``ms``, ``steps/s``) and lines starting with ``Machine:`` or
+``Total time`` or naming a wall time. Exit status 0 when the rest is identical, 1 (with a unified diff) when not.
 
     python scripts/diff_tables.py old.md new.md
 """
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 _TIMING = re.compile(r"(mpix/s|steps/s|/s$|^s$|^ms$|seconds|wall|time|^s/|\bs\)$)", re.IGNORECASE)
-_DROP_LINE = re.compile(r"^(Machine:|.*wall time)", re.IGNORECASE)
+_DROP_LINE = re.compile(r"^(Machine:|Total time|.*wall time)", re.IGNORECASE)
 
 
 def _cells(line: str) -> list[str]:
