@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
 from ..exceptions import AstroSRError
-from .fits_open import PathLike
+
+# astropy is imported where it is used: importing the batch and tiled jobs stays light
+PathLike = Union[str, os.PathLike]
 
 
 class FitsSection:
