@@ -25,10 +25,10 @@ from .exceptions import AstroSRError, NoSourcesWarning, StoppedError
 # name -> module holding it; imported on first attribute access (PEP 562)
 _LAZY = {
     # FITS I/O and long-job helpers (astropy: ~0.4 s, so not at package import)
-    "FitsImage": "napari_astrosr.core.fits_io",
-    "read_fits": "napari_astrosr.core.fits_io",
-    "read_fits_all": "napari_astrosr.core.fits_io",
-    "write_fits": "napari_astrosr.core.fits_io",
+    "FitsImage": "napari_astrosr.core.fits_read",
+    "read_fits": "napari_astrosr.core.fits_read",
+    "read_fits_all": "napari_astrosr.core.fits_read",
+    "write_fits": "napari_astrosr.core.fits_write",
     "Progress": "napari_astrosr.progress",
     "StopFlag": "napari_astrosr.progress",
     "run": "napari_astrosr.progress",
@@ -59,7 +59,7 @@ _LAZY = {
     "dip_coadd_job": "napari_astrosr.models.dip_coadd",
     "train_job": "napari_astrosr.training.loop",
     "load_config": "napari_astrosr.config",
-    "restore_dask": "napari_astrosr.batch",
+    "restore_dask": "napari_astrosr.restore_jobs.tiling",
     "main_job": "napari_astrosr.pipeline",
 }
 

@@ -737,14 +737,14 @@ def restore(data: Any, **kwargs) -> RestoreResult:
     """Synchronous :func:`restore_job` (same keyword arguments).
 
     ``data`` may also be a dask array (e.g. a mosaic larger than memory): the restoration is
-    then built lazily block by block with overlap by :func:`napari_astrosr.batch.restore_dask`
+    then built lazily block by block with overlap by :func:`napari_astrosr.restore_jobs.tiling.restore_dask`
     and ``RestoreResult.data`` is a dask array (compute it, or store it to disk section by
     section); the WCS is scaled as for numpy input. Options of ``restore_dask`` (``depth``,
     ``chunks``) pass through; ``stop``/progress do not apply to the lazy graph.
     """
     if type(data).__module__.startswith("dask.") and hasattr(data, "map_overlap"):
-        from .batch import restore_dask
         from .core.resample import scale_wcs
+        from .restore_jobs.blocks import tile_restore  # imports no job: no import circle
 
         wcs, header = kwargs.pop("wcs", None), kwargs.pop("header", None)
         kwargs.pop("stop", None)
@@ -753,7 +753,7 @@ def restore(data: Any, **kwargs) -> RestoreResult:
         opts = options_from_kwargs(**kwargs)
         if opts.device == "auto":
             opts = opts.model_copy(update={"device": pick_device("auto")})
-        out = restore_dask(data, options=opts, **lazy)
+        out = tile_restore(data, restore_array=restore, options=opts, **lazy)
         s = opts.scale
         return RestoreResult(
             data=out,

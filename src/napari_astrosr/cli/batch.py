@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import sys
 
-    from ..batch import batch_job
     from ..progress import run as run_job
+    from ..restore_jobs.batch import batch_job
 
     # a failed file is reported in the summary; the workers' own tracebacks would only repeat it
     for name in ("distributed.worker", "distributed.scheduler", "distributed.core", "distributed.nanny"):

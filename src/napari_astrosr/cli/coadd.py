@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..coadd_job import CoaddOptions, coadd_job, report_lines
     from ..core.coadd import load_frames
-    from ..core.fits_io import write_fits
+    from ..core.fits_write import write_fits
     from ..exceptions import AstroSRError
     from .common import run_with_bar
 

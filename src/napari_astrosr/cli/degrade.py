@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..core.degrade import degrade
-    from ..core.fits_io import read_fits, write_fits
+    from ..core.fits_read import read_fits
+    from ..core.fits_write import write_fits
     from ..exceptions import AstroSRError
 
     out = Path(args.output)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.catalogs import FORMATS, write_regions, write_table
     from ..core.detection import detect_sources
-    from ..core.fits_io import read_fits
+    from ..core.fits_read import read_fits
     from ..exceptions import AstroSRError, NoSourcesWarning
 
     out = Path(args.output)

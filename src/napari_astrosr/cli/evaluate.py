@@ -122,7 +122,7 @@ def lq_scale(ref, lq, scale=None) -> int:
 def _morphology(args, ref, pred) -> dict:
     import numpy as np
 
-    from ..core.fits_io import read_fits
+    from ..core.fits_read import read_fits
     from ..core.morphology import measure_morphology, morphology_summary, plot_morphology
     from ..core.psf import parse_psf
     from ..exceptions import AstroSRError
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
 
-    from ..core.fits_io import read_fits
+    from ..core.fits_read import read_fits
     from ..exceptions import AstroSRError
 
     if args.output:

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.fits_io import describe
+    from ..core.fits_open import describe
     from ..exceptions import AstroSRError
 
     try:

@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..core.fits_io import read_fits, write_fits
+    from ..core.fits_read import read_fits
+    from ..core.fits_write import write_fits
     from ..exceptions import AstroSRError
     from ..restoration import restore_job
     from ..restore_options import describe_choices, options_from_args

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..core import simulate as S
-    from ..core.fits_io import write_fits
+    from ..core.fits_write import write_fits
     from ..exceptions import AstroSRError
 
     outs = [Path(args.output)] + ([Path(args.truth)] if args.truth else [])

@@ -253,7 +253,7 @@ def load_frames(
     same way (pixel-area-preserving, so noise correlation from resampling is ignored) and
     pixels not fully covered are masked.
     """
-    from .fits_io import read_fits
+    from .fits_read import read_fits
 
     paths = [Path(p) for p in paths]
     if not paths:
@@ -264,7 +264,7 @@ def load_frames(
     if weights is not None and rms is not None:
         raise AstroSRError("give either weight maps or rms maps, not both.")
 
-    from .fits_io import read_fits_all, read_layers
+    from .fits_read import read_fits_all, read_layers
 
     images = [read_fits(p, hdu=hdu) for p in paths]
     if len(images) == 1 and hdu is None and images[0].data.ndim == 2:

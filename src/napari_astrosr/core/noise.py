@@ -274,7 +274,7 @@ def find_noise(
             m = _shape_check(noise, img.shape, "noise map")
             sig, bad, notes = sigma_from_map(m, kind or "err", image=img, where="noise map")
             return result(sig, bad, notes, "map", f"array ({kind or 'err'})")
-        from .fits_io import read_fits
+        from .fits_read import read_fits
 
         spec = str(noise)
         hdu = None
@@ -306,7 +306,8 @@ def find_noise(
             h = hdul[min(cands)[1]]
             ext = (h.name, np.asarray(h.data, dtype=np.float64), h.header)
     elif path is not None and path.exists():
-        from .fits_io import list_image_hdus, read_fits
+        from .fits_open import list_image_hdus
+        from .fits_read import read_fits
 
         cands = [
             (rank[_kind_from_name(name)], idx, name)

@@ -415,7 +415,7 @@ def estimate_psf(
 
 def _psf_from_file(path: Path, where: str) -> tuple[Optional[np.ndarray], str, str, list[str]]:
     """(kernel on the input grid, source, description, notes) from a PSF extension or header-named PSF file."""
-    from .fits_io import list_image_hdus
+    from .fits_open import list_image_hdus
 
     for idx, name, shape in list_image_hdus(path):
         if name.upper() in PSF_EXTNAMES and len(shape) in (2, 3):

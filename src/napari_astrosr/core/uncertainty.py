@@ -325,7 +325,7 @@ def err_hdu(
     elif header is not None:
         import warnings
 
-        from .fits_io import _make_wcs  # the reader's checked WCS parsing (bounded, validated)
+        from .fits_header import _make_wcs  # the reader's checked WCS parsing (bounded, validated)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
