@@ -521,16 +521,22 @@ def dip_coadd_job(
         )
     data = imgs.mean(axis=0).astype(np.float32)
     seed_std = imgs.std(axis=0, ddof=1) if len(members) > 1 else None
-    noise = finished_noise(
-        stack,
-        gate_map=gate_map,
-        gate_sigma=gate_sigma if gate else None,
-        superres=s,
-        project_sigma=project_sigma,
-        project_iterations=project_iterations if project else 0,
-        seed=int(seed),
-    )
-    unc = np.sqrt(noise**2 + (seed_std**2 if seed_std is not None else 0.0)).astype(np.float32)
+    # (skipped after Stop, which must return within a second: the result then has the seed
+    # scatter only, or no map)
+    noise = 0.0
+    if not stopped:
+        noise = finished_noise(
+            stack,
+            gate_map=gate_map,
+            gate_sigma=gate_sigma if gate else None,
+            superres=s,
+            project_sigma=project_sigma,
+            project_iterations=project_iterations if project else 0,
+            seed=int(seed),
+        )
+    unc = None
+    if not stopped or seed_std is not None:
+        unc = np.sqrt(noise**2 + (seed_std**2 if seed_std is not None else 0.0)).astype(np.float32)
     model = np.mean([m["model"] for m in members], axis=0)
     resid = np.where(stack.mask, 0.0, stack.data - model).astype(np.float32)
     sky_fit = np.mean([m["sky"] for m in members], axis=0)
@@ -721,7 +727,7 @@ def finished_noise(
     noise only: on source pixels the DIP image's error is dominated by its unknown,
     brightness-dependent resolution, which no per-pixel noise map describes.
     """
-    from scipy.ndimage import convolve, gaussian_filter
+    from scipy.ndimage import gaussian_filter
 
     from ..core.psf import measure_fwhm
 
@@ -732,25 +738,38 @@ def finished_noise(
     if project_sigma is None:
         project_sigma = max(measure_fwhm(q) for q in stack.psfs) / 2.3548
     rng = np.random.default_rng(int(seed))
+    nd = max(2, int(draws))
+    h, w = siv.shape
 
     def fine(a):
-        return a if s == 1 else np.kron(a, np.ones((s, s))) / (s * s)
+        return a if s == 1 else np.kron(a, np.ones((1, s, s))) / (s * s)
 
-    out = []
-    for _ in range(max(2, int(draws))):
-        eps = rng.standard_normal(siv.shape) * siv
-        img = fine(eps)
-        if gate_map is not None:
-            base = fine(gaussian_filter(eps, float(gate_sigma), mode="reflect", truncate=4.0)) if gate_sigma else img
-            img = base + gate_map * (img - base)
-        for _ in range(int(project_iterations)):
-            frame = img if s == 1 else img.reshape(img.shape[0] // s, s, img.shape[1] // s, s).sum(axis=(1, 3))
-            corr = gaussian_filter(eps - convolve(frame, pe, mode="reflect"), float(project_sigma), mode="reflect")
-            img = img + fine(corr)
-        out.append(img)
+    def smooth(a, sig):
+        return gaussian_filter(a, (0.0, float(sig), float(sig)), mode="reflect", truncate=4.0)
+
+    # PSF_eff convolution of all draws at once by FFT, with the same reflected borders as
+    # project_flux's ndimage.convolve (ndimage "reflect" = numpy "symmetric"); ~10x faster
+    # than direct convolution at 256^2 with a 25^2 PSF
+    k = pe.shape[0] // 2
+    shape = (h + 2 * k, w + 2 * k)
+    kf = np.fft.rfft2(np.pad(pe, ((0, shape[0] - pe.shape[0]), (0, shape[1] - pe.shape[1]))), shape)
+
+    def blur(a):
+        pad = np.pad(a, ((0, 0), (k, k), (k, k)), mode="symmetric")
+        full = np.fft.irfft2(np.fft.rfft2(pad, shape) * kf, shape)
+        return full[:, 2 * k : 2 * k + h, 2 * k : 2 * k + w]
+
+    eps = rng.standard_normal((nd, h, w)) * siv
+    img = fine(eps)
+    if gate_map is not None:
+        base = fine(smooth(eps, gate_sigma)) if gate_sigma else img
+        img = base + gate_map * (img - base)
+    for _ in range(int(project_iterations)):
+        frame = img if s == 1 else img.reshape(nd, h, s, w, s).sum(axis=(2, 4))
+        img = img + fine(smooth(eps - blur(frame), project_sigma))
     if return_draws:
-        return np.stack(out)
-    return np.std(out, axis=0, ddof=1)
+        return img
+    return np.std(img, axis=0, ddof=1)
 
 
 def gate_sky(
