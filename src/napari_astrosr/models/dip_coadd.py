@@ -178,9 +178,9 @@ def dip_coadd_job(
         Number of seeds; with K > 1 the result is their mean. ``uncertainty`` (any K) is
         the frames' noise propagated through the finished image (:func:`finished_noise`)
         and, for K > 1, the members' per-pixel scatter, in quadrature. It is an error bar
-        for sky pixels (1-sigma coverage 0.66 against the truth on the simulated stack), not
+        for sky pixels (1-sigma coverage of the truth 0.58-0.67 on simulated stacks), not
         for source pixels, whose error is the DIP image's unknown resolution (see
-        ``docs/results_coadd.md``); per-source flux errors are the ivar coadd's.
+        ``docs/results_coadd.md``).
     ema
         Decay of the exponential moving average of the latent that is returned (0: the last
         iterate). Previews show the current iterate.
@@ -722,8 +722,8 @@ def finished_noise(
     weights, and each projection pass adds ``G_p * (eps - PSF_eff * image)``. ``draws``
     seeded realisations are pushed through these linear steps and their per-pixel std
     returned (frame grid x ``superres``; with ``return_draws`` the realisations themselves,
-    e.g. to propagate the noise into aperture fluxes). Measured on the simulated stack
-    (``benchmarks/coadd.py``): 1-sigma coverage of the truth 0.66 on sky pixels. It is the
+    e.g. to propagate the noise into aperture fluxes). Measured on simulated stacks
+    (``benchmarks/coadd.py``): 1-sigma coverage of the truth 0.58-0.67 on sky pixels. It is the
     noise only: on source pixels the DIP image's error is dominated by its unknown,
     brightness-dependent resolution, which no per-pixel noise map describes.
     """
