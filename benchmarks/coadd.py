@@ -1,7 +1,7 @@
 """Coadd benchmark: real DECam stacks and a simulated stack with known truth.
 
-    .venv/bin/python benchmarks/coadd.py [--stacks sfft,tc3,sim] [--crop 256] [--steps 600]
-                                         [--threads 1] [--device cpu|cuda] [--ensemble 3]
+    .venv/bin/python benchmarks/coadd.py [--stacks sfft,tc3,sim,simfaint] [--crop 256] [--steps 600]
+                                         [--threads 1] [--device cpu|cuda] [--ensemble 3] [--sim-seed 0]
     .venv/bin/python benchmarks/coadd.py --speed --device cuda      # steps/s table only
 
 Every coadd runs through ``napari_astrosr.coadd_job.coadd_job`` (the job behind ``astrosr
@@ -16,7 +16,9 @@ every S/N > 10 source of the ivar coadd, forced photometry at its positions, by 
   masks, PSFEx models (25x25); frames on other CCDs reprojected.
 - ``sim``: 10 frames (``--sim-size``), 30 stars with fluxes log-uniform over S/N ~10-1000, FWHM
   3.5-6 px, per-frame noise 3-6: the truth gives each coadd's per-source flux error (at the
-  ivar coadd's PSF) and the coverage of the DIP ensemble's 1-sigma map.
+  ivar coadd's PSF), the coverage of the propagated per-source flux error and the per-pixel
+  coverage of the result's uncertainty map. ``simfaint``: the same at 160x160 with 60 stars of
+  flux 150-3000 (18 sources at S/N 10-50). ``--sim-seed`` draws another realisation of both.
 
 Rows: ivar, median, ivar-psfmatch (homogenised to the worst PSF), dip (CoaddOptions
 defaults), dip-previous (the previous defaults: skip term, kernels 3-9, fixed 300-step
