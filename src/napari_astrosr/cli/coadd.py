@@ -111,10 +111,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="X",
         help="DIP: also stop once mean (residual/sigma)^2 <= X (e.g. 1.0); default off",
     )
-    p.add_argument("--ensemble", type=int, default=1, help="DIP: number of seeds (mean; their scatter joins --uncertainty)")
+    p.add_argument(
+        "--ensemble", type=int, default=1, help="DIP: number of seeds (mean; their scatter joins --uncertainty)"
+    )
     p.add_argument("--threads", type=int, default=None, help="DIP: torch CPU threads (default: torch's)")
     p.add_argument("--residuals", metavar="RES.fits", help="also write per-frame residuals (cube)")
-    p.add_argument("--uncertainty", metavar="UNC.fits", help="also write the per-pixel 1-sigma noise map (DIP: propagated; sky pixels)")
+    p.add_argument(
+        "--uncertainty",
+        metavar="UNC.fits",
+        help="also write the per-pixel 1-sigma noise map (DIP: propagated; sky pixels)",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
