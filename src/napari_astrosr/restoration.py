@@ -37,7 +37,7 @@ from .progress import NEVER, Progress, run
 from .restore_options import CLASSICAL as _CLASSICAL_NAMES
 from .restore_options import METHODS as _REGISTRY
 from .restore_options import NETWORKS as _NETWORK_NAMES
-from .restore_options import RestoreOptions, options_from_kwargs, resolve_noise, resolve_psf
+from .restore_options import RestoreOptions, options_from_kwargs, projection_gain, resolve_noise, resolve_psf
 
 # views of the one registry (restore_options.METHODS), kept for callers of these names
 CLASSICAL: dict[str, dict[str, Any]] = {
@@ -370,8 +370,13 @@ def restore_job(
     if flux_exact and kernel is None and scale == 1:
         raise AstroSRError("--flux-exact at --scale 1 with no PSF would just return the input; give --psf.")
     t0 = time.perf_counter()
+    gain = projection_gain(arr.shape, scale=scale, psf=kernel) if flux_exact and kernel is not None else None
     noise = resolve_noise(
-        arr, opts.flux_noise if flux_exact else "exact", path=source, measure=method != "richardson-lucy"
+        arr,
+        opts.flux_noise if flux_exact else "exact",
+        path=source,
+        measure=method != "richardson-lucy",
+        gain=gain,
     )
     timings["noise"] = time.perf_counter() - t0
     noise_sigma = noise.sigma if flux_exact else None
@@ -546,7 +551,7 @@ def restore_job(
         if noise_sigma is not None:
             from .core.projection import NOISE_DAMPING, noise_aware_target
 
-            target, ninfo = noise_aware_target(out, arr, scale=scale, psf=kernel, sigma=noise_sigma)
+            target, ninfo = noise_aware_target(out, arr, scale=scale, psf=kernel, sigma=noise_sigma, cap=True)
             params["flux_noise_power_kept"] = round(ninfo["power_kept"], 4)
             damping = NOISE_DAMPING
             if noise_sigma > 0 and ninfo["power_kept"] < FLUX_NOISE_KEPT_WARN:

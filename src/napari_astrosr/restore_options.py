@@ -32,6 +32,7 @@ from .exceptions import AstroSRError
 __all__ = [
     "CLASSICAL",
     "CLEAN_NOISE_REL",
+    "EXACT_MAX_GAIN",
     "METHODS",
     "NETWORKS",
     "MethodInfo",
@@ -116,6 +117,16 @@ NETWORKS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.kind == "ne
 # noise-aware). Re-checked with core.noise.estimate_sigma (the estimator used now, tests/test_restore_wire.py):
 # clean simulated fields 0.00% (256^2 galaxies, stars) to 0.28% (64^2 galaxies); with 1% noise 1.00-1.14%.
 CLEAN_NOISE_REL = 0.005
+
+# the auto choice never picks the exact projection when it would amplify some residual frequency by more than
+# this (``core.projection.noise_gain``): x2 and x4 with the STAR PSFs stay at 15-60, the choice there is the
+# one validated above; at scale 1 any blur gives 1e4 or more, and an exact deconvolution turns even the 0.2%
+# noise of a "clean" real image into structure that moves flux between sources
+# (benchmarks/scale1_photometry.py, docs/results_defaults.md "Scale 1").
+EXACT_MAX_GAIN = 100.0
+# noise below this fraction of the robust range is float32 rounding, not noise (real images sit at 1e-4 or more):
+# the exact projection stays the choice whatever its gain
+NOISELESS_REL = 1e-6
 
 
 class RestoreOptions(BaseModel):
@@ -359,15 +370,23 @@ def measure_noise(image: np.ndarray, *, path: Any = None) -> tuple[Any, Any]:
 
 
 def resolve_noise(
-    image: np.ndarray, flux_noise: Union[None, float, str] = None, *, path: Any = None, measure: bool = True
+    image: np.ndarray,
+    flux_noise: Union[None, float, str] = None,
+    *,
+    path: Any = None,
+    measure: bool = True,
+    gain: Optional[float] = None,
 ) -> NoiseChoice:
     """Choose exact or noise-aware projection for ``image`` (the LR input) from ``flux_noise``.
 
     ``None``/``"auto"``: measure the per-pixel noise (:func:`measure_noise`: the input file's ERR / VAR /
     IVAR / WHT extension when ``path`` has one, else a robust estimate); below :data:`CLEAN_NOISE_REL` of the
     image's robust range (99.5th percentile - median) the data count as clean and the projection is exact,
-    else noise-aware with that sigma (the map's median). ``"exact"`` or ``0``: exact. A number: that sigma,
-    noise-aware. ``measure``: also measure the noise for the ERR when the projection choice does not need it.
+    else noise-aware with that sigma (the map's median). ``gain``: the exact projection's largest noise
+    amplification (:func:`~napari_astrosr.core.projection.noise_gain`, e.g. from :func:`projection_gain`);
+    above :data:`EXACT_MAX_GAIN` (scale 1 with any blur) the auto choice is noise-aware however clean the data
+    look. ``"exact"`` or ``0``: exact. A number: that sigma, noise-aware. ``measure``: also measure the noise
+    for the ERR when the projection choice does not need it.
     """
     from .core.noise import NoiseInfo
 
@@ -390,9 +409,35 @@ def resolve_noise(
     rel = sigma / span if span > 0 else 0.0
     what = "from " + info.description if info.source == "extension" else "measured"
     src = f"{what} ({sigma:.4g} = {rel:.2%} of the robust range)"
-    if not np.isfinite(sigma) or rel < CLEAN_NOISE_REL:
+    amplifies = gain is not None and not gain <= EXACT_MAX_GAIN  # also true for an infinite / NaN gain
+    if not np.isfinite(sigma) or (rel < CLEAN_NOISE_REL and not amplifies):
         return NoiseChoice("exact", None, sigma, src + "; clean", info, sig)
+    if rel < NOISELESS_REL:  # no noise above float32 rounding (a noiseless simulation): exact is safe
+        return NoiseChoice("exact", None, sigma, src + "; noiseless", info, sig)
+    if rel < CLEAN_NOISE_REL:
+        g = "without bound" if not np.isfinite(gain) else f"up to {gain:.0e}x"
+        src += f"; clean, but an exact projection would amplify it {g}"
+        return NoiseChoice("noise-aware", sigma, sigma, src, info, sig)
     return NoiseChoice("noise-aware", sigma, sigma, src, info, sig)
+
+
+def projection_gain(shape: tuple[int, int], *, scale: int, psf: Any) -> Optional[float]:
+    """The exact projection's largest noise gain for an LR input of ``shape`` (``core.projection.noise_gain``),
+    measured on a grid of at most 256^2 LR pixels (the transfer function's minimum barely depends on the size,
+    and a full-size operator would cost seconds); None when ``psf`` is None or not a kernel/spec.
+    """
+    if psf is None:
+        return None
+    from .core.projection import noise_gain
+    from .core.psf import parse_psf
+
+    try:
+        kernel = parse_psf(psf) if not isinstance(psf, np.ndarray) else psf
+    except (AstroSRError, OSError, ValueError, TypeError):
+        return None
+    s = int(scale)
+    lr = (min(int(shape[0]), 256), min(int(shape[1]), 256))
+    return noise_gain((lr[0] * s, lr[1] * s), scale=s, psf=kernel)
 
 
 @dataclass(frozen=True)

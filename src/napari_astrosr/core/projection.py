@@ -517,8 +517,11 @@ def noise_gain(shape: tuple[int, int], *, scale: int, psf: Optional[np.ndarray])
     """
     if psf is None:
         return 1.0
-    _, precond, _ = _operator((int(shape[0]), int(shape[1])), _int_factor(scale, name="scale"), psf)
-    m = float(precond.transfer.min())
+    # built directly, not through _operator: its one-entry cache holds the full-size operator of the solve
+    op = ForwardModel((int(shape[0]), int(shape[1])), scale=_int_factor(scale, name="scale"), psf=psf)
+    if op.conv is None:
+        return 1.0
+    m = float(_Preconditioner(op).transfer.min())
     return float("inf") if m <= 0 else float(1.0 / np.sqrt(m))
 
 
@@ -546,6 +549,7 @@ def noise_aware_target(
     psf: Optional[np.ndarray] = None,
     sigma: float,
     bins: int = 24,
+    cap: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """The LR image a noise-aware flux projection should reproduce: the data where they beat the noise.
 
@@ -568,6 +572,15 @@ def noise_aware_target(
 
     Flux: the band containing the zero frequency has gain ~1 whenever the total-flux residual
     exceeds the noise, so the projected image keeps the data's total flux to within the noise.
+
+    ``cap``: never let the gain at LR frequency ``k`` exceed ``sqrt(m(k))``, ``m`` being ``A A^T``'s spectrum
+    normalised to 1 at zero frequency (:func:`noise_gain`). The projection scales what the gain lets through
+    by ``1 / sqrt(m(k))``, so with the cap no residual frequency, noise included, reaches the output above
+    its own amplitude in the data: the low frequencies that set per-source flux (``m`` near 1) are fitted as
+    the Wiener gain says, the frequencies the PSF barely passes are not deconvolved. Without it, the damped
+    solve still amplifies what the gain lets through by up to ``1 / (2 sqrt(NOISE_DAMPING))``, which at
+    scale 1 (any blur) turns a real image's noise into structure that moves flux between sources
+    (``restoration.restore`` uses it: benchmarks/scale1_photometry.py).
 
     Returns
     -------
@@ -600,7 +613,12 @@ def noise_aware_target(
     band_mean = band_p / band_n
     gain_b = np.clip(1.0 - noise_power / np.maximum(band_mean, 1e-300), 0.0, 1.0)
     gain = gain_b[idx]
-    rw = sfft.irfft2(rf * gain, s=r.shape)
+    # what the Wiener gain keeps of the residual, before the cap: "kept nothing" means no band rose above noise
     kept = float((power * gain**2).sum() / max(power.sum(), 1e-300))
+    if cap and psf is not None:
+        op = ForwardModel(np.shape(sr), scale=scale, psf=psf)
+        if op.conv is not None:  # built directly: _operator's one-entry cache holds the solve's operator
+            gain = np.minimum(gain, np.sqrt(np.clip(_Preconditioner(op).transfer, 0.0, 1.0)))
+    rw = sfft.irfft2(rf * gain, s=r.shape)
     target = np.where(valid, pred + rw, np.nan)
     return target, {"sigma": float(sigma), "gain": [round(float(g), 4) for g in gain_b], "power_kept": kept}

@@ -32,7 +32,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..exceptions import AstroSRError
-from ..restore_options import NETWORKS, RestoreOptions, options_from_kwargs, resolve_noise
+from ..restore_options import NETWORKS, RestoreOptions, options_from_kwargs, projection_gain, resolve_noise
 
 PathLike = Union[str, os.PathLike]
 
@@ -348,14 +348,19 @@ def _restore_block(
     return out[top * s : out.shape[0] - bottom * s, left * s : out.shape[1] - right * s]
 
 
-def resolve_flux_noise(flux_noise: Union[None, float, str], image: Any) -> Union[float, str]:
+def resolve_flux_noise(
+    flux_noise: Union[None, float, str], image: Any, *, scale: int = 1, psf: Any = None
+) -> Union[float, str]:
     """``flux_noise`` for a whole image, decided once on the central (<= 1024^2) section: a sigma (noise-aware)
     or ``"exact"`` (:func:`~napari_astrosr.restore_options.resolve_noise`).
 
     One choice for the whole image, so that every tile of a tiled restoration makes the same projection (a
-    per-tile estimate would differ from tile to tile).
+    per-tile estimate would differ from tile to tile). ``scale`` and ``psf`` (a kernel or spec) give the exact
+    projection's noise gain, which rules out the exact choice where it would amplify the noise (scale 1).
     """
-    choice = resolve_noise(_central_section(image).astype(np.float32), flux_noise)
+    section = _central_section(image).astype(np.float32)
+    gain = projection_gain(section.shape, scale=scale, psf=psf)
+    choice = resolve_noise(section, flux_noise, gain=gain)
     return choice.sigma if choice.mode == "noise-aware" else "exact"
 
 
@@ -365,7 +370,7 @@ def resolve_for_image(opts: RestoreOptions, image: Any) -> RestoreOptions:
     """
     upd: dict[str, Any] = {}
     if opts.projects and opts.flux_noise in (None, "auto"):
-        upd["flux_noise"] = resolve_flux_noise(opts.flux_noise, image)
+        upd["flux_noise"] = resolve_flux_noise(opts.flux_noise, image, scale=opts.scale, psf=opts.psf)
     levels = opts.sky_levels
     if opts.is_network:
         upd["keep_sky"] = levels if levels is not None else False
