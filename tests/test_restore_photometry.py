@@ -14,7 +14,7 @@ from napari_astrosr.core import metrics
 from napari_astrosr.core.degrade import degrade
 from napari_astrosr.core.simulate import star_field
 from napari_astrosr.restoration import restore
-from napari_astrosr.restore_options import EXACT_MAX_GAIN, projection_gain, resolve_noise
+from napari_astrosr.restore_options import EXACT_MAX_GAIN, describe_choices, projection_gain, resolve_noise
 
 PSF = "gaussian:1.0"
 
@@ -58,6 +58,7 @@ def test_default_scale_1_projection_keeps_photometry(field):
     before = _median_rel(truth, noisy)
     default = restore(noisy, method="backprojection", scale=1, psf=PSF, device="cpu")
     assert default.params["projection"] == "noise-aware"
+    assert "an exact projection would amplify it" in describe_choices(default.params)  # the CLI / widget line
     exact = restore(noisy, method="backprojection", scale=1, psf=PSF, device="cpu", flux_noise="exact")
     after, forced = _median_rel(truth, default.data), _median_rel(truth, exact.data)
     # the default at least keeps the input's photometry; the exact deconvolution fits the noise

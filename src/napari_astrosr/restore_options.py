@@ -596,7 +596,10 @@ def describe_choices(params: dict) -> str:
         psf = params.get("psf_source") or params.get("psf")
         proj = f"projection {mode}"
         if mode == "noise-aware" and params.get("flux_noise") is not None:
-            proj += f" (sigma {params['flux_noise']:.4g})"
+            why = str(params.get("noise_source", ""))
+            # the gain rule's reason, when it (not the noise level) made the choice
+            why = why[why.index("an exact projection") :] if "an exact projection would amplify" in why else ""
+            proj += f" (sigma {params['flux_noise']:.4g}{'; ' + why if why else ''})"
         proj += f", PSF {psf}"
     sky = f"sky kept ({params['keep_sky'][0]:g},{params['keep_sky'][1]:g} sigma)" if params.get("keep_sky") else None
     return "; ".join(x for x in (proj, sky) if x)
