@@ -3,11 +3,20 @@
     .venv/bin/python benchmarks/bench_projection.py [--size 512] [--scale 2] [--with-nonneg]
     .venv/bin/python benchmarks/bench_projection.py --compare [--inputs 512,1024]
     .venv/bin/python benchmarks/bench_projection.py --compare-synthetic [--size 256]
+    .venv/bin/python benchmarks/bench_projection.py --against REV [--outputs 512,1024,2048] [--repeats 2]
 
 ``--compare`` times backprojection's projection (bicubic x2 + ``project_flux_exact``,
 psf gaussian:1.0, default nonneg) on a real ground image (``tpv.fits``, 512^2; the 1024^2
 input is it mirrored 2x2) with the frozen pre-speed-up implementation
 (``benchmarks/_baseline_projection.py``) and the current one, in the same run.
+
+``--against REV`` times ``core/projection.py`` as it was at git revision ``REV`` (read with
+``git show``, loaded beside this tree's module, the rest of the package shared) against this tree's,
+exact and noise-aware (the target of ``noise_aware_target`` at sep's noise, damping
+``NOISE_DAMPING``, as ``restore`` uses it), x2 with psf gaussian:1.0 and non-negativity on, on the
+same ``tpv.fits`` field (mirrored 2x2 for 2048^2 outputs), cold caches, old and new interleaved;
+best of ``--repeats`` in wall and in process CPU time (the second moves less with other load on
+the machine). The residual column is ``max |A x - y| / max |y|`` over the whole image.
 """
 
 from __future__ import annotations
@@ -57,6 +66,74 @@ def compare(sizes: list[int]) -> None:
             f"{n:>7}^2{2 * n:>9}^2{tb:>10.2f}{ta:>9.2f}{tb / ta:>8.1f}x{ib['iterations']:>6}/{ia['iterations']:<4}"
             f"{ia['nonneg_rounds']:>7}{d:>16.1e}{rel:>17.1e}"
         )
+
+
+def against(rev: str, outputs: list[int], repeats: int) -> None:
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from napari_astrosr.core.fits_io import read_fits
+
+    root = Path(__file__).resolve().parents[1]
+    text = subprocess.run(
+        ["git", "-C", str(root), "show", f"{rev}:src/napari_astrosr/core/projection.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
+        fh.write(text)
+    spec = importlib.util.spec_from_file_location("napari_astrosr.core._projection_before", fh.name)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old
+    spec.loader.exec_module(old)
+    Path(fh.name).unlink()
+
+    path = root.parent / "shared/data/ground_ctio_mosaic2_cdfs/tpv.fits"
+    base = read_fits(path).data.astype(np.float64)
+    big = np.block([[base, base[:, ::-1]], [base[::-1], base[::-1, ::-1]]])
+    k = P.parse_psf("gaussian:1.0")
+    print(f"x2 projection, psf gaussian:1.0, nonneg on, {path.name} (mirrored 2x2 above 512^2 input); ", end="")
+    print(f"before = core/projection.py at {rev}; best of {repeats}, cold caches, interleaved")
+    print()
+    print(
+        "| output | projection | before s | after s | speed-up | before CPU s | after CPU s | CPU speed-up "
+        "| iterations before / after | rounds "
+        "| max abs(Ax-y)/peak before | after | max abs(after-before)/peak |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for n_out in outputs:
+        lr = np.ascontiguousarray(big[: n_out // 2, : n_out // 2])
+        up = R.upsample(lr, 2)
+        sigma = J.estimate_lr_noise(lr)
+        target, _ = J.noise_aware_target(up, lr, scale=2, psf=k, sigma=sigma)
+        for mode, y, damping in (("exact", lr, 0.0), ("noise-aware", target, J.NOISE_DAMPING)):
+            best = {"before": np.inf, "after": np.inf}
+            cpu = {"before": np.inf, "after": np.inf}
+            res = {}
+            for _ in range(repeats):
+                for name, mod in (("before", old), ("after", J)):
+                    mod._OP_CACHE.clear()  # cold start, as a first restore would be
+                    t, c = time.perf_counter(), time.process_time()
+                    x, info = mod.project_flux_exact(up, y, scale=2, psf=k, damping=damping, return_info=True)
+                    cpu[name] = min(cpu[name], time.process_time() - c)
+                    best[name] = min(best[name], time.perf_counter() - t)
+                    res[name] = (x, info)
+            peak = float(np.abs(y).max())
+            (xb, ib), (xa, ia) = res["before"], res["after"]
+            rb = np.abs(J.forward_model(xb, scale=2, psf=k) - y).max() / peak
+            ra = np.abs(J.forward_model(xa, scale=2, psf=k) - y).max() / peak
+            d = np.abs(xa - xb).max() / np.abs(xb).max()
+            print(
+                f"| {n_out}^2 | {mode} | {best['before']:.2f} | {best['after']:.2f} | "
+                f"{best['before'] / best['after']:.2f}x | {cpu['before']:.2f} | {cpu['after']:.2f} | "
+                f"{cpu['before'] / cpu['after']:.2f}x | {ib['iterations']} / {ia['iterations']} | "
+                f"{ib['nonneg_rounds']} / {ia['nonneg_rounds']} | {rb:.1e} | {ra:.1e} | {d:.1e} |",
+                flush=True,
+            )
 
 
 def compare_synthetic(n: int, s: int) -> None:
@@ -119,7 +196,13 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true", help="before/after table on a real image")
     ap.add_argument("--inputs", default="256,512,1024", help="input sides for --compare")
     ap.add_argument("--compare-synthetic", action="store_true", help="before/after on the synthetic field (--size)")
+    ap.add_argument("--against", metavar="REV", help="time core/projection.py at git revision REV against this tree")
+    ap.add_argument("--outputs", default="512,1024,2048", help="output sides for --against")
+    ap.add_argument("--repeats", type=int, default=1, help="best of this many runs for --against")
     args = ap.parse_args()
+    if args.against:
+        against(args.against, [int(v) for v in args.outputs.split(",")], args.repeats)
+        return
     if args.compare:
         compare([int(v) for v in args.inputs.split(",")])
         return

@@ -39,7 +39,7 @@ COMMANDS = {
 # the Restore widget's listing: list_methods() in a process that has already imported the package
 LISTING = (
     "import time, napari_astrosr; t = time.perf_counter(); "
-    "from napari_astrosr.restoration import list_methods; list_methods(); "
+    "from napari_astrosr import list_methods; list_methods(); "
     "print(time.perf_counter() - t)"
 )
 

@@ -61,6 +61,18 @@ def test_import_loads_no_heavy_package():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("args", [("--help",), ("methods",), ("methods", "--json")])
+def test_help_and_methods_load_no_numpy(args):
+    # issue 25 item 4: the method table is numpy-free and only the named command's parser is built
+    code = (
+        "import sys\nfrom napari_astrosr.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print([m for m in ('numpy', 'pydantic', 'astropy', 'torch') if m in sys.modules], file=sys.stderr)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stderr.strip().splitlines()[-1] == "[]"
+    assert ("restore" if args == ("--help",) else "fisr") in out.stdout
+
+
 def test_core_function_keeps_flux(field: Path):
     import napari_astrosr as asr
 

@@ -91,7 +91,9 @@ LAYERS = {
     **dict.fromkeys(("_version", "exceptions", "_extras", "progress", "config", "data"), 0),  # base
     "core": 1,
     **dict.fromkeys(("models", "training"), 2),
-    **dict.fromkeys(("restoration", "restore_options", "restore_jobs", "batch", "pipeline", "coadd_job"), 3),  # jobs
+    **dict.fromkeys(
+        ("restoration", "restore_options", "method_table", "restore_jobs", "batch", "pipeline", "coadd_job"), 3
+    ),  # jobs
     **dict.fromkeys(("cli", "_napari"), 4),
     "__main__": 5,
 }

@@ -54,7 +54,7 @@ _LAZY = {
     # backend (torch, lazily)
     "restore": "napari_astrosr.restoration",
     "restore_job": "napari_astrosr.restoration",
-    "list_methods": "napari_astrosr.restoration",
+    "list_methods": "napari_astrosr.method_table",
     "dip_coadd": "napari_astrosr.models.dip_coadd",
     "dip_coadd_job": "napari_astrosr.models.dip_coadd",
     "train_job": "napari_astrosr.training.loop",

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from .exceptions import AstroSRError
+from .method_table import CLASSICAL, METHODS, NETWORKS, MethodInfo  # noqa: F401  (the registry's old home)
 
 __all__ = [
     "CLASSICAL",
@@ -45,70 +46,6 @@ __all__ = [
     "resolve_psf",
 ]
 
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """One restoration method: what it is, what it does to flux, and its defaults."""
-
-    name: str
-    kind: Literal["classical", "network"]
-    flux: str
-    description: str = ""
-    needs_psf: bool = False
-    projects: bool = False  # forward-model projection on by default
-    keeps_sky: bool = False  # sky gate on by default
-
-
-_GAN_FLUX = (
-    "GAN translation: flux not constrained by the network (measured to move flux out of faint "
-    "sources); the default projection onto the forward model restores it (give --psf)"
-)
-_NET_FLUX = (
-    "network output projected by default onto the forward model (blur + block sum reproduce the "
-    "input: exactly on clean data, above the noise on noisy data); --no-projection: approximate"
-)
-
-# the one registry: names, kinds, flux statements and defaults (network descriptions/scales come from
-# models.registry, which needs torch, through restoration.list_methods)
-METHODS: dict[str, MethodInfo] = {
-    m.name: m
-    for m in (
-        MethodInfo(
-            "bicubic",
-            "classical",
-            "conserved exactly: block_sum(output) == input (every pixel, so every source)",
-            "flux-conserving bicubic (Keys cubic convolution) upsampling",
-        ),
-        MethodInfo(
-            "lanczos",
-            "classical",
-            "conserved exactly: block_sum(output) == input (every pixel, so every source)",
-            "flux-conserving Lanczos-3 upsampling",
-        ),
-        MethodInfo(
-            "richardson-lucy",
-            "classical",
-            "total conserved exactly (global rescale); per-source flux approximately",
-            "Richardson-Lucy deconvolution (skimage) with --psf, then flux-conserving bicubic",
-            needs_psf=True,
-        ),
-        MethodInfo(
-            "backprojection",
-            "classical",
-            "blur + block-sum of the output reproduce every input pixel (to CG tolerance; above the noise on "
-            "noisy data)",
-            "flux-conserving bicubic + projection through the PSF forward model (--psf)",
-            needs_psf=True,
-            projects=True,
-        ),
-        MethodInfo("fisr", "network", _NET_FLUX, projects=True, keeps_sky=True),
-        MethodInfo("restormer", "network", _NET_FLUX, projects=True, keeps_sky=True),
-        MethodInfo("pix2wgan", "network", _GAN_FLUX, projects=True, keeps_sky=True),
-        MethodInfo("pix2wgan-cascade", "network", _GAN_FLUX, projects=True, keeps_sky=True),
-    )
-}
-CLASSICAL: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.kind == "classical")
-NETWORKS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.kind == "network")
 
 # measured LR noise below this fraction of the LR robust range (99.5th percentile - median) counts as clean:
 # the projection is then exact. On the quality benchmark's fields the second-difference estimate gave 0.03-0.5%

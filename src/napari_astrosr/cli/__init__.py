@@ -37,7 +37,13 @@ def _commands():
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``astrosr`` parser; with ``only`` (a command name), only that command's arguments are added.
+
+    Every command stays listed (name and help) either way. Adding a command's arguments can import
+    what its options need (``restore`` and ``batch`` build theirs from the options model: pydantic
+    and numpy), so ``astrosr --help`` adds none and ``astrosr methods`` only its own.
+    """
     parser = argparse.ArgumentParser(
         prog="astrosr",
         description="Flux-consistent restoration of astronomical FITS images (napari-astrosr).",
@@ -48,9 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in _commands():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
-        mod.add_arguments(p)
+        if only is None or mod.NAME == only:
+            mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+def _command_in(argv: Optional[Sequence[str]]) -> str:
+    """The command named on the command line: the first argument that is not an option ("" if none).
+
+    The top-level options (``--version``, ``--debug``, ``--help``) take no value, so the first
+    other word is the command (argparse itself rejects it when it is not one).
+    """
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg == "--":
+            break
+        if not arg.startswith("-"):
+            return arg
+    return ""
 
 
 #: Argument destinations that name something a command writes (files or folders).
@@ -124,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    parser = build_parser()
+    parser = build_parser(only=_command_in(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

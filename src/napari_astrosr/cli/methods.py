@@ -30,7 +30,7 @@ def _fmt(n) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..restoration import list_methods
+    from ..method_table import list_methods
 
     methods = list_methods(presets=args.presets)
     if args.json:

@@ -204,7 +204,7 @@ class RestoreWidget(QWidget):
         from napari.qt.threading import create_worker
 
         def _list() -> list:
-            from ...restoration import list_methods
+            from ...method_table import list_methods
 
             # costs are read from the bundled weights' sidecars: no torch import, no network build
             return list_methods()
