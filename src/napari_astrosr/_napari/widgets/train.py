@@ -5,9 +5,11 @@ edit its key values (network, preset, steps, batch size, learning rate, time bud
 device), the data folder (``data.root``) and the output folder, then Train. The run is
 :func:`napari_astrosr.training.loop.train_job` in a thread worker; the plot shows the
 training loss and the validation PSNR (with the flux-conserving bicubic baseline), the
-labels the latest validation metrics. Stop ends the run cleanly: the job saves a
-checkpoint at the current step. The checkpoint then appears in the Restore widget's
-method list.
+labels the latest validation metrics; the plot is redrawn at most every
+:data:`REDRAW_S` seconds, however fast the steps come. Stop ends the run cleanly: the job
+saves a checkpoint at the current step (if that takes longer than the panel waits, the
+widget is usable at once and the checkpoint is listed when it is written). The
+checkpoint then appears in the Restore widget's method list.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from ...progress import Progress
 from .._workers import JobPanel, checkpoint_registry, notify_error, scroll_body
 
 BROWSE_ITEM = "config file…"
+#: Least seconds between two redraws of the loss plot (a matplotlib draw runs on the GUI thread).
+REDRAW_S = 0.3
 
 
 def example_configs() -> dict[str, Path]:
@@ -118,6 +122,13 @@ class TrainWidget(QWidget):
         self.canvas.setMinimumHeight(200)
         self.ax = self.figure.add_subplot(111)
         self.ax_val = self.ax.twinx()
+        self._last_draw = 0.0
+        self.redraws = 0  # plot redraws during this widget's life (tests, benchmarks)
+        from qtpy.QtCore import QTimer
+
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.timeout.connect(self._draw)
         self._draw()
 
         form = QFormLayout()
@@ -263,7 +274,11 @@ class TrainWidget(QWidget):
             return (yield from train_job(cfg, out_dir=out, resume=resume, stop=stop))
 
         return self.jobs.start(
-            job, on_result=self._on_result, on_progress=self._on_progress, label=f"Train [{cfg.model.name}]"
+            job,
+            on_result=self._on_result,
+            on_progress=self._on_progress,
+            on_late_result=self._on_result,  # a checkpoint saved after the panel went idle on Stop
+            label=f"Train [{cfg.model.name}]",
         )
 
     def _on_progress(self, event: Progress, _tag: Any) -> None:
@@ -278,21 +293,35 @@ class TrainWidget(QWidget):
         val = {k: v for k, v in vals.items() if k.startswith("val_") and isinstance(v, (int, float))}
         if val:
             self.metrics.setText(f"step {event.step}: " + ", ".join(f"{k[4:]} {v:.4g}" for k, v in val.items()))
-        self._draw()
+        self.request_draw()
+
+    def request_draw(self) -> None:
+        """Redraw the plot now, or once :data:`REDRAW_S` after the last redraw (coalesced)."""
+        import time
+
+        wait = self._last_draw + REDRAW_S - time.monotonic()
+        if wait <= 0:
+            self._redraw_timer.stop()
+            self._draw()
+        elif not self._redraw_timer.isActive():
+            self._redraw_timer.start(int(wait * 1000) + 1)
 
     def _draw(self) -> None:
+        import time
+
+        from scipy.signal import lfilter
+
+        self._last_draw = time.monotonic()
+        self.redraws += 1
         h = self.history
         self.ax.clear()
         self.ax_val.clear()
         if h["loss"]:
             loss = np.asarray(h["loss"], dtype=float)
             self.ax.plot(h["step"], loss, color="tab:blue", lw=0.6, alpha=0.5)
-            # an exponential moving average: the raw per-batch loss is noisy
-            ema = np.empty_like(loss)
-            acc = loss[0]
-            for i, v in enumerate(loss):
-                acc = 0.9 * acc + 0.1 * v if i else v
-                ema[i] = acc
+            # an exponential moving average (0.9 of the previous, starting at the first value):
+            # the raw per-batch loss is noisy
+            ema = lfilter([0.1], [1.0, -0.9], loss, zi=[0.9 * loss[0]])[0]
             self.ax.plot(h["step"], ema, color="tab:blue", lw=1.5)
             pos = loss[loss > 0]
             if pos.size and pos.max() / pos.min() > 20:
