@@ -179,7 +179,7 @@ def test_stop_returns_to_idle_while_an_uninterruptible_step_ends_in_the_backgrou
     assert late == ["late"] and results == [("full", 3)] and not notes.errors()
 
 
-def test_display_pyramid_and_full_resolution(make_napari_viewer):
+def test_display_pyramid_and_full_resolution(make_napari_viewer, tmp_path):
     """Large results are shown as a multiscale pyramid; every consumer reads level 0, never the
     coarsest level that ``np.asarray`` of napari's multiscale data gives."""
     from napari_astrosr._napari._workers import display_pyramid, full_resolution
@@ -198,3 +198,10 @@ def test_display_pyramid_and_full_resolution(make_napari_viewer):
     assert np.asarray(layer.data).shape == (512, 257)  # napari's behaviour: the coarsest level
     assert full_resolution(layer.data) is big
     np.testing.assert_array_equal(layer_array(layer), big)
+    # File > Save writes the full resolution too
+    from astropy.io import fits
+
+    from napari_astrosr._napari._writer import write_image
+
+    (path,) = write_image(str(tmp_path / "big.fits"), layer.data, {"name": "big", "metadata": {}})
+    np.testing.assert_array_equal(fits.getdata(path), big)

@@ -20,6 +20,17 @@ from ..core.display import zscale_limits
 from ..core.fits_io import FitsImage
 
 
+def full_resolution(data: Any) -> Any:
+    """Level 0 of multiscale layer data (the data itself otherwise).
+
+    ``np.asarray`` of napari's ``MultiScaleData`` gives the *coarsest* level, so every
+    consumer of a layer's pixels (job inputs, File > Save) goes through this first.
+    """
+    if isinstance(data, (list, tuple)) or getattr(data, "shapes", None) is not None:
+        return data[0]
+    return data
+
+
 def image_layer_tuple(img: FitsImage, *, name: Optional[str] = None) -> tuple[np.ndarray, dict, str]:
     """A napari LayerDataTuple for an image read from FITS.
 

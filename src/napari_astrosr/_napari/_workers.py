@@ -54,6 +54,7 @@ from qtpy.QtWidgets import (
 
 from ..exceptions import AstroSRError, AstroSRWarning, StoppedError
 from ..progress import Progress, StopFlag
+from ._layers import full_resolution
 
 __all__ = [
     "SourceTag",
@@ -187,17 +188,6 @@ def scroll_body(widget: QWidget) -> QVBoxLayout:
     outer.addWidget(scroll)
     widget._astrosr_scroll = scroll  # tests and screenshots scroll it
     return body
-
-
-def full_resolution(data: Any) -> Any:
-    """Level 0 of multiscale layer data (the data itself otherwise).
-
-    ``np.asarray`` of napari's ``MultiScaleData`` gives the *coarsest* level, so every
-    consumer of a layer's pixels goes through this first.
-    """
-    if isinstance(data, (list, tuple)) or getattr(data, "shapes", None) is not None:
-        return data[0]
-    return data
 
 
 def _block_mean(a: np.ndarray) -> np.ndarray:
