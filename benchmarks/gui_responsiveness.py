@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tile", type=int, default=0, help="Tile box (0: auto)")
     ap.add_argument("--stop-method", default="restormer", help="restore method of the Stop run (default restormer)")
     ap.add_argument("--stop-after", type=float, default=3.0, help="seconds into a run before Stop (default 3)")
+    ap.add_argument("--rerun", action="store_true", help="restore a second time (its layers replace the first's)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds a run may take (default 900)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["restore", "detect", "coadd", "train"])
     args = ap.parse_args(argv)
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[str] = []
 
-    def run_and_add(job: str, panel, start) -> None:
-        """Run to completion: the run and add-layers phases."""
+    def run_and_add(job: str, panel, start, *, again: bool = False) -> None:
+        """Run to completion: the run and add-layers phases (``again``: a re-run replacing its layers)."""
         t0 = time.perf_counter()
         start()
         wait(lambda: not panel.busy, args.timeout)
@@ -121,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         t_ret = panel.returned_at or t_done
         wait(lambda: time.perf_counter() > t_done + 0.5)
         t_end = time.perf_counter()
-        rows.append(_row(job, "run", _ticks_between(ticks, t0, t_ret), t_ret - t0))
-        rows.append(_row(job, "add layers", _ticks_between(ticks, t_ret, t_end), t_done - t_ret))
+        tail = " (re-run)" if again else ""
+        rows.append(_row(job, "run" + tail, _ticks_between(ticks, t0, t_ret), t_ret - t0))
+        rows.append(_row(job, "add layers" + tail, _ticks_between(ticks, t_ret, t_end), t_done - t_ret))
         print(f"[{job}] {panel.last_status}", flush=True)
 
     def run_and_stop(job: str, panel, start, *, ready=lambda: True, run_row: bool = False) -> None:
@@ -170,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         job = f"restore {args.method} x{args.scale} {args.size}²"
         run_and_add(job, w.jobs, w.run)
         print(f"[restore] device line: {w.device_used.text()}", flush=True)
+        if args.rerun:
+            run_and_add(job, w.jobs, w.run, again=True)
         run_and_stop(job, w.jobs, w.run)
         if args.stop_method and args.stop_method != args.method:
             w.method.setCurrentText(args.stop_method)

@@ -97,6 +97,8 @@ def test_restore_bicubic_aligned_with_residual(make_napari_viewer, qtbot):
     w.run()
     wait_idle(qtbot, w.jobs)
     assert [ly.name for ly in viewer.layers].count("lr [bicubic]") == 1
+    # ... in place (napari's layer removal forces a garbage collection and a scene-graph rebuild)
+    assert viewer.layers["lr [bicubic]"] is out and viewer.layers["lr [bicubic] residual"] is res
 
 
 def test_large_result_added_as_a_multiscale_pyramid_without_being_selected(make_napari_viewer, qtbot):

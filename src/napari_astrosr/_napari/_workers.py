@@ -816,17 +816,43 @@ def _insert(viewer: Any, index: Optional[int], layer: Any, activate: bool) -> No
             layers._activate_on_insert = before
 
 
+def _update_in_place(old: Any, new: Any) -> bool:
+    """Give an existing Image layer the new one's data, geometry, limits, colormap and metadata.
+
+    Removing a layer from napari costs a forced garbage collection and a scene-graph rebuild
+    (0.3-0.5 s each on a loaded CPU, measured); a re-run's result therefore replaces the old
+    layer's content instead. Only between Image layers of the same kind (both multiscale or
+    both not, same dimensionality); returns False when it cannot.
+    """
+    from napari.layers import Image
+
+    if not (isinstance(old, Image) and isinstance(new, Image)):
+        return False
+    if old.multiscale != new.multiscale or old.ndim != new.ndim or old.rgb != new.rgb:
+        return False
+    old.data = new.data
+    old.scale, old.translate = new.scale, new.translate
+    old.contrast_limits_range = new.contrast_limits_range
+    old.contrast_limits = new.contrast_limits
+    old.colormap = new.colormap
+    old.metadata = dict(new.metadata)
+    return True
+
+
 def put_layer(viewer: Any, layer: Any, *, source_id: Any, activate: bool = True) -> Any:
     """Add a result layer, replacing the same-named one computed from the same source.
 
     Re-running a widget on the same input then replaces its previous result (at the
     same place in the layer list) instead of piling up ``name [1]``, ``name [2]``...
     A same-named layer from another source is left alone (napari de-duplicates the
-    new name). ``activate=False`` adds it without selecting it.
+    new name). ``activate=False`` adds it without selecting it. An Image layer replaced
+    keeps its identity (:func:`_update_in_place`): the returned layer is then the old one.
     """
     layer.metadata["astrosr_source"] = source_id
     for i, old in enumerate(list(viewer.layers)):
         if old.name == layer.name and type(old) is type(layer) and old.metadata.get("astrosr_source") == source_id:
+            if _update_in_place(old, layer):
+                return old
             viewer.layers.remove(old)
             _insert(viewer, i, layer, activate)
             return layer
@@ -844,6 +870,8 @@ def put_residual(viewer: Any, layer: Any, *, prediction: str, reference: str, ac
     layer.metadata["astrosr_residual_pair"] = key
     for i, old in enumerate(list(viewer.layers)):
         if old.metadata.get("astrosr_residual_pair") == key:
+            if old.name == layer.name and _update_in_place(old, layer):
+                return old
             viewer.layers.remove(old)
             _insert(viewer, i, layer, activate)
             return layer
