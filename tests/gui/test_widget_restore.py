@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS  # noqa: E402
 
+from napari_astrosr._napari._workers import layer_array  # noqa: E402
 from napari_astrosr._napari.widgets.restore import CHECKPOINT_ITEM  # noqa: E402
 
 from widget_helpers import Notes, restore_widget, star_image, wait_idle  # noqa: E402
@@ -96,6 +97,42 @@ def test_restore_bicubic_aligned_with_residual(make_napari_viewer, qtbot):
     w.run()
     wait_idle(qtbot, w.jobs)
     assert [ly.name for ly in viewer.layers].count("lr [bicubic]") == 1
+    # ... in place (napari's layer removal forces a garbage collection and a scene-graph rebuild)
+    assert viewer.layers["lr [bicubic]"] is out and viewer.layers["lr [bicubic] residual"] is res
+
+
+def test_large_result_added_as_a_multiscale_pyramid_without_being_selected(make_napari_viewer, qtbot):
+    """Issue 23: a result larger than 1024 px arrives as a pyramid built in the worker (napari
+    then uploads only what the canvas shows); its level 0 is the restored image itself, which
+    is what the next job reads; the user's selected layer stays selected."""
+    viewer = make_napari_viewer()
+    img = star_image((520, 600), n=60, seed=3)
+    src = viewer.add_image(img, name="lr")
+    w = restore_widget(viewer, qtbot)
+    w.method.setCurrentText("bicubic")
+    w.scale.setValue(2)
+    w.run()
+    wait_idle(qtbot, w.jobs, timeout=60_000)
+    out, res = viewer.layers["lr [bicubic]"], viewer.layers["lr [bicubic] residual"]
+    assert out.multiscale and [tuple(s) for s in out.data.shapes] == [(1040, 1200), (520, 600)]
+    assert not res.multiscale and res.data.shape == img.shape  # 600 px: a plain image
+    assert viewer.layers.selection.active is src
+    full = layer_array(out)
+    assert full.shape == (1040, 1200) and full.sum() == pytest.approx(img.sum(), rel=1e-5)
+    assert out.contrast_limits[0] < out.contrast_limits[1]
+    # the pyramid is an input like any image, read at its full resolution
+    from napari_astrosr._napari.widgets.detect import DetectWidget
+
+    d = DetectWidget(viewer)
+    qtbot.addWidget(d)
+    d.input.set_value(out)
+    d.show_fluxmap.setChecked(False)
+    d.run()
+    wait_idle(qtbot, d.jobs, timeout=60_000)
+    pts = viewer.layers["lr [bicubic] [sources]"].data
+    assert not d.jobs.last_error and len(pts) > 20
+    # world coordinates of the x2 grid: inside the input's extent, not the coarse level's
+    assert pts.max(axis=0)[0] > 400 and pts.min() > -1
 
 
 def test_restore_errors_are_notified(make_napari_viewer, qtbot):

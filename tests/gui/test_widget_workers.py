@@ -144,3 +144,64 @@ def test_deleting_the_panel_stops_its_job(qtbot):
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
     qtbot.waitUntil(lambda: bool(done), timeout=10_000)
     assert seen[0].is_set()
+
+
+def test_stop_returns_to_idle_while_an_uninterruptible_step_ends_in_the_background(qtbot):
+    """Issue 23: Stop leaves the widget usable within a second even when the job is inside a
+    step it cannot leave; that step ends in the background, its result dropped (or handed to
+    ``on_late_result``), and a second job runs meanwhile."""
+    from napari_astrosr._napari._workers import STOP_GRACE_S
+
+    panel = JobPanel(interval=0.0)
+    qtbot.addWidget(panel)
+    notes = Notes()
+    results, late = [], []
+
+    def stuck(stop):
+        yield Progress(1, 2, "one long step")
+        time.sleep(2.5)  # e.g. a projection: no stop check inside
+        return "late"
+
+    worker = panel.start(stuck, on_result=lambda r, t: results.append(r), on_late_result=lambda r, t: late.append(r))
+    qtbot.waitUntil(lambda: panel.bar.maximum() == 2, timeout=5000)
+    t0 = time.perf_counter()
+    panel.stop()
+    wait_idle(qtbot, panel, timeout=5000)
+    idle_after = time.perf_counter() - t0
+    assert STOP_GRACE_S <= idle_after < 1.5
+    assert worker.is_running and panel.background == [worker]
+    assert "stopped" in panel.last_status and "background" in panel.last_status
+    # a second job starts and finishes while the first one's step is still running
+    panel.start(lambda stop: counting_job(3, stop=stop), on_result=lambda r, t: results.append(r), label="second")
+    wait_idle(qtbot, panel)
+    assert results == [("full", 3)]
+    qtbot.waitUntil(lambda: not panel.background, timeout=10_000)
+    assert late == ["late"] and results == [("full", 3)] and not notes.errors()
+
+
+def test_display_pyramid_and_full_resolution(make_napari_viewer, tmp_path):
+    """Large results are shown as a multiscale pyramid; every consumer reads level 0, never the
+    coarsest level that ``np.asarray`` of napari's multiscale data gives."""
+    from napari_astrosr._napari._workers import display_pyramid, full_resolution
+
+    small = np.ones((64, 64), np.float32)
+    assert display_pyramid(small) is small
+    big = np.arange(2050 * 1030, dtype=np.float32).reshape(2050, 1030)
+    big[0, 0] = np.nan
+    levels = display_pyramid(big, max_side=1024)
+    assert [lv.shape for lv in levels] == [(2050, 1030), (1025, 515), (512, 257)]
+    assert levels[0] is big
+    # 2x2 means, NaN ignored
+    assert np.isclose(levels[1][0, 1], big[:2, 2:4].mean()) and np.isclose(levels[1][0, 0], np.nanmean(big[:2, :2]))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(levels, multiscale=True, contrast_limits=(0, 1))
+    assert np.asarray(layer.data).shape == (512, 257)  # napari's behaviour: the coarsest level
+    assert full_resolution(layer.data) is big
+    np.testing.assert_array_equal(layer_array(layer), big)
+    # File > Save writes the full resolution too
+    from astropy.io import fits
+
+    from napari_astrosr._napari._writer import write_image
+
+    (path,) = write_image(str(tmp_path / "big.fits"), layer.data, {"name": "big", "metadata": {}})
+    np.testing.assert_array_equal(fits.getdata(path), big)

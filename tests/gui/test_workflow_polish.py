@@ -249,6 +249,32 @@ def test_progress_shows_an_estimate_from_the_first_step(qtbot):
     assert lefts and 1 <= lefts[0] <= 3
 
 
+def test_estimate_at_the_first_step_of_a_job_reporting_after_it(qtbot):
+    """A job whose first report already counts a finished step ("tile 1/8" after its setup and
+    first tile) gets an estimate at once, from its start, instead of waiting for a second step."""
+    import re
+    import time
+
+    from napari_astrosr._napari._workers import JobPanel
+    from napari_astrosr.progress import Progress
+
+    panel = JobPanel(interval=0.0)
+    qtbot.addWidget(panel)
+    seen: list[str] = []
+
+    def job(stop):
+        for i in range(1, 5):
+            time.sleep(0.4)
+            yield Progress(i, 8, f"tile {i}/8")
+        return "ok"
+
+    panel.start(job, on_result=lambda r, t: None, on_progress=lambda e, t: seen.append(panel.last_status), label="Job")
+    qtbot.waitUntil(lambda: not panel.busy, timeout=20_000)
+    m = re.search(r"about (\d+) s left", seen[0])
+    # 0.4 s for the first step: 7 steps left, about 3 s
+    assert m and 2 <= float(m.group(1)) <= 6, seen[0]
+
+
 def test_method_descriptions_and_readout_in_widget_words(make_napari_viewer, qtbot):
     from napari_astrosr._napari.widgets.display import install_wcs_status
 

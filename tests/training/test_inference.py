@@ -149,3 +149,33 @@ def test_devices_and_precision():
     assert autocast_context("cpu", "bf16")[1] == "fp32"  # CPU path stays fp32
     assert autocast_context("cuda", "fp16")[1] == "fp16"  # GPU path exists (context not entered here)
     assert autocast_context("mps", "auto")[1] == "fp16"
+
+
+class _StopAfter:
+    """A stop flag that turns on at its ``n``-th check (so a test can stop *inside* a tile)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+
+    def is_set(self) -> bool:
+        self.calls += 1
+        return self.calls >= self.n
+
+
+def test_stop_inside_a_tile_for_an_eager_network(rng):
+    """Restormer (attention: run eagerly, tiles of seconds on a CPU) stops between its blocks,
+    before its first tile is done; the hooks are removed afterwards."""
+    from napari_astrosr.training.inference import stop_hooks
+
+    net = build_model("restormer", preset="tiny", scale=1)
+    x = _image(rng, (64, 64))
+    flag = _StopAfter(3)  # 1: the check before the first tile; 2, 3: the first two blocks of that tile
+    with pytest.raises(StoppedError, match="inside a tile"):
+        next(infer_job(net, x, tile=64, stop=flag))
+    assert flag.calls == 3  # stopped at the second block, not at the end of the tile
+    assert not any(m._forward_pre_hooks for m in net.modules())
+    # without a stop request the hooks change nothing
+    plain = infer(net, x, tile=64)[0]
+    with stop_hooks(net, StopFlag()):
+        hooked = net(torch.from_numpy(x)[None, None])
+    assert hooked.shape == (1, 1, 64, 64) and np.isfinite(plain).all()

@@ -20,6 +20,17 @@ from ..core.display import zscale_limits
 from ..core.fits_io import FitsImage
 
 
+def full_resolution(data: Any) -> Any:
+    """Level 0 of multiscale layer data (the data itself otherwise).
+
+    ``np.asarray`` of napari's ``MultiScaleData`` gives the *coarsest* level, so every
+    consumer of a layer's pixels (job inputs, File > Save) goes through this first.
+    """
+    if isinstance(data, (list, tuple)) or getattr(data, "shapes", None) is not None:
+        return data[0]
+    return data
+
+
 def image_layer_tuple(img: FitsImage, *, name: Optional[str] = None) -> tuple[np.ndarray, dict, str]:
     """A napari LayerDataTuple for an image read from FITS.
 
@@ -51,6 +62,7 @@ def result_layer_kwargs(
     name: str,
     wcs: Any = None,
     header: Any = None,
+    contrast_limits: Optional[tuple[float, float]] = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``viewer.add_image(result_data, **kw)`` overlaying ``source_layer``.
 
@@ -69,6 +81,8 @@ def result_layer_kwargs(
         The result's WCS and header. Default header: the source layer's. Default WCS: the
         source's when ``scale_factor == 1``, else None (a resampled grid needs its own WCS,
         e.g. ``core.resample.scale_wcs``).
+    contrast_limits
+        Limits computed beforehand (in a worker); default: zscale of ``result_data``.
 
     Returns
     -------
@@ -95,7 +109,7 @@ def result_layer_kwargs(
     new_scale, new_translate = scale.copy(), translate.copy()
     new_scale[-2:] = scale[-2:] / f
     new_translate[-2:] = translate[-2:] - scale[-2:] * (1.0 - 1.0 / f) / 2.0
-    lo, hi = zscale_limits(result_data)
+    lo, hi = zscale_limits(result_data) if contrast_limits is None else contrast_limits
     metadata = {
         "header": header if header is not None else src_meta.get("header"),
         "wcs": wcs if wcs is not None else (src_meta.get("wcs") if f == 1 else None),
@@ -130,18 +144,24 @@ def overlay_colormap() -> Any:
     )
 
 
-def overlay_layer_kwargs(data: np.ndarray) -> dict[str, Any]:
-    """Colormap, blending and contrast limits for a non-negative map drawn over an image
-    (flux map): zero transparent, limits (0, 99.5th percentile of the positive values).
-    """
-    a = np.asarray(data, dtype=float)
+def overlay_limits(data: np.ndarray) -> tuple[float, float]:
+    """(0, 99.5th percentile of the positive values) of a non-negative map; (0, 1) if none."""
+    a = np.asarray(data)
     pos = a[np.isfinite(a) & (a > 0)]
     hi = float(np.percentile(pos, 99.5)) if pos.size else 1.0
+    return (0.0, hi if hi > 0 else 1.0)
+
+
+def overlay_layer_kwargs(data: np.ndarray, *, limits: Optional[tuple[float, float]] = None) -> dict[str, Any]:
+    """Colormap, blending and contrast limits for a non-negative map drawn over an image
+    (flux map): zero transparent, limits :func:`overlay_limits` (or ``limits``, computed
+    beforehand in a worker).
+    """
     return {
         "colormap": overlay_colormap(),
         "blending": "translucent",
         "opacity": 1.0,
-        "contrast_limits": (0.0, hi if hi > 0 else 1.0),
+        "contrast_limits": overlay_limits(data) if limits is None else tuple(limits),
         "gamma": 0.5,
         "interpolation2d": "linear",
     }

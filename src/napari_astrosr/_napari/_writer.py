@@ -17,6 +17,7 @@ import numpy as np
 
 from ..core.fits_io import write_fits
 from ..exceptions import AstroSRError
+from ._layers import full_resolution
 
 
 def _sources(metadata: dict) -> list[str]:
@@ -27,9 +28,9 @@ def _sources(metadata: dict) -> list[str]:
 def write_image(path: str, data: Any, meta: dict) -> list[str]:
     """Write one image layer as FITS; returns the written path, or [] after a notification."""
     metadata = dict(meta.get("metadata") or {})
-    if isinstance(data, (list, tuple)):  # multiscale: write the full-resolution level
-        data = data[0]
-    arr = np.asarray(data)
+    # multiscale (a list, or napari's MultiScaleData, whose np.asarray is the coarsest level):
+    # write the full-resolution level
+    arr = np.asarray(full_resolution(data))
     if arr.dtype.kind not in "fiub":
         return _fail(f"{path}: layer {meta.get('name')!r} has {arr.dtype} data; only numeric images can be written.")
     if arr.dtype.kind == "b":

@@ -3,7 +3,9 @@
 :func:`infer_job` runs a network over a 2-D image in overlapping tiles and blends them
 with raised-cosine (Hann) ramps, so memory is bounded by the tile size whatever the
 image size; per-tile progress events; a stop request ends the run between tiles
-(:class:`~napari_astrosr.exceptions.StoppedError`).
+(:class:`~napari_astrosr.exceptions.StoppedError`) and, for networks run eagerly (attention,
+U-Nets: tiles of seconds on a CPU), inside a tile too, between the network's blocks
+(:func:`stop_hooks`).
 
 Normalisation (the checkpoint sidecar's ``normalization``) uses statistics of the
 *whole* image (finite pixels), not of each tile, so tiles are normalised identically and
@@ -369,6 +371,36 @@ def validate_image(data: Any, *, what: str = "image") -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+@contextlib.contextmanager
+def stop_hooks(model, stop, *, message: str = "restoration stopped inside a tile."):
+    """Make a running forward pass honour ``stop``: within the ``with`` block, a forward
+    pre-hook on each of ``model``'s blocks (every submodule that has submodules of its own)
+    raises :class:`~napari_astrosr.exceptions.StoppedError` once ``stop.is_set()``.
+
+    A network whose single tile takes seconds (Restormer on a CPU) then stops within one
+    block instead of at the end of its tile. The hooks are removed on exit; nothing is
+    registered for ``stop=NEVER``. Not for TorchScript graphs (hooks do not run there).
+    """
+    if stop is NEVER or not hasattr(stop, "is_set"):
+        yield
+        return
+
+    def _hook(_module, _args):
+        if stop.is_set():
+            raise StoppedError(message)
+
+    handles = [
+        m.register_forward_pre_hook(_hook)
+        for m in model.modules()
+        if m is not model and next(m.children(), None) is not None
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def infer_job(
     model,
     data: np.ndarray,
@@ -412,7 +444,8 @@ def infer_job(
     threads
         ``torch.set_num_threads`` for this run on CPU (restored afterwards).
     stop
-        ``is_set()`` checked before each tile; raises :class:`StoppedError`.
+        ``is_set()`` checked before each tile and, for a network run eagerly, before each of
+        its blocks (:func:`stop_hooks`); raises :class:`StoppedError`.
 
     Returns
     -------
@@ -513,7 +546,8 @@ def infer_job(
                 if fast is not None and "graph" not in fast:
                     fast["graph"] = _freeze(model, args)
                 net = fast["graph"] if fast is not None and fast["graph"] is not None else model
-                with torch.inference_mode(), amp:
+                hooks = stop_hooks(model, stop) if net is model else contextlib.nullcontext()
+                with torch.inference_mode(), amp, hooks:
                     yt = net(*args)
                 yt = yt.float().cpu().numpy()[0, 0]
                 if yt.shape != (th * s, tw * s):

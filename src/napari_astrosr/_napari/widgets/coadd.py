@@ -325,13 +325,21 @@ class CoaddWidget(QWidget):
                 header=tag.metadata.get("header"),
                 stop=stop,
             )
-            return (yield from coadd_job(stack, options=opts, stop=stop))
+            res = yield from coadd_job(stack, options=opts, stop=stop)
+            return res, _display_limits(np.asarray(res.data, dtype=np.float32))  # limits off the GUI thread
 
         self._method = method
         self.previews = 0
         self._superres = opts.superres if method == "dip" else 1
         return self.jobs.start(
-            job, on_result=self._on_result, on_progress=self._on_progress, tag=tag, label=f"Coadd [{method}]"
+            job,
+            on_result=self._on_result,
+            on_progress=self._on_progress,
+            # a DIP fit that ended after the panel went idle on Stop still delivers its latent,
+            # unless another coadd has started meanwhile
+            on_late_result=lambda out, t: None if self.jobs.busy else self._on_result(out, t),
+            tag=tag,
+            label=f"Coadd [{method}]",
         )
 
     def _geometry(self, tag: SourceTag, factor: int) -> tuple:
@@ -343,9 +351,12 @@ class CoaddWidget(QWidget):
     def _result_name(self, tag: SourceTag) -> str:
         return f"{tag.name} [coadd {self._method}]"
 
-    def _show_latent(self, data: np.ndarray, tag: SourceTag, meta: Optional[dict] = None) -> Image:
+    def _show_latent(
+        self, data: np.ndarray, tag: SourceTag, meta: Optional[dict] = None, *, limits: Any = "auto"
+    ) -> Image:
         data = np.asarray(data, dtype=np.float32)
-        limits = _display_limits(data)
+        if isinstance(limits, str):
+            limits = _display_limits(data)
         layer = self.latent_layer
         if layer is not None and layer in self.viewer.layers:
             # follow the latent's range while it evolves, unless the user changed the limits
@@ -376,14 +387,15 @@ class CoaddWidget(QWidget):
             self.previews += 1
             self._show_latent(event.preview, tag)
 
-    def _on_result(self, res: Any, tag: Optional[SourceTag]) -> None:
+    def _on_result(self, out: Any, tag: Optional[SourceTag]) -> None:
         assert tag is not None
+        res, limits = out if isinstance(out, tuple) else (out, "auto")
         meta = {
             "header": res.header,
             "wcs": res.wcs,
             "astrosr": {"method": self._method, "metrics": res.metrics, "params": getattr(res, "params", {})},
         }
-        layer = self._show_latent(res.data, tag, meta)
+        layer = self._show_latent(res.data, tag, meta, limits=limits)
         if res.uncertainty is not None:
             scale, translate = self._geometry(tag, self._superres)
             unc = Image(
@@ -395,7 +407,7 @@ class CoaddWidget(QWidget):
                 visible=False,
                 metadata={"wcs": res.wcs},
             )
-            put_layer(self.viewer, unc, source_id=tag.layer_id)
+            put_layer(self.viewer, unc, source_id=tag.layer_id, activate=False)
         from ...coadd_job import report_lines
 
         self.summary.setText("\n".join([f"{layer.name}:"] + report_lines(res)))

@@ -11,7 +11,9 @@ Runs :func:`napari_astrosr.core.detection.detect_sources` (and, on request,
 - ``<input> [flux map]``: the flux-map Gaussians FISR uses as flux guidance (sums to
   the total |flux| of the catalog).
 
-All layers share the input's world coordinates. The catalog can be exported as
+All layers share the input's world coordinates; their data (positions, features, marker
+sizes, ellipse corners, the flux map's limits) are built in the worker, the main thread
+only adds the layers, without selecting them. The catalog can be exported as
 ECSV / FITS / CSV (:func:`core.catalogs.write_table`) or DS9 regions
 (:func:`core.catalogs.write_regions`).
 """
@@ -39,12 +41,13 @@ from qtpy.QtWidgets import (
 
 from ...exceptions import AstroSRError
 from ...progress import Progress
-from .._layers import overlay_layer_kwargs, sources_to_points
+from .._layers import overlay_layer_kwargs, overlay_limits, sources_to_points
 from .._workers import (
     ROLE,
     JobPanel,
     LayerCombo,
     SourceTag,
+    display_pyramid,
     find_layer,
     is_input_image,
     layer_array,
@@ -89,6 +92,55 @@ def ellipse_corners(table: Any, *, k: float = ELLIPSE_K) -> np.ndarray:
     xs = x[:, None] + A[:, None] * c[:, None] * u - B[:, None] * s[:, None] * v
     ys = y[:, None] + A[:, None] * s[:, None] * u + B[:, None] * c[:, None] * v
     return np.stack([ys, xs], axis=-1)
+
+
+def _ellipse_layer(corners: np.ndarray, *, name: str, width: float) -> Shapes:
+    return Shapes(
+        list(corners),
+        shape_type="ellipse",
+        name=f"{name} [ellipses]",
+        edge_color="yellow",
+        face_color="transparent",
+        edge_width=width,
+        metadata={"source_layer": name},
+    )
+
+
+def prepare_layers(
+    table: Any,
+    fmap: Optional[np.ndarray],
+    *,
+    scale: tuple[float, ...],
+    translate: tuple[float, ...],
+    ellipses: bool = True,
+    name: str = "image",
+) -> dict:
+    """The layer data of a catalog over an image of world ``scale``/``translate`` (worker side).
+
+    ``points``: (y, x) world positions, ``features`` (one row per source), ``size`` (marker
+    sizes); ``corners``: the ellipses' (N, 4, 2) world corners, or None when not drawn
+    (``ellipses`` False or more than :data:`MAX_ELLIPSES` sources) and ``shapes``, the
+    ``<name> [ellipses]`` Shapes layer of them; ``fmap`` (the flux map or its display
+    pyramid) and ``fmap_limits``.
+    """
+    sy, sx = (float(v) for v in scale[-2:])
+    ty, tx = (float(v) for v in translate[-2:])
+    n = len(table)
+    out: dict[str, Any] = {"n": n, "corners": None, "shapes": None, "fmap_limits": None}
+    if n:
+        out["points"], out["features"] = sources_to_points(table, scale=(sy, sx), translate=(ty, tx))
+        # small centroid markers: the ellipses show the extents
+        out["size"] = np.clip(2 * np.asarray(table["a"], dtype=float), 4, 12) * abs(sx)
+        if ellipses and n <= MAX_ELLIPSES:
+            out["corners"] = ellipse_corners(table) * np.array([sy, sx]) + np.array([ty, tx])
+            # the Shapes layer itself: its constructor triangulates every ellipse (seconds for a
+            # few hundred on a loaded CPU), so it is built here, not in the GUI thread; a layer
+            # not yet in a viewer has no Qt or vispy side
+            out["shapes"] = _ellipse_layer(out["corners"], name=name, width=0.5 * abs(sx))
+    if fmap is not None:
+        out["fmap_limits"] = overlay_limits(fmap)
+        out["fmap"] = display_pyramid(fmap)  # a multiscale pyramid above 1024 px
+    return out
 
 
 class DetectWidget(QWidget):
@@ -198,6 +250,7 @@ class DetectWidget(QWidget):
         tag = tag_layer(layer)
         opts = self.options()
         want_map = self.show_fluxmap.isChecked()
+        want_ellipses = self.show_ellipses.isChecked()
         kernel = self.kernel.currentText()
         wcs = tag.metadata.get("wcs")
 
@@ -212,22 +265,36 @@ class DetectWidget(QWidget):
 
                 yield Progress(1, 2, f"drawing the flux map of {len(table)} sources")
                 fmap = flux_map(data.shape, table, kernel=kernel) if len(table) else np.zeros(data.shape, np.float32)
-            return table, fmap
+                fmap = np.asarray(fmap, dtype=np.float32)
+            yield Progress(2, 2, f"preparing the layers of {len(table)} sources")
+            prepared = prepare_layers(
+                table, fmap, scale=tag.scale, translate=tag.translate, ellipses=want_ellipses, name=tag.name
+            )
+            return table, fmap, prepared
 
         return self.jobs.start(job, on_result=self._on_result, tag=tag, label="Detect")
 
     def _on_result(self, out: tuple, tag: Optional[SourceTag]) -> None:
-        table, fmap = out
+        table, fmap = out[:2]
         assert tag is not None
-        self.add_result_layers(table, fmap, tag)
+        self.add_result_layers(table, fmap, tag, prepared=out[2] if len(out) > 2 else None)
 
-    def add_result_layers(self, table: Any, fmap: Optional[np.ndarray], tag: SourceTag) -> list:
-        """Turn a catalog (+ flux map) into Points / Shapes / Image layers over the source."""
+    def add_result_layers(
+        self, table: Any, fmap: Optional[np.ndarray], tag: SourceTag, *, prepared: Optional[dict] = None
+    ) -> list:
+        """Turn a catalog (+ flux map) into Points / Shapes / Image layers over the source.
+
+        ``prepared`` is :func:`prepare_layers`'s output for the source's geometry when the job
+        started (computed in the worker); it is rebuilt here when missing or when the source
+        layer was moved since.
+        """
         src = find_layer(self.viewer, tag)
         scale = tuple(src.scale) if src is not None else tag.scale
         translate = tuple(src.translate) if src is not None else tag.translate
-        sy, sx = scale[-2:]
-        ty, tx = translate[-2:]
+        if prepared is None or (scale, translate) != (tuple(tag.scale), tuple(tag.translate)):
+            prepared = prepare_layers(
+                table, fmap, scale=scale, translate=translate, ellipses=self.show_ellipses.isChecked(), name=tag.name
+            )
         self.catalog, self.catalog_tag = table, tag
         n = len(table)
         layers = []
@@ -244,44 +311,32 @@ class DetectWidget(QWidget):
             self.export_button.setEnabled(True)
             return layers
 
-        pts, features = sources_to_points(table, scale=(sy, sx), translate=(ty, tx))
-        # small centroid markers: the ellipses show the extents
-        size = np.clip(2 * np.asarray(table["a"], dtype=float), 4, 12) * abs(sx) if n else 5.0
         points = Points(
-            pts,
+            prepared["points"],
             name=f"{tag.name} [sources]",
-            features=features,
-            size=size,
+            features=prepared["features"],
+            size=prepared["size"],
             face_color="transparent",
             border_color="lime",
             border_width=0.2,
             metadata={"catalog": table, "wcs": tag.metadata.get("wcs"), "source_layer": tag.name},
         )
-        layers.append(put_layer(self.viewer, points, source_id=tag.layer_id))
+        layers.append(put_layer(self.viewer, points, source_id=tag.layer_id, activate=False))
 
         note = ""
         if self.show_ellipses.isChecked() and n:
-            if n <= MAX_ELLIPSES:
-                corners = ellipse_corners(table)
-                corners = corners * np.array([sy, sx]) + np.array([ty, tx])
-                shapes = Shapes(
-                    list(corners),
-                    shape_type="ellipse",
-                    name=f"{tag.name} [ellipses]",
-                    edge_color="yellow",
-                    face_color="transparent",
-                    edge_width=0.5 * abs(sx),
-                    metadata={"source_layer": tag.name},
-                )
-                layers.append(put_layer(self.viewer, shapes, source_id=tag.layer_id))
-            else:
+            if prepared["shapes"] is not None:
+                shapes = prepared["shapes"]
+                layers.append(put_layer(self.viewer, shapes, source_id=tag.layer_id, activate=False))
+            elif n > MAX_ELLIPSES:
                 note = f"; ellipses skipped ({n} > {MAX_ELLIPSES} sources: Shapes would be slow)"
                 show_info(f"Detect: {n} sources — ellipses not drawn (limit {MAX_ELLIPSES}); the points show them all")
         if fmap is not None:
-            fmap = np.asarray(fmap, dtype=np.float32)
+            shown = prepared["fmap"]
             # translucent, transparent where the map is ~0: visible over a zscale grey image
             fm = Image(
-                fmap,
+                shown,
+                multiscale=isinstance(shown, list),
                 name=f"{tag.name} [flux map]",
                 scale=scale,
                 translate=translate,
@@ -292,9 +347,9 @@ class DetectWidget(QWidget):
                     "bunit": tag.metadata.get("bunit"),
                     ROLE: "flux map",
                 },
-                **overlay_layer_kwargs(fmap),
+                **overlay_layer_kwargs(fmap, limits=prepared["fmap_limits"]),
             )
-            layers.append(put_layer(self.viewer, fm, source_id=tag.layer_id))
+            layers.append(put_layer(self.viewer, fm, source_id=tag.layer_id, activate=False))
         self.summary.setText(
             f"{n} sources in '{tag.name}'" + (f" (background rms {rms:.4g})" if rms is not None else "") + note
         )

@@ -67,6 +67,7 @@ from .._workers import (
     JobPanel,
     LayerCombo,
     SourceTag,
+    display_pyramid,
     is_input_image,
     layer_array,
     notify_error,
@@ -266,27 +267,37 @@ class InspectWidget(MorphologyTool, InspectExports, QWidget):
             lim = float(np.percentile(np.abs(finite), 99.9)) if finite.size else 1.0
             lim = lim if lim > 0 else 1.0
             counts, edges = np.histogram(finite, bins=HIST_BINS, range=(-lim, lim))
-            return Comparison(
-                ref_c,
-                pred_c,
-                metrics,
-                res,
-                note,
-                ref_tag,
-                pred_tag,
-                grid_tag,
-                (counts, edges, int(finite.size - counts.sum())),
-            ), resid
+            return (
+                Comparison(
+                    ref_c,
+                    pred_c,
+                    metrics,
+                    res,
+                    note,
+                    ref_tag,
+                    pred_tag,
+                    grid_tag,
+                    (counts, edges, int(finite.size - counts.sum())),
+                ),
+                resid,
+                {"residual": display_pyramid(resid), "limits": symmetric_limits(resid)},
+            )  # off the GUI thread
 
         return self.jobs.start(job, on_result=self._on_result, tag=pred_tag, label="Inspect")
 
     def _on_result(self, out: tuple, _tag: Any) -> None:
-        comp, resid = out
+        comp, resid = out[:2]
         self.result = comp
-        self.show_comparison(comp, resid)
+        self.show_comparison(comp, resid, display=out[2] if len(out) > 2 else None)
 
-    def show_comparison(self, comp: Comparison, resid: np.ndarray) -> None:
-        """Metrics labels, residual and source layers, histogram, regions layer."""
+    def show_comparison(self, comp: Comparison, resid: np.ndarray, *, display: Optional[dict] = None) -> None:
+        """Metrics labels, residual and source layers, histogram, regions layer.
+
+        ``display``: the residual's display pyramid and symmetric limits, computed in the
+        worker (computed here when missing). The layers are added without being selected.
+        """
+        if display is None:
+            display = {"residual": display_pyramid(resid), "limits": symmetric_limits(resid)}
         m = comp.metrics
         fmt = {
             "psnr": lambda v: f"{v:.2f} dB (range {m.get('data_range', float('nan')):.4g})",
@@ -305,13 +316,15 @@ class InspectWidget(MorphologyTool, InspectExports, QWidget):
         g = comp.grid_tag
         scale, translate = g.scale[-2:], g.translate[-2:]
         source_id = (comp.ref_tag.layer_id, comp.pred_tag.layer_id)
+        shown = display["residual"]
         rl = Image(
-            resid,
+            shown,
+            multiscale=isinstance(shown, list),
             name=f"{comp.pred_tag.name} [residual]",
             scale=scale,
             translate=translate,
             colormap=RESIDUAL_CMAP,
-            contrast_limits=symmetric_limits(resid),
+            contrast_limits=display["limits"],
             metadata={
                 "wcs": g.metadata.get("wcs"),
                 "bunit": g.metadata.get("bunit"),
@@ -320,7 +333,7 @@ class InspectWidget(MorphologyTool, InspectExports, QWidget):
         )
         rl.metadata["astrosr_source"] = source_id
         # one residual per pair: replaces Restore's "output - input" of the same two layers
-        put_residual(self.viewer, rl, prediction=comp.pred_tag.name, reference=comp.ref_tag.name)
+        put_residual(self.viewer, rl, prediction=comp.pred_tag.name, reference=comp.ref_tag.name, activate=False)
 
         tab = comp.residuals
         pts, features = sources_to_points(tab, scale=scale, translate=translate)
@@ -341,7 +354,7 @@ class InspectWidget(MorphologyTool, InspectExports, QWidget):
             size=6 * abs(scale[-1]),
             metadata={"catalog": tab, "rel_delta_limits": (-lim, lim), "wcs": g.metadata.get("wcs")},
         )
-        put_layer(self.viewer, pl, source_id=source_id)
+        put_layer(self.viewer, pl, source_id=source_id, activate=False)
         self._draw_hist(comp)
         self._ensure_regions_layer(comp)
         for b in (self.export_res, self.export_reg):

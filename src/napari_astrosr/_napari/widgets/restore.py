@@ -12,6 +12,10 @@ calls :func:`napari_astrosr.restoration.restore_job` in a thread worker and turn
   output minus the input, on the input grid, with a diverging colormap centred on
   zero. For a flux-conserving method it is zero up to rounding; for flux-exact
   restoration it shows what the forward model does not reproduce.
+
+Everything displaying them needs (residual, zscale and symmetric limits, the multiscale
+pyramid of an image larger than 1024 px) is computed in the worker; the main thread only
+adds the ready layers, without selecting them.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...exceptions import AstroSRError
+from ...progress import Progress
 from ...restore_options import METHODS, describe_choices, options_from_kwargs
 from .._layers import result_layer_kwargs
 from .._workers import (
@@ -43,6 +48,7 @@ from .._workers import (
     LayerCombo,
     SourceTag,
     checkpoint_registry,
+    display_pyramid,
     find_layer,
     is_input_image,
     layer_array,
@@ -78,6 +84,20 @@ def symmetric_limits(data: np.ndarray, *, percentile: float = 99.5) -> tuple[flo
     if not m > 0:
         m = float(a.max()) if a.size and a.max() > 0 else 1.0
     return (-m, m)
+
+
+def prepare_display(data: np.ndarray, residual: Optional[np.ndarray] = None) -> dict:
+    """What showing a result needs, computed off the GUI thread: ``data`` (the array, or its
+    multiscale pyramid when larger than 1024 px), ``limits`` (zscale), and for a residual
+    ``residual`` (likewise) and ``residual_limits`` (symmetric about zero).
+    """
+    from ...core.display import zscale_limits
+
+    out = {"data": display_pyramid(data), "limits": zscale_limits(np.asarray(data))}
+    if residual is not None:
+        out["residual"] = display_pyramid(residual)
+        out["residual_limits"] = symmetric_limits(residual)
+    return out
 
 
 class _GeometryProxy:
@@ -397,13 +417,15 @@ class RestoreWidget(QWidget):
             from ...restoration import restore_job
 
             res = yield from restore_job(data, wcs=wcs, header=header, stop=stop, **opts)
+            yield Progress(0, None, "preparing the display")
             residual = None
             if want_residual:
                 from ...core.grids import consistency_residual
 
-                residual = consistency_residual(res.data, data, scale=int(res.scale))
+                residual = consistency_residual(res.data, data, scale=int(res.scale)).astype(np.float32)
             # NaN input: say how much of the output is NaN (a network's receptive field grows the holes)
-            return res, residual, (nan_note(data, np.asarray(res.data)) if has_nan else "")
+            note = nan_note(data, np.asarray(res.data)) if has_nan else ""
+            return res, residual, note, prepare_display(res.data, residual)
 
         self.device_used.setText("")
         self.choices_used.setText("")
@@ -414,6 +436,7 @@ class RestoreWidget(QWidget):
     def _on_result(self, out: tuple, tag: Optional[SourceTag]) -> None:
         res, residual = out[:2]
         note = out[2] if len(out) > 2 else ""
+        display = out[3] if len(out) > 3 else None
         assert tag is not None
         tiles = (getattr(res, "params", None) or {}).get("tiles")
         tile = (getattr(res, "params", None) or {}).get("tile")
@@ -425,13 +448,21 @@ class RestoreWidget(QWidget):
         # the Tile box tells what "auto" did
         self.tile.setSpecialValueText(f"auto (last run: {tiles} tile{plural})" if tiles else "auto")
         self.choices_used.setText(describe_choices(res.params))
-        self.add_result_layers(res, residual, tag)
+        self.add_result_layers(res, residual, tag, display=display)
         self.nan_report = note
         if note:
             show_warning(f"Restore: {note}")
 
-    def add_result_layers(self, res: Any, residual: Optional[np.ndarray], tag: SourceTag) -> list:
-        """Turn a RestoreResult (+ residual) into layers aligned over the source image."""
+    def add_result_layers(
+        self, res: Any, residual: Optional[np.ndarray], tag: SourceTag, *, display: Optional[dict] = None
+    ) -> list:
+        """Turn a RestoreResult (+ residual) into layers aligned over the source image.
+
+        ``display`` is :func:`prepare_display`'s output, computed in the worker; without it
+        it is computed here (on the calling thread).
+        """
+        if display is None:
+            display = prepare_display(res.data, residual)
         src = find_layer(self.viewer, tag)
         # the source may have been moved or deleted since the job started: use its
         # current geometry when it is still there, the snapshot otherwise
@@ -446,6 +477,7 @@ class RestoreWidget(QWidget):
             name=name,
             wcs=res.wcs,
             header=res.header,
+            contrast_limits=display["limits"],
         )
         kwargs.pop("name")
         kwargs["metadata"]["astrosr"] = {
@@ -456,15 +488,19 @@ class RestoreWidget(QWidget):
             "timings": dict(getattr(res, "timings", {}) or {}),
             "source": tag.name,
         }
-        layers = [put_layer(self.viewer, Image(np.asarray(res.data), name=name, **kwargs), source_id=tag.layer_id)]
+        shown = display["data"]
+        out = Image(shown, multiscale=isinstance(shown, list), name=name, **kwargs)
+        layers = [put_layer(self.viewer, out, source_id=tag.layer_id, activate=False)]
         if residual is not None:
+            shown = display["residual"]
             resid = Image(
-                residual.astype(np.float32),
+                shown,
+                multiscale=isinstance(shown, list),
                 name=f"{name} residual",
                 scale=scale,
                 translate=translate,
                 colormap=RESIDUAL_CMAP,
-                contrast_limits=symmetric_limits(residual),
+                contrast_limits=display["residual_limits"],
                 metadata={
                     "wcs": tag.metadata.get("wcs"),
                     "header": tag.metadata.get("header"),
@@ -473,5 +509,5 @@ class RestoreWidget(QWidget):
                 },
             )
             resid.metadata["astrosr_source"] = tag.layer_id
-            layers.append(put_residual(self.viewer, resid, prediction=name, reference=tag.name))
+            layers.append(put_residual(self.viewer, resid, prediction=name, reference=tag.name, activate=False))
         return layers

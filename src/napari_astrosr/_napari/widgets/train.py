@@ -5,9 +5,12 @@ edit its key values (network, preset, steps, batch size, learning rate, time bud
 device), the data folder (``data.root``) and the output folder, then Train. The run is
 :func:`napari_astrosr.training.loop.train_job` in a thread worker; the plot shows the
 training loss and the validation PSNR (with the flux-conserving bicubic baseline), the
-labels the latest validation metrics. Stop ends the run cleanly: the job saves a
-checkpoint at the current step. The checkpoint then appears in the Restore widget's
-method list.
+labels the latest validation metrics; the plot is redrawn at most every
+:data:`REDRAW_S` seconds (and never for more than a fifth of the GUI thread's time),
+however fast the steps come. Stop ends the run cleanly: the job
+saves a checkpoint at the current step (if that takes longer than the panel waits, the
+widget is usable at once and the checkpoint is listed when it is written). The
+checkpoint then appears in the Restore widget's method list.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ from ...progress import Progress
 from .._workers import JobPanel, checkpoint_registry, notify_error, scroll_body
 
 BROWSE_ITEM = "config file…"
+#: Least seconds between two redraws of the loss plot (a matplotlib draw runs on the GUI thread).
+REDRAW_S = 0.3
+#: ... and at least this many times the last draw's duration (the plot's share of the GUI thread <= 1/5).
+DRAW_SHARE = 5.0
+#: At most about this many points per plotted line (a long run is thinned to every k-th step).
+MAX_PLOTTED = 2000
 
 
 def example_configs() -> dict[str, Path]:
@@ -110,15 +119,32 @@ class TrainWidget(QWidget):
         self.metrics = QLabel("")
         self.metrics.setWordWrap(True)
 
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from qtpy.QtCore import QTimer
 
-        self.figure = Figure(figsize=(3.6, 2.6), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(200)
+        # The figure is drawn with Agg in a thread (a draw takes ~1 s of the GUI thread on a loaded
+        # CPU); the GUI thread only shows the finished picture in ``canvas`` (a QLabel). Fixed
+        # margins: a tight layout would lay the figure out on every draw.
+        self.figure = Figure(figsize=(3.6, 2.6), dpi=100)
+        FigureCanvasAgg(self.figure)
+        self.figure.subplots_adjust(left=0.17, right=0.83, bottom=0.17, top=0.96)
         self.ax = self.figure.add_subplot(111)
         self.ax_val = self.ax.twinx()
-        self._draw()
+        self.canvas = QLabel()
+        self.canvas.setMinimumHeight(200)
+        self._lines: dict[str, Any] = {}
+        self._last_draw = 0.0
+        self._draw_cost = 0.0
+        self._run_id = 0  # a new run clears the axes (in the drawing thread)
+        self._drawn_run = 0
+        self._render_worker: Any = None
+        self._render_pending = False
+        self.redraws = 0  # plot redraws during this widget's life (tests, benchmarks)
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.timeout.connect(self._draw)
+        self._show_picture(self._render({k: [] for k in self.history}, 0))
 
         form = QFormLayout()
         form.addRow("Config", self.config_choice)
@@ -254,7 +280,9 @@ class TrainWidget(QWidget):
         resume = self.resume.isChecked()
         for v in self.history.values():
             v.clear()
-        self._draw()
+        self._redraw_timer.stop()
+        self._run_id += 1
+        self.request_draw()
         self.metrics.setText("")
 
         def job(stop):
@@ -263,7 +291,11 @@ class TrainWidget(QWidget):
             return (yield from train_job(cfg, out_dir=out, resume=resume, stop=stop))
 
         return self.jobs.start(
-            job, on_result=self._on_result, on_progress=self._on_progress, label=f"Train [{cfg.model.name}]"
+            job,
+            on_result=self._on_result,
+            on_progress=self._on_progress,
+            on_late_result=self._on_result,  # a checkpoint saved after the panel went idle on Stop
+            label=f"Train [{cfg.model.name}]",
         )
 
     def _on_progress(self, event: Progress, _tag: Any) -> None:
@@ -278,35 +310,108 @@ class TrainWidget(QWidget):
         val = {k: v for k, v in vals.items() if k.startswith("val_") and isinstance(v, (int, float))}
         if val:
             self.metrics.setText(f"step {event.step}: " + ", ".join(f"{k[4:]} {v:.4g}" for k, v in val.items()))
-        self._draw()
+        self.request_draw()
+
+    def request_draw(self) -> None:
+        """Redraw the plot now, or once the redraw interval has passed (coalesced).
+
+        The interval is :data:`REDRAW_S`, or :data:`DRAW_SHARE` times the last draw's
+        duration when that is longer; one draw at a time.
+        """
+        import time
+
+        if self._render_worker is not None:
+            self._render_pending = True
+            return
+        interval = max(REDRAW_S, DRAW_SHARE * self._draw_cost)
+        wait = self._last_draw + interval - time.monotonic()
+        if wait <= 0:
+            self._redraw_timer.stop()
+            self._draw()
+        elif not self._redraw_timer.isActive():
+            self._redraw_timer.start(int(wait * 1000) + 1)
 
     def _draw(self) -> None:
-        h = self.history
-        self.ax.clear()
-        self.ax_val.clear()
+        """Draw a snapshot of the history in a thread; the picture is shown when ready."""
+        import time
+
+        from napari.qt.threading import create_worker
+
+        if self._render_worker is not None:
+            self._render_pending = True
+            return
+        snap = {k: list(v) for k, v in self.history.items()}
+        worker = create_worker(self._render, snap, self._run_id, _ignore_errors=True, _start_thread=False)
+        started = time.perf_counter()
+
+        def _done(picture: Any = None) -> None:
+            try:
+                if picture is not None:
+                    self._show_picture(picture)
+                self._draw_cost = time.perf_counter() - started
+            except RuntimeError:  # the widget was deleted meanwhile
+                return
+            self._last_draw = time.monotonic()
+            self._render_worker = None
+            if self._render_pending:
+                self._render_pending = False
+                self.request_draw()
+
+        worker.returned.connect(_done)
+        worker.errored.connect(lambda _exc: _done(None))
+        self._render_worker = worker
+        worker.start()
+
+    def _render(self, h: dict, run_id: int) -> np.ndarray:
+        """Update the lines to the history ``h`` and draw the figure (drawing thread); RGBA pixels."""
+        from scipy.signal import lfilter
+
+        lines = self._lines
+        if run_id != self._drawn_run or not lines and not h["loss"]:
+            self._drawn_run = run_id
+            lines.clear()
+            for ax in (self.ax, self.ax_val):
+                ax.clear()
+                ax.tick_params(labelsize=7)
+            self.ax.set_yscale("linear")
+            self.ax.set_xlabel("step", fontsize=8)
+            self.ax.set_ylabel("training loss", color="tab:blue", fontsize=8)
+            self.ax_val.set_ylabel("val PSNR (dB)", color="tab:red", fontsize=8)
         if h["loss"]:
-            loss = np.asarray(h["loss"], dtype=float)
-            self.ax.plot(h["step"], loss, color="tab:blue", lw=0.6, alpha=0.5)
-            # an exponential moving average: the raw per-batch loss is noisy
-            ema = np.empty_like(loss)
-            acc = loss[0]
-            for i, v in enumerate(loss):
-                acc = 0.9 * acc + 0.1 * v if i else v
-                ema[i] = acc
-            self.ax.plot(h["step"], ema, color="tab:blue", lw=1.5)
+            steps, loss = np.asarray(h["step"], dtype=float), np.asarray(h["loss"], dtype=float)
+            # an exponential moving average (0.9 of the previous, starting at the first value):
+            # the raw per-batch loss is noisy
+            ema = lfilter([0.1], [1.0, -0.9], loss, zi=[0.9 * loss[0]])[0]
+            k = max(1, len(loss) // MAX_PLOTTED)  # a long run: every k-th point is plenty for the screen
+            if "loss" not in lines:
+                (lines["loss"],) = self.ax.plot([], [], color="tab:blue", lw=0.6, alpha=0.5)
+                (lines["ema"],) = self.ax.plot([], [], color="tab:blue", lw=1.5)
+            lines["loss"].set_data(steps[::k], loss[::k])
+            lines["ema"].set_data(steps[::k], ema[::k])
             pos = loss[loss > 0]
-            if pos.size and pos.max() / pos.min() > 20:
+            if pos.size and pos.max() / pos.min() > 20 and self.ax.get_yscale() != "log":
                 self.ax.set_yscale("log")
+            self.ax.relim()
+            self.ax.autoscale_view()
         if h["val_psnr"]:
-            self.ax_val.plot(h["val_step"], h["val_psnr"], "o-", color="tab:red", ms=3, label="val PSNR")
-            self.ax_val.plot(h["val_step"], h["val_psnr_bicubic"], "--", color="tab:gray", lw=1, label="bicubic")
-            self.ax_val.legend(loc="lower left", fontsize=7, frameon=False)
-        for ax in (self.ax, self.ax_val):
-            ax.tick_params(labelsize=7)
-        self.ax.set_xlabel("step", fontsize=8)
-        self.ax.set_ylabel("training loss", color="tab:blue", fontsize=8)
-        self.ax_val.set_ylabel("val PSNR (dB)", color="tab:red", fontsize=8)
-        self.canvas.draw_idle()
+            if "val" not in lines:
+                (lines["val"],) = self.ax_val.plot([], [], "o-", color="tab:red", ms=3, label="val PSNR")
+                (lines["bicubic"],) = self.ax_val.plot([], [], "--", color="tab:gray", lw=1, label="bicubic")
+                self.ax_val.legend(loc="lower left", fontsize=7, frameon=False)
+            lines["val"].set_data(h["val_step"], h["val_psnr"])
+            lines["bicubic"].set_data(h["val_step"], h["val_psnr_bicubic"])
+            self.ax_val.relim()
+            self.ax_val.autoscale_view()
+        self.figure.canvas.draw()
+        self.redraws += 1
+        return np.array(self.figure.canvas.buffer_rgba())  # a copy: the next draw reuses the buffer
+
+    def _show_picture(self, rgba: np.ndarray) -> None:
+        from qtpy.QtGui import QImage, QPixmap
+
+        h, w = rgba.shape[:2]
+        image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
+        self.canvas.setPixmap(QPixmap.fromImage(image.copy()))
 
     def _on_result(self, path: Any, _tag: Any) -> None:
         self.checkpoint = Path(path)
