@@ -59,11 +59,8 @@ def test_default_scale_1_projection_keeps_photometry(field):
     default = restore(noisy, method="backprojection", scale=1, psf=PSF, device="cpu")
     assert default.params["projection"] == "noise-aware"
     assert "an exact projection would amplify it" in describe_choices(default.params)  # the CLI / widget line
-    exact = restore(noisy, method="backprojection", scale=1, psf=PSF, device="cpu", flux_noise="exact")
-    after, forced = _median_rel(truth, default.data), _median_rel(truth, exact.data)
-    # the default at least keeps the input's photometry; the exact deconvolution fits the noise
-    assert after <= before, (after, before)
-    assert forced > 1.5 * after, (forced, after)
+    after = _median_rel(truth, default.data)
+    assert after <= before, (after, before)  # the default at least keeps the input's photometry
     # total flux is the data's to within the noise
     n_sigma = 0.002 * float(np.percentile(noisy, 99.5) - np.median(noisy)) * np.sqrt(noisy.size)
     assert abs(float(default.data.sum()) - float(noisy.sum())) < 5 * n_sigma
