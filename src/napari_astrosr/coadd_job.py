@@ -64,7 +64,7 @@ class CoaddOptions:
     gate_sigma: float = 1.5
     lr: float = 5e-4
     chi2_stop: Optional[float] = None
-    holdout: float = 0.05
+    holdout: float = 0.1
     patience: int = 100
     noise_stop: bool = True
     noise_tol_max: float = 0.05

@@ -96,9 +96,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--holdout",
         type=float,
-        default=0.05,
+        default=0.1,
         help="DIP: fraction of each frame's pixels held out from the fit; stop when their chi2 per pixel is "
-        "within 2 sd of 1 (pooled and per frame) or stops improving (default 0.05; 0: off)",
+        "within 2 sd of 1 (pooled and per frame) or stops improving (default 0.1; 0: off)",
     )
     p.add_argument(
         "--noise-tol-max",
