@@ -201,6 +201,27 @@ def test_noise_rule_does_not_stop_at_the_start_with_signal():
     assert res.metrics["val_curve"][0][1] > 10 * d["target"][1]
 
 
+def test_cli_dip_json_says_why_it_stopped(tmp_path, capsys):
+    pytest.importorskip("torch")
+    import json
+
+    from napari_astrosr.cli import main
+
+    frames, psfs, truth, sig, xy, fl = sim_stack(n=3, shape=(48, 48), fwhms=(2.5, 3.0, 3.5), nstars=6, seed=2)
+    paths = []
+    for i, f in enumerate(frames):
+        fits.PrimaryHDU(f).writeto(tmp_path / f"f{i}.fits")
+        paths.append(str(tmp_path / f"f{i}.fits"))
+    args = ["coadd", *paths, "-o", str(tmp_path / "d.fits"), "--psf", "gaussian:1.2", "--no-subtract-background"]
+    args += ["--iterations", "20", "--device", "cpu", "--threads", "1", "--noise-tol-max", "0.07", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    d = out["stop_detail"]
+    assert d["reason"] == "budget" and d["step"] == 20 and len(d["val_chi2_frames"]) == 3
+    assert d["target"][0] < 1 < d["target"][1] and d["noise_ratio"] is not None
+    assert "0.07" in d["rule"]  # --noise-tol-max reached the job
+
+
 def test_stop_returns_within_one_second():
     pytest.importorskip("torch")
     frames, psfs, truth, sig, xy, fl = sim_stack(n=4, shape=(64, 64), fwhms=(2.5, 3.0, 3.5, 4.0), nstars=8, seed=3)

@@ -457,8 +457,11 @@ def dip_coadd_job(
                     tv = time.perf_counter()
                     with torch.no_grad():
                         mv = dec_eval(dec, ema_lat, ema_sky)
-                        per = (((mv - dt) * vt) ** 2).sum(dim=(1, 2)).double().cpu().numpy()
-                    v = float(per.sum()) / nval
+                        r2v = ((mv - dt) * vt) ** 2
+                        # (the pooled sum as before this rule, so the best step, and the image
+                        # when the rule does not fire, are the same to the bit)
+                        v = float(r2v.sum()) / nval
+                        per = r2v.sum(dim=(1, 2)).double().cpu().numpy()
                     val_frames = np.where(n_hold > 0, per / np.maximum(n_hold, 1.0), np.nan)
                     val_hist.append((step, v))
                     # the noise model's expectation: chi2 per pixel 1 +- nsd sd, pooled and in every frame
