@@ -221,6 +221,9 @@ def test_cli_dip_json_says_why_it_stopped(tmp_path, capsys):
     assert d["reason"] == "budget" and d["step"] == 20 and len(d["val_chi2_frames"]) == 3
     assert d["target"][0] < 1 < d["target"][1] and d["noise_ratio"] is not None
     assert "0.07" in d["rule"]  # --noise-tol-max reached the job
+    assert main(args[:-1] + ["--no-noise-stop", "--json", "-o", str(tmp_path / "e.fits")]) == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stop_detail"]
+    assert d["rule"].startswith("noise-model rule off")
 
 
 def test_stop_returns_within_one_second():

@@ -39,11 +39,11 @@ class CoaddOptions:
 
     The DIP defaults are the measured ones of ``docs/results_coadd.md``: the network learns
     a correction to the ivar coadd (skip term), the fit stops when the chi-square of held-out
-    pixels reaches the noise model's expectation (pooled and per frame within 2 sd of 1; only
-    where :func:`~napari_astrosr.core.coadd.noise_map_check` trusts the noise maps to
-    ``noise_tol_max``) or stops improving (``holdout``/``patience``; ``iterations`` is only a
-    cap), the sky offsets' mean
-    is pinned, a sky gate keeps the smoothed ivar coadd where it shows no source (``gate``)
+    pixels reaches the noise model's expectation (pooled within 2 sd of 1, per frame within
+    the Sidak-corrected 2 sd; only where :func:`~napari_astrosr.core.coadd.noise_map_check`
+    trusts the noise maps to ``noise_tol_max``; ``noise_stop=False``: off) or stops improving
+    (``holdout``/``patience``; ``iterations`` is only a cap), the sky offsets' mean is
+    pinned, a sky gate keeps the smoothed ivar coadd where it shows no source (``gate``)
     and a final flux projection (``project``) gives every source the ivar coadd's flux.
     """
 
