@@ -224,6 +224,9 @@ def test_cli_dip_json_says_why_it_stopped(tmp_path, capsys):
     assert main(args[:-1] + ["--no-noise-stop", "--json", "-o", str(tmp_path / "e.fits")]) == 0
     d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stop_detail"]
     assert d["rule"].startswith("noise-model rule off")
+    from napari_astrosr.models.dip_coadd import stop_line
+
+    assert stop_line(d).endswith("chi2 target off: plateau rule only")
 
 
 def test_stop_returns_within_one_second():

@@ -808,12 +808,14 @@ def stop_line(detail: dict[str, Any]) -> str:
             txt += ", frames " + " ".join(fr)
     nr = [x for x in (detail.get("noise_ratio") or []) if x is not None]
     rng = f"sky scatter / map {min(nr):.2f}-{max(nr):.2f}" if nr else "not checkable (one frame)"
-    if detail.get("holdout", 0) > 0 and not detail.get("noise_trusted"):
-        txt += f"; noise maps not trusted ({rng}): plateau rule only"
+    if detail.get("holdout", 0) <= 0:
+        txt += "; no held-out pixels"
+    elif str(detail.get("rule", "")).startswith("noise-model rule off"):
+        txt += "; chi2 target off: plateau rule only"
     elif detail.get("noise_trusted"):
         txt += f"; noise maps trusted ({rng})"
-    elif detail.get("holdout", 0) <= 0:
-        txt += "; no held-out pixels"
+    else:
+        txt += f"; noise maps not trusted ({rng}): plateau rule only"
     return txt
 
 
