@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/coadd.py [--stacks sfft,tc3,sim,simfaint] [--crop 256] [--steps 600]
                                          [--threads 1] [--device cpu|cuda] [--ensemble 3] [--sim-seed 0]
     .venv/bin/python benchmarks/coadd.py --speed --device cuda      # steps/s table only
+    .venv/bin/python benchmarks/coadd.py --noise-check              # noise maps vs sky scatter, per frame
 
 Every coadd runs through ``napari_astrosr.coadd_job.coadd_job`` (the job behind ``astrosr
 coadd`` and the widget) and is checked by its report against the inverse-variance coadd of
@@ -284,6 +285,52 @@ def speed(args):
         print(f"| {','.join(map(str, ks))} | {m['steps']} | {m['seconds']:.1f} | {m['steps_per_s']:.2f} |", flush=True)
 
 
+def load_stacks(args):
+    """(label, FrameStack, truth or None) for every stack of ``--stacks``, as the tables use them."""
+    from napari_astrosr.core.coadd import load_frames
+
+    stacks = args.stacks.split(",")
+    for sim in ("sim", "simfaint"):
+        if sim in stacks:
+            size = args.sim_size if sim == "sim" else min(args.sim_size, 160)
+            st, truth, _, _ = sim_stack(size=size, seed=args.sim_seed + (sim == "simfaint"), **SIMS[sim])
+            yield f"{sim} {size}x{size}x{st.n}" + (f" seed {args.sim_seed}" if args.sim_seed else ""), st, truth
+    if "sfft" in stacks:
+        fs = sorted(glob.glob(str(DATA / "stack_decam_i_sfft" / "*.mini.fits")))
+        st = crop_stack(load_frames(fs, psf_from_fwhm_key="FWHM", gain_keyword="GAIN"), args.crop)
+        yield f"sfft i {st.shape[0]}x{st.shape[1]}x{st.n}", st, None
+    if "tc3" in stacks:
+        d = DATA / "stack_decam_legacypipe_tc3"
+        for band in ("g", "r", "z"):
+            imgs = sorted(glob.glob(str(d / "exposures" / f"*_ooi_{band}_*.fits")))
+            psfx = [str(d / "psfex" / Path(p).name.replace(".N", "-N").replace(".fits", "-psfex.fits")) for p in imgs]
+            st = load_frames(
+                imgs,
+                weights=[p.replace("_ooi_", "_oow_") for p in imgs],
+                dq=[p.replace("_ooi_", "_ood_") for p in imgs],
+                psfs=psfx,
+                psf_size=25,
+            )
+            yield f"tc3 {band} {st.shape[0]}x{st.shape[1]}x{st.n}", st, None
+
+
+def noise_check(args):
+    """Per frame: the frames' sky scatter / their noise maps (``core.noise_map_check``), and the verdict."""
+    from napari_astrosr.coadd_job import CoaddOptions
+    from napari_astrosr.core.coadd import noise_map_check
+
+    tol = CoaddOptions().noise_tol_max
+    print(f"| stack | sky scatter / noise map, per frame | sky pixels per frame | trusted (within {tol:g} + 2 sd) |")
+    print("|---|---|---|---|")
+    for label, st, _ in load_stacks(args):
+        r, n = noise_map_check(st.data, st.sigma, st.mask, return_n=True)
+        ok = np.isfinite(r) & (np.abs(r - 1) <= tol + 2 * 1.17 / np.sqrt(np.maximum(n, 1)))
+        print(
+            f"| {label} | {' '.join(f'{v:.3f}' for v in r)} | {min(n)}-{max(n)} | {'yes' if ok.all() else 'no'} |",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stacks", default="sfft,tc3,sim", help="comma list of sfft, tc3, sim, simfaint")
@@ -299,6 +346,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     ap.add_argument("--speed", action="store_true", help="only the steps/s table (256x256x10)")
     ap.add_argument("--speed-steps", type=int, default=100)
+    ap.add_argument("--noise-check", action="store_true", help="only the noise-map check table (every stack)")
     args = ap.parse_args()
     args.rows = args.rows.split(",")
     warnings.simplefilter("ignore")
@@ -309,36 +357,15 @@ def main() -> None:
     if args.speed:
         speed(args)
         return
-    from napari_astrosr.core.coadd import load_frames
-
+    if args.noise_check:
+        noise_check(args)
+        return
     print(f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
-    stacks = args.stacks.split(",")
-    for sim in ("sim", "simfaint"):
-        if sim in stacks:
-            size = args.sim_size if sim == "sim" else min(args.sim_size, 160)
-            st, truth, _, _ = sim_stack(size=size, seed=args.sim_seed + (sim == "simfaint"), **SIMS[sim])
-            label = f"{sim} {size}x{size}x{st.n}" + (f" seed {args.sim_seed}" if args.sim_seed else "")
-            rows += run_rows(label, st, args, truth=truth)
+    for label, st, truth in load_stacks(args):
+        rows += run_rows(label, st, args, truth=truth)
+        if not label.startswith("tc3"):
             print_tables(rows)
-    if "sfft" in stacks:
-        fs = sorted(glob.glob(str(DATA / "stack_decam_i_sfft" / "*.mini.fits")))
-        st = crop_stack(load_frames(fs, psf_from_fwhm_key="FWHM", gain_keyword="GAIN"), args.crop)
-        rows += run_rows(f"sfft i {st.shape[0]}x{st.shape[1]}x{st.n}", st, args)
-        print_tables(rows)
-    if "tc3" in stacks:
-        d = DATA / "stack_decam_legacypipe_tc3"
-        for band in ("g", "r", "z"):
-            imgs = sorted(glob.glob(str(d / "exposures" / f"*_ooi_{band}_*.fits")))
-            psfx = [str(d / "psfex" / Path(p).name.replace(".N", "-N").replace(".fits", "-psfex.fits")) for p in imgs]
-            st = load_frames(
-                imgs,
-                weights=[p.replace("_ooi_", "_oow_") for p in imgs],
-                dq=[p.replace("_ooi_", "_ood_") for p in imgs],
-                psfs=psfx,
-                psf_size=25,
-            )
-            rows += run_rows(f"tc3 {band} {st.shape[0]}x{st.shape[1]}x{st.n}", st, args)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     print_tables(rows)
 

@@ -142,6 +142,93 @@ def test_dip_stops_on_held_out_pixels_and_keeps_flux():
     assert res.header["FLUXOK"] is True
 
 
+def _pure_noise(sig, seed=5, shape=(48, 48)):
+    from napari_astrosr.core.psf import gaussian_psf
+
+    rng = np.random.default_rng(seed)
+    sig = np.asarray(sig, np.float32)
+    frames = (rng.normal(size=(len(sig),) + shape) * sig[:, None, None]).astype(np.float32)
+    psfs = [gaussian_psf(f / 2.3548, size=int(np.ceil(4 * f)) | 1) for f in (2.5, 3.0, 3.5, 4.0)[: len(sig)]]
+    return frames, psfs
+
+
+def test_noise_rule_stops_at_once_on_pure_noise_with_known_sigma():
+    # nothing to fit: the skip start (the ivar coadd seen through each PSF) already predicts the
+    # held-out pixels to within their noise, so the rule must stop it long before the cap (the
+    # five 2-sd tests, pooled and per frame, can miss by chance at one check: not necessarily the first)
+    pytest.importorskip("torch")
+    sig = [1.0, 1.5, 2.0, 1.2]
+    frames, psfs = _pure_noise(sig)
+    # (report off: pure noise has no source for the flux check)
+    opts = CoaddOptions(iterations=300, min_iterations=10, device="cpu", preview_every=0, threads=1, report=False)
+    res = run(coadd_job(as_stack(frames, sigmas=np.array(sig, np.float32), psfs=psfs), options=opts))
+    m = res.metrics
+    d = m["stop_detail"]
+    assert m["stop_reason"] == "noise" and m["steps"] <= 150, d
+    assert d["noise_trusted"] and d["target"][0] < d["val_chi2"] < d["target"][1]
+    assert 2.4 < d["nsd_frames"] < 2.6  # 4 frames: the per-frame sd multiple that keeps 2 sd's 95.4% jointly
+    assert all(abs(x - 1) <= d["nsd_frames"] * s for x, s in zip(d["val_chi2_frames"], d["sd_frames"]))
+    assert d["n_held_out"] == pytest.approx(0.1 * frames.size, rel=0.1)
+    assert any(line.startswith("stop: held-out chi2 reached the noise model") for line in report_lines(res))
+    # deterministic: the same seed holds out the same pixels and stops at the same values
+    again = run(coadd_job(as_stack(frames, sigmas=np.array(sig, np.float32), psfs=psfs), options=opts))
+    assert again.metrics["stop_detail"]["val_chi2_frames"] == d["val_chi2_frames"]
+
+
+def test_noise_rule_is_off_when_the_noise_maps_are_wrong():
+    # the same noise with maps twice too large: chi2 ~0.25 would never reach 1, and a map too
+    # large by less would reach 1 too early; the check distrusts the maps, only the plateau stops
+    pytest.importorskip("torch")
+    sig = np.array([1.0, 1.5, 2.0, 1.2], np.float32)
+    frames, psfs = _pure_noise(sig)
+    opts = CoaddOptions(iterations=60, min_iterations=10, device="cpu", preview_every=0, threads=1, report=False)
+    res = run(coadd_job(as_stack(frames, sigmas=2 * sig, psfs=psfs), options=opts))
+    d = res.metrics["stop_detail"]
+    assert not d["noise_trusted"] and res.metrics["stop_reason"] != "noise"
+    assert all(abs(x - 0.5) < 0.05 for x in d["noise_ratio"]), d["noise_ratio"]
+    assert "noise maps not trusted" in report_lines(res)[1]
+
+
+def test_noise_rule_does_not_stop_at_the_start_with_signal():
+    # stars: the blurred ivar coadd misses the sharp frames' cores by many sigma, so the
+    # held-out chi2 starts far above its target and the rule must not fire (min_iterations 0)
+    pytest.importorskip("torch")
+    frames, psfs, truth, sig, xy, fl = sim_stack(n=4, shape=(48, 48), fwhms=(2.5, 3.0, 3.5, 4.0), nstars=6, seed=2)
+    opts = CoaddOptions(iterations=40, min_iterations=0, device="cpu", preview_every=0, threads=1, report=False)
+    res = run(coadd_job(as_stack(frames, sigmas=sig, psfs=psfs), options=opts))
+    d = res.metrics["stop_detail"]
+    assert d["noise_trusted"], d["noise_ratio"]  # the rule was armed ...
+    assert res.metrics["stop_reason"] == "budget" and res.metrics["steps"] == 40  # ... and did not fire
+    assert res.metrics["val_curve"][0][1] > 10 * d["target"][1]
+
+
+def test_cli_dip_json_says_why_it_stopped(tmp_path, capsys):
+    pytest.importorskip("torch")
+    import json
+
+    from napari_astrosr.cli import main
+
+    frames, psfs, truth, sig, xy, fl = sim_stack(n=3, shape=(48, 48), fwhms=(2.5, 3.0, 3.5), nstars=6, seed=2)
+    paths = []
+    for i, f in enumerate(frames):
+        fits.PrimaryHDU(f).writeto(tmp_path / f"f{i}.fits")
+        paths.append(str(tmp_path / f"f{i}.fits"))
+    args = ["coadd", *paths, "-o", str(tmp_path / "d.fits"), "--psf", "gaussian:1.2", "--no-subtract-background"]
+    args += ["--iterations", "20", "--device", "cpu", "--threads", "1", "--noise-tol-max", "0.07", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    d = out["stop_detail"]
+    assert d["reason"] == "budget" and d["step"] == 20 and len(d["val_chi2_frames"]) == 3
+    assert d["target"][0] < 1 < d["target"][1] and d["noise_ratio"] is not None
+    assert "0.07" in d["rule"]  # --noise-tol-max reached the job
+    assert main(args[:-1] + ["--no-noise-stop", "--json", "-o", str(tmp_path / "e.fits")]) == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stop_detail"]
+    assert d["rule"].startswith("noise-model rule off")
+    from napari_astrosr.models.dip_coadd import stop_line
+
+    assert stop_line(d).endswith("chi2 target off: plateau rule only")
+
+
 def test_stop_returns_within_one_second():
     pytest.importorskip("torch")
     frames, psfs, truth, sig, xy, fl = sim_stack(n=4, shape=(64, 64), fwhms=(2.5, 3.0, 3.5, 4.0), nstars=8, seed=3)

@@ -38,9 +38,12 @@ class CoaddOptions:
     """Options of one coadd (CLI arguments and widget controls map onto these fields).
 
     The DIP defaults are the measured ones of ``docs/results_coadd.md``: the network learns
-    a correction to the ivar coadd (skip term), the fit stops when held-out pixels stop
-    improving (``holdout``/``patience``; ``iterations`` is only a cap), the sky offsets' mean
-    is pinned, a sky gate keeps the smoothed ivar coadd where it shows no source (``gate``)
+    a correction to the ivar coadd (skip term), the fit stops when the chi-square of held-out
+    pixels reaches the noise model's expectation (pooled within 2 sd of 1, per frame within
+    the Sidak-corrected 2 sd; only where :func:`~napari_astrosr.core.coadd.noise_map_check`
+    trusts the noise maps to ``noise_tol_max``; ``noise_stop=False``: off) or stops improving
+    (``holdout``/``patience``; ``iterations`` is only a cap), the sky offsets' mean is
+    pinned, a sky gate keeps the smoothed ivar coadd where it shows no source (``gate``)
     and a final flux projection (``project``) gives every source the ivar coadd's flux.
     """
 
@@ -63,6 +66,8 @@ class CoaddOptions:
     chi2_stop: Optional[float] = None
     holdout: float = 0.1
     patience: int = 100
+    noise_stop: bool = True
+    noise_tol_max: float = 0.05
     min_iterations: int = 100
     project: bool = True
     project_iterations: int = 3
@@ -89,6 +94,8 @@ class CoaddOptions:
             raise AstroSRError(f"holdout={self.holdout}: use a fraction in [0, 0.5).")
         if self.sky not in ("fit", "none"):
             raise AstroSRError(f"sky={self.sky!r}: use 'fit' or 'none'.")
+        if not float(self.noise_tol_max) >= 0:
+            raise AstroSRError(f"noise_tol_max={self.noise_tol_max}: must be >= 0.")
 
     def dip_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~napari_astrosr.models.dip_coadd.dip_coadd_job`."""
@@ -107,6 +114,8 @@ class CoaddOptions:
             "chi2_stop",
             "holdout",
             "patience",
+            "noise_stop",
+            "noise_tol_max",
             "min_iterations",
             "project",
             "project_iterations",
@@ -311,6 +320,7 @@ def report_lines(result: CoaddResult) -> list[str]:
     lines = []
     if result.method == "dip":
         stop_txt = {
+            "noise": "held-out chi2 at the noise model's expectation",
             "validation": "held-out chi2 stopped improving",
             "budget": "step cap reached",
             "stopped": "stopped by the user",
@@ -322,6 +332,10 @@ def report_lines(result: CoaddResult) -> list[str]:
             f"({stop_txt.get(m.get('stop_reason'), m.get('stop_reason'))}), chi2 {m.get('chi2', float('nan')):.3f}"
             + (f", held-out chi2 {m['val_chi2']:.3f}" if m.get("val_chi2") is not None else "")
         )
+        if m.get("stop_detail"):
+            from .models.dip_coadd import stop_line
+
+            lines.append(stop_line(m["stop_detail"]))
     if rep:
         lines.append(f"checked: {rep.get('checked', '')}")
     if "sharpness_gain" in rep:

@@ -17,6 +17,7 @@ from napari_astrosr.core.coadd import (
     load_frames,
     median_coadd,
     noise_from_weights,
+    noise_map_check,
     outlier_mask,
     psf_from_fwhm,
     read_psfex,
@@ -97,6 +98,23 @@ def test_outlier_mask_flags_cosmic_not_stars():
     # star cores of the sharpest frame are not flagged
     cores = [(int(round(y)), int(round(x))) for x, y in xy]
     assert not any(m[0, y, x] for y, x in cores)
+
+
+def test_noise_map_check_finds_wrong_maps_despite_stars():
+    # stars seen through different PSFs leave residuals between frames: the check must mask them
+    frames, psfs, truth, sig, xy, fl = sim_stack(n=4, shape=(96, 96), fwhms=(2.5, 3.0, 3.5, 4.0), nstars=12, seed=4)
+    mask = np.zeros(frames.shape, bool)
+    sigma = np.ones_like(frames)
+    r, n = noise_map_check(frames, sigma, mask, return_n=True)
+    assert np.all(np.abs(r - 1) < 0.05) and np.all(n > 3000), (r, n)
+    # frame 2's map says 1 where its noise is 1.6: that frame stands out
+    noisy = frames.copy()
+    noisy[2] += np.random.default_rng(0).normal(0, np.sqrt(1.6**2 - 1), frames.shape[1:]).astype(np.float32)
+    r2 = noise_map_check(noisy, sigma, mask)
+    assert r2[2] > 1.4 and np.all(np.abs(np.delete(r2, 2) - 1) < 0.15), r2
+    # every map twice too large: every frame reads ~0.5; one frame: nothing to compare with
+    assert np.all(np.abs(noise_map_check(frames, 2 * sigma, mask) - 0.5) < 0.03)
+    assert np.isnan(noise_map_check(frames[:1], sigma[:1], mask[:1])).all()
 
 
 def test_homogenized_ivar_has_worst_psf_and_keeps_flux():

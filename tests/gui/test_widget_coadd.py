@@ -93,3 +93,4 @@ def test_dip_live_latent_and_stop(make_napari_viewer, qtbot):
     assert layer.metadata["astrosr"]["metrics"]["stop_reason"] in ("stopped", "stop")
     # the widget says what was checked (after Stop: nothing, so that Stop acts at once)
     assert "checked: nothing: stopped" in w.summary.text()
+    assert "stop: stopped by the user at step" in w.summary.text()  # the stopping rule's line

@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--iterations",
         type=int,
         default=600,
-        help="DIP: step cap (default 600); the fit stops earlier when held-out pixels stop improving",
+        help="DIP: step cap (default 600); the fit stops earlier when the held-out pixels' chi2 reaches "
+        "the noise model's expectation or stops improving",
     )
     p.add_argument("--seed", type=int, default=0, help="DIP: torch seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="DIP: device")
@@ -96,7 +97,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--holdout",
         type=float,
         default=0.1,
-        help="DIP: fraction of pixels held out; stop when their chi2 stops improving (default 0.1; 0: off)",
+        help="DIP: fraction of each frame's pixels held out from the fit; stop when their chi2 per pixel is "
+        "within 2 sd of 1 (pooled; per frame corrected for N tests) or stops improving (default 0.1; 0: off)",
+    )
+    p.add_argument(
+        "--noise-tol-max",
+        type=float,
+        default=0.05,
+        metavar="X",
+        help="DIP: trust the noise maps for the chi2 target only if every frame's sky scatter / map is "
+        "within 1 +- X (default 0.05); otherwise only the held-out plateau stops the fit",
+    )
+    p.add_argument(
+        "--no-noise-stop",
+        action="store_true",
+        help="DIP: no chi2 target (only the held-out plateau and the cap stop the fit; sharper, slower)",
     )
     p.add_argument("--patience", type=int, default=100, help="DIP: steps without held-out improvement before stopping")
     p.add_argument(
@@ -184,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         chi2_stop=args.chi2_stop,
         holdout=args.holdout,
         patience=args.patience,
+        noise_tol_max=args.noise_tol_max,
+        noise_stop=not args.no_noise_stop,
         project=not args.no_project,
         gate=None if args.no_gate else tuple(args.gate),
         kernel_sizes=tuple(args.kernels),

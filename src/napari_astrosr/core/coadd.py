@@ -32,7 +32,7 @@ This module is a facade kept for compatibility: the code lives in one module per
 name below is re-exported from there.
 
 - :mod:`.frame_noise`: noise maps and bad-pixel masks (``noise_from_weights``, ``noise_from_rms``,
-  ``estimate_noise``, ``dq_mask``, ``saturation_mask``, ``outlier_mask``);
+  ``estimate_noise``, ``dq_mask``, ``saturation_mask``, ``outlier_mask``, ``noise_map_check``);
 - :mod:`.frame_psf`: PSFEx models and frame PSFs (``read_psfex``, ``is_psfex``, ``psf_from_fwhm``,
   ``crop_psf``, ``psf_size_for``, ``common_psf_size``, ``homogenize_psfs``);
 - :mod:`.frames`: the stack of frames (``FrameStack``, ``as_stack``, ``load_frames``, ``inherited_header``);
@@ -53,7 +53,15 @@ from .coadd_metrics import (
     source_flux_report,
 )
 from .combine import CoaddResult, coadd_header, ivar_coadd, median_coadd, warn
-from .frame_noise import dq_mask, estimate_noise, noise_from_rms, noise_from_weights, outlier_mask, saturation_mask
+from .frame_noise import (
+    dq_mask,
+    estimate_noise,
+    noise_from_rms,
+    noise_from_weights,
+    noise_map_check,
+    outlier_mask,
+    saturation_mask,
+)
 from .frame_psf import (
     FWHM_TO_SIGMA,
     PathLike,
@@ -75,6 +83,7 @@ __all__ = [
     "dq_mask",
     "saturation_mask",
     "outlier_mask",
+    "noise_map_check",
     "PathLike",
     "FWHM_TO_SIGMA",
     "read_psfex",

