@@ -19,7 +19,7 @@ import warnings
 def main() -> None:
     import torch
 
-    from napari_astrosr.training.checkpoints import bundled_checkpoint, load_checkpoint
+    from napari_astrosr.models.checkpoints import bundled_checkpoint, load_checkpoint
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)

@@ -39,7 +39,7 @@ def _count(img, thresh=3.0, err=None, minarea=5):
 
 
 def available_methods(scale):
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
 
     m = ["bicubic", "lanczos", "richardson-lucy", "backprojection"]
     m += [n for n in ("fisr", "restormer") if bundled_checkpoint(n, scale)]
@@ -50,7 +50,7 @@ GROUND_SIGMA = 4.0
 
 
 def translation_methods():
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
 
     return ["richardson-lucy"] + [n for n in ("pix2wgan", "pix2wgan-cascade") if bundled_checkpoint(n, 1)]
 

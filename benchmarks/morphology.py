@@ -38,7 +38,7 @@ DEG_PSF = "gaussian:1.75"
 
 
 def _methods():
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
 
     # spelled out: as measured before the restore defaults changed (issue 20): exact backprojection, network alone
     ms = [

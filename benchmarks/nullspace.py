@@ -62,8 +62,8 @@ def dose(base, net, lr, *, scale, psf, noisy, alphas=ALPHAS):
 def sr_groups(side):
     """``(group, hr, lr, scale, psf, noisy, base, net)`` for the bundled SR networks on the quality cases."""
     from napari_astrosr.core.resample import upsample
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
     from napari_astrosr.restoration import restore
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
 
     for scale, label, psf, nz, hr, lr, _dr, _ in q.probe_cases((2, 4), side):
         base = np.asarray(upsample(lr, scale, method="bicubic"), np.float64)

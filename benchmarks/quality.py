@@ -214,8 +214,8 @@ def run_sr(fields, scales, quick=False, methods=None, models=None):
     overriding the bundled weights (to compare a candidate before shipping it).
     """
     from napari_astrosr.core.fits_io import read_fits
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
     from napari_astrosr.restoration import restore
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
 
     models = models or {}
     bundled = {(n, s) for n in ("fisr", "restormer") for s in (2, 4) if bundled_checkpoint(n, s) or (n, s) in models}
@@ -477,8 +477,8 @@ def _translate(img, method, *, psf=None, flux_noise=None, models=None, keep_sky=
     checkpoint); with ``flux_noise`` the output is projected onto the input through ``psf`` (the noise-aware flux
     projection at scale 1).
     """
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
     from napari_astrosr.restoration import restore
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
 
     model = (models or {}).get((method, 1))
     if model is None and bundled_checkpoint(method, 1) is None:
@@ -792,7 +792,7 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     import json
 
-    from napari_astrosr.training.checkpoints import WEIGHTS_DIR
+    from napari_astrosr.models.checkpoints import WEIGHTS_DIR
 
     w_lines = [
         "| weights | architecture/preset | params | size MB | steps | train wall s | config |",

@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not q.data_ready():
         return 2
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
     from napari_astrosr.restoration import restore
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
 
     t0 = time.perf_counter()
     scales = [int(s) for s in args.scales.split(",")]

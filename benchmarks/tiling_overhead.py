@@ -41,8 +41,8 @@ def main() -> None:
     import torch
 
     from napari_astrosr.core.fluxmap import flux_map_from_image
-    from napari_astrosr.training.checkpoints import bundled_checkpoint, load_checkpoint
-    from napari_astrosr.training.inference import fill_invalid, infer
+    from napari_astrosr.models.checkpoints import bundled_checkpoint, load_checkpoint
+    from napari_astrosr.models.inference import fill_invalid, infer
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="512,1024,2048")

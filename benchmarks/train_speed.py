@@ -47,8 +47,8 @@ def bare(cfg, device: str, steps: int, warmup: int) -> float:
     """Seconds per forward + backward of the config's network on a random batch shaped like its training batch."""
     import torch
 
+    from napari_astrosr.models.inference import autocast_context
     from napari_astrosr.models.registry import build_model, get_spec
-    from napari_astrosr.training.inference import autocast_context
 
     spec = get_spec(cfg.model.name)
     name = "pix2wgan" if cfg.model.name == "pix2wgan-cascade" else cfg.model.name
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     import torch
 
     from napari_astrosr.config import config_from_dict
-    from napari_astrosr.training.inference import pick_device
+    from napari_astrosr.models.inference import pick_device
 
     dev = pick_device(a.device)
     if a.threads:

@@ -21,8 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from napari_astrosr.models.checkpoints import WEIGHTS_DIR, read_sidecar
 from napari_astrosr.models.registry import model_cost
-from napari_astrosr.training.checkpoints import WEIGHTS_DIR, read_sidecar
 
 
 def cost_of(meta: dict) -> dict:

@@ -90,9 +90,9 @@ def test_restore_dask_network_matches_in_memory(tmp_path, rng):
     Restormer's channel attention sees the whole image, so equality is only to the blending tolerance.
     """
     torch = pytest.importorskip("torch")
+    from napari_astrosr.models.checkpoints import save_checkpoint
     from napari_astrosr.models.registry import build_model
     from napari_astrosr.models.restormer import PRESETS
-    from napari_astrosr.training.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(

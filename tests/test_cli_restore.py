@@ -56,8 +56,8 @@ def test_restore_errors_exit_2_without_output(tmp_path, rng, capsys):
 def test_restore_network_checkpoint_and_flux_exact(tmp_path, rng):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
+    from napari_astrosr.models.checkpoints import save_checkpoint
     from napari_astrosr.models.registry import build_model, resolve_config
-    from napari_astrosr.training.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     cfg = resolve_config("fisr", preset="tiny")

@@ -34,8 +34,8 @@ def ckpt(tmp_path):
     """Tiny untrained checkpoints written through the real save path."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
+    from napari_astrosr.models.checkpoints import save_checkpoint
     from napari_astrosr.models.registry import build_model, resolve_config
-    from napari_astrosr.training.checkpoints import save_checkpoint
 
     def make(name, scale=2, normalization=None):
         torch.manual_seed(0)
@@ -210,7 +210,7 @@ def test_bundled_pix2wgan_with_flux_noise_on_a_ground_like_psf():
     from napari_astrosr.core.psf import gaussian_psf
     from napari_astrosr.core.simulate import sersic_galaxies
     from napari_astrosr.exceptions import AstroSRWarning
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
 
     if bundled_checkpoint("pix2wgan", 1) is None:
         pytest.skip("no bundled pix2wgan weights")

@@ -100,8 +100,8 @@ def _sep_detections(img: np.ndarray, k: float) -> int:
 def test_default_network_invents_no_sources_in_pure_noise(net):
     """Issue 20.4, fast: on a noise-only field the bundled network with default options gives no more sep
     detections than flux-conserving bicubic at 3 and 5 sigma of the output's own rms (alone, FISR gives ~20)."""
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
     from napari_astrosr.restoration import restore
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
 
     pytest.importorskip("torch")
     if bundled_checkpoint(net, 2) is None:
@@ -150,7 +150,7 @@ def test_network_without_psf_asks_for_it_and_writes_nothing(tmp_path, capsys):
     """No --psf for a network: one line naming the file and both ways on, exit 2, no output (a projection through
     the block sum alone measured worse than bicubic on per-source flux, so it is not guessed)."""
     from napari_astrosr.cli import main
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
 
     pytest.importorskip("torch")
     if bundled_checkpoint("fisr", 2) is None:

@@ -26,7 +26,7 @@ def _write(path, data, *, extra=()):
 
 
 def test_network_without_psf_estimates_it_and_writes_err(tmp_path, capsys):
-    from napari_astrosr.training.checkpoints import bundled_checkpoint
+    from napari_astrosr.models.checkpoints import bundled_checkpoint
 
     pytest.importorskip("torch")
     if bundled_checkpoint("fisr", 2) is None:

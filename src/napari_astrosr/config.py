@@ -68,7 +68,7 @@ def check_model_config(cfg: Any, *, where: str) -> None:
     Every integer in 0..``MAX_CONFIG_INT`` (widths, heads, sizes), at most ``MAX_TOTAL_BLOCKS``
     blocks in all, lists of at most ``MAX_CONFIG_LIST`` items, finite floats within 1e6, short
     strings, nesting at most ``MAX_CONFIG_DEPTH``. The parameter count and activation memory
-    are checked afterwards on the meta device (``training.checkpoints.check_model_budget``).
+    are checked afterwards on the meta device (``models.checkpoints.check_model_budget``).
     """
     if not isinstance(cfg, dict):
         raise AstroSRError(f"{where}: model config must be a mapping of constructor arguments.")

@@ -181,8 +181,8 @@ def list_methods(*, costs: bool = True, presets: bool = False) -> list[dict]:
             )
         )
     from ._extras import installed, require
+    from .models.checkpoints import bundled_checkpoint, read_sidecar
     from .models.registry import MODELS
-    from .training.checkpoints import bundled_checkpoint, read_sidecar
 
     devices = _listed_devices()
     can_count = installed("torch")

@@ -123,7 +123,7 @@ def default_method(scale: int = 2) -> dict:
         ``method``, ``model`` (checkpoint path or None), ``psf`` (None for FISR) and
         ``reason`` (one sentence for logs and metrics.json).
     """
-    from .training.checkpoints import bundled_checkpoint
+    from .models.checkpoints import bundled_checkpoint
 
     ckpt = bundled_checkpoint("fisr", scale)
     if ckpt is not None:

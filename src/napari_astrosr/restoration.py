@@ -93,7 +93,7 @@ class RestoreResult:
 
 def pick_device(device: str = "auto") -> str:
     """``auto`` -> cuda, then mps, then cpu; an explicit unavailable device is an error."""
-    from .training.inference import pick_device as _pick
+    from .models.inference import pick_device as _pick
 
     return _pick(device)
 
@@ -109,7 +109,7 @@ def _psf_label(psf: Any) -> Optional[str]:
 def _resolve_model(method: str, scale: int, model: Any, device: str):
     """(module, meta) from a checkpoint path, a bundled checkpoint, or a module passed in."""
     from ._extras import require
-    from .training.checkpoints import bundled_checkpoint, load_checkpoint
+    from .models.checkpoints import bundled_checkpoint, load_checkpoint
 
     require("torch", extra="ml", what=f"--method {method}")
 
@@ -188,7 +188,7 @@ def restore_job(
         Applied before the projection. ``sky_rms``: the noise rms the gate measures S/N against (default:
         sep's global rms of the upsampled input).
     """
-    from .training.inference import fill_invalid, validate_image
+    from .models.inference import fill_invalid, validate_image
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -294,8 +294,8 @@ def restore_job(
         timings[method] = time.perf_counter() - t0
         yield Progress(1, 1, f"{method} done")
     else:
+        from .models.inference import infer_job
         from .models.registry import get_spec
-        from .training.inference import infer_job
 
         spec = get_spec(method)
         if scale not in spec.scales:

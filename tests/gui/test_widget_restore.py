@@ -30,8 +30,8 @@ def random_checkpoint(tmp_path, *, scale=1):
     """A tiny Pix2WGAN generator checkpoint with random weights (the cheapest network here:
     a same-size restoration at scale 1 that still takes measurable time on big images)."""
     torch = pytest.importorskip("torch")
+    from napari_astrosr.models.checkpoints import save_checkpoint
     from napari_astrosr.models.registry import build_model, resolve_config
-    from napari_astrosr.training.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     cfg = resolve_config("pix2wgan", preset="tiny")

@@ -6,9 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from napari_astrosr.models.checkpoints import WEIGHTS_DIR, read_sidecar  # noqa: E402
 from napari_astrosr.models.registry import model_cost  # noqa: E402
 from napari_astrosr.restoration import _stored_cost, list_methods  # noqa: E402
-from napari_astrosr.training.checkpoints import WEIGHTS_DIR, read_sidecar  # noqa: E402
 
 SIDECARS = sorted(WEIGHTS_DIR.glob("*.json"))
 

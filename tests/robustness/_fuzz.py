@@ -469,8 +469,8 @@ def fam_paths(rng, d: Path, seed: int) -> Case:
 def _tiny_ckpt(d: Path) -> Path:
     import torch
 
+    from napari_astrosr.models.checkpoints import save_checkpoint
     from napari_astrosr.models.registry import build_model, resolve_config
-    from napari_astrosr.training.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     cfg = resolve_config("fisr", preset="tiny")
@@ -529,7 +529,7 @@ def fam_checkpoints(rng, d: Path, seed: int) -> Case:
     if seed % 2:
 
         def api():
-            from napari_astrosr.training.checkpoints import load_checkpoint
+            from napari_astrosr.models.checkpoints import load_checkpoint
 
             load_checkpoint(pt)
 

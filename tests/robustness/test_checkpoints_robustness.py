@@ -15,8 +15,8 @@ torch = pytest.importorskip("torch")
 
 from napari_astrosr.cli import main  # noqa: E402
 from napari_astrosr.exceptions import AstroSRError  # noqa: E402
+from napari_astrosr.models.checkpoints import load_checkpoint, save_checkpoint, sidecar_path  # noqa: E402
 from napari_astrosr.models.registry import build_model, resolve_config  # noqa: E402
-from napari_astrosr.training.checkpoints import load_checkpoint, save_checkpoint, sidecar_path  # noqa: E402
 
 torch.set_num_threads(1)
 

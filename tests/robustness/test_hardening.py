@@ -171,8 +171,8 @@ def test_evaluate_near_float32_max(tmp_path, capsys):
 
 
 def test_model_budget_numbers_in_message():
+    from napari_astrosr.models.checkpoints import check_model_budget
     from napari_astrosr.models.registry import resolve_config
-    from napari_astrosr.training.checkpoints import check_model_budget
 
     small = check_model_budget("fisr", resolve_config("fisr", preset="tiny"), scale=2, where="x")
     assert 0 < small["params"] < 1e6 and small["activation_bytes"] > 0

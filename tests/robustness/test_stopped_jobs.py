@@ -58,8 +58,8 @@ def test_flux_exact_projection_stopped(image):
 
 def _tiny_checkpoint(tmp_path: Path) -> Path:
     torch = pytest.importorskip("torch")
+    from napari_astrosr.models.checkpoints import save_checkpoint
     from napari_astrosr.models.registry import build_model, resolve_config
-    from napari_astrosr.training.checkpoints import save_checkpoint
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

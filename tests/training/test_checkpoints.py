@@ -9,14 +9,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_astrosr.exceptions import AstroSRError  # noqa: E402
-from napari_astrosr.models.registry import build_model, resolve_config  # noqa: E402
-from napari_astrosr.training.checkpoints import (  # noqa: E402
+from napari_astrosr.models.checkpoints import (  # noqa: E402
     bundled_checkpoint,
     file_sha256,
     load_checkpoint,
     save_checkpoint,
     sidecar_path,
 )
+from napari_astrosr.models.registry import build_model, resolve_config  # noqa: E402
 
 torch.set_num_threads(1)
 

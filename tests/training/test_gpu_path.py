@@ -213,8 +213,8 @@ def test_sky_training_resumes_exactly_and_records_hardware_and_cost(monkeypatch,
 
 
 def test_half_precision_export_halves_the_file_and_loads(tmp_path):
+    from napari_astrosr.models.checkpoints import load_checkpoint, save_checkpoint
     from napari_astrosr.models.registry import build_model
-    from napari_astrosr.training.checkpoints import load_checkpoint, save_checkpoint
 
     m = build_model("fisr", preset="lite", scale=2)
     from napari_astrosr.models.registry import resolve_config

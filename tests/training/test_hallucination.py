@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from hallucination import _restore, blank_counts, fwhm_stats, point_grid  # noqa: E402
 
-from napari_astrosr.training.checkpoints import bundled_checkpoint  # noqa: E402
+from napari_astrosr.models.checkpoints import bundled_checkpoint  # noqa: E402
 
 NETS = [(n, s) for n in ("fisr", "restormer") for s in (2, 4) if bundled_checkpoint(n, s)]
 

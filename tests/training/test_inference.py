@@ -8,9 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_astrosr.exceptions import AstroSRError, StoppedError  # noqa: E402
-from napari_astrosr.models.registry import build_model  # noqa: E402
-from napari_astrosr.progress import StopFlag  # noqa: E402
-from napari_astrosr.training.inference import (  # noqa: E402
+from napari_astrosr.models.inference import (  # noqa: E402
     autocast_context,
     infer,
     infer_job,
@@ -18,6 +16,8 @@ from napari_astrosr.training.inference import (  # noqa: E402
     pick_device,
     tile_starts,
 )
+from napari_astrosr.models.registry import build_model  # noqa: E402
+from napari_astrosr.progress import StopFlag  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -45,7 +45,7 @@ def test_tiles_cover_the_image():
 
 
 def test_tile_starts_are_evenly_spaced_and_fitted_tiles_cover():
-    from napari_astrosr.training.inference import fit_tile
+    from napari_astrosr.models.inference import fit_tile
 
     assert tile_starts(512, 256, 32) == [0, 128, 256]  # not 0, 224, 256
     for n, t, o in [(2048, 192, 40), (1000, 300, 32), (257, 64, 16)]:
@@ -61,7 +61,7 @@ def test_tile_starts_are_evenly_spaced_and_fitted_tiles_cover():
 
 def test_auto_tiles_of_the_bundled_fisr_match_one_tile(rng):
     # default tiles (cache-sized, fitted, overlap from the receptive field) against the whole image
-    from napari_astrosr.training.checkpoints import bundled_checkpoint, load_checkpoint
+    from napari_astrosr.models.checkpoints import bundled_checkpoint, load_checkpoint
 
     net, meta = load_checkpoint(bundled_checkpoint("fisr", 2), device="cpu")
     x = _image(rng, shape=(520, 450)).astype(np.float32)
@@ -165,7 +165,7 @@ class _StopAfter:
 def test_stop_inside_a_tile_for_an_eager_network(rng):
     """Restormer (attention: run eagerly, tiles of seconds on a CPU) stops between its blocks,
     before its first tile is done; the hooks are removed afterwards."""
-    from napari_astrosr.training.inference import stop_hooks
+    from napari_astrosr.models.inference import stop_hooks
 
     net = build_model("restormer", preset="tiny", scale=1)
     x = _image(rng, (64, 64))

@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 
 from napari_astrosr.config import config_from_dict  # noqa: E402
 from napari_astrosr.exceptions import AstroSRError  # noqa: E402
+from napari_astrosr.models.inference import infer, noise_floor, normalization_params, tile_stats  # noqa: E402
 from napari_astrosr.training.data import NORMALIZATION, normalization_of  # noqa: E402
-from napari_astrosr.training.inference import infer, noise_floor, normalization_params, tile_stats  # noqa: E402
 
 torch.set_num_threads(1)
 PATCH = {"kind": "patch_median_std", "window": 24}

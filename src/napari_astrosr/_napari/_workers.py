@@ -703,7 +703,7 @@ class JobPanel(QWidget):
         """Ask the running job to stop (returns immediately).
 
         The job checks its stop flag between steps (a network between tiles and, with
-        :func:`~napari_astrosr.training.inference.stop_hooks`, between its blocks). If it
+        :func:`~napari_astrosr.models.inference.stop_hooks`, between its blocks). If it
         has not ended :data:`STOP_GRACE_S` later, the panel returns to idle anyway
         (:meth:`release`): the job's current step ends in the background.
         """

@@ -40,8 +40,8 @@ from ..progress import NEVER, Progress
 
 
 def pick_device(device: str = "auto") -> str:
-    """The torch device to use (``training.inference.pick_device``: auto -> cuda, mps, cpu)."""
-    from ..training.inference import pick_device as _pick
+    """The torch device to use (``models.inference.pick_device``: auto -> cuda, mps, cpu)."""
+    from .inference import pick_device as _pick
 
     return _pick(device)
 

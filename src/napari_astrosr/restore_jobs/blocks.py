@@ -145,7 +145,7 @@ class RestoreParams:
             return self.model
         if not self.is_network():
             return None
-        from ..training.checkpoints import bundled_checkpoint
+        from ..models.checkpoints import bundled_checkpoint
 
         path = bundled_checkpoint(self.method, int(self.scale))
         return str(path) if path is not None else None
@@ -173,7 +173,7 @@ def restorer(params: RestoreParams, restore_array: Callable[..., Any]) -> Callab
     """A callable ``f(data, *, wcs=None, header=None, source=None) -> RestoreResult`` for these parameters.
 
     Built once per worker process and reused for every file and block: for a network the
-    checkpoint is loaded here once (``training.checkpoints.load_checkpoint``) and the loaded module
+    checkpoint is loaded here once (``models.checkpoints.load_checkpoint``) and the loaded module
     is handed to ``restore_array`` (``restoration.restore``, which accepts a module as ``model``), so a
     worker never re-reads weights per file or per block.
     """
@@ -211,7 +211,7 @@ def restorer(params: RestoreParams, restore_array: Callable[..., Any]) -> Callab
 
 
 def _load_network(params: RestoreParams):
-    from ..training.checkpoints import load_checkpoint
+    from ..models.checkpoints import load_checkpoint
 
     ckpt = params.checkpoint()
     if ckpt is None:
@@ -260,15 +260,15 @@ def network_normalization(data: Any, params: RestoreParams, *, max_pixels: int =
     """
     if not params.is_network():
         return None
+    from ..models.checkpoints import read_sidecar
+    from ..models.inference import fill_invalid, normalization_params
     from ..models.registry import get_spec
-    from ..training.checkpoints import read_sidecar
-    from ..training.inference import fill_invalid, normalization_params
 
     ckpt = params.checkpoint()
     if ckpt is None:
         raise AstroSRError(f"no bundled weights for {params.method} x{params.scale}; pass --model CKPT.pt.")
     norm = read_sidecar(ckpt).get("normalization")
-    from ..training.inference import PER_TILE_KINDS
+    from ..models.inference import PER_TILE_KINDS
 
     if (norm or {}).get("kind") in PER_TILE_KINDS:
         return None  # per-tile statistics: each block's tiles normalise themselves, as in memory
@@ -392,7 +392,7 @@ def resolve_sky_rms(image: Any, scale: int) -> float:
     that every tile gates against the same noise.
     """
     from ..core.skygate import sky_base, sky_rms
-    from ..training.inference import fill_invalid
+    from ..models.inference import fill_invalid
 
     filled, _ = fill_invalid(_central_section(image))
     return sky_rms(sky_base(filled, scale))

@@ -15,9 +15,9 @@ Pipeline (all seeded, so a config + seed gives the same patches every time):
    drawn once per whole image and cut at the same positions.
 4. **Normalisation** (``data.normalization``; ``patch_median_std`` takes the median/std of
    a ``norm_window`` tile around each patch, std floored at the image's robust noise,
-   exactly as ``training.inference`` does per tile). Default: ``(x - median) / std`` with the median and std of the *whole*
+   exactly as ``models.inference`` does per tile). Default: ``(x - median) / std`` with the median and std of the *whole*
    network-input image (DESIGN.md section 8: median/std is best for flux), exactly as
-   ``training.inference.normalization_params`` does at inference, so training and
+   ``models.inference.normalization_params`` does at inference, so training and
    inference see identically scaled inputs. The target uses the same affine map after
    conversion to the input's surface-brightness units (an HR pixel of a flux-conserving
    xS grid holds 1/S^2 of the flux), so ``target_n = (hr * S^2 - median) / std`` and the
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 NORMALIZATION = {"kind": "median_std"}
-"""The default checkpoint normalisation (``training.inference`` applies it: whole-image median/std)."""
+"""The default checkpoint normalisation (``models.inference`` applies it: whole-image median/std)."""
 
 
 def normalization_of(config: TrainConfig) -> dict:
@@ -528,7 +528,7 @@ def _patches_of(pair: ImagePair, cfg: TrainConfig, rng: np.random.Generator) -> 
     x = np.stack(xs)[:, None]
     y = np.stack(ys)[:, None].astype(np.float32)
     x = np.nan_to_num(x)
-    from .inference import PER_TILE_KINDS, fill_invalid, normalization_params, tile_stats
+    from ..models.inference import PER_TILE_KINDS, fill_invalid, normalization_params, tile_stats
 
     filled = fill_invalid(inp)[0]
     prm = normalization_params(filled, normalization_of(cfg))
@@ -547,7 +547,7 @@ def _patches_of(pair: ImagePair, cfg: TrainConfig, rng: np.random.Generator) -> 
             x0 = int(np.clip(cx - ww // 2, 0, iw - ww))
             med[i], std[i] = tile_stats(filled[y0 : y0 + wh, x0 : x0 + ww], prm["floor"])
     else:
-        # whole-image statistics, the same numbers training.inference uses at inference
+        # whole-image statistics, the same numbers models.inference uses at inference
         med = np.full((len(x), 1, 1, 1), prm["offset"], np.float32)
         std = np.full((len(x), 1, 1, 1), prm["scale"], np.float32)
     # the input's units relative to the target's: HR pixels hold 1/s_model^2 of an input pixel's flux

@@ -11,7 +11,7 @@ One loop serves every registered network:
   ``pix2wgan-cascade`` is trained on the output of a frozen first stage.
 
 Outputs in ``out_dir``: ``config.yaml`` (the exact run), ``model.pt`` + ``model.json``
-(``training.checkpoints.save_checkpoint``: weights, config, optimizer, package version,
+(``models.checkpoints.save_checkpoint``: weights, config, optimizer, package version,
 training record), ``resume.pt`` (scheduler/critic state for ``--resume``), ``log.csv``
 (losses and validation metrics) and ``curves.png``. The batch of step ``k`` is drawn from
 ``default_rng([seed, k])``, so a resumed run continues exactly where it stopped.
@@ -102,14 +102,14 @@ def predict_image(
     normalization: Optional[dict] = None,
     device: str = "cpu",
 ) -> np.ndarray:
-    """Whole-image prediction in flux units through the production path (``training.inference.infer``).
+    """Whole-image prediction in flux units through the production path (``models.inference.infer``).
 
     Same-size networks get the flux-conserving bicubic upsampling of ``lr`` (as
     ``restoration.py`` feeds them); FISR gets the LR flux map.
     """
     from ..core.fluxmap import flux_map_from_image
+    from ..models.inference import infer
     from .data import NORMALIZATION, _input_image
-    from .inference import infer
 
     lr = np.asarray(lr, dtype=np.float32)
     x = _input_image(lr, data_scale, model_scale)
@@ -314,8 +314,8 @@ def train_job(
 def _train_in(cfg: TrainConfig, out: Path, resume: bool, stop, root):
     import torch
 
+    from ..models.checkpoints import check_model_budget
     from ..models.registry import get_spec, resolve_config
-    from .checkpoints import check_model_budget
 
     ckpt_path = out / "model.pt"
     state_path = out / "resume.pt"
@@ -387,10 +387,10 @@ def _acquire_lock(out: Path) -> Path:
 def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resume: bool, stop, root):
     import torch
 
+    from ..models.checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
+    from ..models.inference import autocast_context, pick_device
     from ..models.registry import build_model, get_spec, resolve_config
-    from .checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
     from .data import DevicePool, build_train_data, normalization_of
-    from .inference import autocast_context, pick_device
     from .losses import (
         background_loss,
         critic_loss,
@@ -769,7 +769,7 @@ def export_checkpoint(src, dst) -> Path:
     """Copy a trained checkpoint for shipping: weights only (no optimizer state), sidecar updated.
 
     ``dst`` is e.g. ``src/napari_astrosr/weights/fisr_x2.pt`` (the name
-    ``training.checkpoints.bundled_checkpoint`` looks for). The sidecar keeps the training
+    ``models.checkpoints.bundled_checkpoint`` looks for). The sidecar keeps the training
     record and gets the new file's SHA-256.
     """
     import json
@@ -777,7 +777,7 @@ def export_checkpoint(src, dst) -> Path:
 
     import torch
 
-    from .checkpoints import file_sha256, read_sidecar, sidecar_path
+    from ..models.checkpoints import file_sha256, read_sidecar, sidecar_path
 
     src, dst = Path(src), Path(dst)
     meta = read_sidecar(src)

@@ -71,7 +71,7 @@ def _is_2d_image(layer: Any) -> bool:
 
 def _checkpoint_meta(path: str) -> dict:
     """The JSON sidecar of a checkpoint (architecture, scale, ...); raises AstroSRError if unusable."""
-    from ...training.checkpoints import read_sidecar
+    from ...models.checkpoints import read_sidecar
 
     return read_sidecar(path)
 
