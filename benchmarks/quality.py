@@ -787,6 +787,9 @@ def main(argv=None) -> int:
         net, _, sc = key.partition(":")
         models[(net, int(sc))] = path
     rows = run_sr(fields, scales, quick=args.quick, methods=methods, models=models)
+    if not rows:
+        print(f"no held-out field found under {DATA} (set ASTROSR_SHARED_DATA): nothing to evaluate", file=sys.stderr)
+        return 2
     sides = [next((r["side"] for r in rows if r["field"] == f[0]), f[2]) for f in fields]
     p2w = [] if args.no_pix2wgan else run_pix2wgan(models)
     wall = time.perf_counter() - t0
