@@ -32,6 +32,9 @@ def tiny(cfg: dict) -> dict:
     """The same config shrunk to seconds: one small image per source, a few steps, tiny batches."""
     d = cfg["data"]
     d["max_patches"] = min(d.get("max_patches", 4000), 300)
+    # small LR patches: the projected loss's (A A^T)^-1 per PSF is (patch^2)^2, built on first use
+    d["patch"] = min(d["patch"], 24 if d["scale"] > 1 else 32)
+    d["stride"] = min(d.get("stride", 8), d["patch"] // 2)
     d["realizations"] = 1
     for s in d["sources"]:
         if s["kind"] == "simulate":
@@ -41,6 +44,7 @@ def tiny(cfg: dict) -> dict:
     r = cfg["run"]
     # 6 steps: 2 warm-up + 2 timed, the schedule fitted to the budget at step 4, then 2 more
     r.update(steps=6, batch_size=4, val_every=3, checkpoint_every=3, log_every=1, val_images=1, fit_measure_steps=2)
+    r["threads"] = 1  # the runs share the CPU
     return cfg
 
 

@@ -32,7 +32,7 @@ fi
 
 T0=$(date +%s)
 TINY_MODE=${GPU_TRAIN_TINY:-0}
-if [ "$TINY_MODE" = 1 ]; then LIMIT=${GPU_TRAIN_LIMIT:-170}; else LIMIT=${GPU_TRAIN_LIMIT:-530}; fi
+if [ "$TINY_MODE" = 1 ]; then LIMIT=${GPU_TRAIN_LIMIT:-175}; else LIMIT=${GPU_TRAIN_LIMIT:-530}; fi
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_train_log.txt") 2>&1
@@ -57,24 +57,27 @@ nvidia-smi || echo "(no nvidia-smi: CPU run)"
 CONFIGS=${GPU_TRAIN_CONFIGS:-"configs/fisr_x2_gpu.yaml configs/fisr_x4_gpu.yaml configs/restormer_x1_gpu.yaml"}
 RUNS=${GPU_TRAIN_RUNS:-/tmp/astrosr_runs_$T0}
 if [ "$TINY_MODE" = 1 ]; then
-  SPEED_ARGS="--configs configs/fisr_x2_gpu.yaml --steps 2 --warmup 1 --batch 4 --profile"
+  SPEED_ARGS="--configs configs/fisr_x4_gpu.yaml --steps 1 --warmup 1 --batch 4 --profile"  # 24-px LR patches: quick inverses
   TINY=--tiny
-  SPEED_LIMIT=40
+  SPEED_LIMIT=35
   EVAL_METHODS="fisr,fisr + flux-exact"
-  EVAL_S=${GPU_TRAIN_EVAL_S:-45}
+  EVAL_FIELDS="--max-fields 1"
+  EVAL_S=${GPU_TRAIN_EVAL_S:-40}
+  PACK_S=10
 else
   SPEED_ARGS="--configs configs/fisr_x2_gpu.yaml configs/fisr_x4_gpu.yaml configs/restormer_x1_gpu.yaml --steps 15 --warmup 5 --profile"
   TINY=
   SPEED_LIMIT=60
   EVAL_METHODS="fisr,fisr + flux-exact,fisr (default),richardson-lucy,backprojection"
+  EVAL_FIELDS=
   EVAL_S=${GPU_TRAIN_EVAL_S:-80}
+  PACK_S=25
 fi
 echo "== train_speed ($(($(date +%s) - T0)) s)"
 timeout -s INT -k 10 $SPEED_LIMIT "$PY" benchmarks/train_speed.py $SPEED_ARGS --out "$OUT/train_speed.md" \
   || echo "(train_speed ended early: rows measured so far are in train_speed.md)"
 
 NOW=$(($(date +%s) - T0))
-PACK_S=25
 DEADLINE=$((LIMIT - NOW - EVAL_S - PACK_S))  # every run over (SIGINT at the deadline, kill 45 s later at worst)
 BUILD_S=${GPU_TRAIN_BUILD_S:-$([ "$TINY_MODE" = 1 ] && echo 20 || echo 100)}
 MINUTES=$("$PY" -c "print(round(max(0.1, ($DEADLINE - $BUILD_S - 20) / 60), 2))")
@@ -90,7 +93,7 @@ MODELS=()
 SCALES=$( [ -f "$RUNS/fisr_x4_gpu/model.pt" ] && echo 2,4 || echo 2 )
 LEFT=$((LIMIT - NOW - 5))
 if [ ${#MODELS[@]} -gt 0 ] && [ $LEFT -gt 10 ]; then
-  timeout -s INT -k 5 $LEFT "$PY" benchmarks/quality.py --quick --methods "$EVAL_METHODS" --scales "$SCALES" --no-pix2wgan "${MODELS[@]}" \
+  timeout -s INT -k 5 $LEFT "$PY" benchmarks/quality.py --quick $EVAL_FIELDS --methods "$EVAL_METHODS" --scales "$SCALES" --no-pix2wgan "${MODELS[@]}" \
     --out "$OUT/quality.md" > "$OUT/quality_stdout.txt" 2>&1 || echo "(evaluation failed or ran out of time: see quality_stdout.txt)"
   grep -c "^| " "$OUT/quality.md" 2>/dev/null | sed 's/^/quality.md table rows: /' || echo "quality.md: none"
 else

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     tr = meta.get("training", {})
     val = tr.get("validation", {})
     reason = tr.get("stop_reason") or ("stop" if stop.is_set() else None)
-    what = f"stopped ({reason})" if reason else "trained"
+    what = ("stopped (interrupted)" if reason == "stop" else f"stopped ({reason})") if reason else "trained"
     line = f"{what} {cfg.name}: step {meta.get('step')} of {tr.get('schedule_steps', '?')} in {tr.get('wall_time_s')} s"
     if "val_psnr" in val:
         line += (
