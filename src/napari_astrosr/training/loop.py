@@ -654,6 +654,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             )
         if profile is not None:
             profile.projector = projector
+            for i in range(bank.shape[0]):  # a profile times steady steps: every PSF's inverse built first
+                projector.inverse(i)
 
     def batch(k: int, salt: int = 0):
         b = pool.sample(cfg.run.batch_size, np.random.default_rng([cfg.run.seed, k, salt]), gain=cfg.data.gain_augment)
