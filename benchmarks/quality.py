@@ -762,6 +762,7 @@ def main(argv=None) -> int:
         "pix2wgan:1=runs/p2w/model.pt (the Pix2WGAN section)",
     )
     ap.add_argument("--no-pix2wgan", action="store_true", help="skip the Pix2WGAN section")
+    ap.add_argument("--max-fields", type=int, default=None, help="only the first N fields (a smoke test)")
     ap.add_argument(
         "--large",
         action="store_true",
@@ -775,6 +776,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     fields = FIELDS[:3] if args.quick else FIELDS
+    if args.max_fields:
+        fields = fields[: args.max_fields]
     if args.large:
         fields = [(label, rel, LARGE_SIDE) for label, rel, _ in fields]
     scales = (2,) if args.quick else (2, 4)
@@ -787,6 +790,9 @@ def main(argv=None) -> int:
         net, _, sc = key.partition(":")
         models[(net, int(sc))] = path
     rows = run_sr(fields, scales, quick=args.quick, methods=methods, models=models)
+    if not rows:
+        print(f"no held-out field found under {DATA} (set ASTROSR_SHARED_DATA): nothing to evaluate", file=sys.stderr)
+        return 2
     sides = [next((r["side"] for r in rows if r["field"] == f[0]), f[2]) for f in fields]
     p2w = [] if args.no_pix2wgan else run_pix2wgan(models)
     wall = time.perf_counter() - t0
@@ -798,12 +804,17 @@ def main(argv=None) -> int:
         "| weights | architecture/preset | params | size MB | steps | train wall s | config |",
         "|---|---|---|---|---|---|---|",
     ]
-    for j in sorted(WEIGHTS_DIR.glob("*.json")):
+    # the --model checkpoints replace the bundled weights of their network and scale: list those that were used
+    given = {f"{net}_x{sc}": Path(path) for (net, sc), path in models.items()}
+    jsons = [j for j in sorted(WEIGHTS_DIR.glob("*.json")) if j.stem not in given]
+    jsons += [Path(p).with_suffix(".json") for p in given.values()]
+    for j in jsons:
         m = json.loads(j.read_text())
         t = m.get("training", {})
         pt = j.with_suffix(".pt")
+        name = pt.name if pt.parent == WEIGHTS_DIR else f"{pt} (--model)"
         w_lines.append(
-            f"| {pt.name} | {m['architecture']}/{m.get('preset')} | {t.get('params', '?')} | "
+            f"| {name} | {m['architecture']}/{m.get('preset')} | {t.get('params', '?')} | "
             f"{pt.stat().st_size / 1e6:.2f} | {m.get('step')} | {t.get('wall_time_s')} | {t.get('config_file')} |"
         )
     md = [
@@ -827,7 +838,7 @@ def main(argv=None) -> int:
         "PSNR/SSIM with data_range = reference range. Flux Error cut and rel. err cut are geometric means over "
         "cases of bicubic/method (>1 = better than bicubic). KL/JS in the reference's source pixels (`src`) and the rest (`sky`).",
         "",
-        "## Bundled weights",
+        "## Weights (bundled, or given with --model)" if given else "## Bundled weights",
         "",
         *w_lines,
         "",

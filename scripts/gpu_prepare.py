@@ -4,8 +4,9 @@ Run here (where ``../shared/data`` and, ideally, GalSim exist)::
 
     python scripts/gpu_prepare.py configs/*_gpu.yaml            # -> .gpudata/data/..., .gpudata/stamps.npz
 
-Only the files the configs name are copied (the GPU machine has no ``../shared/data``; the
-command's working tree must stay under 64 MiB). The stamp bank is ``training.skies.stamp_bank()``
+Only the files the configs name are copied, plus the held-out fields ``benchmarks/quality.py`` evaluates
+the trained networks on (without them its tables came out empty on the GPU machine, which has no
+``../shared/data``; the command's working tree must stay under 64 MiB). The stamp bank is ``training.skies.stamp_bank()``
 (GalSim-rendered when GalSim is importable, e.g. ``PYTHONPATH=.venv-galsim``), so the GPU
 machine needs no GalSim. Wheels of the packages the GPU image lacks go to ``.whl/`` with
 ``scripts/gpu_train.sh --download-wheels``.
@@ -36,6 +37,16 @@ def files_of(cfg: dict) -> set[str]:
     return out
 
 
+def eval_files() -> list[str]:
+    """The held-out fields of ``benchmarks/quality.py`` (its evaluation after training, gpu_train.sh)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from quality import FIELDS
+    finally:
+        sys.path.pop(0)
+    return [rel for _, rel, _ in FIELDS]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("configs", nargs="+")
@@ -43,7 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dest", default=".gpudata")
     a = ap.parse_args(argv)
     root, dest = Path(a.root), Path(a.dest)
-    need: set[str] = set()
+    need: set[str] = set(eval_files())
     for c in a.configs:
         need |= files_of(yaml.safe_load(Path(c).read_text()))
     total = 0

@@ -4,8 +4,8 @@ Used by ``scripts/gpu_train.sh``; runs the same way on CPU (``--tiny`` shrinks e
 smoke test, so the script can be checked end to end where there is no GPU).
 
 Each config runs as its own ``python -m napari_astrosr train CONFIG --out RUNS/NAME
---max-minutes M`` process (the loop stops cleanly at its wall-time budget, validates, saves and
-plots). A process still running at the hard deadline gets SIGINT (clean stop with a checkpoint),
+--time-budget-minutes M`` process (the loop fits its LR schedule to the steps that fit in the budget,
+stops cleanly when it is spent, validates, saves and plots). A process still running at the hard deadline gets SIGINT (clean stop with a checkpoint),
 then SIGKILL 45 s later. Afterwards each run's weights are exported without optimizer state
 (``training.loop.export_checkpoint``) and packed with its log, curves, config and console output
 into at most ``--max-files`` tar.gz files of under 15 MiB each in ``--pack``.
@@ -32,6 +32,9 @@ def tiny(cfg: dict) -> dict:
     """The same config shrunk to seconds: one small image per source, a few steps, tiny batches."""
     d = cfg["data"]
     d["max_patches"] = min(d.get("max_patches", 4000), 300)
+    # small LR patches: the projected loss's (A A^T)^-1 per PSF is (patch^2)^2, built on first use
+    d["patch"] = min(d["patch"], 24 if d["scale"] > 1 else 32)
+    d["stride"] = min(d.get("stride", 8), d["patch"] // 2)
     d["realizations"] = 1
     for s in d["sources"]:
         if s["kind"] == "simulate":
@@ -39,7 +42,9 @@ def tiny(cfg: dict) -> dict:
         elif s["kind"] == "degrade":
             s["files"] = s["files"][:1]
     r = cfg["run"]
-    r.update(steps=4, batch_size=4, val_every=2, checkpoint_every=2, log_every=1, val_images=1)
+    # 6 steps: 2 warm-up + 2 timed, the schedule fitted to the budget at step 4, then 2 more
+    r.update(steps=6, batch_size=4, val_every=3, checkpoint_every=3, log_every=1, val_images=1, fit_measure_steps=2)
+    r["threads"] = 1  # the runs share the CPU
     return cfg
 
 
@@ -47,7 +52,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("configs", nargs="+")
     ap.add_argument("--runs", default="runs/gpu", help="folder of the run folders")
-    ap.add_argument("--minutes", type=float, required=True, help="training wall-time budget of each run")
+    ap.add_argument(
+        "--minutes", type=float, required=True, help="training wall-time budget of each run (run.time_budget_minutes)"
+    )
     ap.add_argument("--deadline", type=float, required=True, help="seconds from now when every run must be over")
     ap.add_argument("--pack", default=None, help="folder for the tar.gz files (e.g. $OUT)")
     ap.add_argument("--max-files", type=int, default=6)
@@ -78,7 +85,7 @@ def main(argv=None) -> int:
             str(cpath),
             "--out",
             str(out),
-            "--max-minutes",
+            "--time-budget-minutes",
             str(a.minutes),
         ]
         procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=False), log, out)

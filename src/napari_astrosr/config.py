@@ -444,7 +444,34 @@ class RunConfig(_Strict):
     steps: int = Field(default=1000, ge=1, le=10_000_000)
     batch_size: int = Field(default=16, ge=1, le=1024)
     max_minutes: Optional[float] = Field(
-        default=None, gt=0.0, le=100_000.0, description="wall-time budget; stops cleanly"
+        default=None, gt=0.0, le=100_000.0, description="wall-time cap; stops cleanly (the LR schedule is not fitted)"
+    )
+    time_budget_minutes: Optional[float] = Field(
+        default=None,
+        gt=0.0,
+        le=100_000.0,
+        description="wall-time budget of the whole run (all chunks): stops cleanly when spent, and the LR schedule "
+        "is fitted to the steps that fit (steps/s measured over the first fit_measure_steps steps)",
+    )
+    fit_steps: Optional[int] = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="length of the LR schedule and of the run, instead of the one fitted to time_budget_minutes "
+        "(reproducible whatever the machine's speed)",
+    )
+    fit_measure_steps: int = Field(
+        default=20,
+        ge=2,
+        le=100_000,
+        description="steps timed (after 2 warm-up steps) to fit the schedule to the budget",
+    )
+    chunk_minutes: Optional[float] = Field(
+        default=None,
+        gt=0.0,
+        le=100_000.0,
+        description="train in chunks of at most this wall time: each saves a resumable checkpoint and exits; "
+        "--resume continues exactly (scripts/train_chunks.sh loops them)",
     )
     val_every: int = Field(default=100, ge=1, le=1_000_000)
     checkpoint_every: int = Field(default=200, ge=1, le=1_000_000)
@@ -457,6 +484,14 @@ class RunConfig(_Strict):
     )
     compile: bool = Field(default=False, description="torch.compile the network (CUDA only; falls back if it fails)")
     val_images: int = Field(default=3, ge=0, le=100, description="whole validation images used for Flux Error")
+
+    @model_validator(mode="after")
+    def _fit(self) -> RunConfig:
+        if self.fit_steps is not None and self.fit_steps > self.steps:
+            raise ValueError(
+                f"fit_steps {self.fit_steps} is more than steps {self.steps}; raise steps or lower fit_steps"
+            )
+        return self
 
 
 class TrainConfig(_Strict):

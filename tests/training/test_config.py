@@ -107,3 +107,26 @@ def test_yaml_is_safe_loaded(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(AstroSRError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "run, where",
+    [
+        ({"steps": 10, "fit_steps": 20}, "fit_steps 20 is more than steps 10"),
+        ({"chunk_minutes": 0}, "'run.chunk_minutes'"),
+        ({"time_budget_minutes": -1}, "'run.time_budget_minutes'"),
+        ({"fit_measure_steps": 1}, "'run.fit_measure_steps'"),
+        ({"fit_steps": "many"}, "'run.fit_steps'"),
+    ],
+)
+def test_budget_fields_fail_in_one_line(run, where):
+    with pytest.raises(AstroSRError) as exc:
+        config_from_dict({**MINIMAL, "run": run}, source="b.yaml")
+    msg = str(exc.value)
+    assert where in msg and "b.yaml" in msg and "\n" not in msg
+
+
+def test_budget_fields_accepted():
+    cfg = config_from_dict({**MINIMAL, "run": {"time_budget_minutes": 8, "chunk_minutes": 2.5, "fit_steps": 900}})
+    assert cfg.run.time_budget_minutes == 8 and cfg.run.chunk_minutes == 2.5 and cfg.run.fit_steps == 900
+    assert cfg.run.fit_measure_steps == 20

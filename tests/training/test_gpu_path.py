@@ -234,9 +234,11 @@ def test_half_precision_export_halves_the_file_and_loads(tmp_path):
         assert v2.dtype == v.dtype and torch.allclose(v, v2, rtol=1e-3, atol=1e-4), k
 
 
-def test_fft_correlation_equals_the_grouped_convolution():
-    """CUDA applies per-sample PSFs by FFT; it must be the same operator as the CPU's conv2d (and its adjoint)."""
+def test_fft_correlation_equals_the_grouped_convolution(monkeypatch):
+    """PSFs are applied by FFT (CUDA, and CPU from 11 px); it must be the same operator as conv2d (and its adjoint)."""
     from napari_astrosr.core.psf import gaussian_airy_psf
+
+    monkeypatch.setattr(physics, "FFT_MIN_KERNEL_CPU", 10**9)  # the reference: the direct convolution
 
     g = torch.Generator().manual_seed(1)
     y = torch.rand(4, 1, 20, 24, generator=g)

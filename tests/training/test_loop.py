@@ -208,3 +208,74 @@ def test_cli_ctrl_c_saves_checkpoint(tmp_path):
         assert "stopped" in stdout or proc.returncode == 130
     else:  # ... or nothing at all
         assert not names & {"model.json", "resume.pt", "config.yaml", "log.csv"}, names
+
+
+def _last(job):
+    """Run a job to its end; the last event's values (stop_reason ...) and the returned checkpoint."""
+    last = []
+    ck = run(job, on_progress=last.append)
+    return ck, last[-1].values
+
+
+def test_chunks_equal_one_run(tmp_path):
+    """Chunks of one step each (run.chunk_minutes), each resumed, end bitwise where one run of the same steps ends;
+    the schedule's length (run.fit_steps, shorter than run.steps) travels in resume.pt."""
+    import json
+
+    cfg = _cfg(run={"steps": 50, "fit_steps": 4, "log_every": 1})
+    ref, v = _last(train_job(cfg, out_dir=tmp_path / "ref"))
+    assert v["stop_reason"] is None and json.loads(ref.with_suffix(".json").read_text())["step"] == 4
+    chunked = _cfg(run={"steps": 50, "fit_steps": 4, "log_every": 1, "chunk_minutes": 1e-9})
+    reasons = []
+    for i in range(6):
+        ck, v = _last(train_job(chunked, out_dir=tmp_path / "ch", resume=i > 0))
+        reasons.append(v["stop_reason"])
+        if v["stop_reason"] is None:
+            break
+    assert reasons == ["chunk", "chunk", "chunk", None]  # at least one step per chunk, then done at fit_steps
+    st = torch.load(tmp_path / "ch" / "resume.pt", weights_only=True)
+    assert st["fit"]["steps"] == 4 and st["scheduler"]["lr_lambdas"][0]["total"] == 4
+    a = torch.load(ref, weights_only=True)
+    b = torch.load(ck, weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    la = [float(r["lr"]) for r in csv.DictReader((tmp_path / "ref" / "log.csv").read_text().splitlines()) if r["lr"]]
+    lb = [float(r["lr"]) for r in csv.DictReader((tmp_path / "ch" / "log.csv").read_text().splitlines()) if r["lr"]]
+    assert la == lb and len(la) == 4
+
+
+def test_time_budget_fits_the_schedule_and_stops(tmp_path):
+    """With run.time_budget_minutes the schedule's length is fitted to the measured steps/s (saved for resuming)
+    and the run ends at it or when the budget is spent, never at run.steps."""
+    import json
+
+    cfg = _cfg(
+        optim={"schedule": "cosine", "min_lr_ratio": 0.1},
+        run={"steps": 100000, "time_budget_minutes": 0.03, "fit_measure_steps": 3, "log_every": 1},
+    )
+    ck, v = _last(train_job(cfg, out_dir=tmp_path / "b"))
+    assert v["stop_reason"] in (None, "budget")
+    tr = json.loads(ck.with_suffix(".json").read_text())["training"]
+    fitted, steps = tr["schedule_steps"], tr["steps"]
+    assert tr["fitted_steps_per_s"] > 0 and 5 <= fitted < 100000 and 5 <= steps <= fitted
+    # the fitted length is what the cosine decays over: planned ~0.95 of the budget at the measured rate
+    assert fitted <= 5 + tr["fitted_steps_per_s"] * 0.03 * 60 + 1
+    st = torch.load(tmp_path / "b" / "resume.pt", weights_only=True)
+    assert st["fit"] == {"steps": fitted, "fitted": True, "steps_per_s": tr["fitted_steps_per_s"]}
+    assert st["scheduler"]["lr_lambdas"][0]["total"] == fitted
+
+
+def test_cli_says_stopped_chunk_and_how_to_resume(tmp_path, capsys):
+    import yaml
+
+    from napari_astrosr.cli import main
+
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(_cfg(run={"steps": 3}).model_dump(mode="json")))
+    out = tmp_path / "o"
+    assert main(["train", str(p), "--out", str(out), "--quiet", "--chunk-minutes", "1e-9"]) == 0
+    text = capsys.readouterr().out
+    assert "stopped (chunk) t: step 1 of 3" in text and f"--out {out} --resume" in text
+    assert main(["train", str(p), "--out", str(out), "--quiet", "--resume"]) == 0
+    text = capsys.readouterr().out
+    assert "trained t: step 3 of 3" in text and "--resume" not in text

@@ -256,3 +256,38 @@ def test_gain_invariant_weights_and_training(tmp_path):
     run(train_job(cfg2, out_dir=tmp_path / "r"))
     rows = list(csv.DictReader((tmp_path / "r" / "log.csv").read_text().splitlines()))
     assert rows and all(np.isfinite(float(r["loss"])) for r in rows if r.get("loss"))
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_projected_loss_fft_blur_equals_direct(monkeypatch, scale):
+    """The projected loss (forward + backward) on the new path (PSF blur by FFT, one product per distinct PSF) equals
+    the old path's (direct grouped convolution, gathered bmm) to 1e-5 relative, for PSFs wide enough for the FFT."""
+    from napari_astrosr.core.psf import gaussian_airy_psf
+    from napari_astrosr.training.losses import pixel_loss
+
+    bank = physics.psf_bank([gaussian_airy_psf(s, 1.5 * s) for s in (0.7, 1.0, 1.4)], size=15)
+    assert bank.shape[-1] >= physics.FFT_MIN_KERNEL_CPU
+    g = torch.Generator().manual_seed(2)
+    lr = 12
+    pred0 = torch.rand(5, 1, lr * scale, lr * scale, generator=g)
+    y = torch.rand(5, 1, lr * scale, lr * scale, generator=g)
+    ids = [0, 2, 1, 1, 0]
+    # the LR input is the target observed through the (augmented) PSF, as in training
+    psf = torch.flip(torch.rot90(bank[ids], 3, dims=(-2, -1)), dims=(-1,))
+    x = physics.forward(y, psf, scale)
+    proj = physics.DirectProjector(bank, scale, (lr, lr))
+
+    def loss_and_grad():
+        pred = pred0.clone().requires_grad_(True)
+        lo = pixel_loss(proj.project(pred, x, ids, rot90=3, flip=True), y, kind="l2")
+        lo.backward()
+        return lo.detach(), pred.grad
+
+    fft_loss, fft_grad = loss_and_grad()
+    # the old path: direct grouped convolution, inverses gathered and applied by one bmm
+    monkeypatch.setattr(physics, "FFT_MIN_KERNEL_CPU", 10**9)
+    monkeypatch.setattr(physics, "GROUPED_SOLVE_CPU", False)
+    proj._inv, proj._stack, proj._row = {}, None, {}  # inverses rebuilt with the direct blur too
+    ref_loss, ref_grad = loss_and_grad()
+    assert abs(float(fft_loss - ref_loss)) <= 1e-5 * abs(float(ref_loss))
+    assert float((fft_grad - ref_grad).norm() / ref_grad.norm()) < 1e-4

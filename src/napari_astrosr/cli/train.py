@@ -1,7 +1,10 @@
 """``astrosr train CONFIG.yaml [--out DIR] [--resume]``: train a network from a YAML config.
 
 Ctrl-C asks the loop to stop: it finishes the current step, saves a checkpoint (resumable
-with ``--resume``) and exits; a second Ctrl-C aborts at once.
+with ``--resume``) and exits; a second Ctrl-C aborts at once. A run ended by its wall-time
+budget prints ``stopped (budget)``, one ended by its chunk length ``stopped (chunk)`` (run the
+same command with ``--resume`` for the next chunk; ``scripts/train_chunks.sh`` loops them), a
+finished one ``trained``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--steps", type=int, default=None, help="override run.steps")
-    p.add_argument("--max-minutes", type=float, default=None, help="override run.max_minutes (wall-time budget)")
+    p.add_argument("--max-minutes", type=float, default=None, help="override run.max_minutes (wall-time cap)")
+    p.add_argument(
+        "--time-budget-minutes",
+        type=float,
+        default=None,
+        help="override run.time_budget_minutes (wall-time budget of the run; the LR schedule is fitted to it)",
+    )
+    p.add_argument("--fit-steps", type=int, default=None, help="override run.fit_steps (the LR schedule's length)")
+    p.add_argument(
+        "--chunk-minutes", type=float, default=None, help="override run.chunk_minutes (save and exit after this long)"
+    )
     p.add_argument("--data-root", default=None, help="folder the config's data paths are relative to")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -37,12 +50,17 @@ def run(args: argparse.Namespace) -> int:
     from .common import run_with_bar
 
     cfg = load_config(args.config)
-    if args.steps is not None or args.max_minutes is not None:
+    over = {
+        "steps": args.steps,
+        "max_minutes": args.max_minutes,
+        "time_budget_minutes": args.time_budget_minutes,
+        "fit_steps": args.fit_steps,
+        "chunk_minutes": args.chunk_minutes,
+    }
+    over = {k: v for k, v in over.items() if v is not None}
+    if over:
         d = cfg.model_dump(mode="json")
-        if args.steps is not None:
-            d["run"]["steps"] = args.steps
-        if args.max_minutes is not None:
-            d["run"]["max_minutes"] = args.max_minutes
+        d["run"].update(over)
         cfg = config_from_dict(d, source=str(args.config))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     if args.data_root and not Path(args.data_root).is_dir():
@@ -89,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
     meta = json.loads(ckpt.with_suffix(".json").read_text())
     tr = meta.get("training", {})
     val = tr.get("validation", {})
-    line = (
-        f"{'stopped' if stop.is_set() else 'trained'} {cfg.name}: step {meta.get('step')} in {tr.get('wall_time_s')} s"
-    )
+    reason = tr.get("stop_reason") or ("stop" if stop.is_set() else None)
+    what = ("stopped (interrupted)" if reason == "stop" else f"stopped ({reason})") if reason else "trained"
+    line = f"{what} {cfg.name}: step {meta.get('step')} of {tr.get('schedule_steps', '?')} in {tr.get('wall_time_s')} s"
     if "val_psnr" in val:
         line += (
             f"; validation PSNR {val['val_psnr']:.2f} dB (bicubic {val.get('val_psnr_bicubic', float('nan')):.2f}),"
@@ -100,4 +118,13 @@ def run(args: argparse.Namespace) -> int:
         )
     print(line)
     print(f"checkpoint: {ckpt}")
+    if reason:
+        again = f"astrosr train {args.config} --out {out} --resume"
+        if reason == "budget":
+            print(
+                f"to continue: {again} with a --time-budget-minutes (or --max-minutes) above the "
+                f"{tr.get('wall_time_s')} s spent"
+            )
+        else:
+            print(f"to continue: {again}")
     return 0

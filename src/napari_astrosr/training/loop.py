@@ -62,19 +62,70 @@ LOG_FIELDS = [
 # helpers
 
 
-def _lr_lambda(cfg: TrainConfig):
-    o, total = cfg.optim, cfg.run.steps
+class _Schedule:
+    """LR multiplier of a step: linear warm-up, then cosine decay (or constant) to step ``total``.
 
-    def f(step: int) -> float:
-        if o.warmup_steps and step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
-        if o.schedule == "constant":
+    A callable object, not a closure, so ``LambdaLR.state_dict()`` saves its attributes (plain
+    numbers: loadable with ``weights_only``) and a resumed chunk gets the fitted ``total`` back.
+    """
+
+    def __init__(self, cfg: TrainConfig, total: int):
+        self.warmup = int(cfg.optim.warmup_steps)
+        self.kind = str(cfg.optim.schedule)
+        self.min_ratio = float(cfg.optim.min_lr_ratio)
+        self.total = int(total)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
             return 1.0
-        t = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+        t = (step - self.warmup) / max(1, self.total - self.warmup)
         t = min(max(t, 0.0), 1.0)
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
-    return f
+
+def _lr_lambda(cfg: TrainConfig):
+    return _Schedule(cfg, cfg.run.fit_steps or cfg.run.steps)
+
+
+FIT_WARMUP_STEPS = 2
+"""Steps of each process not timed for the budget fit (first calls: allocations, cuDNN/compile, PSF inverses)."""
+FIT_SAFETY = 0.95
+"""Share of the remaining budget the fitted schedule plans to use: validations and checkpoints need the rest."""
+
+
+class StepProfile:
+    """Wall time spent in each part of the training step, for ``benchmarks/train_speed.py --profile``.
+
+    Pass one to :func:`train_job`; the loop then synchronises the device at each boundary (so a
+    profiled run is slightly slower) and adds the seconds to :attr:`seconds`. ``reset()`` after the
+    warm-up steps. :attr:`projector` is the loop's ``physics.DirectProjector`` (None without the
+    projected loss), so a benchmark can time it alone on the same PSF bank.
+    """
+
+    PARTS = ("data", "network fwd", "losses", "projection loss", "backward", "optimizer", "log/val/ckpt")
+
+    def __init__(self) -> None:
+        self.projector = None
+        self.device = "cpu"
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the time so far (call between steps)."""
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+        self.steps = 0
+        self._t = time.perf_counter()
+
+    def mark(self, part: str) -> None:
+        """Charge the time since the last mark to ``part``."""
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        self.seconds[part] += t - self._t
+        self._t = t
 
 
 def _make_optimizer(params, cfg: TrainConfig, fused: bool = False):
@@ -265,7 +316,13 @@ class _Log:
 
 
 def train_job(
-    config: TrainConfig, *, out_dir, resume: bool = False, stop=NEVER, root: Optional[Path] = None
+    config: TrainConfig,
+    *,
+    out_dir,
+    resume: bool = False,
+    stop=NEVER,
+    root: Optional[Path] = None,
+    profile: Optional[StepProfile] = None,
 ) -> Generator[Progress, None, Path]:
     """Train the network a :class:`config.TrainConfig` describes; returns the checkpoint path.
 
@@ -281,11 +338,24 @@ def train_job(
         Stop flag; when set the loop saves a checkpoint and returns it (clean stop).
     root
         Data root override (else ``config.data.root`` / ``$ASTROSR_SHARED_DATA`` / ``../shared/data``).
+    profile
+        A :class:`StepProfile` to fill with the time of each part of a step (benchmarks only).
 
     Yields
     ------
     Progress
-        ``values`` holds ``loss`` (and ``val_psnr`` etc. after validations).
+        ``values`` holds ``loss`` (and ``val_psnr`` etc. after validations); the last event's
+        ``values["stop_reason"]`` is None when the run is done, else ``"budget"``
+        (``run.time_budget_minutes`` / ``run.max_minutes`` spent), ``"chunk"`` (``run.chunk_minutes``
+        spent: resume to continue) or ``"stop"`` (the stop flag).
+
+    Notes
+    -----
+    The run ends at ``run.steps``, or at ``run.fit_steps``, or, with ``run.time_budget_minutes`` and no
+    ``fit_steps``, at the step count fitted to the budget: after ``FIT_WARMUP_STEPS`` steps the loop times
+    ``run.fit_measure_steps`` steps and sets the LR schedule's length (cosine to its end) to the steps
+    done plus ``FIT_SAFETY`` x the remaining budget x the measured steps/s (at most ``run.steps``).
+    The fitted length is saved in ``resume.pt`` so a resumed chunk continues the same schedule.
     """
     from .._extras import require
 
@@ -302,7 +372,7 @@ def train_job(
             f"--out {out}: cannot create the folder ({exc.strerror or exc}); choose another place."
         ) from None
     try:
-        return (yield from _train_in(cfg, out, resume, stop, root))
+        return (yield from _train_in(cfg, out, resume, stop, root, profile))
     finally:
         for d in created:  # folders this call made and nothing was left in (a refused run)
             try:
@@ -311,7 +381,7 @@ def train_job(
                 break
 
 
-def _train_in(cfg: TrainConfig, out: Path, resume: bool, stop, root):
+def _train_in(cfg: TrainConfig, out: Path, resume: bool, stop, root, profile=None):
     import torch
 
     from ..models.checkpoints import check_model_budget
@@ -347,7 +417,7 @@ def _train_in(cfg: TrainConfig, out: Path, resume: bool, stop, root):
     lock = _acquire_lock(out)
     before = {p.name for p in out.iterdir()}
     try:
-        return (yield from _train(cfg, out, ckpt_path, state_path, resume, stop, root))
+        return (yield from _train(cfg, out, ckpt_path, state_path, resume, stop, root, profile))
     except BaseException:
         # a run that fails or is interrupted before its first checkpoint leaves nothing it created
         if not ckpt_path.exists():
@@ -384,7 +454,7 @@ def _acquire_lock(out: Path) -> Path:
     return lock
 
 
-def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resume: bool, stop, root):
+def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resume: bool, stop, root, profile=None):
     import torch
 
     from ..models.checkpoints import bundled_checkpoint, load_checkpoint, save_checkpoint
@@ -455,6 +525,13 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
 
     step, wall_before = 0, 0.0
     history: dict[str, Any] = {}
+    budget_s = cfg.run.time_budget_minutes * 60 if cfg.run.time_budget_minutes else None
+    # the schedule's length (and the run's last step): fit_steps, else steps until fitted to the budget
+    fit: dict[str, Any] = {
+        "steps": cfg.run.fit_steps or cfg.run.steps,
+        "fitted": bool(cfg.run.fit_steps) or budget_s is None,
+        "steps_per_s": None,
+    }
     if resume:
         _, meta, payload = load_checkpoint(ckpt_path, expect_name=cfg.model.name, with_payload=True)
         model.load_state_dict(payload["model"])
@@ -479,6 +556,8 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             torch.cuda.set_rng_state(st["cuda_rng"])
         wall_before = float(st.get("wall_s", 0.0))
         history = dict(meta.get("training", {}).get("history", {}))
+        fit = dict(st.get("fit", fit))
+    sched.lr_lambdas[0].total = int(fit["steps"])  # a resumed chunk keeps the length fitted in the first one
     baseline: dict = {}
     hardware = _hardware(dev)
     cost = _cost(cfg, full_cfg)
@@ -490,6 +569,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             net = torch.compile(model)
         except Exception:  # noqa: BLE001 - compile is an optimisation, never a requirement
             net = model
+    stop_reason: Optional[str] = None
     t0 = time.perf_counter()
 
     def wall() -> float:
@@ -511,12 +591,21 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             "precision": precision,
             "batch_size": cfg.run.batch_size,
             "validation": final_val or history.get("last_val", {}),
+            "schedule_steps": int(fit["steps"]),
+            "fitted_steps_per_s": fit["steps_per_s"],
+            "stop_reason": stop_reason,
             "history": history,
             "stage1": (
                 {"path": Path(stage1_meta["path"]).name, "sha256": stage1_meta.get("sha256")} if stage1_meta else None
             ),
         }
-        st = {"step": step, "scheduler": sched.state_dict(), "wall_s": wall(), "torch_rng": torch.get_rng_state()}
+        st = {
+            "step": step,
+            "scheduler": sched.state_dict(),
+            "wall_s": wall(),
+            "torch_rng": torch.get_rng_state(),
+            "fit": dict(fit),
+        }
         if dev.startswith("cuda"):
             st["cuda_rng"] = torch.cuda.get_rng_state()
         if critic is not None:
@@ -563,6 +652,10 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                 f"{cfg.source_path}: loss.projection_margin {margin} HR px leaves nothing of a "
                 f"{cfg.data.patch * ds}-px HR patch; use a larger data.patch or a smaller margin."
             )
+        if profile is not None:
+            profile.projector = projector
+            for i in range(bank.shape[0]):  # a profile times steady steps: every PSF's inverse built first
+                projector.inverse(i)
 
     def batch(k: int, salt: int = 0):
         b = pool.sample(cfg.run.batch_size, np.random.default_rng([cfg.run.seed, k, salt]), gain=cfg.data.gain_augment)
@@ -606,16 +699,35 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         f"{len(data.train)} train / "
         f"{len(data.val)} val patches ({t_data:.0f} s to build)"
     )
-    yield Progress(step, cfg.run.steps, msg, values={"params": n_params, **data.summary})
+    yield Progress(step, fit["steps"], msg, values={"params": n_params, **data.summary})
     running: dict[str, float] = {}
-    stopped = False
+    chunk_s = cfg.run.chunk_minutes * 60 if cfg.run.chunk_minutes else None
+    cap_s = min(v for v in (budget_s, cfg.run.max_minutes and cfg.run.max_minutes * 60, 1e30) if v)
+    step0 = step  # the first step of this process (a resumed chunk starts later)
+    fit_from = step0 + FIT_WARMUP_STEPS
+    t_fit = 0.0
+    if profile is not None:
+        profile.device = dev
+        profile.reset()
+
+    def mark(part: str) -> None:
+        if profile is not None:
+            profile.mark(part)
+
     # opened only now, after every check that can refuse the config: a refused run leaves no log open or behind
     log = _Log(out / "log.csv", append=resume)
     try:
-        while step < cfg.run.steps:
-            if stop.is_set() or (cfg.run.max_minutes and wall() > cfg.run.max_minutes * 60):
-                stopped = True
+        while step < fit["steps"]:
+            if stop.is_set():
+                stop_reason = "stop"
+            elif wall() > cap_s:
+                stop_reason = "budget"
+            elif chunk_s and step > step0 and time.perf_counter() - t0 > chunk_s:
+                stop_reason = "chunk"  # at least one step per chunk: chunks always make progress
+            if stop_reason:
                 break
+            if step == fit_from:
+                t_fit = time.perf_counter()
             row: dict[str, Any] = {}
             if critic is not None:
                 # WGAN-GP: several critic updates per generator update, each on a fresh batch
@@ -637,9 +749,11 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                     opt_c.step()
                 row.update(critic_loss=lc.item(), wasserstein=info["wasserstein"], gp=info["gp"])
             b = batch(step)
+            mark("data")
             with amp:
                 pred = _forward(net, needs_flux, b["x"], b["fmap_in"])
             pred = pred.float()
+            mark("network fwd")
             sw = sample_weights(b["x"], floor=cfg.loss.relative_floor) if cfg.loss.patch_relative else None
             if "gain_w" in b:
                 sw = b["gain_w"] if sw is None else sw * b["gain_w"]
@@ -658,16 +772,19 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
                 lbkg = background_loss(pred, b["y"], weight=sw)
                 loss = loss + cfg.loss.background_weight * lbkg * (cfg.gan.l1_weight if critic is not None else 1.0)
                 row["loss_bkg"] = lbkg.detach()
-            if use_proj and "proj_idx" in b:
-                lproj = projected_loss(pred, b)
-                loss = loss + cfg.loss.projection_weight * lproj
-                row["loss_proj"] = lproj.detach()
             if critic is not None:
                 la = generator_adversarial_loss(critic, pred, cond=b["x"])
                 loss = loss + la
                 row["loss_adv"] = la.detach()
+            mark("losses")
+            if use_proj and "proj_idx" in b:
+                lproj = projected_loss(pred, b)
+                loss = loss + cfg.loss.projection_weight * lproj
+                row["loss_proj"] = lproj.detach()
+            mark("projection loss")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            mark("backward")
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
             # one device->host copy per step for every logged term (each .item() stalls a GPU)
@@ -681,12 +798,18 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             opt.step()
             sched.step()
             step += 1
+            mark("optimizer")
+            if not fit["fitted"] and step == fit_from + cfg.run.fit_measure_steps:
+                rate = cfg.run.fit_measure_steps / max(time.perf_counter() - t_fit, 1e-9)
+                left = max(0.0, budget_s - wall()) * FIT_SAFETY
+                fit.update(steps=int(min(cfg.run.steps, step + int(rate * left))), fitted=True, steps_per_s=rate)
+                sched.lr_lambdas[0].total = fit["steps"]
             row["loss"] = vals[-1]
             for k, v in row.items():
                 running[k] = running.get(k, 0.0) + v
             running["_n"] = running.get("_n", 0) + 1
             values: dict[str, Any] = {"loss": vals[-1]}
-            is_val = step % cfg.run.val_every == 0 or step == cfg.run.steps
+            is_val = step % cfg.run.val_every == 0 or step == fit["steps"]
             if step % cfg.run.log_every == 0 or is_val:
                 n = running.pop("_n")
                 rec = {k: v / n for k, v in running.items()}
@@ -704,10 +827,14 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             text = f"loss {vals[-1]:.4g}"
             if "val_psnr" in values:
                 text += f"  val PSNR {values['val_psnr']:.2f} dB (bicubic {values['val_psnr_bicubic']:.2f})"
-            yield Progress(step, cfg.run.steps, text, values=values)
+            mark("log/val/ckpt")
+            if profile is not None:
+                profile.steps += 1
+            yield Progress(step, fit["steps"], text, values=values)
     finally:
         log.close()
-    if stopped or "last_val" not in history or history["last_val"].get("step") != step:
+    # a chunk's end skips the validation (the next chunk continues; the run's end validates)
+    if stop_reason != "chunk" and (stop_reason or "last_val" not in history or history["last_val"].get("step") != step):
         val = _validate(model, data, cfg, needs_flux, cfg.loss.pixel, baseline, dev)
         history["last_val"] = {"step": step, **val}
         # a validation-only row, so the log and curves.png of a stopped run end with its final validation too
@@ -716,16 +843,19 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             final.row({"step": step, "wall_s": round(wall(), 2), **val})
         finally:
             final.close()
-    path = save(history["last_val"])
+    path = save(history.get("last_val"))
     try:
         _plot(out / "log.csv", out / "curves.png")
     except Exception as exc:  # noqa: BLE001 - a plotting problem must not lose a trained model
         import warnings
 
         warnings.warn(f"could not plot training curves: {exc}", stacklevel=2)
-    why = "stopped" if stopped else "done"
+    why = f"stopped ({stop_reason})" if stop_reason else "done"
     yield Progress(
-        step, cfg.run.steps, f"{why}: {path} ({wall():.0f} s)", values={"checkpoint": str(path), **history["last_val"]}
+        step,
+        fit["steps"],
+        f"{why}: {path} ({wall():.0f} s)",
+        values={"checkpoint": str(path), "stop_reason": stop_reason, **history.get("last_val", {})},
     )
     return path
 
