@@ -59,13 +59,14 @@ def _crop(a: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(c[: c.shape[0] // 8 * 8, : c.shape[1] // 8 * 8], dtype=np.float32)
 
 
-def _degrade(hr, scale, psf, noisy, seed):
+def _degrade(hr, scale, psf, noisy, seed, *, noise_rel=NOISE_REL):
+    """STAR degradation, plus (``noisy``) white Gaussian noise of ``noise_rel`` of the LR robust range."""
     from napari_astrosr.core.degrade import degrade
 
     lr = degrade(hr, scale=scale, psf=psf, noise=None, seed=seed).data.astype(np.float32)
     sigma = 0.0
     if noisy:
-        sigma = NOISE_REL * float(np.nanpercentile(lr, 99.5) - np.nanmedian(lr))
+        sigma = noise_rel * float(np.nanpercentile(lr, 99.5) - np.nanmedian(lr))
         lr = lr + np.random.default_rng(seed + 1).normal(0, sigma, lr.shape).astype(np.float32)
     return lr, sigma
 

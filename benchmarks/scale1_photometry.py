@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from quality import DATA, FIELDS, NOISE_REL, _crop, data_ready, source_rel_errors, write_report  # noqa: E402
+from quality import DATA, FIELDS, NOISE_REL, _crop, _degrade, data_ready, source_rel_errors, write_report  # noqa: E402
 
 PSFS = [("gaussian:1.0", "Gaussian sigma 1 px"), ("gaussian:2.0", "Gaussian sigma 2 px")]
 # white noise added after the blur, relative to the blurred image's robust range (99.5th percentile - median):
@@ -44,17 +44,6 @@ METHODS = [
     ("backprojection + flux-exact", "backprojection", {"flux_noise": "exact"}),
     ("richardson-lucy", "richardson-lucy", {}),
 ]
-
-
-def _blur(hr: np.ndarray, psf: str, noise_rel: float, seed: int) -> tuple[np.ndarray, float]:
-    from napari_astrosr.core.degrade import degrade
-
-    lr = degrade(hr, scale=1, psf=psf, noise=None, seed=seed).data.astype(np.float32)
-    sigma = 0.0
-    if noise_rel > 0:
-        sigma = noise_rel * float(np.nanpercentile(lr, 99.5) - np.nanmedian(lr))
-        lr = lr + np.random.default_rng(seed + 1).normal(0, sigma, lr.shape).astype(np.float32)
-    return lr, sigma
 
 
 def run(side: int = 128) -> tuple[list[dict], list[str]]:
@@ -72,7 +61,7 @@ def run(side: int = 128) -> tuple[list[dict], list[str]]:
         dr = float(hr.max() - hr.min())
         for psf, _ in PSFS:
             for ni, (noisy, noise_rel) in enumerate(NOISES):
-                lr, _sigma = _blur(hr, psf, noise_rel, seed=1000 * fi + ni)
+                lr, _sigma = _degrade(hr, 1, psf, noise_rel > 0, 1000 * fi + ni, noise_rel=noise_rel)
                 for name, method, kw in METHODS:
                     t0 = time.perf_counter()
                     if method is None:
