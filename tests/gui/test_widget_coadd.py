@@ -94,3 +94,47 @@ def test_dip_live_latent_and_stop(make_napari_viewer, qtbot):
     # the widget says what was checked (after Stop: nothing, so that Stop acts at once)
     assert "checked: nothing: stopped" in w.summary.text()
     assert "stop: stopped by the user at step" in w.summary.text()  # the stopping rule's line
+
+
+def test_dip_stopping_controls_match_cli_defaults(make_napari_viewer, qtbot):
+    """The DIP stopping controls start at the CLI's defaults and reach the job; off is reported."""
+    pytest.importorskip("torch")
+    from napari_astrosr.coadd_job import CoaddOptions
+
+    viewer = make_napari_viewer()
+    _, frames = _frames(n=3)
+    stack = viewer.add_image(frames, name="stack")
+    sig = viewer.add_image(np.full(frames.shape, 0.5, np.float32), name="sigma")
+    w = CoaddWidget(viewer)
+    qtbot.addWidget(w)
+    w.method.setCurrentText("DIP (AstroClearNet)")
+    cli = CoaddOptions()
+    opts = w.options()
+    for key in ("iterations", "holdout", "noise_stop", "noise_tol_max"):
+        assert getattr(opts, key) == getattr(cli, key), key
+    # the tolerance only matters with the noise rule on
+    w.noise_stop.setChecked(False)
+    assert not w.noise_tol_max.isEnabled()
+    w.noise_stop.setChecked(True)
+    assert w.noise_tol_max.isEnabled()
+    w.method.setCurrentText("median")
+    assert not (w.noise_stop.isEnabled() or w.noise_tol_max.isEnabled() or w.holdout.isEnabled())
+
+    w.method.setCurrentText("DIP (AstroClearNet)")
+    w.noise_stop.setChecked(False)
+    w.noise_tol_max.setValue(0.2)
+    w.holdout.setValue(0.2)
+    opts = w.options()
+    assert (opts.noise_stop, opts.noise_tol_max, opts.holdout) == (False, 0.2, 0.2)
+    w.set_frames([stack])
+    w.noise.set_value(sig)
+    w.psf_mode.setCurrentText("spec")
+    w.psf_spec.setText("gaussian:1.5")
+    w.iterations.setValue(5)
+    w.device.setCurrentText("cpu")
+    w.run()
+    wait_idle(qtbot, w.jobs, timeout=120_000)
+    assert w.jobs.last_error is None
+    detail = viewer.layers["stack [coadd dip]"].metadata["astrosr"]["metrics"]["stop_detail"]
+    assert detail["holdout"] == pytest.approx(0.2) and detail["rule"].startswith("noise-model rule off")
+    assert "chi2 target off" in w.summary.text()

@@ -31,6 +31,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QLabel,
     QLineEdit,
@@ -121,11 +122,40 @@ class CoaddWidget(QWidget):
         self.method = QComboBox()
         self.method.addItems(list(METHODS))
         self.method.currentTextChanged.connect(self._method_changed)
+        from ...coadd_job import CoaddOptions
+
+        defaults = CoaddOptions()  # the CLI's defaults: one options model for both
         self.iterations = QSpinBox()
         self.iterations.setRange(1, 100_000)
-        self.iterations.setValue(1500)
+        self.iterations.setValue(int(defaults.iterations))
         self.iterations.setToolTip(
-            "DIP: step cap; the fit stops earlier when its held-out pixels' chi2 stops improving"
+            "DIP: step cap; the fit stops earlier when its held-out pixels' chi2 reaches the noise "
+            "model's expectation or stops improving"
+        )
+        self.noise_stop = QCheckBox("stop when held-out pixels reach the noise level")
+        self.noise_stop.setChecked(bool(defaults.noise_stop))
+        self.noise_stop.setToolTip(
+            "DIP: stop when the chi2 of held-out pixels is at the noise model's expectation (used only "
+            "where the noise maps pass a check against each frame's sky scatter). Off: only the plateau "
+            "and the step cap stop the fit (sharper, slower)"
+        )
+        self.noise_tol_max = QDoubleSpinBox()
+        self.noise_tol_max.setRange(0.0, 1.0)
+        self.noise_tol_max.setDecimals(3)
+        self.noise_tol_max.setSingleStep(0.01)
+        self.noise_tol_max.setValue(float(defaults.noise_tol_max))
+        self.noise_tol_max.setToolTip(
+            "DIP: trust the noise maps for the chi2 target only if every frame's sky scatter / map is "
+            "within 1 +- this value"
+        )
+        self.noise_stop.toggled.connect(self.noise_tol_max.setEnabled)
+        self.holdout = QDoubleSpinBox()
+        self.holdout.setRange(0.0, 0.49)
+        self.holdout.setDecimals(2)
+        self.holdout.setSingleStep(0.05)
+        self.holdout.setValue(float(defaults.holdout))
+        self.holdout.setToolTip(
+            "DIP: fraction of each frame's pixels held out from the fit to decide when to stop (0: off)"
         )
         self.superres = QComboBox()
         self.superres.addItems(["1", "2"])
@@ -148,6 +178,9 @@ class CoaddWidget(QWidget):
         form.addRow("PSF layer", self.psf_layer)
         form.addRow("Method", self.method)
         form.addRow("Iterations", self.iterations)
+        form.addRow("Held out", self.holdout)
+        form.addRow("", self.noise_stop)
+        form.addRow("Map tolerance", self.noise_tol_max)
         form.addRow("Super-resolution", self.superres)
         form.addRow("Seed", self.seed)
         form.addRow("Device", self.device)
@@ -210,8 +243,9 @@ class CoaddWidget(QWidget):
 
     def _method_changed(self, label: str) -> None:
         dip = METHODS.get(label) == "dip"
-        for w in (self.iterations, self.superres, self.seed, self.device):
+        for w in (self.iterations, self.holdout, self.noise_stop, self.superres, self.seed, self.device):
             w.setEnabled(dip)
+        self.noise_tol_max.setEnabled(dip and self.noise_stop.isChecked())
 
     # ------------------------------------------------------------------ inputs
 
@@ -288,6 +322,9 @@ class CoaddWidget(QWidget):
         return CoaddOptions(
             method=METHODS[self.method.currentText()],
             iterations=int(self.iterations.value()),
+            holdout=float(self.holdout.value()),
+            noise_stop=bool(self.noise_stop.isChecked()),
+            noise_tol_max=float(self.noise_tol_max.value()),
             superres=int(self.superres.currentText()),
             seed=int(self.seed.value()),
             device=self.device.currentText(),
