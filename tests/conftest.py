@@ -31,3 +31,12 @@ def shared_file(rel: str) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under ``tests/gui`` needs a viewer under Xvfb: mark it ``gui`` even where its
+    module forgot ``pytestmark`` (``-m "not gui"`` must leave out every viewer test)."""
+    gui_dir = Path(__file__).parent / "gui"
+    for item in items:
+        if gui_dir in Path(str(item.fspath)).parents and item.get_closest_marker("gui") is None:
+            item.add_marker(pytest.mark.gui)

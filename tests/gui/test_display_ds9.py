@@ -13,6 +13,8 @@ from napari_astrosr.core.resample import scale_wcs
 
 from widget_helpers import star_image
 
+pytestmark = pytest.mark.gui
+
 
 def _wcs(shape, *, rot_deg=0.0, pix_arcsec=0.1):
     w = WCS(naxis=2)

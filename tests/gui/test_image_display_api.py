@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.gui
+
 pytest.importorskip("astro_image_display_api", reason="needs astro-image-display-api (Python >= 3.12)")
 
 from astro_image_display_api.api_test import ImageAPITest  # noqa: E402

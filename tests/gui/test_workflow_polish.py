@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_astrosr.core.detection")
+from napari_astrosr._napari._workers import ROLE, widget_language
+from napari_astrosr._napari.widgets.detect import DetectWidget
+from napari_astrosr._napari.widgets.inspect import InspectWidget
 
-from napari_astrosr._napari._workers import ROLE, widget_language  # noqa: E402
-from napari_astrosr._napari.widgets.detect import DetectWidget  # noqa: E402
-from napari_astrosr._napari.widgets.inspect import InspectWidget  # noqa: E402
+from widget_helpers import Notes, restore_widget, star_image, wait_idle
 
-from widget_helpers import Notes, restore_widget, star_image, wait_idle  # noqa: E402
+pytestmark = pytest.mark.gui
 
 
 def test_widget_language_rewords_cli_options():
