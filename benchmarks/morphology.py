@@ -265,7 +265,7 @@ def main(argv=None) -> int:
                 f"x{scale}, noise 2 x GT sky rms",
             )
         )
-        parts.append(f"morphology (all RS, 4 fields) {hinfo['measure_s']:.1f} s")
+        parts.append(f"morphology (all RS, {len(fields)} fields) {hinfo['measure_s']:.1f} s")
     elif not a.no_hst:
         parts.append(f"(b) skipped: {HST} not present")
     parts.append(f"total {time.perf_counter() - t_all:.0f} s; plots in {plots}")
