@@ -146,11 +146,18 @@ class PsfSpec(_Strict):
     )
     file_prob: float = Field(default=0.0, ge=0.0, le=1.0)
     file_scale: tuple[float, float] = Field(default=(1.0, 1.0), description="[lo, hi] resampling factor of a PSF file")
+    sigma_range: Optional[tuple[float, float]] = Field(
+        default=None,
+        description="kind random: [lo, hi] Gaussian sigma (HR pixels) instead of STAR's 0.8-1.2, for both families "
+        "(e.g. a same-size deconvolution of inputs blurred more than STAR's)",
+    )
 
     @model_validator(mode="after")
     def _need_spec(self) -> PsfSpec:
         if self.kind == "spec" and not self.spec:
             raise ValueError("psf.kind 'spec' needs psf.spec (e.g. 'gaussian:1.0' or a PSF FITS path)")
+        if self.sigma_range is not None and not (0 < self.sigma_range[0] <= self.sigma_range[1] <= 20):
+            raise ValueError(f"psf.sigma_range {list(self.sigma_range)}: need 0 < lo <= hi <= 20 (HR pixels)")
         return self
 
 

@@ -104,3 +104,18 @@ def test_bad_input():
             D.degrade(hr, scale=2, noise=noise)
     with pytest.raises(AstroSRError):
         D.degrade(hr, scale=2, method="nearest")
+
+
+def test_random_psf_sigma_range_widens_only_sigma():
+    # no sigma_range: the same draws as STAR's presets (configs without it reproduce their data)
+    a = D.random_star_psf(np.random.default_rng(4), "gaussian+airy")[1]
+    b = D.random_star_psf(np.random.default_rng(4), "gaussian+airy", sigma_range=None)[1]
+    assert a == b
+    sig = [
+        D.random_star_psf(np.random.default_rng(i), "gaussian", sigma_range=(1.5, 2.0))[1]["sigma"] for i in range(20)
+    ]
+    assert min(sig) >= 1.5 and max(sig) <= 2.0 and max(sig) - min(sig) > 0.1
+    k, p = D.random_star_psf(np.random.default_rng(1), "gaussian+airy", sigma_range=(1.75, 1.75))
+    assert p["sigma"] == 1.75 and 1.9 <= p["radius"] <= 2.2 and abs(k.sum() - 1) < 1e-12
+    with pytest.raises(AstroSRError, match="sigma_range"):
+        D.random_star_psf(0, "gaussian", sigma_range=(2.0, 1.0))

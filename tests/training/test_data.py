@@ -166,3 +166,14 @@ def test_simulated_source_pixel_scale_resamples_a_psf_file(tmp_path):
         build_image_pairs(_cfg([src], root=str(tmp_path), psf=psf))
     with pytest.raises(AstroSRError, match="pixel_scale is for 'simulate'"):
         _cfg([{"kind": "degrade", "files": ["x.fits"], "pixel_scale": 0.1}])
+
+
+def test_psf_sigma_range_sets_the_training_blur():
+    """``psf.sigma_range`` (the x1 galaxy recipe: broader than STAR's 0.8-1.2 px) reaches every degraded pair."""
+    pairs = build_image_pairs(_cfg(SIM, psf={"kind": "random", "family": "gaussian", "sigma_range": [1.6, 1.9]}))
+    sig = [float(p.params["psf"].split(":")[1]) for p in pairs]
+    assert len(sig) == 2 and all(1.6 <= s <= 1.9 for s in sig)
+    from napari_astrosr.exceptions import AstroSRError
+
+    with pytest.raises(AstroSRError, match="sigma_range"):
+        _cfg(SIM, psf={"kind": "random", "sigma_range": [2.0, 1.0]})

@@ -49,12 +49,27 @@ class Degraded:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def random_star_psf(rng: Union[np.random.Generator, int, None] = None, kind: str = "gaussian"):
-    """Draw a PSF from STAR's ranges; returns ``(psf, params)`` with the spec in ``params['spec']``."""
+def random_star_psf(
+    rng: Union[np.random.Generator, int, None] = None,
+    kind: str = "gaussian",
+    *,
+    sigma_range: Optional[tuple[float, float]] = None,
+):
+    """Draw a PSF from STAR's ranges; returns ``(psf, params)`` with the spec in ``params['spec']``.
+
+    ``sigma_range`` replaces STAR's Gaussian sigma range (HR pixels), e.g. for a same-size
+    deconvolution whose input PSF is broader than STAR's 0.8-1.2 px; the draws are the same otherwise.
+    """
     rng = np.random.default_rng(rng)
     if kind not in STAR_PRESETS:
         raise AstroSRError(f"kind={kind!r}: use one of {sorted(STAR_PRESETS)}.")
-    p = {k: float(rng.uniform(*v)) for k, v in STAR_PRESETS[kind].items()}
+    ranges = dict(STAR_PRESETS[kind])
+    if sigma_range is not None and "sigma" in ranges:
+        lo, hi = (float(v) for v in sigma_range)
+        if not (0 < lo <= hi):
+            raise AstroSRError(f"sigma_range={sigma_range}: need 0 < lo <= hi (HR pixels).")
+        ranges["sigma"] = (lo, hi)
+    p = {k: float(rng.uniform(*v)) for k, v in ranges.items()}
     if kind == "gaussian":
         return gaussian_psf(p["sigma"]), {**p, "kind": kind, "spec": f"gaussian:{p['sigma']:.4f}"}
     if kind == "airy":

@@ -170,7 +170,7 @@ def _make_psf(
         fam = spec.family
         if fam == "mixed":
             fam = "gaussian" if rng.random() < 0.5 else "gaussian+airy"
-        psf, params = random_star_psf(rng, kind=fam)
+        psf, params = random_star_psf(rng, kind=fam, sigma_range=spec.sigma_range)
         return psf, {"psf": params.get("spec", fam)}
     # fixed spec: a parse_psf string or a FITS file (relative to the data root)
     s = spec.spec or ""
