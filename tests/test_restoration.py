@@ -347,8 +347,7 @@ def test_bundled_restormer_x1_deconvolves_a_real_crop_keeping_flux():
 
     from conftest import shared_file
 
-    if bundled_checkpoint("restormer", 1) is None:
-        pytest.skip("no bundled restormer x1 weights")
+    assert bundled_checkpoint("restormer", 1) is not None  # shipped in weights/
     p = shared_file("hst_wfc3ir_f105w_a2744/abell_2744_dwarf_galaxy_f105w.fits.gz")  # held out of training
     hr = np.nan_to_num(read_fits(p).data).astype(np.float64)[68:132, 68:132]
     lr = degrade(hr, scale=1, psf="gaussian:1.5").data.astype(np.float32)
@@ -358,3 +357,16 @@ def test_bundled_restormer_x1_deconvolves_a_real_crop_keeping_flux():
     assert float(r.data.sum()) == pytest.approx(float(lr.sum()), rel=2e-3)
     err = lambda x: float(np.sqrt(np.mean((x - hr) ** 2)))  # noqa: E731
     assert err(r.data) < err(lr), (err(r.data), err(lr))
+
+
+def test_scale1_without_psf_says_why_it_does_not_project(rng):
+    """At scale 1 only a given blur defines the forward model: the default skips the projection and says so."""
+    from napari_astrosr.restore_options import describe_choices
+
+    img = rng.normal(10.0, 1.0, (48, 48)).astype(np.float32)
+    r = restore(img, method="restormer", scale=1, device="cpu", threads=1)
+    assert r.params["projection"] == "off"
+    assert "no projection (scale 1 needs --psf" in describe_choices(r.params)
+    # an explicit opt-out is not explained as a missing PSF
+    r = restore(img, method="restormer", scale=1, psf="gaussian:1.0", project=False, device="cpu", threads=1)
+    assert describe_choices(r.params).startswith("no projection;") or describe_choices(r.params) == "no projection"

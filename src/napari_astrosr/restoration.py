@@ -250,6 +250,9 @@ def restore_job(
     if sky_levels is not None:
         params["keep_sky"] = list(sky_levels)
     params["projection"] = noise.mode if flux_exact else "off"
+    if not flux_exact and opts.project is None and opts.info.projects and scale == 1:
+        # the one default that skips the projection: at scale 1 only a given blur defines the forward model
+        params["projection_why"] = "scale 1 needs --psf, the blur to undo"
     if flux_exact:
         params["noise_source"] = noise.source
         params["psf_source"] = psf_source

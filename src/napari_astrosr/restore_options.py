@@ -529,6 +529,8 @@ def describe_choices(params: dict) -> str:
     mode = params.get("projection", "off")
     if mode == "off":
         proj = "no projection"
+        if params.get("projection_why"):
+            proj += f" ({params['projection_why']})"
     else:
         psf = params.get("psf_source") or params.get("psf")
         proj = f"projection {mode}"
