@@ -386,6 +386,7 @@ def restore_job(
         it = 50 if iterations is None or method in CLASSICAL else int(iterations)
         target = arr
         damping = 0.0
+        tols: dict[str, float] = {}
         if noise_sigma is None and kernel is not None:
             from .core.projection import noise_gain
 
@@ -404,11 +405,13 @@ def restore_job(
                     stacklevel=2,
                 )
         if noise_sigma is not None:
-            from .core.projection import NOISE_DAMPING, noise_aware_target
+            from .core.projection import NOISE_DAMPING, NOISE_ROUND_TOL, NOISE_TOL, noise_aware_target
 
             target, ninfo = noise_aware_target(out, arr, scale=scale, psf=kernel, sigma=noise_sigma, cap=True)
             params["flux_noise_power_kept"] = round(ninfo["power_kept"], 4)
             damping = NOISE_DAMPING
+            # CG stops a little below the noise, not at tol (far below it): the same output, a fraction of the work
+            tols = dict(noise_tol=NOISE_TOL * noise_sigma, round_noise_tol=NOISE_ROUND_TOL * noise_sigma)
             if noise_sigma > 0 and ninfo["power_kept"] < FLUX_NOISE_KEPT_WARN:
                 import warnings
 
@@ -430,7 +433,9 @@ def restore_job(
                     stacklevel=2,
                 )
         out, _ = yield from _projection_progress(
-            iter_project_flux_exact(out, target, scale=scale, psf=kernel, iterations=it, damping=damping, stop=stop),
+            iter_project_flux_exact(
+                out, target, scale=scale, psf=kernel, iterations=it, damping=damping, stop=stop, **tols
+            ),
             it,
             "projection",
         )
