@@ -852,7 +852,15 @@ def noise_aware_target(
     lr = np.asarray(lr, dtype=np.float64)
     if sigma is None or not np.isfinite(sigma) or sigma < 0:
         raise AstroSRError(f"noise sigma {sigma!r}: must be a finite number >= 0.")
-    pred = forward_model(np.nan_to_num(np.asarray(sr, dtype=np.float64)), scale=scale, psf=psf)
+    hr = np.nan_to_num(np.asarray(sr, dtype=np.float64))
+    s = _int_factor(scale, name="scale")
+    op = precond = None
+    if psf is not None and hr.shape == (lr.shape[0] * s, lr.shape[1] * s):
+        # the operator the projection onto this target uses next (cached by _operator): A(sr) by its LR phases,
+        # and the cap's transfer function from its preconditioner, instead of an HR convolution and a second
+        # operator (the same values to rounding; measured 2048^2 input, 15-px PSF: seconds saved)
+        op, precond, _ = _operator(hr.shape, s, psf)
+    pred = op.apply(hr) if op is not None and op.conv is not None else forward_model(hr, scale=scale, psf=psf)
     valid = np.isfinite(lr)
     r = np.where(valid, lr - pred, 0.0)
     if sigma == 0 or not valid.any():
@@ -877,9 +885,11 @@ def noise_aware_target(
     # what the Wiener gain keeps of the residual, before the cap: "kept nothing" means no band rose above noise
     kept = float((power * gain**2).sum() / max(power.sum(), 1e-300))
     if cap and psf is not None:
-        op = ForwardModel(np.shape(sr), scale=scale, psf=psf)
-        if op.conv is not None:  # built directly: _operator's one-entry cache holds the solve's operator
-            gain = np.minimum(gain, np.sqrt(np.clip(_Preconditioner(op).transfer, 0.0, 1.0)))
+        if precond is None:
+            op = ForwardModel(np.shape(sr), scale=scale, psf=psf)
+            precond = _Preconditioner(op) if op.conv is not None else None
+        if precond is not None:
+            gain = np.minimum(gain, np.sqrt(np.clip(precond.transfer, 0.0, 1.0)))
     rw = sfft.irfft2(rf * gain, s=r.shape)
     target = np.where(valid, pred + rw, np.nan)
     return target, {"sigma": float(sigma), "gain": [round(float(g), 4) for g in gain_b], "power_kept": kept}
