@@ -604,8 +604,9 @@ def iter_project_flux_exact(
         """Float64 residual check + float32 CG corrections until ``||r|| <= atol``."""
         rn = float(np.linalg.norm(r))
         if lam:  # the damped solution is not meant to zero the residual: one solve, report what is left
-            v, _ = yield from solve(v, r)
-            return v, float(np.linalg.norm(residual(v)))
+            # (CG's own data residual: recomputing it in float64 would cost a full-size A x, for the info only)
+            v, r_end = yield from solve(v, r)
+            return v, float(np.linalg.norm(r_end))
         for _ in range(8):
             if rn <= atol:
                 break
