@@ -212,8 +212,10 @@ def restore_job(
     psf_info = None
     psf_error = None
     if flux_exact or psf is not None or opts.info.needs_psf:
+        t0 = time.perf_counter()
         choice = resolve_psf(psf, header=header, data=arr, scale=scale, path=source, wcs=wcs)
         psf, psf_source, psf_info, psf_error = choice.psf, choice.source, choice.info, choice.error
+        timings["psf"] = time.perf_counter() - t0
     if psf is None and psf_error is not None and (method in CLASSICAL and (flux_exact or opts.info.needs_psf)):
         _no_psf(method, psf_error, explicit=bool(opts.project) and not opts.info.needs_psf)
     psf_label = _psf_label(psf) if psf_info is None or psf_info.source == "option" else psf_source
