@@ -647,7 +647,9 @@ def iter_project_flux_exact(
             if mask is not None:
                 r = r * mask
             x, r = yield from solve(xc, r, round_atol)
-        x, res = yield from refine(x, residual(x))
+        # damped: the last solve starts from the rounds' own residual (CG's, in CG precision; the stopping rule
+        # is far above its rounding) instead of a full-size A x in float64; exact: from the float64 residual
+        x, res = yield from refine(x, r.astype(np.float64) if lam else residual(x))
     bad = sr_nan | ~np.repeat(np.repeat(lr_valid, s, axis=0), s, axis=1)
     if bad.any():
         x[bad] = np.nan
