@@ -84,3 +84,28 @@ def test_inputs_are_not_modified(rng):
     b0, r0 = base.copy(), restored.copy()
     sky_gate(restored, base)
     assert np.array_equal(base, b0) and np.array_equal(restored, r0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("holes", [False, True])
+def test_gate_equals_its_formula(rng, dtype, holes):
+    """The in-place gate is the blend of its definition (sep background and rms of the base, smoothed S/N ramp)."""
+    from scipy.ndimage import gaussian_filter
+
+    from napari_astrosr.core.background import estimate_background
+
+    base = _field(rng).astype(dtype)
+    restored = (base + rng.normal(0, 0.5, base.shape) + 0.3).astype(dtype)
+    if holes:
+        restored[10:14, 20:26] = np.nan
+    out, info = sky_gate(restored, base)
+    r, b = restored.astype(np.float64), base.astype(np.float64)
+    valid = np.isfinite(r) & np.isfinite(b)
+    bkg = estimate_background(np.where(valid, b, np.nan))
+    sm = gaussian_filter(np.where(valid, b, bkg.back), 1.0)
+    g = np.clip(((sm - bkg.back) / bkg.globalrms - 2.0) / 3.0, 0.0, 1.0)
+    ref = np.where(valid, b + g * (r - b), np.nan)
+    np.testing.assert_array_equal(np.isnan(out), ~valid)
+    np.testing.assert_allclose(out[valid], ref[valid], rtol=1e-12, atol=1e-12)
+    assert info["rms"] == pytest.approx(bkg.globalrms, rel=1e-12)
+    assert info["network_fraction"] == pytest.approx(g[valid].mean(), rel=1e-12)

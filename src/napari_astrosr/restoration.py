@@ -212,8 +212,10 @@ def restore_job(
     psf_info = None
     psf_error = None
     if flux_exact or psf is not None or opts.info.needs_psf:
+        t0 = time.perf_counter()
         choice = resolve_psf(psf, header=header, data=arr, scale=scale, path=source, wcs=wcs)
         psf, psf_source, psf_info, psf_error = choice.psf, choice.source, choice.info, choice.error
+        timings["psf"] = time.perf_counter() - t0
     if psf is None and psf_error is not None and (method in CLASSICAL and (flux_exact or opts.info.needs_psf)):
         _no_psf(method, psf_error, explicit=bool(opts.project) and not opts.info.needs_psf)
     psf_label = _psf_label(psf) if psf_info is None or psf_info.source == "option" else psf_source
@@ -389,6 +391,7 @@ def restore_job(
         it = 50 if iterations is None or method in CLASSICAL else int(iterations)
         target = arr
         damping = 0.0
+        tols: dict[str, float] = {}
         if noise_sigma is None and kernel is not None:
             from .core.projection import noise_gain
 
@@ -407,11 +410,13 @@ def restore_job(
                     stacklevel=2,
                 )
         if noise_sigma is not None:
-            from .core.projection import NOISE_DAMPING, noise_aware_target
+            from .core.projection import NOISE_DAMPING, NOISE_ROUND_TOL, NOISE_TOL, noise_aware_target
 
             target, ninfo = noise_aware_target(out, arr, scale=scale, psf=kernel, sigma=noise_sigma, cap=True)
             params["flux_noise_power_kept"] = round(ninfo["power_kept"], 4)
             damping = NOISE_DAMPING
+            # CG stops a little below the noise, not at tol (far below it): the same output, a fraction of the work
+            tols = dict(noise_tol=NOISE_TOL * noise_sigma, round_noise_tol=NOISE_ROUND_TOL * noise_sigma)
             if noise_sigma > 0 and ninfo["power_kept"] < FLUX_NOISE_KEPT_WARN:
                 import warnings
 
@@ -433,7 +438,9 @@ def restore_job(
                     stacklevel=2,
                 )
         out, _ = yield from _projection_progress(
-            iter_project_flux_exact(out, target, scale=scale, psf=kernel, iterations=it, damping=damping, stop=stop),
+            iter_project_flux_exact(
+                out, target, scale=scale, psf=kernel, iterations=it, damping=damping, stop=stop, **tols
+            ),
             it,
             "projection",
         )

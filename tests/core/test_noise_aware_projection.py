@@ -183,3 +183,26 @@ def test_restore_warns_when_the_exact_projection_amplifies_noise(recwarn):
         warnings.simplefilter("always")
         restore(img, method="bicubic", scale=2, psf="gaussian:2.0", flux_exact=True)
     assert not [w for w in caught if "--flux-noise auto" in str(w.message)]
+
+
+def test_noise_tolerance_stops_early_with_the_same_output():
+    """CG stopped at 1% of the noise (0.1 in the non-negativity rounds) instead of tol: fewer iterations, the
+    output within a few percent of the noise of the fully converged one, total flux within a tenth of its noise."""
+    sigma = 20.0
+    hr, lr, _, bic, _ = _case(noise_sigma=sigma, n=128)
+    psf = P.gaussian_psf(3.0)  # wide against the output pixel: the slow case (tol alone hits the cap)
+    lr = J.forward_model(hr, scale=2, psf=psf) + np.random.default_rng(5).normal(0.0, sigma, lr.shape)
+    target, _ = J.noise_aware_target(bic, lr, scale=2, psf=psf, sigma=sigma, cap=True)
+    kw = dict(scale=2, psf=psf, damping=J.NOISE_DAMPING, return_info=True)
+    full, i_full = J.project_flux_exact(bic, target, **kw)
+    fast, i_fast = J.project_flux_exact(
+        bic, target, noise_tol=J.NOISE_TOL * sigma, round_noise_tol=J.NOISE_ROUND_TOL * sigma, **kw
+    )
+    assert i_fast["iterations"] < 0.6 * i_full["iterations"], (i_fast, i_full)
+    # output pixels carry ~1/4 of an LR pixel's flux: compare with the noise per output pixel
+    assert np.sqrt(np.mean((fast - full) ** 2)) < 0.05 * sigma / 4
+    # the data's total flux is known to sigma sqrt(n): the two totals agree to a tenth of that
+    assert abs(fast.sum() - full.sum()) < 0.1 * sigma * np.sqrt(lr.size)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(AstroSRError, match="noise_tol"):
+            J.project_flux_exact(bic, target, scale=2, psf=psf, noise_tol=bad)

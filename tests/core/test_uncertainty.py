@@ -182,3 +182,29 @@ def test_err_hdu_does_not_parse_a_hostile_header_wcs():
     h["BUNIT"] = "electron/s"
     hdu = err_hdu(np.ones((8, 8)), header=h)
     assert "CTYPE1" not in hdu.header and hdu.header["BUNIT"] == "electron/s"
+
+
+@pytest.mark.parametrize("scale,probe", [(2, 33), (4, 11)])
+def test_propagate_sigma_equals_the_output_grid_convolution(scale, probe):
+    """The by-phase (map) and summed-area (one sigma) sums equal the convolution of the variance placed every
+    ``scale`` output pixels with the squared response, edges included."""
+    from scipy.signal import fftconvolve
+
+    from napari_astrosr.core.uncertainty import propagate_sigma
+
+    rng = np.random.default_rng(4)
+    shape = (45, 38)
+    resp = rng.normal(size=(probe * scale, probe * scale))
+    sig_map = np.abs(rng.normal(2.0, 1.0, shape))
+    sig_map[5, 7] = np.nan
+    for sig in (3.0, sig_map):
+        var = np.where(np.isfinite(sig), np.asarray(sig) ** 2, 0.0) * np.ones(shape)
+        z = np.zeros((shape[0] * scale, shape[1] * scale))
+        z[::scale, ::scale] = var
+        off = (probe // 2) * scale
+        ref = fftconvolve(z, resp**2, mode="full")[off : off + z.shape[0], off : off + z.shape[1]]
+        ref = np.sqrt(np.clip(ref, 0, None))
+        out = propagate_sigma(sig, shape, scale=scale, response=resp)
+        ok = np.isfinite(out)
+        assert (~ok).sum() == (0 if np.ndim(sig) == 0 else scale * scale)
+        np.testing.assert_allclose(out[ok], ref[ok], rtol=1e-10, atol=1e-12 * ref.max())

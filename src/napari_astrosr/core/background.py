@@ -103,3 +103,20 @@ def estimate_background(
     back = np.asarray(bkg.back(), dtype=np.float64)
     rms = np.asarray(bkg.rms(), dtype=np.float64)
     return Background(back=back, rms=rms, globalrms=float(bkg.globalrms), globalback=float(bkg.globalback))
+
+
+def background_level(image: np.ndarray, *, box: int = 64, filter_size: int = 3) -> tuple[np.ndarray, float]:
+    """The background map (float64) and global rms of :func:`estimate_background` (same mesh, same values)
+    without the rms map, for callers that need only these (the sky gate, on output-size images).
+    """
+    data = as_sep_array(image)
+    bad = _combined_mask(data, None)
+    if bad.all():
+        raise AstroSRError("image: every pixel is masked or non-finite; nothing to estimate a background from.")
+    import sep
+
+    bw = int(max(1, min(box, data.shape[1])))
+    bh = int(max(1, min(box, data.shape[0])))
+    fs = int(max(1, filter_size))
+    bkg = sep.Background(_filled(data, bad), mask=bad, bw=bw, bh=bh, fw=fs, fh=fs)
+    return np.asarray(bkg.back(), dtype=np.float64), float(bkg.globalrms)

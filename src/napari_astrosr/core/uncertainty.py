@@ -175,20 +175,50 @@ def propagate_sigma(
     numpy.ndarray
         float64 sigma on the output grid, ``(shape[0]*scale, shape[1]*scale)``.
     """
-    from scipy.signal import fftconvolve
+    from scipy import fft as sfft
 
     s = int(scale)
     h, w = int(shape[0]), int(shape[1])
     sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (h, w))
     bad = ~np.isfinite(sig)
     var = np.where(bad, 0.0, sig**2)
-    z = np.zeros((h * s, w * s))
-    z[::s, ::s] = var
     r2 = np.asarray(response, dtype=np.float64) ** 2
-    n = r2.shape[0] // s
-    off = (n // 2) * s  # output index of the probe's input pixel
-    full = fftconvolve(z, r2, mode="full")
-    var_out = full[off : off + h * s, off : off + w * s].copy()
+    n = r2.shape[0] // s  # the probe's side (odd); its input pixel n // 2 maps to output pixel (n // 2) * s
+    # var_out[s I + a, s J + b] = sum_K var[K] r2[s (I - K) + (n // 2) s + a, ...]: output phase (a, b) is var
+    # convolved on the input grid with r2[a::s, b::s] centred at n // 2; one forward transform of var and s^2
+    # inverse ones of input size, instead of the convolution of var placed every s output pixels (the same sums;
+    # 2-3x faster at 2048^2 x2)
+    c = n // 2
+    var_out = np.empty((h * s, w * s))
+    if np.ndim(sigma) == 0 and not bad.any():
+        # one sigma everywhere (the estimated noise): each output pixel's sum is sigma^2 times the sum of its
+        # phase kernel over the offsets that land inside the image, a rectangle: read from a summed-area table
+        iy, ix = np.arange(h), np.arange(w)
+        r0, r1 = np.maximum(iy - (h - 1) + c, 0), np.minimum(iy + c + 1, n)
+        c0, c1 = np.maximum(ix - (w - 1) + c, 0), np.minimum(ix + c + 1, n)
+        v = float(var[0, 0])
+        ey = np.flatnonzero((r0 > 0) | (r1 < n))  # rows and columns within the kernel's reach of an edge
+        ex = np.flatnonzero((c0 > 0) | (c1 < n))
+        for a in range(s):
+            for b in range(s):
+                t = np.zeros((n + 1, n + 1))
+                t[1:, 1:] = r2[a::s, b::s].cumsum(0).cumsum(1)
+
+                def box(ry, cx, t=t):
+                    y0, y1, x0, x1 = r0[ry], r1[ry], c0[cx], c1[cx]
+                    return t[np.ix_(y1, x1)] - t[np.ix_(y0, x1)] - t[np.ix_(y1, x0)] + t[np.ix_(y0, x0)]
+
+                ph = np.full((h, w), v * t[n, n])  # the interior: the whole kernel
+                ph[ey, :] = v * box(ey, ix)
+                ph[:, ex] = v * box(iy, ex)
+                var_out[a::s, b::s] = ph
+    else:
+        fshape = (sfft.next_fast_len(h + n - 1, real=True), sfft.next_fast_len(w + n - 1, real=True))
+        vf = sfft.rfft2(var, fshape, workers=-1)
+        for a in range(s):
+            for b in range(s):
+                full = sfft.irfft2(vf * sfft.rfft2(r2[a::s, b::s], fshape), fshape, workers=-1)
+                var_out[a::s, b::s] = full[c : c + h, c : c + w]
     if op is not None:
         reach = _reach(response, s)
         m = 4 * reach + 3

@@ -322,6 +322,8 @@ def iter_project_flux_exact(
     nonneg_rounds: int = 10,
     neg_flux_tol: float = 1e-6,
     damping: float = 0.0,
+    noise_tol: Optional[float] = None,
+    round_noise_tol: Optional[float] = None,
     stop=None,
     device: str = "cpu",
     use_torch: Optional[bool] = None,
@@ -344,6 +346,8 @@ def iter_project_flux_exact(
                 nonneg_rounds=nonneg_rounds,
                 neg_flux_tol=neg_flux_tol,
                 damping=damping,
+                noise_tol=noise_tol,
+                round_noise_tol=round_noise_tol,
                 stop=stop,
             )
         )
@@ -379,6 +383,14 @@ def iter_project_flux_exact(
     yt, x = T(y0), T(xn)
     norm = max(float(np.linalg.norm(y0)), 1e-300)
     atol = tol * norm
+    # the noise-relative stopping rule of the numpy version (core.projection.iter_project_flux_exact)
+    sqrt_n = float(np.sqrt(lr_valid.sum()))
+    for name, v in (("noise_tol", noise_tol), ("round_noise_tol", round_noise_tol)):
+        if v is not None and not (np.isfinite(v) and v >= 0):
+            raise AstroSRError(f"{name}={v!r}: must be a finite number >= 0.")
+    if noise_tol is not None:
+        atol = max(atol, float(noise_tol) * sqrt_n)
+    round_atol = atol if round_noise_tol is None else max(atol, float(round_noise_tol) * sqrt_n)
     lam = float(damping) * (op.gf0 if op.k is not None else float(s * s)) if damping > 0 else 0.0
     precond = op.precond(lam)
     state = {"its": 0, "round": 0}
@@ -387,8 +399,8 @@ def iter_project_flux_exact(
         r = yt - op.apply(v)
         return r * mask if mask is not None else r
 
-    def solve(v, r):
-        cg = _cg(op, r, mask, iterations=iterations, atol=atol, precond=precond, damping=lam)
+    def solve(v, r, tol_abs=atol):
+        cg = _cg(op, r, mask, iterations=iterations, atol=tol_abs, precond=precond, damping=lam)
         while True:
             if stop is not None and stop.is_set():
                 from ..exceptions import StoppedError
@@ -422,7 +434,7 @@ def iter_project_flux_exact(
                 r = r - op.apply(xc - x)
                 if mask is not None:
                     r = r * mask
-            x, r = yield from solve(xc, r)
+            x, r = yield from solve(xc, r, round_atol)
         x, _ = yield from solve(x, residual(x))  # the last step is a projection (from the true residual)
     res = float(torch.linalg.vector_norm(residual(x)))
     out = x.cpu().numpy().astype(np.float64)
