@@ -66,6 +66,20 @@ def _filled(data: np.ndarray, bad: np.ndarray, value: float = 0.0) -> np.ndarray
     return data
 
 
+def _sep_background(image: np.ndarray, mask: Optional[np.ndarray], *, box: int, filter_size: int):
+    """Sep's mesh background of ``image`` (bad pixels masked; mesh clipped to the image so small stamps work)."""
+    data = as_sep_array(image)
+    bad = _combined_mask(data, mask)
+    if bad.all():
+        raise AstroSRError("image: every pixel is masked or non-finite; nothing to estimate a background from.")
+    import sep
+
+    bw = int(max(1, min(box, data.shape[1])))
+    bh = int(max(1, min(box, data.shape[0])))
+    fs = int(max(1, filter_size))
+    return sep.Background(_filled(data, bad), mask=bad, bw=bw, bh=bh, fw=fs, fh=fs)
+
+
 def estimate_background(
     image: np.ndarray,
     *,
@@ -90,16 +104,7 @@ def estimate_background(
     -------
     Background
     """
-    data = as_sep_array(image)
-    bad = _combined_mask(data, mask)
-    if bad.all():
-        raise AstroSRError("image: every pixel is masked or non-finite; nothing to estimate a background from.")
-    import sep
-
-    bw = int(max(1, min(box, data.shape[1])))
-    bh = int(max(1, min(box, data.shape[0])))
-    fs = int(max(1, filter_size))
-    bkg = sep.Background(_filled(data, bad), mask=bad, bw=bw, bh=bh, fw=fs, fh=fs)
+    bkg = _sep_background(image, mask, box=box, filter_size=filter_size)
     back = np.asarray(bkg.back(), dtype=np.float64)
     rms = np.asarray(bkg.rms(), dtype=np.float64)
     return Background(back=back, rms=rms, globalrms=float(bkg.globalrms), globalback=float(bkg.globalback))
@@ -109,14 +114,5 @@ def background_level(image: np.ndarray, *, box: int = 64, filter_size: int = 3) 
     """The background map (float64) and global rms of :func:`estimate_background` (same mesh, same values)
     without the rms map, for callers that need only these (the sky gate, on output-size images).
     """
-    data = as_sep_array(image)
-    bad = _combined_mask(data, None)
-    if bad.all():
-        raise AstroSRError("image: every pixel is masked or non-finite; nothing to estimate a background from.")
-    import sep
-
-    bw = int(max(1, min(box, data.shape[1])))
-    bh = int(max(1, min(box, data.shape[0])))
-    fs = int(max(1, filter_size))
-    bkg = sep.Background(_filled(data, bad), mask=bad, bw=bw, bh=bh, fw=fs, fh=fs)
+    bkg = _sep_background(image, None, box=box, filter_size=filter_size)
     return np.asarray(bkg.back(), dtype=np.float64), float(bkg.globalrms)

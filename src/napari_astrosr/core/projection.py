@@ -489,6 +489,25 @@ def _operator(shape: tuple[int, int], scale: int, psf: Optional[np.ndarray]):
     return pair
 
 
+def stop_tolerances(
+    atol: float, n_valid: int, noise_tol: Optional[float], round_noise_tol: Optional[float]
+) -> tuple[float, float]:
+    """CG's absolute residual targets (last solve, non-negativity rounds before it) of the projection.
+
+    No point solving below the noise: the last solve stops at an rms residual of ``noise_tol`` per valid
+    LR pixel (if given), the rounds before it, which only steer the clipping, at ``round_noise_tol``;
+    never below ``atol``. Shared by the numpy solver here and its torch twin (``models.ops``).
+    """
+    sqrt_n = float(np.sqrt(n_valid))
+    for name, v in (("noise_tol", noise_tol), ("round_noise_tol", round_noise_tol)):
+        if v is not None and not (np.isfinite(v) and v >= 0):
+            raise AstroSRError(f"{name}={v!r}: must be a finite number >= 0.")
+    if noise_tol is not None:
+        atol = max(atol, float(noise_tol) * sqrt_n)
+    round_atol = atol if round_noise_tol is None else max(atol, float(round_noise_tol) * sqrt_n)
+    return atol, round_atol
+
+
 def iter_project_flux_exact(
     sr: np.ndarray,
     lr: np.ndarray,
@@ -542,16 +561,7 @@ def iter_project_flux_exact(
     if nonneg is None:
         nonneg = bool(np.nanmin(y_obs) >= 0)
     norm = max(float(np.linalg.norm(y_obs0)), 1e-300)
-    atol = tol * norm
-    # no point solving below the noise: stop at an rms residual of noise_tol per valid LR pixel (the last solve)
-    # and of round_noise_tol in the non-negativity rounds before it, which only steer the clipping
-    sqrt_n = float(np.sqrt(lr_valid.sum()))
-    for name, v in (("noise_tol", noise_tol), ("round_noise_tol", round_noise_tol)):
-        if v is not None and not (np.isfinite(v) and v >= 0):
-            raise AstroSRError(f"{name}={v!r}: must be a finite number >= 0.")
-    if noise_tol is not None:
-        atol = max(atol, float(noise_tol) * sqrt_n)
-    round_atol = atol if round_noise_tol is None else max(atol, float(round_noise_tol) * sqrt_n)
+    atol, round_atol = stop_tolerances(tol * norm, int(lr_valid.sum()), noise_tol, round_noise_tol)
     state = {"its": 0, "round": 0}
     # CG on the corrections runs in float32 when there is a PSF (the FFT-bound case); a
     # PSF-free model is a block sum (no FFTs) and stays float64 (exact in one iteration)

@@ -382,15 +382,7 @@ def iter_project_flux_exact(
         nonneg = bool(np.nanmin(y_obs) >= 0)
     yt, x = T(y0), T(xn)
     norm = max(float(np.linalg.norm(y0)), 1e-300)
-    atol = tol * norm
-    # the noise-relative stopping rule of the numpy version (core.projection.iter_project_flux_exact)
-    sqrt_n = float(np.sqrt(lr_valid.sum()))
-    for name, v in (("noise_tol", noise_tol), ("round_noise_tol", round_noise_tol)):
-        if v is not None and not (np.isfinite(v) and v >= 0):
-            raise AstroSRError(f"{name}={v!r}: must be a finite number >= 0.")
-    if noise_tol is not None:
-        atol = max(atol, float(noise_tol) * sqrt_n)
-    round_atol = atol if round_noise_tol is None else max(atol, float(round_noise_tol) * sqrt_n)
+    atol, round_atol = _proj.stop_tolerances(tol * norm, int(lr_valid.sum()), noise_tol, round_noise_tol)
     lam = float(damping) * (op.gf0 if op.k is not None else float(s * s)) if damping > 0 else 0.0
     precond = op.precond(lam)
     state = {"its": 0, "round": 0}
