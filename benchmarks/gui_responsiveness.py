@@ -57,9 +57,45 @@ TRAIN_CONFIG = {
 }
 
 
-def _ticks_between(ticks: list[float], t0: float, t1: float) -> np.ndarray:
+def _ticks_between(ticks: list[float], t0: float, t1: float, label: str = "") -> np.ndarray:
+    if label:
+        _note_long(*label.split(" | ", 1), ticks, t0, t1)
     sel = [t for t in ticks if t0 <= t <= t1]
     return np.diff([t0, *sel, t1]) if sel else np.array([t1 - t0])
+
+
+_LONG: list[str] = []
+
+
+def _note_long(job: str, phase: str, ticks: list[float], t0: float, t1: float, limit: float = 0.1) -> None:
+    """Remember each gap over ``limit`` s: when it began (s after the phase started) and how long it was."""
+    sel = [t0, *[t for t in ticks if t0 <= t <= t1], t1]
+    for a, b in zip(sel[:-1], sel[1:]):
+        if b - a > limit:
+            _LONG.append(f"{job} / {phase}: {1e3 * (b - a):.0f} ms gap from t = {a - t0:.2f} s")
+
+
+def _watch_main_thread(ticks: list[float], limit: float = 0.15) -> None:
+    """A daemon thread printing the GUI thread's stack whenever no tick came for ``limit`` s (diagnosis)."""
+    import threading
+    import traceback
+
+    main_id = threading.main_thread().ident
+
+    def watch() -> None:
+        last_seen = None
+        while True:
+            time.sleep(0.03)
+            if not ticks:
+                continue
+            stalled = time.perf_counter() - ticks[-1]
+            if stalled > limit and ticks[-1] != last_seen:
+                last_seen = ticks[-1]
+                frame = sys._current_frames().get(main_id)
+                stack = "".join(traceback.format_stack(frame, limit=14)) if frame is not None else "?"
+                print(f"--- GUI thread stalled {stalled * 1e3:.0f} ms, now in:\n{stack}", flush=True)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _row(job: str, phase: str, gaps: np.ndarray, wall: float) -> str:
@@ -79,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-after", type=float, default=3.0, help="seconds into a run before Stop (default 3)")
     ap.add_argument("--rerun", action="store_true", help="restore a second time (its layers replace the first's)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds a run may take (default 900)")
+    ap.add_argument("--gaps", action="store_true", help="also list every gap over 100 ms with its start time")
+    ap.add_argument(
+        "--stacks", action="store_true", help="print the GUI thread's stack whenever it is stalled over 150 ms"
+    )
     ap.add_argument("--skip", nargs="*", default=[], choices=["restore", "detect", "coadd", "train"])
     args = ap.parse_args(argv)
 
@@ -99,12 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
+    if args.stacks:
+        _watch_main_thread(ticks)
 
     def wait(cond, timeout=900.0):
         end = time.monotonic() + timeout
         while not cond() and time.monotonic() < end:
             app.processEvents()
             time.sleep(0.002)
+
+    def settle(seconds: float = 1.0) -> None:
+        t_end = time.perf_counter() + seconds
+        wait(lambda: time.perf_counter() > t_end)
 
     rows: list[str] = []
 
@@ -123,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         wait(lambda: time.perf_counter() > t_done + 0.5)
         t_end = time.perf_counter()
         tail = " (re-run)" if again else ""
-        rows.append(_row(job, "run" + tail, _ticks_between(ticks, t0, t_ret), t_ret - t0))
-        rows.append(_row(job, "add layers" + tail, _ticks_between(ticks, t_ret, t_end), t_done - t_ret))
+        rows.append(_row(job, "run" + tail, _ticks_between(ticks, t0, t_ret, f"{job} | run{tail}"), t_ret - t0))
+        rows.append(
+            _row(job, "add layers" + tail, _ticks_between(ticks, t_ret, t_end, f"{job} | add{tail}"), t_done - t_ret)
+        )
         print(f"[{job}] {panel.last_status}", flush=True)
 
     def run_and_stop(job: str, panel, start, *, ready=lambda: True, run_row: bool = False) -> None:
@@ -140,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = panel.worker
         t_stop = time.perf_counter()
         if run_row:
-            rows.append(_row(job, "run", _ticks_between(ticks, t0, t_stop), t_stop - t0))
+            rows.append(_row(job, "run", _ticks_between(ticks, t0, t_stop, f"{job} | run"), t_stop - t0))
         panel.stop()
         wait(lambda: not panel.busy)
         t_idle = time.perf_counter()
@@ -153,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             _row(
                 job,
                 f"Stop → idle {t_idle - t_stop:.2f} s (worker ended {t_gone - t_stop:.2f} s)",
-                _ticks_between(ticks, t_stop, t_end),
+                _ticks_between(ticks, t_stop, t_end, f"{job} | stop"),
                 t_end - t_stop,
             )
         )
@@ -164,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
         w = RestoreWidget(viewer)
         viewer.window.add_dock_widget(w, name="Restore")
+        settle()  # the dock's first layout and paint are not the job's
         wait(lambda: w.methods_ready, 120)
         w.method.setCurrentText(args.method)
         w.scale.setValue(args.scale)
@@ -190,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
         d = DetectWidget(viewer)
         viewer.window.add_dock_widget(d, name="Detect")
+        settle()  # the dock's first layout and paint are not the job's
         d.input.set_value(viewer.layers["big"])
         d.thresh.setValue(5.0)
         run_and_add(f"detect {args.size}²", d.jobs, d.run)
@@ -206,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = viewer.add_image(frames, name="frames")
         c = CoaddWidget(viewer)
         viewer.window.add_dock_widget(c, name="Coadd")
+        settle()  # the dock's first layout and paint are not the job's
         c.set_frames([stack])
         c.method.setCurrentText("DIP (AstroClearNet)")
         c.psf_mode.setCurrentText("spec")
@@ -220,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t = TrainWidget(viewer)
         viewer.window.add_dock_widget(t, name="Train")
+        settle()  # the dock's first layout and paint are not the job's
         t.set_config(config_from_dict(TRAIN_CONFIG))
         with tempfile.TemporaryDirectory() as tmp:
             t.out_dir.setText(str(Path(tmp) / "run"))
@@ -230,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(r)
+    if args.gaps:
+        print("\ngaps over 100 ms:")
+        print("\n".join(_LONG) or "none")
     viewer.close()
     return 0
 

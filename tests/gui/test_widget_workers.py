@@ -205,3 +205,46 @@ def test_display_pyramid_and_full_resolution(make_napari_viewer, tmp_path):
 
     (path,) = write_image(str(tmp_path / "big.fits"), layer.data, {"name": "big", "metadata": {}})
     np.testing.assert_array_equal(fits.getdata(path), big)
+
+
+def _max_gap_while(panel, job_factory, qtbot) -> float:
+    """Longest wait (s) between 10 ms timer ticks of the GUI thread while ``job_factory`` runs."""
+    from qtpy.QtCore import QTimer
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    t0 = time.perf_counter()
+    results = []
+    panel.start(job_factory, on_result=lambda r, t: results.append(r))
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    timer.stop()
+    assert results and results[0] >= 1, panel.last_status
+    return float(np.max(np.diff([t0, *ticks])))
+
+
+def test_a_gil_holding_job_does_not_freeze_the_gui(qtbot, monkeypatch):
+    """A job's C calls that hold the GIL (sep, imports, gc) froze the viewer from a thread; not from the process."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: the job module, importable in the child too
+    import process_jobs as pj
+
+    from napari_astrosr._napari._process import in_process
+
+    panel = JobPanel()
+    qtbot.addWidget(panel)
+
+    def job(stop):
+        return (yield from in_process(pj.holds_the_gil, 1.5, stop=stop))
+
+    monkeypatch.setenv("ASTROSR_JOBS_IN_PROCESS", "0")
+    in_thread = _max_gap_while(panel, job, qtbot)
+    monkeypatch.setenv("ASTROSR_JOBS_IN_PROCESS", "1")
+    in_child = _max_gap_while(panel, job, qtbot)
+    print(f"max gap: thread {in_thread * 1e3:.0f} ms, process {in_child * 1e3:.0f} ms")
+    assert in_thread > 0.15, f"the test job no longer holds the GIL ({in_thread * 1e3:.0f} ms): it proves nothing"
+    assert in_child < min(0.15, in_thread / 2), (in_child, in_thread)

@@ -54,6 +54,7 @@ from qtpy.QtWidgets import (
 
 from ..exceptions import AstroSRError, AstroSRWarning, StoppedError
 from ..progress import Progress, StopFlag
+from ._jobs import PYRAMID_MAX_SIDE, display_pyramid, nan_note  # noqa: F401 - re-exported
 from ._layers import full_resolution
 
 __all__ = [
@@ -81,8 +82,6 @@ __all__ = [
 
 #: Seconds a job gets to end after Stop before its panel returns to idle without it.
 STOP_GRACE_S = 0.6
-#: Results whose larger side exceeds this are shown as a napari multiscale pyramid.
-PYRAMID_MAX_SIDE = 1024
 
 #: ``layer.metadata[ROLE]`` of layers drawn *over* an image (flux maps, residuals,
 #: uncertainties): never offered as the input of another job.
@@ -190,38 +189,6 @@ def scroll_body(widget: QWidget) -> QVBoxLayout:
     return body
 
 
-def _block_mean(a: np.ndarray) -> np.ndarray:
-    """2x2 block means ignoring NaN (odd last row/column dropped); NaN where a block has none."""
-    h, w = (a.shape[0] // 2) * 2, (a.shape[1] // 2) * 2
-    b = a[:h, :w].reshape(h // 2, 2, w // 2, 2)
-    finite = np.isfinite(b)
-    if finite.all():
-        return b.mean(axis=(1, 3), dtype=np.float32)
-    n = finite.sum(axis=(1, 3))
-    total = np.where(finite, b, 0).sum(axis=(1, 3), dtype=np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, total / np.maximum(n, 1), np.nan).astype(np.float32)
-
-
-def display_pyramid(data: np.ndarray, *, max_side: int = PYRAMID_MAX_SIDE) -> Any:
-    """Levels for a napari multiscale image layer (call in the worker).
-
-    Level 0 is ``data`` itself; each next level holds 2x2 block means (display only)
-    until the larger side is at most ``max_side``. Data already that small, or not 2-D,
-    come back unchanged (not a list): napari then shows a plain image.
-
-    napari uploads only the level and the part of it that the canvas shows, so a large
-    result is added without uploading (and thumbnailing) all its pixels on the GUI thread.
-    """
-    a = np.asarray(data)
-    if a.ndim != 2 or max(a.shape) <= max_side:
-        return data
-    levels = [a]
-    while max(levels[-1].shape) > max_side and min(levels[-1].shape) >= 4:
-        levels.append(_block_mean(levels[-1]))
-    return levels
-
-
 def layer_array(layer: Any, *, dtype: Any = np.float32) -> np.ndarray:
     """A private, C-contiguous copy of a layer's data (call on the main thread).
 
@@ -307,22 +274,6 @@ def notify_error(exc: BaseException, *, context: str = "") -> None:
     if context and not msg.lower().startswith(context.lower()):
         msg = f"{context}: {msg}"
     show_error(msg)
-
-
-def nan_note(before: np.ndarray, after: Optional[np.ndarray] = None) -> str:
-    """'' for finite data; else the NaN count and fraction of ``before`` and, given the
-    result ``after`` (any grid), how much of its area is NaN (NaN regions can grow).
-    """
-    nb = int(np.count_nonzero(~np.isfinite(before)))
-    if nb == 0 and (after is None or np.isfinite(after).all()):
-        return ""
-    fb = nb / max(before.size, 1)
-    text = f"input has {nb:,} NaN/inf pixels ({100 * fb:.2f}% of its area)"
-    if after is not None:
-        fa = float(np.count_nonzero(~np.isfinite(after))) / max(after.size, 1)
-        grow = f", {fa / fb:.1f}x the input's NaN area" if fb > 0 else ""
-        text += f"; the result is NaN on {100 * fa:.2f}% of its area{grow}"
-    return text
 
 
 # ----------------------------------------------------------------------------- layer chooser
@@ -498,6 +449,10 @@ class JobPanel(QWidget):
     ) -> None:
         super().__init__(parent)
         self._busy_widgets = list(busy_widgets)
+        # a worker process for the jobs, started now so the first Run does not wait for its imports
+        from . import _process
+
+        _process.prewarm()
         self._interval = float(interval)
         self.worker: Any = None
         self.stop_flag: Optional[StopFlag] = None

@@ -45,6 +45,8 @@ from qtpy.QtWidgets import (
 
 from ...exceptions import AstroSRError
 from ...progress import Progress
+from .._jobs import coadd_for_display, latent_limits
+from .._process import in_process
 from .._workers import (
     JobPanel,
     LayerCombo,
@@ -65,23 +67,6 @@ PREVIEW_EVERY = 25
 
 def _image_2d_or_3d(layer: Any) -> bool:
     return isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) in (2, 3)
-
-
-def _display_limits(data: np.ndarray) -> Optional[tuple[float, float]]:
-    """Display limits of a latent: zscale, or percentiles when zscale collapses.
-
-    An early DIP latent is mostly exact zeros (ReLU output), where zscale returns a
-    degenerate range; the 0.5-99.7 percentiles still show its structure.
-    """
-    from ...core.display import zscale_limits
-
-    finite = data[np.isfinite(data)]
-    if finite.size == 0:
-        return None
-    lo, hi = zscale_limits(data)
-    if not hi > lo or np.mean((finite > lo) & (finite < hi)) < 0.2:
-        lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.7]))
-    return (lo, hi) if hi > lo else None
 
 
 class CoaddWidget(QWidget):
@@ -347,23 +332,18 @@ class CoaddWidget(QWidget):
         self._limits_set = None
 
         def job(stop):
-            # the same job as `astrosr coadd` (coadd_job): only the inputs come from layers
-            from ...coadd_job import coadd_job, stack_from_arrays
-
-            stack = yield from stack_from_arrays(
-                inp["frames"],
-                sigmas=inp["sigmas"],
-                weights=inp["weights"],
-                masks=inp["masks"],
-                psfs=inp["psfs"],
-                psf_spec=inp.get("psf_spec"),
-                estimate_psfs=bool(inp.get("psf_estimate")) and method == "dip",
-                wcs=tag.metadata.get("wcs"),
-                header=tag.metadata.get("header"),
-                stop=stop,
+            # the same job as `astrosr coadd` (coadd_job), in a worker process: only the inputs come from layers
+            return (
+                yield from in_process(
+                    coadd_for_display,
+                    inp,
+                    method=method,
+                    wcs=tag.metadata.get("wcs"),
+                    header=tag.metadata.get("header"),
+                    opts=opts,
+                    stop=stop,
+                )
             )
-            res = yield from coadd_job(stack, options=opts, stop=stop)
-            return res, _display_limits(np.asarray(res.data, dtype=np.float32))  # limits off the GUI thread
 
         self._method = method
         self.previews = 0
@@ -393,7 +373,7 @@ class CoaddWidget(QWidget):
     ) -> Image:
         data = np.asarray(data, dtype=np.float32)
         if isinstance(limits, str):
-            limits = _display_limits(data)
+            limits = latent_limits(data)
         layer = self.latent_layer
         if layer is not None and layer in self.viewer.layers:
             # follow the latent's range while it evolves, unless the user changed the limits
@@ -422,7 +402,7 @@ class CoaddWidget(QWidget):
     def _on_progress(self, event: Progress, tag: Optional[SourceTag]) -> None:
         if event.preview is not None and tag is not None:
             self.previews += 1
-            self._show_latent(event.preview, tag)
+            self._show_latent(event.preview, tag, limits=event.values.get("limits", "auto"))
 
     def _on_result(self, out: Any, tag: Optional[SourceTag]) -> None:
         assert tag is not None

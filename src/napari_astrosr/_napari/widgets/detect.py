@@ -41,7 +41,9 @@ from qtpy.QtWidgets import (
 
 from ...exceptions import AstroSRError
 from ...progress import Progress
+from .._jobs import detect_with_map
 from .._layers import overlay_layer_kwargs, overlay_limits, sources_to_points
+from .._process import in_process
 from .._workers import (
     ROLE,
     JobPanel,
@@ -255,17 +257,10 @@ class DetectWidget(QWidget):
         wcs = tag.metadata.get("wcs")
 
         def job(stop):
-            from ...core.detection import detect_sources
-
-            yield Progress(0, 2, "detecting sources")
-            table = detect_sources(data, wcs=wcs, **opts)
-            fmap = None
-            if want_map and not stop.is_set():
-                from ...core.fluxmap import flux_map
-
-                yield Progress(1, 2, f"drawing the flux map of {len(table)} sources")
-                fmap = flux_map(data.shape, table, kernel=kernel) if len(table) else np.zeros(data.shape, np.float32)
-                fmap = np.asarray(fmap, dtype=np.float32)
+            # sep holds the GIL while it extracts: the catalog and flux map come from a worker process
+            table, fmap = yield from in_process(
+                detect_with_map, data, wcs=wcs, opts=opts, want_map=want_map, kernel=kernel, stop=stop
+            )
             yield Progress(2, 2, f"preparing the layers of {len(table)} sources")
             prepared = prepare_layers(
                 table, fmap, scale=tag.scale, translate=tag.translate, ellipses=want_ellipses, name=tag.name

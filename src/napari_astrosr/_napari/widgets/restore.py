@@ -40,15 +40,15 @@ from qtpy.QtWidgets import (
 )
 
 from ...exceptions import AstroSRError
-from ...progress import Progress
 from ...restore_options import METHODS, describe_choices, options_from_kwargs
+from .._jobs import prepare_display, restore_for_display, symmetric_limits  # noqa: F401 - re-exported
 from .._layers import result_layer_kwargs
+from .._process import in_process
 from .._workers import (
     JobPanel,
     LayerCombo,
     SourceTag,
     checkpoint_registry,
-    display_pyramid,
     find_layer,
     is_input_image,
     layer_array,
@@ -74,30 +74,6 @@ def _checkpoint_meta(path: str) -> dict:
     from ...models.checkpoints import read_sidecar
 
     return read_sidecar(path)
-
-
-def symmetric_limits(data: np.ndarray, *, percentile: float = 99.5) -> tuple[float, float]:
-    """Contrast limits ``(-m, m)`` centred on zero, m from a high percentile of |data|."""
-    a = np.abs(np.asarray(data, dtype=float))
-    a = a[np.isfinite(a)]
-    m = float(np.percentile(a, percentile)) if a.size else 0.0
-    if not m > 0:
-        m = float(a.max()) if a.size and a.max() > 0 else 1.0
-    return (-m, m)
-
-
-def prepare_display(data: np.ndarray, residual: Optional[np.ndarray] = None) -> dict:
-    """What showing a result needs, computed off the GUI thread: ``data`` (the array, or its
-    multiscale pyramid when larger than 1024 px), ``limits`` (zscale), and for a residual
-    ``residual`` (likewise) and ``residual_limits`` (symmetric about zero).
-    """
-    from ...core.display import zscale_limits
-
-    out = {"data": display_pyramid(data), "limits": zscale_limits(np.asarray(data))}
-    if residual is not None:
-        out["residual"] = display_pyramid(residual)
-        out["residual_limits"] = symmetric_limits(residual)
-    return out
 
 
 class _GeometryProxy:
@@ -407,25 +383,18 @@ class RestoreWidget(QWidget):
             return None
         tag = tag_layer(layer)
         want_residual = self.residual.isChecked()
-        has_nan = bool(nan_note(data))
-        if has_nan:
+        if nan_note(data):
             show_warning(f"Restore: {nan_note(data)}; NaN regions stay NaN and can grow in the output")
         wcs = tag.metadata.get("wcs")
         header = tag.metadata.get("header")
 
         def job(stop):
-            from ...restoration import restore_job
-
-            res = yield from restore_job(data, wcs=wcs, header=header, stop=stop, **opts)
-            yield Progress(0, None, "preparing the display")
-            residual = None
-            if want_residual:
-                from ...core.grids import consistency_residual
-
-                residual = consistency_residual(res.data, data, scale=int(res.scale)).astype(np.float32)
-            # NaN input: say how much of the output is NaN (a network's receptive field grows the holes)
-            note = nan_note(data, np.asarray(res.data)) if has_nan else ""
-            return res, residual, note, prepare_display(res.data, residual)
+            # in a worker process: nothing it computes can hold the GUI thread's GIL
+            return (
+                yield from in_process(
+                    restore_for_display, data, wcs=wcs, header=header, opts=opts, want_residual=want_residual, stop=stop
+                )
+            )
 
         self.device_used.setText("")
         self.choices_used.setText("")

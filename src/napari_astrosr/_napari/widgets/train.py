@@ -36,6 +36,8 @@ from qtpy.QtWidgets import (
 
 from ...exceptions import AstroSRError
 from ...progress import Progress
+from .._jobs import train_for_widget
+from .._process import in_process
 from .._workers import JobPanel, checkpoint_registry, notify_error, scroll_body
 
 BROWSE_ITEM = "config file…"
@@ -286,9 +288,10 @@ class TrainWidget(QWidget):
         self.metrics.setText("")
 
         def job(stop):
-            from ...training.loop import train_job
-
-            return (yield from train_job(cfg, out_dir=out, resume=resume, stop=stop))
+            # in a worker process; never killed on Stop: it saves its checkpoint first (on_late_result)
+            return (
+                yield from in_process(train_for_widget, cfg, out_dir=out, resume=resume, stop=stop, kill_after=None)
+            )
 
         return self.jobs.start(
             job,
