@@ -55,3 +55,9 @@ def holds_the_gil(seconds: float = 1.5, *, stop):
         n += 1
     yield Progress(1, 1, "sorted")
     return n
+
+
+def dies(code: int = 3, *, stop):
+    """The worker process ends mid-job (as when the OS kills it for memory)."""
+    yield Progress(0, 1, "about to die")
+    os._exit(code)

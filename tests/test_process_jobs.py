@@ -111,3 +111,18 @@ def test_a_script_without_main_guard_is_not_rerun(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "pid" in out.stdout
     assert marker.read_text().count("ran") == 1
+
+
+def test_a_dead_worker_is_a_clear_error_and_the_next_job_runs():
+    with pytest.raises(AstroSRError, match=r"worker process ended unexpectedly \(exit code 3"):
+        drain(_process.in_process(pj.dies, 3, stop=StopFlag()))
+    _, pid = drain(_process.in_process(pj.where, 1, stop=StopFlag()))
+    assert pid != os.getpid()
+
+
+def test_an_unpicklable_job_is_named():
+    def local_job(*, stop):  # a closure: not importable in the child
+        yield from ()
+
+    with pytest.raises(AstroSRError, match="cannot send local_job to the worker process"):
+        drain(_process.in_process(local_job, stop=StopFlag()))

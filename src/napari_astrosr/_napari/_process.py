@@ -48,6 +48,11 @@ MAX_IDLE = 2
 #: Seconds between progress batches sent by the child (the GUI shows at most ~20 updates/s).
 SEND_INTERVAL = 0.05
 
+_DEAD = (
+    "the job's worker process ended unexpectedly (exit code {code}; out of memory?); run it again, or set "
+    "ASTROSR_JOBS_IN_PROCESS=0 to run jobs in the viewer's process"
+)
+
 _idle: list[JobServer] = []
 _all: list[JobServer] = []
 _lock = threading.Lock()
@@ -320,7 +325,13 @@ def in_process(
     job_id = next(_ids)
     finished = False
     try:
-        server.conn.send((job_id, fn, args, kwargs))
+        try:
+            server.conn.send((job_id, fn, args, kwargs))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:  # a programming error: say which
+            finished = True  # nothing was sent: the server stays usable
+            raise AstroSRError(f"cannot send {getattr(fn, '__name__', fn)} to the worker process: {exc}") from exc
+        except OSError as exc:
+            raise AstroSRError(_DEAD.format(code=server.exitcode)) from exc
         stop_sent: Optional[float] = None
         while True:
             if stop_sent is None and stop.is_set():
@@ -331,20 +342,15 @@ def in_process(
                 raise StoppedError("stopped")
             if not server.conn.poll(0.02):
                 if not server.alive:
-                    raise AstroSRError(
-                        f"the job's worker process ended unexpectedly (exit code {server.exitcode}); "
-                        "run it again, or set ASTROSR_JOBS_IN_PROCESS=0 to run jobs in the viewer's process"
-                    )
+                    raise AstroSRError(_DEAD.format(code=server.exitcode))
                 continue
             try:
                 kind, payload = server.conn.recv()
             except (EOFError, OSError) as exc:
                 if stop_sent is not None:
                     raise StoppedError("stopped") from exc
-                raise AstroSRError(
-                    "the job's worker process ended unexpectedly; run it again, or set "
-                    "ASTROSR_JOBS_IN_PROCESS=0 to run jobs in the viewer's process"
-                ) from exc
+                server._join(2.0)  # its exit code, once the OS has it
+                raise AstroSRError(_DEAD.format(code=server.exitcode)) from exc
             if kind == "progress":
                 yield from payload
             elif kind == "warn":

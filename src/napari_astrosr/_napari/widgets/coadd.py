@@ -342,6 +342,7 @@ class CoaddWidget(QWidget):
                     header=tag.metadata.get("header"),
                     opts=opts,
                     stop=stop,
+                    kill_after=None,  # a DIP fit stops between steps and returns its latent (on_late_result)
                 )
             )
 
