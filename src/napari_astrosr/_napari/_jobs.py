@@ -154,6 +154,47 @@ def detect_with_map(
     return table, fmap
 
 
+def compare_for_display(
+    ref: np.ndarray, pred: np.ndarray, *, wcs_ref: Any, wcs_pred: Any, bins: int, stop: StopFlag
+) -> Generator[Progress, None, dict]:
+    """The Inspect widget's comparison: one grid, metrics + per-source residuals, residual histogram and display."""
+    from ..core.grids import match_grids
+    from ..core.metrics import evaluate_with_residuals
+
+    yield Progress(0, 3, "matching grids")
+    ref_c, pred_c, grid, note = match_grids(ref, pred)
+    yield Progress(1, 3, "PSNR, SSIM, sources and per-source flux")
+    metrics, res = evaluate_with_residuals(ref_c, pred_c, wcs=wcs_ref if grid == "reference" else wcs_pred)
+    yield Progress(2, 3, "residual histogram")
+    resid = (pred_c.astype(np.float64) - ref_c).astype(np.float32)
+    finite = resid[np.isfinite(resid)]
+    lim = float(np.percentile(np.abs(finite), 99.9)) if finite.size else 1.0
+    lim = lim if lim > 0 else 1.0
+    counts, edges = np.histogram(finite, bins=bins, range=(-lim, lim))
+    return {
+        "ref": ref_c,
+        "pred": pred_c,
+        "grid": grid,
+        "note": note,
+        "metrics": metrics,
+        "sources": res,
+        "hist": (counts, edges, int(finite.size - counts.sum())),
+        "resid": resid,
+        "display": {"residual": display_pyramid(resid), "limits": symmetric_limits(resid)},
+    }
+
+
+def measure_morphology_job(
+    gt: np.ndarray, lq: np.ndarray, rs: np.ndarray, *, scale: int, fit: bool, quantities: tuple, stop: StopFlag
+) -> Generator[Progress, None, tuple]:
+    """The Inspect widget's morphology table (photutils apertures, shapes, optional Sersic fits) and summary."""
+    from ..core.morphology import measure_morphology, morphology_summary
+
+    yield Progress(0, 2, "apertures, fluxes, shapes" + (" and Sersic fits" if fit else ""))
+    table = measure_morphology(gt, lq, rs, scale=scale, fit_sersic=fit)
+    return table, morphology_summary(table, quantities=quantities)
+
+
 def coadd_for_display(inp: dict, *, method: str, wcs: Any, header: Any, opts: Any, stop: StopFlag) -> Generator:
     """The Coadd widget's job: the same ``coadd_job`` as ``astrosr coadd`` + display limits."""
     from ..coadd_job import coadd_job, stack_from_arrays

@@ -29,6 +29,8 @@ from qtpy.QtWidgets import (
 from ...core import grids as _core_grids
 from ...exceptions import AstroSRError
 from ...progress import Progress
+from .._jobs import measure_morphology_job
+from .._process import in_process
 from .._workers import (
     LayerCombo,
     SourceTag,
@@ -175,12 +177,13 @@ class MorphologyTool:
         title = f"{rs_tag.name} vs {gt_tag.name} (LQ: {lq_tag.name})"
 
         def job(stop):
-            from ...core.morphology import measure_morphology, morphology_figure, morphology_summary
+            from ...core.morphology import morphology_figure
 
-            yield Progress(0, 2, "apertures, fluxes, shapes" + (" and Sersic fits" if fit else ""))
-            table = measure_morphology(gt, lq, rs, scale=scale, fit_sersic=fit)
+            # the measurements in the worker process (photutils and the fits hold the GIL for long)
+            table, summary = yield from in_process(
+                measure_morphology_job, gt, lq, rs, scale=scale, fit=fit, quantities=quantities, stop=stop
+            )
             yield Progress(1, 2, "summary and plot")
-            summary = morphology_summary(table, quantities=quantities)
             fig = morphology_figure(table, quantities=quantities, title=title, summary=summary)
             return MorphologyComparison(table, summary, fig, quantities, scale, fit, gt_tag, lq_tag, rs_tag)
 

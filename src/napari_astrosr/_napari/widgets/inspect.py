@@ -62,7 +62,9 @@ from qtpy.QtWidgets import (
 from ...core import grids as _core_grids
 from ...exceptions import AstroSRError
 from ...progress import Progress
+from .._jobs import compare_for_display
 from .._layers import sources_to_points
+from .._process import in_process
 from .._workers import (
     JobPanel,
     LayerCombo,
@@ -253,35 +255,26 @@ class InspectWidget(MorphologyTool, InspectExports, QWidget):
             return None
         ref_tag, pred_tag = tag_layer(ref_layer), tag_layer(pred_layer)
 
-        def job(stop):
-            from ...core.metrics import evaluate_with_residuals
+        wcs_ref, wcs_pred = ref_tag.metadata.get("wcs"), pred_tag.metadata.get("wcs")
 
-            yield Progress(0, 3, "matching grids")
-            ref_c, pred_c, grid, note = match_grids(ref, pred)
-            grid_tag = ref_tag if grid == "reference" else pred_tag
-            yield Progress(1, 3, "PSNR, SSIM, sources and per-source flux")
-            metrics, res = evaluate_with_residuals(ref_c, pred_c, wcs=grid_tag.metadata.get("wcs"))
-            yield Progress(2, 3, "residual histogram")
-            resid = (pred_c.astype(np.float64) - ref_c).astype(np.float32)
-            finite = resid[np.isfinite(resid)]
-            lim = float(np.percentile(np.abs(finite), 99.9)) if finite.size else 1.0
-            lim = lim if lim > 0 else 1.0
-            counts, edges = np.histogram(finite, bins=HIST_BINS, range=(-lim, lim))
-            return (
-                Comparison(
-                    ref_c,
-                    pred_c,
-                    metrics,
-                    res,
-                    note,
-                    ref_tag,
-                    pred_tag,
-                    grid_tag,
-                    (counts, edges, int(finite.size - counts.sum())),
-                ),
-                resid,
-                {"residual": display_pyramid(resid), "limits": symmetric_limits(resid)},
-            )  # off the GUI thread
+        def job(stop):
+            # sep's extraction holds the GIL: the comparison runs in the worker process
+            out = yield from in_process(
+                compare_for_display, ref, pred, wcs_ref=wcs_ref, wcs_pred=wcs_pred, bins=HIST_BINS, stop=stop
+            )
+            grid_tag = ref_tag if out["grid"] == "reference" else pred_tag
+            comp = Comparison(
+                out["ref"],
+                out["pred"],
+                out["metrics"],
+                out["sources"],
+                out["note"],
+                ref_tag,
+                pred_tag,
+                grid_tag,
+                out["hist"],
+            )
+            return comp, out["resid"], out["display"]
 
         return self.jobs.start(job, on_result=self._on_result, tag=pred_tag, label="Inspect")
 
