@@ -61,3 +61,9 @@ def dies(code: int = 3, *, stop):
     """The worker process ends mid-job (as when the OS kills it for memory)."""
     yield Progress(0, 1, "about to die")
     os._exit(code)
+
+
+def echo(*arrays, stop):
+    """Returns its arrays (a round trip through the worker process) and their sums as seen there."""
+    yield Progress(1, 1, "echo")
+    return arrays, [float(a.sum()) for a in arrays]

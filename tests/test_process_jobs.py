@@ -126,3 +126,19 @@ def test_an_unpicklable_job_is_named():
 
     with pytest.raises(AstroSRError, match="cannot send local_job to the worker process"):
         drain(_process.in_process(local_job, stop=StopFlag()))
+
+
+def test_arrays_travel_exactly_and_come_back_writable():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(1500, 1300)).astype(np.float32)  # out of band on POSIX
+    fortran = np.asfortranarray(rng.normal(size=(40, 30)))
+    strided = rng.normal(size=(64, 64))[::3, 1::2]  # not contiguous: pickled in band
+    _, (back, sums) = drain(_process.in_process(pj.echo, big, fortran, strided, stop=StopFlag()))
+    for a, b, s in zip((big, fortran, strided), back, sums):
+        assert b.dtype == a.dtype and b.shape == a.shape
+        np.testing.assert_array_equal(a, b)
+        assert s == pytest.approx(float(a.sum()))
+        assert b.flags.writeable
+        b[0, 0] = 1.0  # the result is the caller's to change
