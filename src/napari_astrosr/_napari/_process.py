@@ -33,6 +33,7 @@ import itertools
 import os
 import pickle
 import struct
+import sys
 import threading
 import time
 import warnings
@@ -108,6 +109,8 @@ def _recv_obj(conn: Any) -> Any:
 
 def enabled() -> bool:
     """Whether widget jobs run in a worker process (``ASTROSR_JOBS_IN_PROCESS``, default on)."""
+    if getattr(sys, "frozen", False):  # a frozen app's executable is not a Python to start
+        return False
     return os.environ.get("ASTROSR_JOBS_IN_PROCESS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -235,7 +238,6 @@ class JobServer:
         self._proc: Any = None
         if os.name == "posix":
             import subprocess
-            import sys
 
             fds = (child_conn.fileno(), child_ctl.fileno())
             env = dict(os.environ)
