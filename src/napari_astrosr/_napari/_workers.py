@@ -7,7 +7,9 @@ thread worker and owns the widget's progress bar, status line and Stop button:
 
 - the job runs in a worker thread; its events reach the main thread as batches
   (at most one batch every ``interval`` seconds, so a job that yields thousands of
-  events cannot flood the event loop);
+  events cannot flood the event loop). The widgets' heavy jobs hand their compute on
+  to a worker *process* from that thread (:func:`._process.in_process`), so work
+  that holds the GIL cannot stall the GUI;
 - Stop sets the job's stop flag; the job then returns its best result so far
   (e.g. the current DIP latent) or raises :class:`~napari_astrosr.exceptions.StoppedError`;
 - an error closes the progress bar, is shown with
