@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -579,11 +579,15 @@ class JobPanel(QWidget):
             self.returned_at = time.perf_counter()
             stopped = self.stop_flag is not None and self.stop_flag.is_set()
             try:
-                on_result(result, tag)
+                steps = on_result(result, tag)
             except Exception as exc:  # noqa: BLE001 - e.g. a layer could not be added
                 self._fail(exc, label)
                 return
-            self._finish("stopped" if stopped else "done", label)
+            how = "stopped" if stopped else "done"
+            if isinstance(steps, Iterator):
+                self._step_through(steps, how, label)
+                return
+            self._finish(how, label)
 
         def _errored(exc: BaseException) -> None:
             if not _alive(self):
@@ -618,6 +622,31 @@ class JobPanel(QWidget):
         worker.warned.connect(_warned)
         worker.start()
         return worker
+
+    def _step_through(self, steps: Iterator, how: str, label: str) -> None:
+        """Run ``on_result``'s steps one per event-loop turn, then finish.
+
+        An ``on_result`` that adds several layers yields after each: napari builds a layer's
+        visuals and draws it for the first time on the GUI thread (100-300 ms each under
+        software OpenGL), and between steps the viewer handles its events and draws. The
+        panel stays busy until the last step, so callers waiting for idle see every layer.
+        """
+        from qtpy.QtCore import QTimer
+
+        def turn() -> None:
+            if not _alive(self):
+                return
+            try:
+                next(steps)
+            except StopIteration:
+                self._finish(how, label)
+                return
+            except Exception as exc:  # noqa: BLE001 - e.g. a layer could not be added
+                self._fail(exc, label)
+                return
+            QTimer.singleShot(1, turn)  # a real timer: pending paints and ticks run first
+
+        turn()
 
     def _show_progress(self, event: Progress, label: str) -> None:
         if event.total:
@@ -720,6 +749,15 @@ class JobPanel(QWidget):
             time.sleep(0.005)
         if self.busy:
             raise TimeoutError("job still running")
+
+
+def run_steps(steps: Generator[Any, None, Any]) -> Any:
+    """Run a step generator (an ``on_result`` that yields between layers) to its end at once; its value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 # ----------------------------------------------------------------------------- trained checkpoints

@@ -20,6 +20,7 @@ ECSV / FITS / CSV (:func:`core.catalogs.write_table`) or DS9 regions
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,6 +56,7 @@ from .._workers import (
     layer_array,
     notify_error,
     put_layer,
+    run_steps,
     scroll_body,
     tag_layer,
 )
@@ -269,10 +271,11 @@ class DetectWidget(QWidget):
 
         return self.jobs.start(job, on_result=self._on_result, tag=tag, label="Detect")
 
-    def _on_result(self, out: tuple, tag: Optional[SourceTag]) -> None:
+    def _on_result(self, out: tuple, tag: Optional[SourceTag]) -> Any:
         table, fmap = out[:2]
         assert tag is not None
-        self.add_result_layers(table, fmap, tag, prepared=out[2] if len(out) > 2 else None)
+        # one layer per event-loop turn (the panel runs the steps): napari draws each before the next
+        return self.iter_result_layers(table, fmap, tag, prepared=out[2] if len(out) > 2 else None)
 
     def add_result_layers(
         self, table: Any, fmap: Optional[np.ndarray], tag: SourceTag, *, prepared: Optional[dict] = None
@@ -283,6 +286,12 @@ class DetectWidget(QWidget):
         started (computed in the worker); it is rebuilt here when missing or when the source
         layer was moved since.
         """
+        return run_steps(self.iter_result_layers(table, fmap, tag, prepared=prepared))
+
+    def iter_result_layers(
+        self, table: Any, fmap: Optional[np.ndarray], tag: SourceTag, *, prepared: Optional[dict] = None
+    ) -> Generator[None, None, list]:
+        """:meth:`add_result_layers` as steps: yields after adding each layer, returns the layers."""
         src = find_layer(self.viewer, tag)
         scale = tuple(src.scale) if src is not None else tag.scale
         translate = tuple(src.translate) if src is not None else tag.translate
@@ -317,12 +326,14 @@ class DetectWidget(QWidget):
             metadata={"catalog": table, "wcs": tag.metadata.get("wcs"), "source_layer": tag.name},
         )
         layers.append(put_layer(self.viewer, points, source_id=tag.layer_id, activate=False))
+        yield
 
         note = ""
         if self.show_ellipses.isChecked() and n:
             if prepared["shapes"] is not None:
                 shapes = prepared["shapes"]
                 layers.append(put_layer(self.viewer, shapes, source_id=tag.layer_id, activate=False))
+                yield
             elif n > MAX_ELLIPSES:
                 note = f"; ellipses skipped ({n} > {MAX_ELLIPSES} sources: Shapes would be slow)"
                 show_info(f"Detect: {n} sources — ellipses not drawn (limit {MAX_ELLIPSES}); the points show them all")

@@ -20,6 +20,7 @@ adds the ready layers, without selecting them.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -56,6 +57,7 @@ from .._workers import (
     notify_error,
     put_layer,
     put_residual,
+    run_steps,
     scroll_body,
     tag_layer,
     widget_language,
@@ -417,10 +419,11 @@ class RestoreWidget(QWidget):
         # the Tile box tells what "auto" did
         self.tile.setSpecialValueText(f"auto (last run: {tiles} tile{plural})" if tiles else "auto")
         self.choices_used.setText(describe_choices(res.params))
-        self.add_result_layers(res, residual, tag, display=display)
         self.nan_report = note
         if note:
             show_warning(f"Restore: {note}")
+        # one layer per event-loop turn (the panel runs the steps): napari draws the first before the second
+        return self.iter_result_layers(res, residual, tag, display=display)
 
     def add_result_layers(
         self, res: Any, residual: Optional[np.ndarray], tag: SourceTag, *, display: Optional[dict] = None
@@ -430,6 +433,12 @@ class RestoreWidget(QWidget):
         ``display`` is :func:`prepare_display`'s output, computed in the worker; without it
         it is computed here (on the calling thread).
         """
+        return run_steps(self.iter_result_layers(res, residual, tag, display=display))
+
+    def iter_result_layers(
+        self, res: Any, residual: Optional[np.ndarray], tag: SourceTag, *, display: Optional[dict] = None
+    ) -> Generator[None, None, list]:
+        """:meth:`add_result_layers` as steps: yields after adding each layer, returns the layers."""
         if display is None:
             display = prepare_display(res.data, residual)
         src = find_layer(self.viewer, tag)
@@ -461,6 +470,7 @@ class RestoreWidget(QWidget):
         out = Image(shown, multiscale=isinstance(shown, list), name=name, **kwargs)
         layers = [put_layer(self.viewer, out, source_id=tag.layer_id, activate=False)]
         if residual is not None:
+            yield  # (placed like the result, even if the source moved in between)
             shown = display["residual"]
             resid = Image(
                 shown,
