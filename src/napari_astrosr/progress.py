@@ -14,6 +14,7 @@ steps; when set, it returns the best result so far or raises :class:`StoppedErro
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar
@@ -83,3 +84,26 @@ def run(
             return done.value
         if on_progress is not None:
             on_progress(event)
+
+
+def batches(job: Generator[Progress, None, T], interval: float) -> Generator[list[Progress], None, T]:
+    """Pass a job's events on in lists, at most one list every ``interval`` seconds; return its result.
+
+    Used where each hand-over costs (a GUI thread, a pipe to another process): a job that
+    yields thousands of events cannot flood the receiver.
+    """
+    batch: list[Progress] = []
+    last = 0.0
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as done:
+            if batch:
+                yield batch
+            return done.value
+        batch.append(event)
+        now = time.monotonic()
+        if now - last >= interval:
+            yield batch
+            batch = []
+            last = now

@@ -41,7 +41,7 @@ from collections.abc import Callable, Generator, Iterable
 from typing import Any, Optional
 
 from ..exceptions import AstroSRError, StoppedError
-from ..progress import Progress, StopFlag
+from ..progress import Progress, StopFlag, batches
 
 #: Modules a fresh server imports before its first job (the first Run then starts at once).
 PREWARM = ("numpy", "torch", "napari_astrosr.restoration", "napari_astrosr.core.detection")
@@ -191,24 +191,16 @@ def _run_one(conn: Any, fn: Callable, args: tuple, kwargs: dict, stop: StopFlag)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
-            gen = fn(*args, stop=stop, **kwargs)
-            batch: list[Progress] = []
-            last = 0.0
+            events = batches(fn(*args, stop=stop, **kwargs), SEND_INTERVAL)
             while True:
                 try:
-                    event = next(gen)
+                    batch = next(events)
                 except StopIteration as done:
                     result = done.value
                     break
-                batch.append(event)
-                now = time.monotonic()
-                if now - last >= SEND_INTERVAL:
-                    flush_warnings(caught)
-                    _send_obj(conn, ("progress", batch))
-                    batch, last = [], now
-            flush_warnings(caught)
-            if batch:
+                flush_warnings(caught)
                 _send_obj(conn, ("progress", batch))
+            flush_warnings(caught)
         _send_obj(conn, ("result", result))
     except (BrokenPipeError, EOFError):
         raise

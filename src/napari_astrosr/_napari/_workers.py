@@ -55,7 +55,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..exceptions import AstroSRError, AstroSRWarning, StoppedError
-from ..progress import Progress, StopFlag
+from ..progress import Progress, StopFlag, batches
 from ._jobs import PYRAMID_MAX_SIDE, display_pyramid, nan_note  # noqa: F401 - re-exported
 from ._layers import full_resolution
 
@@ -371,21 +371,7 @@ class LayerCombo(QComboBox):
 
 def _drive(job: Generator[Progress, None, Any], interval: float) -> Generator[list, None, Any]:
     """Run a job generator, passing its events on in batches (worker thread)."""
-    batch: list[Progress] = []
-    last = 0.0
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as done:
-            if batch:
-                yield batch
-            return done.value
-        batch.append(event)
-        now = time.monotonic()
-        if now - last >= interval:
-            yield batch
-            batch = []
-            last = now
+    return (yield from batches(job, interval))
 
 
 def _is_deleted(obj: Any) -> bool:
@@ -749,15 +735,6 @@ class JobPanel(QWidget):
             time.sleep(0.005)
         if self.busy:
             raise TimeoutError("job still running")
-
-
-def run_steps(steps: Generator[Any, None, Any]) -> Any:
-    """Run a step generator (an ``on_result`` that yields between layers) to its end at once; its value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
 
 
 # ----------------------------------------------------------------------------- trained checkpoints

@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
 
 from ...exceptions import AstroSRError
 from ...progress import Progress
+from ...progress import run as run_job
 from .._jobs import detect_with_map
 from .._layers import overlay_layer_kwargs, overlay_limits, sources_to_points
 from .._process import in_process
@@ -56,7 +57,6 @@ from .._workers import (
     layer_array,
     notify_error,
     put_layer,
-    run_steps,
     scroll_body,
     tag_layer,
 )
@@ -286,7 +286,7 @@ class DetectWidget(QWidget):
         started (computed in the worker); it is rebuilt here when missing or when the source
         layer was moved since.
         """
-        return run_steps(self.iter_result_layers(table, fmap, tag, prepared=prepared))
+        return run_job(self.iter_result_layers(table, fmap, tag, prepared=prepared))
 
     def iter_result_layers(
         self, table: Any, fmap: Optional[np.ndarray], tag: SourceTag, *, prepared: Optional[dict] = None

@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...exceptions import AstroSRError
+from ...progress import run as run_job
 from ...restore_options import METHODS, describe_choices, options_from_kwargs
 from .._jobs import prepare_display, restore_for_display, symmetric_limits  # noqa: F401 - re-exported
 from .._layers import result_layer_kwargs
@@ -57,7 +58,6 @@ from .._workers import (
     notify_error,
     put_layer,
     put_residual,
-    run_steps,
     scroll_body,
     tag_layer,
     widget_language,
@@ -433,7 +433,7 @@ class RestoreWidget(QWidget):
         ``display`` is :func:`prepare_display`'s output, computed in the worker; without it
         it is computed here (on the calling thread).
         """
-        return run_steps(self.iter_result_layers(res, residual, tag, display=display))
+        return run_job(self.iter_result_layers(res, residual, tag, display=display))
 
     def iter_result_layers(
         self, res: Any, residual: Optional[np.ndarray], tag: SourceTag, *, display: Optional[dict] = None
