@@ -26,13 +26,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.astrosr-installed
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+want="$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing Python packages into .venv (first time takes a few minutes)" >&2
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: the CPU build lies on this kind of machine's disk; an unpinned
   # torch would pull a multi-GB CUDA build. On a GPU machine, install your CUDA torch first.
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[all,test]"
+  # known-good versions (scripts/constraints.txt): a new upstream release cannot break a fresh install
+  .venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[all,test]"
   echo "$want" > "$stamp"
 fi

@@ -26,10 +26,10 @@ if [ "${ASTROSR_CORE_TEST:-1}" != 0 ]; then
   PY=${PYTHON:-$(.venv/bin/python -c 'import sys; print(sys._base_executable)')}
   [ -x .venv-core/bin/python ] || "$PY" -m venv .venv-core
   stamp=.venv-core/.astrosr-installed
-  want="$(cat pyproject.toml scripts/test.sh | sha256sum | cut -c1-16)"
+  want="$(cat pyproject.toml scripts/test.sh scripts/constraints.txt | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[test] installing the core only into .venv-core (pip's cache makes it quick)" >&2
-    .venv-core/bin/python -m pip install -q -e . "pytest>=8"
+    .venv-core/bin/python -m pip install -q -c scripts/constraints.txt -e . "pytest>=8"
     echo "$want" > "$stamp"
   fi
   echo "[test] core-only install: tests marked core_only" >&2
