@@ -26,12 +26,12 @@ if [ ! -x "$V/bin/python" ]; then
   "$PY312" -m venv "$V"
 fi
 stamp=$V/.astrosr-display-api-installed
-want="$(cat pyproject.toml scripts/test_display_api.sh | sha256sum | cut -c1-16)"
+want="$(cat pyproject.toml scripts/test_display_api.sh scripts/constraints312.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[display-api] installing packages into $V (first time takes a few minutes)" >&2
   "$V/bin/python" -m pip install -q --upgrade pip
   # the package's runtime deps except torch/dask (not needed to display images)
-  "$V/bin/python" -m pip install -q "numpy>=1.24" "scipy>=1.10" "astropy>=6.0" "sep>=1.2" \
+  "$V/bin/python" -m pip install -q -c scripts/constraints312.txt "numpy>=1.24" "scipy>=1.10" "astropy>=6.0" "sep>=1.2" \
     "photutils>=1.12" "reproject>=0.13" "scikit-image>=0.22" "regions>=0.8" "pyyaml>=6" \
     "pydantic>=2.5" "matplotlib>=3.7" "tqdm>=4.60" "threadpoolctl>=3.1" "napari>=0.5" \
     "magicgui>=0.8" PyQt6 "pytest>=8" "pytest-qt>=4.4" "pytest-xvfb>=3" \
