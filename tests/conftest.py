@@ -48,12 +48,13 @@ def _destroy_closed_widgets(request):
     deferred deletes and a garbage collection, so that a closed viewer's OpenGL widget is destroyed
     here and not at some event-loop turn of the next test.
 
-    Why: every vispy canvas shares one OpenGL object namespace (``AA_ShareOpenGLContexts``). Under
-    Mesa's software renderer (llvmpipe, Mesa 22.3 on this machine and CI), a previous test's canvas
-    destroyed while the next test's canvas drew crashed the process in ``glDrawArrays`` (SIGSEGV
-    inside swrast_dri.so): 3 of 3 runs of 50 repeats of
-    ``test_remove_layers_while_a_job_runs_then_start_another`` crashed, at repeats 22-24; with this
-    fixture 100 of 100 passed. Before, it crashed about once in ten full GUI runs.
+    Why: every vispy canvas shares one OpenGL object namespace (``AA_ShareOpenGLContexts``), and under
+    Mesa's software renderer (llvmpipe, Mesa 22.3 on this machine and CI) a process that makes and
+    closes many viewers segfaulted now and then in ``glDrawArrays``. 50 repeats of
+    ``test_remove_layers_while_a_job_runs_then_start_another`` in one process crashed 4 runs of 4, at
+    repeats 23-26; with this fixture 100 of 100 passed. It is not enough for the whole GUI directory
+    in one process (still crashed in 1 of 2 runs), so ``scripts/test.sh`` also runs each GUI test file
+    in a process of its own.
     """
     yield
     if request.node.get_closest_marker("gui") is None:
