@@ -46,8 +46,8 @@ fi
 # 4. everything else. With arguments: one pytest run with them. Without: the tests outside tests/gui in one
 #    run, then each tests/gui file in a pytest process of its own. Why: under Mesa's software OpenGL
 #    (llvmpipe, Mesa 22.3 here and in CI) a long-lived process that has made and closed many napari viewers
-#    segfaulted in glDrawArrays now and then (test_remove_layers_while_a_job_runs_then_start_another, about
-#    one full run in three); its own file in a fresh process passed every time (docs/architecture.md).
+#    segfaulted in glDrawArrays now and then (in test_remove_layers_while_a_job_runs_then_start_another: 3 of
+#    13 runs of tests/gui in one process); that file in a fresh process passed 8 of 8 (docs/architecture.md).
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
