@@ -57,8 +57,9 @@ failed=()
 for f in tests/gui/test_*.py; do
   echo "[test] $f" >&2
   frc=0
-  .venv/bin/python -m pytest -q "$f" || frc=$?
-  if [ "$frc" != 0 ]; then failed+=("$f (exit $frc)"); rc=1; fi
+  .venv/bin/python -m pytest -q --disable-warnings "$f" || frc=$?
+  # exit 5: nothing collected, i.e. the module skipped itself (test_image_display_api.py without Python 3.12)
+  if [ "$frc" != 0 ] && [ "$frc" != 5 ]; then failed+=("$f (exit $frc)"); rc=1; fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "[test] GUI test files that failed: ${failed[*]}" >&2
