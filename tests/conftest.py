@@ -53,8 +53,8 @@ def _destroy_closed_widgets(request):
     closes many viewers segfaulted now and then in ``glDrawArrays``. 50 repeats of
     ``test_remove_layers_while_a_job_runs_then_start_another`` in one process crashed 4 runs of 4, at
     repeats 23-26; with this fixture 100 of 100 passed. It is not enough for the whole GUI directory
-    in one process (still crashed in 1 of 2 runs), so ``scripts/test.sh`` also runs each GUI test file
-    in a process of its own.
+    in one process (still crashed in 1 of 2 runs), so ``scripts/test.sh`` also runs that test's file in a
+    process of its own.
     """
     yield
     if request.node.get_closest_marker("gui") is None:
