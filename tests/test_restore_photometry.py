@@ -90,3 +90,50 @@ def test_cap_keeps_the_noise_at_its_own_level():
         flux[cap] = float(out[ap].sum() / truth[ap].sum())
     assert rms[True] < 0.6 * rms[False] and rms[True] < sigma, rms
     assert abs(flux[True] - 1.0) < 0.02, flux
+
+
+@pytest.fixture(scope="module")
+def field_x4():
+    """A noiseless star field (truth) degraded the STAR way at x4 (``PSF``, block sum), plus white noise of 1% of
+    the LR robust range."""
+    truth = star_field(128, seed=21, noise="none", sky=0.0, psf="gaussian:0.6", density="medium").image
+    truth = truth.astype(np.float64)
+    lr = degrade(truth, scale=4, psf=PSF, noise=None, seed=0).data.astype(np.float64)
+    sigma = 0.01 * float(np.percentile(lr, 99.5) - np.median(lr))
+    return truth, (lr + np.random.default_rng(3).normal(0.0, sigma, lr.shape)).astype(np.float32)
+
+
+def test_x4_rule_is_exact_on_noisy_data_within_its_cap(field_x4):
+    from napari_astrosr.restore_options import EXACT_MAX_PASSED_NOISE_X4
+
+    _, lr = field_x4
+    g4 = projection_gain(lr.shape, scale=4, psf=PSF)
+    assert resolve_noise(lr, gain=g4).mode == "noise-aware"  # 1% of the range: noisy by the level alone
+    choice = resolve_noise(lr, gain=g4, scale=4)
+    assert choice.mode == "exact" and "exact at x4" in choice.source
+    g2 = projection_gain(lr.shape, scale=2, psf=PSF)
+    assert resolve_noise(lr, gain=g2, scale=2).mode == "noise-aware"  # x2 keeps the noise-level rule
+    # noise whose exact projection would pass on more than the cap: noise-aware again
+    span = float(np.percentile(lr, 99.5) - np.median(lr))
+    loud = lr + np.random.default_rng(4).normal(0.0, 1.5 * EXACT_MAX_PASSED_NOISE_X4 / g4 * span, lr.shape)
+    assert resolve_noise(loud.astype(np.float32), gain=g4, scale=4).mode == "noise-aware"
+
+
+def test_x4_default_beats_the_noise_aware_projection_per_source(field_x4):
+    """Why the x4 rule exists (benchmarks/projection_rule.py): on noisy x4 data the exact projection of a network's
+    output keeps per-source flux better than the noise-aware one. The default must pick it and be no worse."""
+    truth, lr = field_x4
+    default = restore(lr, method="fisr", scale=4, psf=PSF, device="cpu")
+    assert default.params["projection"] == "exact"
+    assert "projection exact (x4: noise x its gain" in describe_choices(default.params)  # the CLI / widget line
+    measured = resolve_noise(lr).sigma
+    noise_aware = restore(lr, method="fisr", scale=4, psf=PSF, device="cpu", flux_noise=measured)
+    assert noise_aware.params["projection"] == "noise-aware"
+    d, n = _median_rel(truth, default.data), _median_rel(truth, noise_aware.data)
+    assert d <= n, (d, n)
+    # the exact projection reproduces the data: every LR pixel's flux is kept
+    from napari_astrosr.core.projection import forward_model
+    from napari_astrosr.core.psf import parse_psf
+
+    back = forward_model(default.data.astype(np.float64), scale=4, psf=parse_psf(PSF))
+    assert np.max(np.abs(back - lr)) < 1e-3 * float(np.max(lr))

@@ -234,6 +234,7 @@ def restore_job(
         path=source,
         measure=method != "richardson-lucy",
         gain=gain,
+        scale=scale,
     )
     timings["noise"] = time.perf_counter() - t0
     noise_sigma = noise.sigma if flux_exact else None

@@ -356,11 +356,12 @@ def resolve_flux_noise(
 
     One choice for the whole image, so that every tile of a tiled restoration makes the same projection (a
     per-tile estimate would differ from tile to tile). ``scale`` and ``psf`` (a kernel or spec) give the exact
-    projection's noise gain, which rules out the exact choice where it would amplify the noise (scale 1).
+    projection's noise gain, which rules out the exact choice where it would amplify the noise (scale 1) and
+    allows it on noisy data at x4.
     """
     section = _central_section(image).astype(np.float32)
     gain = projection_gain(section.shape, scale=scale, psf=psf)
-    choice = resolve_noise(section, flux_noise, gain=gain)
+    choice = resolve_noise(section, flux_noise, gain=gain, scale=scale)
     return choice.sigma if choice.mode == "noise-aware" else "exact"
 
 
