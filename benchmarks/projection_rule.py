@@ -91,7 +91,9 @@ def fields(real: bool = True, side: int = SIDE):
         yield label, [simulated(kind, seed, side)]
 
 
-def run_cases(scales, *, levels=NOISE_LEVELS, real: bool = True, psfs=None, side: int = SIDE) -> list[dict]:
+def run_cases(
+    scales, *, levels=NOISE_LEVELS, real: bool = True, psfs=None, side: int = SIDE, models=None
+) -> list[dict]:
     from napari_astrosr.core import metrics
     from napari_astrosr.restoration import restore
     from napari_astrosr.restore_options import projection_gain, resolve_noise
@@ -127,8 +129,9 @@ def run_cases(scales, *, levels=NOISE_LEVELS, real: bool = True, psfs=None, side
                             outs = {"bicubic": restore(lr, method="bicubic", scale=scale).data}
                             for m in methods:
                                 for mode, fn in (("exact", "exact"), ("noise-aware", float(choice.measured))):
+                                    kw = {"model": models[(m, scale)]} if (m, scale) in (models or {}) else {}
                                     outs[f"{m}|{mode}"] = restore(
-                                        lr, method=m, scale=scale, psf=psf, flux_noise=fn
+                                        lr, method=m, scale=scale, psf=psf, flux_noise=fn, **kw
                                     ).data
                         for k, img in outs.items():
                             case["errs"][k] = {
@@ -243,6 +246,13 @@ def main(argv=None) -> int:
     ap.add_argument("--psfs", default=None, help="';'-separated PSF specs (default: quality.py's two)")
     ap.add_argument("--side", type=int, default=SIDE, help=f"crop side, HR px (default {SIDE})")
     ap.add_argument("--sims-only", action="store_true", help="only the simulated fields")
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NET:SCALE=CKPT",
+        help="use this checkpoint instead of the bundled one (as in quality.py)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.cache and Path(args.cache).exists():
@@ -250,6 +260,11 @@ def main(argv=None) -> int:
     else:
         if not q.data_ready():
             return 2
+        models = {}
+        for spec in args.model:
+            key, path = spec.split("=", 1)
+            net, sc = key.split(":")
+            models[(net, int(sc))] = path
         t0 = time.perf_counter()
         levels = tuple(float(v) for v in args.levels.split(",")) if args.levels else NOISE_LEVELS
         cases = run_cases(
