@@ -273,6 +273,7 @@ def main(argv=None) -> int:
             real=not args.sims_only,
             psfs=args.psfs.split(";") if args.psfs else None,
             side=args.side,
+            models=models,
         )
         print(f"{len(cases)} cases in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         if args.cache:

@@ -45,10 +45,10 @@ def test_restore_errors_exit_2_without_output(tmp_path, rng, capsys):
     img = _write(tmp_path, rng.random((16, 16)).astype(np.float32), "img.fits")
     out = tmp_path / "o.fits"
     assert main(["restore", str(cube), "-o", str(out), "--method", "bicubic"]) == 2
-    # restormer x4 has no bundled checkpoint (fisr x2/x4, restormer x2 and pix2wgan x1 do)
-    assert main(["restore", str(img), "-o", str(out), "--method", "restormer", "--scale", "4"]) == 2
+    # restormer x3 has no bundled checkpoint (fisr x2/x4, restormer x1/x2/x4 and pix2wgan x1 do)
+    assert main(["restore", str(img), "-o", str(out), "--method", "restormer", "--scale", "3"]) == 2
     err = capsys.readouterr().err
-    assert "no bundled weights for restormer x4" in err
+    assert "no bundled weights for restormer x3" in err
     assert main(["restore", str(img), "-o", str(out), "--method", "backprojection"]) == 2
     assert not out.exists()
 

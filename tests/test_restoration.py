@@ -137,9 +137,9 @@ def test_clear_errors(rng, ckpt):
         restore(lr, method="backprojection")
     with pytest.raises(AstroSRError, match="--flux-exact needs --psf"):
         restore(lr, method="bicubic", flux_exact=True)
-    # restormer x4 has no bundled checkpoint (fisr x2/x4, restormer x1/x2 and pix2wgan x1 do)
-    with pytest.raises(AstroSRError, match="no bundled weights for restormer x4"):
-        restore(lr, method="restormer", scale=4)
+    # restormer x3 has no bundled checkpoint (fisr x2/x4, restormer x1/x2/x4 and pix2wgan x1 do)
+    with pytest.raises(AstroSRError, match="no bundled weights for restormer x3"):
+        restore(lr, method="restormer", scale=3)
     p = ckpt("restormer", scale=2)
     with pytest.raises(AstroSRError, match="trained for x2, not x3"):
         restore(lr, method="restormer", scale=3, model=p)
