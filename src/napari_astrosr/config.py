@@ -325,6 +325,14 @@ class ModelConfig(_Strict):
         description="zero the output convolution at start, so a residual network starts as exactly its "
         "flux-conserving base (bicubic / identity) and training can only move away from it on evidence",
     )
+    init_from: Optional[str] = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="fine-tune: start from this checkpoint's weights (a .pt path, or 'bundled' for the weights "
+        "astrosr ships for this network and scale) instead of a fresh network; its architecture, configuration, "
+        "scale and normalization must match this config's",
+    )
     pipeline_scale: Optional[int] = Field(
         default=None,
         ge=1,

@@ -279,3 +279,74 @@ def test_cli_says_stopped_chunk_and_how_to_resume(tmp_path, capsys):
     assert main(["train", str(p), "--out", str(out), "--quiet", "--resume"]) == 0
     text = capsys.readouterr().out
     assert "trained t: step 3 of 3" in text and "--resume" not in text
+
+
+def test_init_from_fine_tunes_a_checkpoint_and_records_it(tmp_path):
+    """model.init_from: the run starts from the checkpoint's weights (a 1e-12 learning rate leaves them as they
+    were), its sidecar names what it started from, and a resumed chunk keeps that record."""
+    import json
+
+    base = run(train_job(_cfg(run={"steps": 3}), out_dir=tmp_path / "base"))
+    sha = json.loads(base.with_suffix(".json").read_text())["sha256"]
+    cfg = _cfg(model={"init_from": str(base)}, optim={"lr": 1e-12}, run={"steps": 2, "checkpoint_every": 1})
+    stop = StopFlag()
+    ck = run(train_job(cfg, out_dir=tmp_path / "ft", stop=stop), on_progress=lambda e: e.step >= 1 and stop.set())
+    assert json.loads(ck.with_suffix(".json").read_text())["step"] == 1
+    ck = run(train_job(cfg, out_dir=tmp_path / "ft", resume=True))
+    assert json.loads(ck.with_suffix(".json").read_text())["step"] == 2
+    a = torch.load(base, weights_only=True)["model"]
+    b = torch.load(ck, weights_only=True)["model"]
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+    init = json.loads(ck.with_suffix(".json").read_text())["training"]["init_from"]
+    assert init == {"path": base.name, "sha256": sha, "step": 3}
+    fresh = run(train_job(_cfg(optim={"lr": 1e-12}, run={"steps": 2}), out_dir=tmp_path / "fresh"))
+    c = torch.load(fresh, weights_only=True)["model"]
+    assert any(not torch.allclose(a[k].float(), c[k].float(), atol=1e-6) for k in a)  # the check can fail
+
+
+def test_init_from_refuses_another_network(tmp_path):
+    from napari_astrosr.exceptions import AstroSRError
+
+    base = run(train_job(_cfg(run={"steps": 1}), out_dir=tmp_path / "base"))
+    other = _cfg(model={"init_from": str(base), "overrides": {"dropout": 0.0, "norm": "none", "residual": True}})
+    with pytest.raises(AstroSRError, match="model.init_from: .*set model.preset / model.overrides"):
+        run(train_job(other, out_dir=tmp_path / "a"))
+    with pytest.raises(AstroSRError, match="model.init_from: no bundled pix2wgan x2 weights"):
+        run(train_job(_cfg(model={"init_from": "bundled"}), out_dir=tmp_path / "b"))
+    with pytest.raises(AstroSRError, match="model.init_from: .*nope.pt not found"):
+        run(train_job(_cfg(model={"init_from": str(tmp_path / "nope.pt")}), out_dir=tmp_path / "c"))
+
+
+def test_init_from_bundled_loads_the_shipped_weights():
+    """'bundled' resolves to the weights restore uses for that network and scale."""
+    from napari_astrosr.models.checkpoints import bundled_checkpoint, load_checkpoint
+    from napari_astrosr.models.registry import build_model, resolve_config
+    from napari_astrosr.training.loop import _init_from
+
+    path = bundled_checkpoint("fisr", 4)
+    if path is None:
+        pytest.skip("no bundled fisr x4 weights")
+    cfg = _cfg(
+        model={"name": "fisr", "preset": "lite", "scale": 4, "overrides": {}, "init_from": "bundled"}, data={"scale": 4}
+    )
+    model = build_model("fisr", preset="lite", scale=4)
+    info = _init_from(model, cfg, resolve_config("fisr", preset="lite"))
+    ref, meta = load_checkpoint(path)
+    assert info["sha256"] == meta["sha256"] and info["path"] == "fisr_x4.pt"
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_cli_init_from_overrides_the_config_and_names_a_missing_checkpoint(tmp_path, capsys):
+    import yaml
+
+    from napari_astrosr.cli import main
+
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(_cfg(run={"steps": 1}).model_dump(mode="json")))
+    missing = tmp_path / "gone.pt"
+    assert main(["train", str(p), "--out", str(tmp_path / "o"), "--quiet", "--init-from", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "model.init_from" in err and "gone.pt not found" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "model.pt").exists()  # nothing trained, nothing written

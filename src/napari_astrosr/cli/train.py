@@ -34,6 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--chunk-minutes", type=float, default=None, help="override run.chunk_minutes (save and exit after this long)"
     )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CKPT|bundled",
+        help="override model.init_from: fine-tune from this checkpoint, or from the bundled weights of the "
+        "config's network and scale",
+    )
     p.add_argument("--data-root", default=None, help="folder the config's data paths are relative to")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -58,9 +65,11 @@ def run(args: argparse.Namespace) -> int:
         "chunk_minutes": args.chunk_minutes,
     }
     over = {k: v for k, v in over.items() if v is not None}
-    if over:
+    if over or args.init_from is not None:
         d = cfg.model_dump(mode="json")
         d["run"].update(over)
+        if args.init_from is not None:
+            d["model"]["init_from"] = args.init_from
         cfg = config_from_dict(d, source=str(args.config))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     if args.data_root and not Path(args.data_root).is_dir():

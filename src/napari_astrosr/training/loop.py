@@ -414,6 +414,8 @@ def _train_in(cfg: TrainConfig, out: Path, resume: bool, stop, root, profile=Non
         except AstroSRError as exc:
             raise AstroSRError(f"{where}: {exc}") from None
         check_model_budget(cfg.model.name, full, scale=ms, where=where)
+    if cfg.model.init_from and not resume:
+        _check_init_from(cfg, full if not cfg.gan.cascade else {})  # before minutes of data building
     lock = _acquire_lock(out)
     before = {p.name for p in out.iterdir()}
     try:
@@ -452,6 +454,63 @@ def _acquire_lock(out: Path) -> Path:
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
     return lock
+
+
+def _check_init_from(cfg: TrainConfig, full_cfg: dict) -> Path:
+    """The checkpoint ``cfg.model.init_from`` names (fine-tuning), checked before any data is built.
+
+    It must be the same network: architecture, resolved configuration, the scale it serves and the input
+    normalization, or its weights would mean something else; each mismatch is one clear error.
+    """
+    from ..models.checkpoints import bundled_checkpoint, read_sidecar
+    from .data import normalization_of
+
+    where = f"{cfg.source_path or 'config'}: model.init_from"
+    if cfg.gan.cascade:
+        raise AstroSRError(f"{where}: not for a cascade (its first stage comes from gan.stage1).")
+    scale = cfg.model.pipeline_scale or cfg.data.scale
+    spec = str(cfg.model.init_from)
+    if spec.strip().lower() == "bundled":
+        path = bundled_checkpoint(cfg.model.name, scale)
+        if path is None:
+            raise AstroSRError(f"{where}: no bundled {cfg.model.name} x{scale} weights; give a checkpoint path.")
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise AstroSRError(f"{where}: {path} not found; give a checkpoint (.pt with its .json) or 'bundled'.")
+    try:
+        meta = read_sidecar(path)
+    except AstroSRError as exc:
+        raise AstroSRError(f"{where}: {exc}") from None
+    if meta.get("architecture") != cfg.model.name or int(meta.get("scale", 0)) != scale:
+        raise AstroSRError(
+            f"{where}: {Path(path).name} is a {meta.get('architecture')} x{meta.get('scale')} checkpoint; this config "
+            f"trains {cfg.model.name} x{scale}."
+        )
+    if dict(meta.get("config") or {}) != dict(full_cfg):
+        raise AstroSRError(
+            f"{where}: {Path(path).name} is a {cfg.model.name} with config {meta.get('config')}, this config builds "
+            f"{full_cfg}; set model.preset / model.overrides to match it."
+        )
+    norm = normalization_of(cfg)
+    if dict(meta.get("normalization") or {}) != norm:
+        raise AstroSRError(
+            f"{where}: {Path(path).name} was trained with normalization {meta.get('normalization')}, this config "
+            f"uses {norm}; set data.normalization to match it."
+        )
+    return Path(path)
+
+
+def _init_from(model, cfg: TrainConfig, full_cfg: dict) -> dict:
+    """Load ``cfg.model.init_from``'s weights into ``model``; what was loaded (name, sha256, step), for the sidecar."""
+    from ..models.checkpoints import load_checkpoint
+
+    path = _check_init_from(cfg, full_cfg)
+    src, meta = load_checkpoint(
+        path, expect_name=cfg.model.name, expect_scale=cfg.model.pipeline_scale or cfg.data.scale
+    )
+    model.load_state_dict(src.state_dict())
+    return {"path": path.name, "sha256": meta.get("sha256"), "step": meta.get("step")}
 
 
 def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resume: bool, stop, root, profile=None):
@@ -510,6 +569,9 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
         full_cfg = resolve_config(cfg.model.name, preset=cfg.model.preset, **overrides)
     if cfg.model.zero_init_last and not resume:
         _zero_last(model.stages[-1] if cfg.gan.cascade else model)
+    init_meta = None
+    if cfg.model.init_from and not resume:  # a resumed run has its own weights in model.pt
+        init_meta = _init_from(model, cfg, full_cfg)
     model.to(dev)
     _train_mode(model, cfg)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -556,6 +618,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             torch.cuda.set_rng_state(st["cuda_rng"])
         wall_before = float(st.get("wall_s", 0.0))
         history = dict(meta.get("training", {}).get("history", {}))
+        init_meta = meta.get("training", {}).get("init_from")  # the fine-tuning's start, kept across chunks
         fit = dict(st.get("fit", fit))
     sched.lr_lambdas[0].total = int(fit["steps"])  # a resumed chunk keeps the length fitted in the first one
     baseline: dict = {}
@@ -598,6 +661,7 @@ def _train(cfg: TrainConfig, out: Path, ckpt_path: Path, state_path: Path, resum
             "stage1": (
                 {"path": Path(stage1_meta["path"]).name, "sha256": stage1_meta.get("sha256")} if stage1_meta else None
             ),
+            "init_from": init_meta,
         }
         st = {
             "step": step,
