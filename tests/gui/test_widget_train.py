@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from napari_astrosr._napari.widgets.train import TrainWidget, example_configs  # noqa: E402
+from napari_astrosr._napari.widgets.train import INIT_BUNDLED, INIT_RANDOM, TrainWidget, example_configs  # noqa: E402
 from napari_astrosr.config import config_from_dict  # noqa: E402
 
 from widget_helpers import Notes, restore_widget, star_image, wait_idle  # noqa: E402
@@ -57,6 +57,47 @@ def test_config_loading_and_errors(make_napari_viewer, qtbot, tmp_path):
     w.out_dir.setText("")
     assert w.run() is None
     assert any("Output folder" in m for m in notes.errors())
+
+
+def test_start_from_maps_to_init_from_and_checks_the_file(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    w = TrainWidget(viewer)
+    qtbot.addWidget(w)
+    w.set_config(config_from_dict({**TINY, "model": {**TINY["model"], "init_from": "bundled"}}))
+    assert w.init_from.currentText() == INIT_BUNDLED
+    assert w.edited_config().model.init_from == "bundled"
+    w.init_from.setCurrentText(INIT_RANDOM)
+    assert w.edited_config().model.init_from is None
+    missing = tmp_path / "nowhere" / "model.pt"
+    w.init_from.setCurrentText(str(missing))
+    assert w.edited_config().model.init_from == str(missing)
+    # a checkpoint that is not there: one line naming the field, nothing started, nothing written
+    out = tmp_path / "run"
+    w.out_dir.setText(str(out))
+    notes = Notes()
+    assert w.run() is None
+    assert not w.jobs.busy and not out.exists()
+    (msg,) = notes.errors()
+    assert msg.startswith("Train: Start from:") and "not found" in msg and "\n" not in msg, msg
+
+
+@pytest.mark.slow
+def test_start_from_bundled_of_another_preset_is_refused_in_widget_words(make_napari_viewer, qtbot, tmp_path):
+    # the bundled FISR x2 is the "lite" preset; this config builds "tiny": refused before any data is built
+    viewer = make_napari_viewer()
+    w = TrainWidget(viewer)
+    qtbot.addWidget(w)
+    w.set_config(config_from_dict({**TINY, "model": {"name": "fisr", "preset": "tiny", "scale": 2}}))
+    w.init_from.setCurrentText(INIT_BUNDLED)
+    out = tmp_path / "run"
+    w.out_dir.setText(str(out))
+    notes = Notes()
+    assert w.run() is not None
+    wait_idle(qtbot, w.jobs, timeout=120_000)
+    errors = notes.errors()
+    assert any("Start from:" in m and "choose the Preset it was trained with" in m for m in errors), errors
+    assert not any("model.init_from" in m for m in errors), errors
+    assert w.checkpoint is None and not (out / "model.pt").exists()
 
 
 @pytest.mark.slow
@@ -123,3 +164,21 @@ def test_loss_plot_redraws_at_most_every_redraw_interval(make_napari_viewer, qtb
     # drawn in a thread, shown as a picture: the widget shows the figure's pixels
     pix = w.canvas.pixmap()
     assert not pix.isNull() and (pix.width(), pix.height()) == (360, 260)
+
+
+def test_dock_follows_its_form_when_it_grows_after_docking(make_napari_viewer, qtbot):
+    # the docks scroll vertically with no horizontal bar: a form wider than its dock would be cut off at the
+    # right edge (browse and Stop buttons out of reach), so a form that grows must widen its dock
+    viewer = make_napari_viewer()
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Train", area="right")
+    viewer.window._qt_window.show()
+    inner = w._astrosr_scroll.widget()
+
+    def fits():
+        return w._astrosr_scroll.viewport().width() >= inner.minimumSizeHint().width()
+
+    qtbot.waitUntil(fits, timeout=5_000)
+    before = w.width()
+    w.resume.setText(w.resume.text() + " - a label made longer after the dock was laid out")
+    qtbot.waitUntil(lambda: w.width() > before and fits(), timeout=5_000)

@@ -171,6 +171,16 @@ class _DockScroll(QScrollArea):
         w = inner.minimumSizeHint().width() if inner is not None else 100
         return QSize(w + self.verticalScrollBar().sizeHint().width() + 2, 120)
 
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt API
+        # QScrollArea does not pass its content's layout changes on: without this the dock keeps the width
+        # its content had when it was docked, and a form that grew later (a config loaded, a plot drawn) is
+        # clipped at the right edge, its buttons out of reach (the horizontal bar is off by design)
+        from qtpy.QtCore import QEvent
+
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(obj, event)
+
 
 def scroll_body(widget: QWidget) -> QVBoxLayout:
     """Give a dock widget a scroll area and return the layout to fill inside it.
@@ -184,6 +194,7 @@ def scroll_body(widget: QWidget) -> QVBoxLayout:
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setFrameShape(QScrollArea.Shape.NoFrame)
     scroll.setWidget(inner)
+    inner.installEventFilter(scroll)  # content layout changes resize the dock (_DockScroll.eventFilter)
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
@@ -258,6 +269,10 @@ _WIDGET_WORDS: list[tuple[str, str]] = [
     (r"--noise", "Noise"),
     (r"--out", "the output folder"),
     (r"--resume", "Resume"),
+    # Train widget's "Start from" (model.init_from in a config, --init-from on the command line)
+    (r"^.*?: model\.init_from:", "Start from:"),
+    (r"or 'bundled'", "or the bundled weights"),
+    (r"set model\.preset / model\.overrides to match it", "choose the Preset it was trained with"),
 ]
 
 

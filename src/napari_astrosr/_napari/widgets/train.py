@@ -2,7 +2,9 @@
 
 Choose an example config (the ``configs/`` shipped with the package) or any YAML file,
 edit its key values (network, preset, steps, batch size, learning rate, time budget,
-device), the data folder (``data.root``) and the output folder, then Train. The run is
+device), the starting weights (``model.init_from``: random, the bundled weights or a
+checkpoint file, to fine-tune), the data folder (``data.root``) and the output folder, then
+Train. The run is
 :func:`napari_astrosr.training.loop.train_job` in a thread worker; the plot shows the
 training loss and the validation PSNR (with the flux-conserving bicubic baseline), the
 labels the latest validation metrics; the plot is redrawn at most every
@@ -41,6 +43,9 @@ from .._process import in_process
 from .._workers import JobPanel, checkpoint_registry, notify_error, scroll_body
 
 BROWSE_ITEM = "config file…"
+#: "Start from" choices mapped to ``model.init_from`` (anything else typed or browsed is a checkpoint path).
+INIT_RANDOM = "random weights"
+INIT_BUNDLED = "bundled weights"
 #: Least seconds between two redraws of the loss plot (a matplotlib draw runs on the GUI thread).
 REDRAW_S = 0.3
 #: ... and at least this many times the last draw's duration (the plot's share of the GUI thread <= 1/5).
@@ -60,7 +65,7 @@ def example_configs() -> dict[str, Path]:
     return out
 
 
-def _path_row(edit: QLineEdit, button: QPushButton) -> QHBoxLayout:
+def _path_row(edit: QWidget, button: QPushButton) -> QHBoxLayout:
     row = QHBoxLayout()
     row.addWidget(edit, 1)
     button.setMaximumWidth(30)
@@ -115,6 +120,18 @@ class TrainWidget(QWidget):
         self.out_browse = QPushButton("…")
         self.out_browse.clicked.connect(lambda: self._browse_dir(self.out_dir, "Output folder"))
         self.resume = QCheckBox("Resume: continue the run saved in the output folder")
+        self.init_from = QComboBox()
+        self.init_from.setEditable(True)
+        self.init_from.addItems([INIT_RANDOM, INIT_BUNDLED])
+        # a long checkpoint path must not widen the dock past the window (it scrolls in the box instead)
+        self.init_from.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.init_from.setMinimumContentsLength(12)
+        self.init_from.setToolTip(
+            "The weights training starts from: random, the weights astrosr ships for this network and "
+            "scale, or a checkpoint .pt of the same network (fine-tuning on your data)."
+        )
+        self.init_browse = QPushButton("…")
+        self.init_browse.clicked.connect(self._browse_init)
 
         self.run_button = QPushButton("Train")
         self.run_button.clicked.connect(self.run)
@@ -158,6 +175,7 @@ class TrainWidget(QWidget):
         form.addRow("Learning rate", self.lr)
         form.addRow("Time budget (min)", self.minutes)
         form.addRow("Device", self.device)
+        form.addRow("Start from", _path_row(self.init_from, self.init_browse))
         form.addRow("Data folder", _path_row(self.data_root, self.data_browse))
         form.addRow("Output folder", _path_row(self.out_dir, self.out_browse))
         form.addRow("", self.resume)
@@ -209,6 +227,11 @@ class TrainWidget(QWidget):
             self.config_path.setText(path)
             self.load(path)
 
+    def _browse_init(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Start from checkpoint", "", "Checkpoint (*.pt)")
+        if path:
+            self.init_from.setCurrentText(path)
+
     def _browse_dir(self, edit: QLineEdit, title: str) -> None:
         path = QFileDialog.getExistingDirectory(self, title, edit.text() or "")
         if path:
@@ -245,6 +268,10 @@ class TrainWidget(QWidget):
         self.lr.setValue(float(cfg.optim.lr))
         self.minutes.setValue(float(cfg.run.max_minutes or 0.0))
         self.device.setCurrentText(cfg.run.device)
+        init = cfg.model.init_from
+        self.init_from.setCurrentText(
+            INIT_RANDOM if not init else INIT_BUNDLED if str(init).strip().lower() == "bundled" else str(init)
+        )
         self.data_root.setText(cfg.data.root or "")
         if not self.out_dir.text():
             self.out_dir.setText(str(Path.cwd() / "runs" / cfg.name))
@@ -263,6 +290,10 @@ class TrainWidget(QWidget):
         d["optim"]["lr"] = float(self.lr.value())
         d["run"]["max_minutes"] = float(self.minutes.value()) or None
         d["run"]["device"] = self.device.currentText()
+        init = self.init_from.currentText().strip()
+        d["model"]["init_from"] = (
+            None if init in ("", INIT_RANDOM) else "bundled" if init == INIT_BUNDLED else str(Path(init).expanduser())
+        )
         d["data"]["root"] = self.data_root.text().strip() or None
         source = self.config.source_path or "<widget>"
         return config_from_dict(d, source=source)
@@ -276,6 +307,9 @@ class TrainWidget(QWidget):
             out = self.out_dir.text().strip()
             if not out:
                 raise AstroSRError("Output folder: choose where model.pt and the training log go")
+            init = cfg.model.init_from
+            if init and init.strip().lower() != "bundled" and not Path(init).is_file():
+                raise AstroSRError(f"Start from: {init} not found; choose a checkpoint .pt or the bundled weights")
         except AstroSRError as exc:
             notify_error(exc, context="Train")
             return None
