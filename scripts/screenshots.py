@@ -162,7 +162,6 @@ def coadd(seconds: float = 180.0) -> None:
     wait_until(lambda: not w.jobs.busy)
     w.set_frames([stack])
     w.method.setCurrentText("DIP (AstroClearNet)")
-    w.iterations.setValue(2000)
     w.device.setCurrentText("cpu")
     w.preview_every = 10
     w.run()
