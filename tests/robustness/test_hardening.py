@@ -297,7 +297,11 @@ def test_signal_ends_richardson_lucy_restore_quickly(tmp_path, sig, code):
     )
     buf = ""
     while "richardson-lucy" not in buf:  # started: its progress bar shows
-        buf += proc.stderr.read(1)
+        ch = proc.stderr.read(1)
+        if not ch:  # it ended before starting: fail with what it said instead of spinning on EOF
+            proc.wait(timeout=30)
+            pytest.fail(f"restore ended before its progress bar (rc {proc.returncode}): {buf}")
+        buf += ch
     time.sleep(1.0)
     t = time.time()
     proc.send_signal(getattr(signal, sig))
