@@ -341,6 +341,11 @@ class ModelConfig(_Strict):
         "input is already on the target grid (e.g. pix2wgan on a ground-based image resampled onto the HST grid)",
     )
 
+    @property
+    def init_from_bundled(self) -> bool:
+        """``init_from`` names the bundled weights (``'bundled'``, any case)."""
+        return str(self.init_from or "").strip().lower() == "bundled"
+
     @model_validator(mode="after")
     def _bounded(self) -> ModelConfig:
         try:

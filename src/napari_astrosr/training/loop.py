@@ -456,28 +456,41 @@ def _acquire_lock(out: Path) -> Path:
     return lock
 
 
+def init_from_checkpoint(cfg: TrainConfig) -> Path:
+    """The checkpoint file ``cfg.model.init_from`` names (bundled weights resolved), or one clear error.
+
+    The checks that need no torch and no network (a cascade, no bundled weights, a missing file): the Train
+    widget runs them in the GUI process before it starts a job; :func:`_check_init_from` adds the rest.
+    """
+    from ..models.checkpoints import bundled_checkpoint
+
+    where = f"{cfg.source_path or 'config'}: model.init_from"
+    if cfg.gan.cascade:
+        raise AstroSRError(f"{where}: not for a cascade (its first stage comes from gan.stage1).")
+    scale = cfg.model.pipeline_scale or cfg.data.scale
+    if cfg.model.init_from_bundled:
+        path = bundled_checkpoint(cfg.model.name, scale)
+        if path is None:
+            raise AstroSRError(f"{where}: no bundled {cfg.model.name} x{scale} weights; give a checkpoint path.")
+        return path
+    path = Path(str(cfg.model.init_from)).expanduser()
+    if not path.is_file():
+        raise AstroSRError(f"{where}: {path} not found; give a checkpoint (.pt with its .json) or 'bundled'.")
+    return path
+
+
 def _check_init_from(cfg: TrainConfig, full_cfg: dict) -> Path:
     """The checkpoint ``cfg.model.init_from`` names (fine-tuning), checked before any data is built.
 
     It must be the same network: architecture, resolved configuration, the scale it serves and the input
     normalization, or its weights would mean something else; each mismatch is one clear error.
     """
-    from ..models.checkpoints import bundled_checkpoint, read_sidecar
+    from ..models.checkpoints import read_sidecar
     from .data import normalization_of
 
     where = f"{cfg.source_path or 'config'}: model.init_from"
-    if cfg.gan.cascade:
-        raise AstroSRError(f"{where}: not for a cascade (its first stage comes from gan.stage1).")
     scale = cfg.model.pipeline_scale or cfg.data.scale
-    spec = str(cfg.model.init_from)
-    if spec.strip().lower() == "bundled":
-        path = bundled_checkpoint(cfg.model.name, scale)
-        if path is None:
-            raise AstroSRError(f"{where}: no bundled {cfg.model.name} x{scale} weights; give a checkpoint path.")
-    else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise AstroSRError(f"{where}: {path} not found; give a checkpoint (.pt with its .json) or 'bundled'.")
+    path = init_from_checkpoint(cfg)
     try:
         meta = read_sidecar(path)
     except AstroSRError as exc:

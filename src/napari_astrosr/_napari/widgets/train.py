@@ -268,9 +268,9 @@ class TrainWidget(QWidget):
         self.lr.setValue(float(cfg.optim.lr))
         self.minutes.setValue(float(cfg.run.max_minutes or 0.0))
         self.device.setCurrentText(cfg.run.device)
-        init = cfg.model.init_from
+        m = cfg.model
         self.init_from.setCurrentText(
-            INIT_RANDOM if not init else INIT_BUNDLED if str(init).strip().lower() == "bundled" else str(init)
+            INIT_RANDOM if not m.init_from else INIT_BUNDLED if m.init_from_bundled else str(m.init_from)
         )
         self.data_root.setText(cfg.data.root or "")
         if not self.out_dir.text():
@@ -307,9 +307,10 @@ class TrainWidget(QWidget):
             out = self.out_dir.text().strip()
             if not out:
                 raise AstroSRError("Output folder: choose where model.pt and the training log go")
-            init = cfg.model.init_from
-            if init and init.strip().lower() != "bundled" and not Path(init).is_file():
-                raise AstroSRError(f"Start from: {init} not found; choose a checkpoint .pt or the bundled weights")
+            if cfg.model.init_from:
+                from ...training.loop import init_from_checkpoint
+
+                init_from_checkpoint(cfg)  # a missing file or no bundled weights: said now, no job started
         except AstroSRError as exc:
             notify_error(exc, context="Train")
             return None
