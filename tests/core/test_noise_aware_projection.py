@@ -206,3 +206,17 @@ def test_noise_tolerance_stops_early_with_the_same_output():
     for bad in (-1.0, float("nan")):
         with pytest.raises(AstroSRError, match="noise_tol"):
             J.project_flux_exact(bic, target, scale=2, psf=psf, noise_tol=bad)
+
+
+@pytest.mark.parametrize("cap", [False, True])
+def test_the_filter_in_the_info_is_the_one_the_target_used(cap):
+    """``info["filter"]`` reapplied to the residual gives the same target (what the ERR propagates through)."""
+    hr, lr, _, bic, psf = _case(3.0, seed=4)
+    target, info = J.noise_aware_target(bic, lr, scale=2, psf=psf, sigma=3.0, cap=cap)
+    pred = J.forward_model(bic, scale=2, psf=psf)
+    again = pred + info["filter"].apply(lr - pred, scale=2, psf=psf)
+    np.testing.assert_allclose(again, target, rtol=0, atol=1e-9 * np.abs(target).max())
+    assert all(0.0 <= g <= 1.0 for g in info["filter"].gain) and max(info["filter"].gain) > 0
+    # the filter depends only on frequency, so it applies to any grid: a constant gets the zero band's gain
+    flat = info["filter"].apply(np.ones((31, 31)), scale=2, psf=psf)
+    np.testing.assert_allclose(flat, info["filter"].gain[0], atol=1e-12)

@@ -54,6 +54,44 @@ def test_backprojection_err_matches_monte_carlo_in_the_interior():
     assert np.median(err / bicubic_err(sig, sig.shape, scale=2)) > 2.0
 
 
+@pytest.mark.parametrize("method", ["backprojection", "fisr"])
+def test_default_restore_err_matches_monte_carlo_with_a_wide_psf(method):
+    """The ERR of a noise-aware restore (the default) is its linear part's, not the exact projection's.
+
+    With a PSF wide against the output pixel the exact projection amplifies noise enormously (before: an ERR 100x
+    the real scatter on a ground field); the noise-aware one does not. Monte Carlo: the same input plus fresh
+    noise of the measured sigma, PSF and sigma held fixed (``benchmarks/err_propagation.py`` does the same on
+    larger fields).
+    """
+    from napari_astrosr.core.simulate import star_field
+    from napari_astrosr.restoration import output_err, restore
+
+    psf = gaussian_psf(3.0)
+    hr = star_field((96, 96), psf=None, seed=5, noise="none", sky=0.0).image.astype(np.float64)
+    from napari_astrosr.core.projection import forward_model
+
+    clean = forward_model(hr, scale=2, psf=psf)
+    rng = np.random.default_rng(6)
+    sigma = 0.01 * (np.percentile(clean, 99.5) - np.median(clean))
+    lr = clean + sigma * rng.normal(size=clean.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = restore(lr, method=method, scale=2, device="cpu", psf=psf, flux_noise=sigma)
+        outs = [
+            restore(
+                lr + sigma * rng.normal(size=lr.shape), method=method, scale=2, device="cpu", psf=psf, flux_noise=sigma
+            ).data
+            for _ in range(16)
+        ]
+    assert "noise-aware: input noise through its linear part" in r.err_how
+    mc = np.std(np.asarray(outs, dtype=np.float64), axis=0, ddof=1)
+    ratio = (r.err / mc)[16:-16, 16:-16]
+    # 16 draws: the Monte-Carlo sigma scatters by ~18% per pixel; the median is what is checked
+    assert 0.85 < np.median(ratio) < 1.2
+    exact, _, _ = output_err(sigma, lr.shape, method=method, scale=2, kernel=psf, projected=True, noise_aware=True)
+    assert np.median(exact / mc) > 3.0  # the former upper estimate, far off with this PSF
+
+
 def _inject(n, rng, n_src):
     """Gaussian point sources (FWHM 2.5 input px) on a jittered grid, peak S/N ~ 6-30 against sigma ~1.5."""
     g = int(np.ceil(np.sqrt(n_src)))

@@ -35,6 +35,7 @@ constraint is exact), typically costing 1-3 dB; use it on clean or high-S/N data
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -49,6 +50,7 @@ __all__ = [
     "iter_project_flux_exact",
     "project_flux_exact",
     "noise_aware_target",
+    "WienerFilter",
     "estimate_lr_noise",
 ]
 
@@ -880,12 +882,9 @@ def noise_aware_target(
         return np.where(valid, lr, np.nan), {"sigma": float(sigma), "gain": [], "power_kept": 1.0}
     from scipy import fft as sfft
 
-    ny, nx = r.shape
     rf = sfft.rfft2(r)
     power = np.abs(rf) ** 2
-    fy = sfft.fftfreq(ny)[:, None]
-    fx = sfft.rfftfreq(nx)[None, :]
-    fr = np.hypot(fy, fx)
+    fr = _radial_frequency(r.shape)
     edges = np.linspace(0.0, fr.max() + 1e-12, int(bins) + 1)
     idx = np.clip(np.digitize(fr, edges) - 1, 0, int(bins) - 1)
     # unnormalised FFT: white noise of variance sigma^2 on n valid pixels has E|N(f)|^2 = n sigma^2
@@ -905,4 +904,41 @@ def noise_aware_target(
             gain = np.minimum(gain, np.sqrt(np.clip(precond.transfer, 0.0, 1.0)))
     rw = sfft.irfft2(rf * gain, s=r.shape)
     target = np.where(valid, pred + rw, np.nan)
-    return target, {"sigma": float(sigma), "gain": [round(float(g), 4) for g in gain_b], "power_kept": kept}
+    info = {"sigma": float(sigma), "gain": [round(float(g), 4) for g in gain_b], "power_kept": kept}
+    # the filter itself, for propagating noise through it (core.uncertainty.backprojection_err)
+    info["filter"] = WienerFilter(edges=tuple(map(float, edges)), gain=tuple(map(float, gain_b)), cap=bool(cap))
+    return target, info
+
+
+def _radial_frequency(shape: tuple[int, int]) -> np.ndarray:
+    """|f| in cycles per pixel on the ``rfft2`` grid of ``shape``."""
+    from scipy import fft as sfft
+
+    return np.hypot(sfft.fftfreq(shape[0])[:, None], sfft.rfftfreq(shape[1])[None, :])
+
+
+@dataclass(frozen=True)
+class WienerFilter:
+    """The residual filter :func:`noise_aware_target` built: a gain per radial frequency band.
+
+    ``edges`` are the bands' limits in cycles per pixel (so the filter applies to any image size), ``gain``
+    one value per band, ``cap``: the gain is also limited by ``sqrt`` of ``A A^T``'s normalised spectrum.
+    """
+
+    edges: tuple[float, ...]
+    gain: tuple[float, ...]
+    cap: bool
+
+    def apply(self, r: np.ndarray, *, scale: int, psf: Optional[np.ndarray]) -> np.ndarray:
+        """The filtered LR residual ``W r`` (the same operation as inside :func:`noise_aware_target`)."""
+        from scipy import fft as sfft
+
+        r = np.asarray(r, dtype=np.float64)
+        fr = _radial_frequency(r.shape)
+        idx = np.clip(np.digitize(fr, np.asarray(self.edges)) - 1, 0, len(self.gain) - 1)
+        gain = np.asarray(self.gain)[idx]
+        if self.cap and psf is not None:
+            op = ForwardModel((r.shape[0] * scale, r.shape[1] * scale), scale=scale, psf=psf)
+            if op.conv is not None:
+                gain = np.minimum(gain, np.sqrt(np.clip(_Preconditioner(op).transfer, 0.0, 1.0)))
+        return sfft.irfft2(sfft.rfft2(r) * gain, s=r.shape)
