@@ -566,7 +566,7 @@ def output_err(
         )
         base = "backprojection" if method in CLASSICAL else f"{method}+projection"
         if linear:
-            how = f"{base} x{s}, noise-aware: input noise through its linear part"
+            how = f"{base} x{s}: noise-aware projection, propagated"
         elif noise_aware:
             how = f"{base} x{s}: exact-projection ERR, upper estimate (noise-aware)"
         else:

@@ -83,7 +83,7 @@ def test_default_restore_err_matches_monte_carlo_with_a_wide_psf(method):
             ).data
             for _ in range(16)
         ]
-    assert "noise-aware: input noise through its linear part" in r.err_how
+    assert "noise-aware projection, propagated" in r.err_how
     mc = np.std(np.asarray(outs, dtype=np.float64), axis=0, ddof=1)
     ratio = (r.err / mc)[16:-16, 16:-16]
     # 16 draws: the Monte-Carlo sigma scatters by ~18% per pixel; the median is what is checked

@@ -250,8 +250,9 @@ def _noisy_stars(make_napari_viewer, qtbot, name, *, star_seed, noise_seed, sigm
     return viewer, restore_widget(viewer, qtbot)
 
 
-def test_restore_noise_aware_backprojection(make_napari_viewer, qtbot):
-    """The 'only where above the noise' box runs the noise-aware projection (sigma from sep) and says so."""
+def test_restore_noise_aware_backprojection(make_napari_viewer, qtbot, tmp_path):
+    """The 'only where above the noise' box runs the noise-aware projection (sigma from sep) and says so; File >
+    Save of the result writes its ERR extension, as the CLI does."""
     viewer, w = _noisy_stars(make_napari_viewer, qtbot, "noisy", star_seed=3, noise_seed=4, sigma=5.0)
     w.method.setCurrentText("backprojection")
     w.scale.setValue(2)
@@ -267,6 +268,20 @@ def test_restore_noise_aware_backprojection(make_napari_viewer, qtbot):
     out = viewer.layers["noisy [backprojection]"]
     assert out.data.shape == (96, 96)
     assert out.metadata["astrosr"]["params"]["flux_noise"] == pytest.approx(5.0, rel=0.3)
+
+    from astropy.io import fits
+
+    from napari_astrosr._napari._writer import write_image
+
+    data, meta, _ = out.as_layer_data_tuple()
+    (path,) = write_image(str(tmp_path / "restored.fits"), data, meta)
+    with fits.open(path) as h:
+        err = h["ERR"]
+        assert err.data.shape == (96, 96) and err.header["ERRFILT"] > 0
+        assert err.header["ERRMETH"] == "backprojection x2: noise-aware projection, propagated"
+        np.testing.assert_array_equal(err.data, out.metadata["err"]["data"])
+        # the noise per output pixel (1.3 here; the exact projection's ERR, written before, was 2.8x that)
+        assert 0.3 < float(np.median(err.data)) < 2.5
 
 
 def test_keep_sky_box_runs_the_sky_gate_for_networks_only(make_napari_viewer, qtbot):

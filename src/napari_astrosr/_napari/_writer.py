@@ -1,8 +1,10 @@
 """npe2 writer: one image layer -> a FITS file (header, WCS and provenance carried over).
 
 The layer's ``metadata`` supplies the header (``header``), the WCS (``wcs``), the unit
-(``bunit``) and optional provenance (``provenance``: keyword arguments of
-``core.fits_io.provenance_cards``: method, parameters, checkpoint_hash, inputs). The write
+(``bunit``), optional provenance (``provenance``: keyword arguments of
+``core.fits_io.provenance_cards``: method, parameters, checkpoint_hash, inputs) and the output's
+uncertainty (``err``: ``{"data", "how", "filter"}``, a restore's propagated noise), written as an
+``ERR`` extension as ``astrosr restore`` writes it (skipped if its shape is not the image's). The write
 is atomic (``core.fits_io.write_fits``). The layer's source file (``metadata['path']``, and
 the frames of a stack) is never overwritten unless ``metadata['overwrite_source']`` is
 True; other existing files are replaced, since napari's save dialog already asked.
@@ -43,6 +45,21 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
     provenance = dict(metadata.get("provenance") or {})
     provenance.setdefault("inputs", sources)
     protect = [] if metadata.get("overwrite_source") else sources
+    extra = []
+    err = metadata.get("err")
+    if isinstance(err, dict) and np.shape(err.get("data")) == arr.shape:
+        from ..core.uncertainty import err_hdu
+
+        extra.append(
+            err_hdu(
+                err["data"],
+                header=header,
+                wcs=metadata.get("wcs"),
+                bunit=metadata.get("bunit"),
+                how=str(err.get("how") or ""),
+                filter_factor=err.get("filter"),
+            )
+        )
     try:
         out = write_fits(
             Path(path),
@@ -52,6 +69,7 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
             overwrite=True,
             provenance=provenance,
             protect=protect,
+            extra_hdus=extra,
         )
     except AstroSRError as exc:
         return _fail(str(exc))

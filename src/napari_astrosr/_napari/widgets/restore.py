@@ -466,6 +466,9 @@ class RestoreWidget(QWidget):
             "timings": dict(getattr(res, "timings", {}) or {}),
             "source": tag.name,
         }
+        if getattr(res, "err", None) is not None:
+            # File > Save writes it as the ERR extension, as `astrosr restore` does (_writer.write_image)
+            kwargs["metadata"]["err"] = {"data": res.err, "how": res.err_how, "filter": res.err_filter}
         shown = display["data"]
         out = Image(shown, multiscale=isinstance(shown, list), name=name, **kwargs)
         layers = [put_layer(self.viewer, out, source_id=tag.layer_id, activate=False)]
