@@ -156,3 +156,24 @@ def test_evaluate_morphology(tmp_path, capsys):
     assert len(Table.read(tmp_path / "m.ecsv")) == 6 and (tmp_path / "m.png").stat().st_size > 1000
     assert main(args[:6] + ["--morphology"]) == 2  # no --input
     assert "--input" in capsys.readouterr().err
+
+
+def test_detect_on_a_restored_file_counts_minarea_in_input_pixels(tmp_path, capsys):
+    """On an `astrosr restore --scale 2` output, detect's default minarea is 5 input pixels' area (20 output
+    pixels): with 5 output pixels the restored noise's correlated peaks come out as sources."""
+    rng = np.random.default_rng(3)
+    fits.writeto(tmp_path / "noise.fits", rng.normal(0.0, 1.0, (96, 96)).astype(np.float32))
+    assert main(["restore", str(tmp_path / "noise.fits"), "-o", str(tmp_path / "x2.fits"), "--method", "bicubic"]) == 0
+    capsys.readouterr()
+    assert main(["detect", str(tmp_path / "x2.fits"), "-o", str(tmp_path / "auto.ecsv")]) == 0
+    assert "minarea 20 pixels, the area of 5 input pixels" in capsys.readouterr().out
+    auto = Table.read(tmp_path / "auto.ecsv")
+    assert auto.meta["minarea"] == 20
+    assert main(["detect", str(tmp_path / "x2.fits"), "-o", str(tmp_path / "five.ecsv"), "--minarea", "5"]) == 0
+    assert "minarea 20" not in capsys.readouterr().out
+    five = Table.read(tmp_path / "five.ecsv")
+    assert five.meta["minarea"] == 5
+    assert main(["detect", str(tmp_path / "noise.fits"), "-o", str(tmp_path / "input.ecsv")]) == 0
+    # noise only: the input gives (almost) nothing, 5 output pixels many false sources, 5 input pixels' area few
+    n_in = len(Table.read(tmp_path / "input.ecsv"))
+    assert len(five) > len(auto) + 10 and len(auto) <= n_in + 3

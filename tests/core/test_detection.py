@@ -4,7 +4,15 @@ from astropy.io import ascii, fits
 from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
-from napari_astrosr.core.detection import COLUMNS, detect, detect_sources, estimate_background
+from napari_astrosr.core.detection import (
+    COLUMNS,
+    MINAREA,
+    detect,
+    detect_sources,
+    estimate_background,
+    minarea_for_scale,
+    restored_scale,
+)
 from napari_astrosr.exceptions import AstroSRError, NoSourcesWarning
 
 from _measure_sim import gaussian_field
@@ -122,3 +130,19 @@ def test_vs_sextractor_catalog_eso_ntt():
     # background agrees with SExtractor's BACKGROUND check-image
     back = fits.getdata(shared_file("eso_ntt_sep_catalog/back.fits"))
     np.testing.assert_allclose(det.background.back, back, rtol=1e-4)
+
+
+def test_minarea_in_input_pixels_and_the_restored_scale_of_a_header():
+    assert MINAREA == 5 and [minarea_for_scale(s) for s in (1, 2, 4, 2.5)] == [5, 20, 80, 31]
+    h = fits.Header()
+    assert restored_scale(h) == 1.0 and restored_scale(None) == 1.0
+    h["ASRMETH"] = "fisr"
+    h["ASRPARAM"] = '{"method": "fisr", "scale": 4}'
+    assert restored_scale(h) == 4.0
+    h["ASRPARAM"] = "not json"
+    assert restored_scale(h) == 1.0
+    h["ASRPARAM"] = '{"scale": -2}'
+    assert restored_scale(h) == 1.0
+    from napari_astrosr._napari.widgets import detect as widget  # the widget's copy (it loads without sep)
+
+    assert widget._MINAREA == MINAREA

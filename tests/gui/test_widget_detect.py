@@ -87,3 +87,20 @@ def test_detect_too_many_for_ellipses_and_error(make_napari_viewer, qtbot, monke
     wait_idle(qtbot, w.jobs)
     assert any("masked or non-finite" in m for m in notes.errors())
     assert w.run_button.isEnabled() and w.jobs.bar.isHidden()
+
+
+def test_min_area_follows_a_restored_input(make_napari_viewer, qtbot):
+    """On a restored (x2) layer Min. area becomes 20 (5 input pixels' area); a value typed by the user is kept."""
+    viewer = make_napari_viewer()
+    viewer.add_image(star_image((32, 32)), name="field")
+    w = DetectWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.minarea.value() == 5
+    viewer.add_image(star_image((64, 64)), name="field [fisr]", metadata={"scale_factor": 2.0})
+    w.input.set_value(viewer.layers["field [fisr]"])
+    assert w.minarea.value() == 20 and "x2 restoration" in w.minarea.toolTip()
+    w.input.set_value(viewer.layers["field"])
+    assert w.minarea.value() == 5
+    w.minarea.setValue(9)
+    w.input.set_value(viewer.layers["field [fisr]"])
+    assert w.minarea.value() == 9

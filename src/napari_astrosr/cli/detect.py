@@ -17,7 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sky-regions", action="store_true", help="DS9 regions in RA/Dec (needs a WCS) instead of image pixels"
     )
     p.add_argument("--thresh", type=float, default=1.5, help="detection threshold in background sigma (default 1.5)")
-    p.add_argument("--minarea", type=int, default=5, help="minimum connected pixels (default 5)")
+    p.add_argument(
+        "--minarea",
+        type=int,
+        default=None,
+        help="minimum connected pixels (default 5; on an image written by 'astrosr restore --scale S', 5 x S^2: "
+        "the sky area of 5 input pixels)",
+    )
     p.add_argument("--deblend-cont", type=float, default=0.005, help="deblending contrast (default 0.005)")
     p.add_argument("--box", type=int, default=64, help="background mesh size in pixels (default 64)")
     p.add_argument("--filter-size", type=int, default=3, help="background median filter in meshes (default 3)")
@@ -35,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..core.catalogs import FORMATS, write_regions, write_table
-    from ..core.detection import detect_sources
+    from ..core.detection import MINAREA, detect_sources, minarea_for_scale, restored_scale
     from ..core.fits_read import read_fits
     from ..exceptions import AstroSRError, NoSourcesWarning
 
@@ -54,13 +60,23 @@ def run(args: argparse.Namespace) -> int:
             f"{args.image}: is a {img.data.ndim}-D array {img.data.shape}; detect takes a 2-D "
             "image (pick one with --hdu)."
         )
+    minarea = args.minarea
+    if minarea is None:
+        scale = restored_scale(img.header)
+        minarea = minarea_for_scale(scale)
+        if scale != 1:
+            print(
+                f"astrosr detect: minarea {minarea} pixels, the area of {MINAREA} input pixels ({args.image} is a "
+                f"x{scale:g} restoration; give --minarea to choose)",
+                flush=True,
+            )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoSourcesWarning)
         try:
             table = detect_sources(
                 img.data,
                 thresh=args.thresh,
-                minarea=args.minarea,
+                minarea=minarea,
                 deblend_cont=args.deblend_cont,
                 box=args.box,
                 filter_size=args.filter_size,
@@ -76,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     meta = dict(
         input=str(Path(args.image).name),
         thresh_sigma=args.thresh,
-        minarea=args.minarea,
+        minarea=minarea,
         deblend_cont=args.deblend_cont,
         background_box=args.box,
     )

@@ -147,6 +147,9 @@ def prepare_layers(
     return out
 
 
+_MINAREA = 5  # core.detection.MINAREA (not imported here: the widget module loads without sep)
+
+
 class DetectWidget(QWidget):
     """Detect sources on the chosen image layer (see the module docstring)."""
 
@@ -164,7 +167,8 @@ class DetectWidget(QWidget):
         self.thresh.setToolTip("Detection threshold in units of the background rms")
         self.minarea = QSpinBox()
         self.minarea.setRange(1, 10000)
-        self.minarea.setValue(5)
+        self.minarea.setValue(_MINAREA)
+        self._auto_minarea = _MINAREA  # the value the input's grid chose; a value typed by the user is kept
         self.nthresh = QSpinBox()
         self.nthresh.setRange(1, 256)
         self.nthresh.setValue(32)
@@ -200,6 +204,9 @@ class DetectWidget(QWidget):
         self.export_button.clicked.connect(self._export_dialog)
         self.export_button.setEnabled(False)
 
+        self.input.currentIndexChanged.connect(self._follow_input_grid)
+        self._follow_input_grid()
+
         form = QFormLayout()
         form.addRow("Input", self.input)
         form.addRow("Threshold (σ)", self.thresh)
@@ -226,6 +233,32 @@ class DetectWidget(QWidget):
         lay.addWidget(self.summary)
         lay.addLayout(exp)
         lay.addStretch(1)
+
+    def _follow_input_grid(self, *_: Any) -> None:
+        """Min. area: the sky area of 5 input pixels on a restored layer (5 x scale^2 of its pixels), unless typed."""
+        from ...core.detection import minarea_for_scale, restored_scale
+
+        layer = self.input.value()
+        meta = getattr(layer, "metadata", None) or {}
+        try:
+            scale = float(meta.get("scale_factor") or 1.0)
+        except (TypeError, ValueError):
+            scale = 1.0
+        if scale == 1.0:
+            scale = restored_scale(meta.get("header"))
+        auto = minarea_for_scale(scale if np.isfinite(scale) and scale > 0 else 1.0)
+        if self.minarea.value() == self._auto_minarea:
+            self.minarea.setValue(auto)
+        self._auto_minarea = auto
+        self.minarea.setToolTip(
+            "Minimum connected pixels above the threshold"
+            + (
+                f". This layer is a x{scale:g} restoration: {auto} of its pixels cover the sky of {_MINAREA} input "
+                "pixels (fewer let its correlated noise through as sources)"
+                if auto != _MINAREA
+                else ""
+            )
+        )
 
     # ------------------------------------------------------------------ running
 
