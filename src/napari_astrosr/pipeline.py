@@ -264,12 +264,13 @@ def _stats(v: np.ndarray) -> dict:
     return dict(sum=float(f.sum()), rms=float(np.sqrt(np.mean(f**2))), max_abs=float(np.abs(f).max()))
 
 
-def _detect(image: np.ndarray, wcs: Any):
-    from .core.detection import detect
+def _detect(image: np.ndarray, wcs: Any, *, scale: float = 1):
+    """Detect with sep's defaults; on an output ``scale`` x finer, the minimum area is 5 input pixels' sky area."""
+    from .core.detection import detect, minarea_for_scale
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoSourcesWarning)
-        return detect(image, wcs=wcs)
+        return detect(image, wcs=wcs, minarea=minarea_for_scale(scale))
 
 
 def _to_input_grid(sources: Any, scale: int) -> np.ndarray:
@@ -502,7 +503,7 @@ def main_job(
     yield Progress(2, N_STEPS, "detecting sources on input and output")
     t0 = time.perf_counter()
     det_in = _detect(data, img.wcs)
-    det_out = _detect(res.data, res.wcs)
+    det_out = _detect(res.data, res.wcs, scale=scale)
     timings["detect"] = time.perf_counter() - t0
     check_stop("after detection")
 
