@@ -166,11 +166,12 @@ def test_detect_on_a_restored_file_counts_minarea_in_input_pixels(tmp_path, caps
     assert main(["restore", str(tmp_path / "noise.fits"), "-o", str(tmp_path / "x2.fits"), "--method", "bicubic"]) == 0
     capsys.readouterr()
     assert main(["detect", str(tmp_path / "x2.fits"), "-o", str(tmp_path / "auto.ecsv")]) == 0
-    assert "minarea 20 pixels, the area of 5 input pixels" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "x2 restoration: minarea 20 pixels (the area of 5 input pixels)" in out and "empty-sky apertures" in out
     auto = Table.read(tmp_path / "auto.ecsv")
-    assert auto.meta["minarea"] == 20
+    assert auto.meta["minarea"] == 20 and auto.meta["kron_min_radius"] == 7 and auto.meta["aperture_noise"] == "empty"
     assert main(["detect", str(tmp_path / "x2.fits"), "-o", str(tmp_path / "five.ecsv"), "--minarea", "5"]) == 0
-    assert "minarea 20" not in capsys.readouterr().out
+    assert "minarea 5 pixels, Kron" in capsys.readouterr().out
     five = Table.read(tmp_path / "five.ecsv")
     assert five.meta["minarea"] == 5
     assert main(["detect", str(tmp_path / "noise.fits"), "-o", str(tmp_path / "input.ecsv")]) == 0

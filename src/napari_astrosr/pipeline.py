@@ -265,12 +265,12 @@ def _stats(v: np.ndarray) -> dict:
 
 
 def _detect(image: np.ndarray, wcs: Any, *, scale: float = 1):
-    """Detect with sep's defaults; on an output ``scale`` x finer, the minimum area is 5 input pixels' sky area."""
-    from .core.detection import detect, minarea_for_scale
+    """Detect with sep's defaults; on an output ``scale`` x finer, with apertures and errors on the input's sky."""
+    from .core.detection import detect, options_for_scale
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoSourcesWarning)
-        return detect(image, wcs=wcs, minarea=minarea_for_scale(scale))
+        return detect(image, wcs=wcs, **options_for_scale(scale))
 
 
 def _to_input_grid(sources: Any, scale: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from napari_astrosr.core.detection import (
     detect_sources,
     estimate_background,
     minarea_for_scale,
+    options_for_scale,
     restored_scale,
 )
 from napari_astrosr.exceptions import AstroSRError, NoSourcesWarning
@@ -146,3 +147,41 @@ def test_minarea_in_input_pixels_and_the_restored_scale_of_a_header():
     from napari_astrosr._napari.widgets import detect as widget  # the widget's copy (it loads without sep)
 
     assert widget._MINAREA == MINAREA
+
+
+def test_options_for_a_restored_image():
+    assert options_for_scale(1) == {"minarea": 5, "kron_min_radius": 3.5, "aperture_noise": "pixel"}
+    assert options_for_scale(4) == {"minarea": 80, "kron_min_radius": 14.0, "aperture_noise": "empty"}
+    with pytest.raises(AstroSRError, match="scale"):
+        options_for_scale(0)
+    with pytest.raises(AstroSRError, match="aperture_noise"):
+        detect(np.zeros((32, 32)), aperture_noise="sky")
+
+
+def test_empty_aperture_flux_errors_match_monte_carlo_on_correlated_noise():
+    """An upsampled (x4, flux-conserving bicubic) noisy star field: sep's independent-pixel flux_err is several
+    times too small; the empty-aperture one, with Kron's minimum circle on the input's sky, is not."""
+    from napari_astrosr.core.photometry import kron_flux
+    from napari_astrosr.core.resample import upsample
+
+    img, _, truth = gaussian_field(seed=7, n=12)
+    rng = np.random.default_rng(8)
+    sigma = 0.02 * float(np.max(img))
+
+    def draw():
+        return upsample(img + rng.normal(0.0, sigma, img.shape), 4)
+
+    first = draw().astype(np.float32)
+    opts = options_for_scale(4)
+    empty = detect(first, **opts)
+    pixel = detect(first, minarea=opts["minarea"], kron_min_radius=opts["kron_min_radius"])
+    assert empty.sources.meta["aperture_noise"] == "empty" and "aperture_noise" not in pixel.sources.meta
+    t = empty.sources
+    fl = np.array(
+        [kron_flux(draw() - empty.background.back, t, err=empty.background.rms, min_radius=14.0)[0] for _ in range(40)]
+    )
+    mc = fl.std(axis=0, ddof=1)
+    r_empty = np.median(mc / np.asarray(t["flux_err"]))
+    r_pixel = np.median(mc / np.asarray(pixel.sources["flux_err"]))
+    assert r_pixel > 2.0  # independent pixels: far too small
+    assert 0.7 < r_empty < 1.3

@@ -90,7 +90,8 @@ def test_detect_too_many_for_ellipses_and_error(make_napari_viewer, qtbot, monke
 
 
 def test_min_area_follows_a_restored_input(make_napari_viewer, qtbot):
-    """On a restored (x2) layer Min. area becomes 20 (5 input pixels' area); a value typed by the user is kept."""
+    """On a restored (x2) layer Min. area becomes 20 (5 input pixels' area), apertures and flux errors follow the
+    input's sky; a Min. area typed by the user is kept."""
     viewer = make_napari_viewer()
     viewer.add_image(star_image((32, 32)), name="field")
     w = DetectWidget(viewer)
@@ -99,8 +100,11 @@ def test_min_area_follows_a_restored_input(make_napari_viewer, qtbot):
     viewer.add_image(star_image((64, 64)), name="field [fisr]", metadata={"scale_factor": 2.0})
     w.input.set_value(viewer.layers["field [fisr]"])
     assert w.minarea.value() == 20 and "x2 restoration" in w.minarea.toolTip()
+    # Kron's minimum circle on the input's sky, flux errors from empty-sky apertures (correlated noise)
+    assert w.options()["kron_min_radius"] == 7.0 and w.options()["aperture_noise"] == "empty"
     w.input.set_value(viewer.layers["field"])
     assert w.minarea.value() == 5
+    assert w.options()["kron_min_radius"] == 3.5 and w.options()["aperture_noise"] == "pixel"
     w.minarea.setValue(9)
     w.input.set_value(viewer.layers["field [fisr]"])
     assert w.minarea.value() == 9

@@ -24,6 +24,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="minimum connected pixels (default 5; on an image written by 'astrosr restore --scale S', 5 x S^2: "
         "the sky area of 5 input pixels)",
     )
+    p.add_argument(
+        "--aperture-noise",
+        choices=["auto", "pixel", "empty"],
+        default="auto",
+        help="flux_err from independent pixels, or from apertures on empty sky (correlated noise); auto: empty on "
+        "an image written by 'astrosr restore --scale S' (with Kron's minimum circle 3.5 x S pixels), else pixel",
+    )
     p.add_argument("--deblend-cont", type=float, default=0.005, help="deblending contrast (default 0.005)")
     p.add_argument("--box", type=int, default=64, help="background mesh size in pixels (default 64)")
     p.add_argument("--filter-size", type=int, default=3, help="background median filter in meshes (default 3)")
@@ -41,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..core.catalogs import FORMATS, write_regions, write_table
-    from ..core.detection import MINAREA, detect_sources, minarea_for_scale, restored_scale
+    from ..core.detection import MINAREA, detect_sources, options_for_scale, restored_scale
     from ..core.fits_read import read_fits
     from ..exceptions import AstroSRError, NoSourcesWarning
 
@@ -60,27 +67,32 @@ def run(args: argparse.Namespace) -> int:
             f"{args.image}: is a {img.data.ndim}-D array {img.data.shape}; detect takes a 2-D "
             "image (pick one with --hdu)."
         )
-    minarea = args.minarea
-    if minarea is None:
-        scale = restored_scale(img.header)
-        minarea = minarea_for_scale(scale)
-        if scale != 1:
-            print(
-                f"astrosr detect: minarea {minarea} pixels, the area of {MINAREA} input pixels ({args.image} is a "
-                f"x{scale:g} restoration; give --minarea to choose)",
-                flush=True,
-            )
+    scale = restored_scale(img.header)
+    opts = options_for_scale(scale)
+    if args.minarea is not None:
+        opts["minarea"] = args.minarea
+    if args.aperture_noise != "auto":
+        opts["aperture_noise"] = args.aperture_noise
+    minarea = opts["minarea"]
+    if scale != 1:
+        print(
+            f"astrosr detect: {args.image} is a x{scale:g} restoration: minarea {minarea} pixels"
+            + (f" (the area of {MINAREA} input pixels)" if args.minarea is None else "")
+            + f", Kron's minimum circle {opts['kron_min_radius']:g} pixels, flux_err from "
+            + ("empty-sky apertures (its noise is correlated)" if opts["aperture_noise"] == "empty" else "pixels"),
+            flush=True,
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoSourcesWarning)
         try:
             table = detect_sources(
                 img.data,
                 thresh=args.thresh,
-                minarea=minarea,
                 deblend_cont=args.deblend_cont,
                 box=args.box,
                 filter_size=args.filter_size,
                 wcs=img.wcs,
+                **opts,
             )
         except AstroSRError as exc:  # core errors say "image: ..."; name the file
             raise AstroSRError(f"{args.image}: {exc}") from exc
@@ -93,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         input=str(Path(args.image).name),
         thresh_sigma=args.thresh,
         minarea=minarea,
+        kron_min_radius=opts["kron_min_radius"],
+        aperture_noise=opts["aperture_noise"],
         deblend_cont=args.deblend_cont,
         background_box=args.box,
     )

@@ -25,7 +25,7 @@ from typing import Any, Optional, Union
 import numpy as np
 from astropy.table import QTable
 
-from ..exceptions import AstroSRError, NoSourcesWarning
+from ..exceptions import AstroSRError, AstroSRWarning, NoSourcesWarning
 from .background import Background, _combined_mask, _filled, as_sep_array, estimate_background
 
 __all__ = [
@@ -37,9 +37,11 @@ __all__ = [
     "detect_sources",
     "empty_sources",
     "minarea_for_scale",
+    "options_for_scale",
     "restored_scale",
     "COLUMNS",
     "MINAREA",
+    "APERTURE_NOISE",
 ]
 
 #: Column order of a detection table (``ra``/``dec`` are appended when a WCS is given).
@@ -60,6 +62,57 @@ def minarea_for_scale(scale: float, minarea: int = MINAREA) -> int:
     (``benchmarks/restored_detection.py``).
     """
     return max(1, int(round(int(minarea) * float(scale) ** 2)))
+
+
+#: How ``flux_err`` treats the noise: ``pixel`` (independent pixels, sep's estimate) or ``empty`` (measured with
+#: apertures on empty sky: right for correlated noise, e.g. a restored image).
+APERTURE_NOISE = ("pixel", "empty")
+
+
+def _empty_aperture_errors(work, ferr, segmap, bad, err, sigma1: float, meta: dict) -> np.ndarray:
+    """``ferr`` (independent pixels) scaled by the empty-aperture ratio at its area (meta records the fit)."""
+    from scipy import ndimage
+
+    from .photometry import empty_aperture_noise
+
+    # sources' pixels and a margin around them (their wings are not sky), and bad pixels
+    mask = ndimage.binary_dilation(np.asarray(segmap) > 0, iterations=3) | bad
+    fit = empty_aperture_noise(work, mask=mask, err=err)
+    if fit is None:
+        warnings.warn(
+            "aperture_noise='empty': too little empty sky to measure the aperture noise; flux_err assumes "
+            "independent pixels",
+            AstroSRWarning,
+            stacklevel=3,
+        )
+        meta["aperture_noise"] = "pixel (too little empty sky)"
+        return ferr
+    # the area an independent-pixel error corresponds to: ferr^2 ~ area * sigma1^2
+    area = (np.asarray(ferr, dtype=np.float64) / sigma1) ** 2
+    meta["aperture_noise"] = "empty"
+    # the measured ratios, as "area:ratio" pairs (pixels), for the catalog's header
+    meta["aperture_noise_ratio"] = " ".join(f"{a:.0f}:{r:.3f}" for a, r, _ in fit.points)
+    return np.asarray(ferr, dtype=np.float64) * fit.factor(area)
+
+
+#: Radius (pixels) of the circle a faint source's Kron flux is summed in, as the sep documentation recommends.
+KRON_MIN_RADIUS = 3.5
+
+
+def options_for_scale(scale: float) -> dict:
+    """:func:`detect` options for an image restored ``scale`` x finer than the data it came from.
+
+    Everything measured in pixels keeps the input's sky: the minimum area (:func:`minarea_for_scale`) and Kron's
+    minimum circle (``3.5 scale`` pixels; 3.5 of the smaller pixels put sub-pixel apertures on sharpened peaks,
+    whose flux the restored noise moves in and out), and the flux errors follow the restored image's correlated
+    noise (``aperture_noise="empty"``). ``scale`` 1: the defaults.
+    """
+    s = float(scale)
+    if not (np.isfinite(s) and s > 0):
+        raise AstroSRError(f"scale={scale!r}: must be a positive number.")
+    if s == 1:
+        return {"minarea": MINAREA, "kron_min_radius": KRON_MIN_RADIUS, "aperture_noise": "pixel"}
+    return {"minarea": minarea_for_scale(s), "kron_min_radius": KRON_MIN_RADIUS * s, "aperture_noise": "empty"}
 
 
 def restored_scale(header: Any) -> float:
@@ -143,6 +196,8 @@ def detect(
     use_rms_map: bool = False,
     filter_kernel: Optional[np.ndarray] = "default",  # type: ignore[assignment]
     kron: bool = True,
+    aperture_noise: str = "pixel",
+    kron_min_radius: float = 3.5,
 ) -> Detection:
     """Detect sources and return catalog, segmentation map and background.
 
@@ -156,6 +211,10 @@ def detect(
         raise AstroSRError(f"thresh: must be a positive number of sigma, got {thresh}.")
     if minarea < 1:
         raise AstroSRError(f"minarea: must be >= 1 pixel, got {minarea}.")
+    if not (np.isfinite(kron_min_radius) and kron_min_radius > 0):
+        raise AstroSRError(f"kron_min_radius: must be a positive number of pixels, got {kron_min_radius}.")
+    if aperture_noise not in APERTURE_NOISE:
+        raise AstroSRError(f"aperture_noise={aperture_noise!r}: use one of {', '.join(APERTURE_NOISE)}.")
     bkg = estimate_background(data, mask=bad, box=box, filter_size=filter_size)
     work = data.astype(np.float64)
     if subtract_background:
@@ -199,8 +258,12 @@ def detect(
         from .photometry import kron_flux
 
         err_arr = rms_map if rms_map is not None else bkg.rms
-        flux, ferr, kr, kflag = kron_flux(work, t, err=err_arr, mask=bad, return_flag=True)
+        flux, ferr, kr, kflag = kron_flux(
+            work, t, err=err_arr, mask=bad, min_radius=float(kron_min_radius), return_flag=True
+        )
         flag |= kflag
+        if aperture_noise == "empty":
+            ferr = _empty_aperture_errors(work, ferr, segmap, bad, err_arr, float(bkg.globalrms), t.meta)
     else:
         flux = np.asarray(objs["flux"], dtype=np.float64)
         ferr = np.full(len(objs), np.nan)
@@ -237,6 +300,8 @@ def detect_sources(
     err: Optional[Union[float, np.ndarray]] = None,
     subtract_background: bool = True,
     use_rms_map: bool = False,
+    aperture_noise: str = "pixel",
+    kron_min_radius: float = 3.5,
 ) -> QTable:
     """Detect sources with sep and measure their shapes and Kron fluxes.
 
@@ -263,6 +328,14 @@ def detect_sources(
         Subtract sep's background before extraction (disable for sky-subtracted images).
     use_rms_map : bool
         Threshold against the local rms map instead of the global rms.
+    aperture_noise : {"pixel", "empty"}
+        ``flux_err`` from independent pixels (sep), or scaled to the noise of apertures of the same area
+        measured on empty sky (:func:`~napari_astrosr.core.photometry.empty_aperture_noise`): for correlated
+        noise (a restored, drizzled or resampled image), where the independent-pixel error is too small
+        (measured on default FISR restores: 1.2x at x2, 3.8x at x4). The table's meta records the ratios.
+    kron_min_radius : float
+        Radius in pixels of the circle used where the Kron ellipse is smaller (sep's recipe: 3.5).
+        :func:`options_for_scale` gives all three for a restored image.
 
     Returns
     -------
@@ -288,4 +361,6 @@ def detect_sources(
         err=err,
         subtract_background=subtract_background,
         use_rms_map=use_rms_map,
+        aperture_noise=aperture_noise,
+        kron_min_radius=kron_min_radius,
     ).sources

@@ -9,6 +9,7 @@ Non-finite pixels are masked (excluded from the sum; the flag then has sep's
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from ..exceptions import AstroSRError
 from .background import as_sep_array, estimate_background
 
-__all__ = ["elliptical_aperture_flux", "kron_flux", "ellipse_params"]
+__all__ = ["elliptical_aperture_flux", "kron_flux", "ellipse_params", "empty_aperture_noise", "EmptyApertureNoise"]
 
 # sep refuses a, b <= 0; a detection of one pixel has a ~ 0. Floor the axes (pixels).
 _MIN_AXIS = 1e-3
@@ -179,3 +180,77 @@ def kron_flux(
     if return_flag:
         return flux, ferr, kr, flag
     return flux, ferr, kr
+
+
+@dataclass(frozen=True)
+class EmptyApertureNoise:
+    """How much larger the noise of an aperture sum is than the independent-pixel estimate, measured in empty sky.
+
+    The empty-aperture method (Labbé et al. 2003; Whitaker et al. 2011), as a ratio so that it applies to sep's own
+    errors: per aperture area, the robust scatter of aperture sums on empty sky over sep's independent-pixel error
+    of the same apertures. Uncorrelated noise gives 1 at every area; correlated noise (a restored, drizzled or
+    resampled image) a ratio that grows with the area and levels off once the aperture is much larger than the
+    correlation length (a flux-conserving restoration's aperture sums carry the input's noise). So
+    :meth:`factor` interpolates the measured ``points`` ``(area, ratio, apertures)`` in log area and holds the
+    end values beyond them (a power law fitted to all of them over-corrects large apertures: measured, 3.6 against
+    2.6 at x4).
+    """
+
+    points: tuple[tuple[float, float, int], ...]
+
+    def factor(self, area):
+        """The ratio at ``area`` pixels (a number or an array)."""
+        a = np.log(np.maximum(np.asarray(area, dtype=np.float64), 1e-12))
+        pa = np.log([p[0] for p in self.points])
+        return np.interp(a, pa, [p[1] for p in self.points])
+
+
+def empty_aperture_noise(
+    image: np.ndarray,
+    *,
+    mask: np.ndarray,
+    err: Union[float, np.ndarray],
+    radii=(1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0),
+    n_apertures: int = 400,
+    min_apertures: int = 50,
+    seed: int = 0,
+) -> Optional[EmptyApertureNoise]:
+    """Measure how aperture noise grows with area on a background-subtracted ``image``, with circles on empty sky.
+
+    Circles of each radius are placed at random where they touch no ``mask`` pixel (the sources' segmentation,
+    dilated, and bad pixels). Per radius, the robust standard deviation (1.4826 MAD) of their sums over the median
+    of sep's independent-pixel error for them (from ``err``, the per-pixel rms) is the ratio. Radii with fewer than ``min_apertures`` placements are skipped; None when
+    fewer than three remain (too little empty sky). The radii should reach the apertures the ratio is wanted for:
+    with correlated noise it grows until the circle is several correlation lengths wide (measured, flux-conserving
+    bicubic x4: 3.5 at 450 pixels, 4.6 at the 10^4-pixel Kron apertures of its sources).
+
+    Written here because the empty-aperture method is a few lines over sep's aperture sums and no maintained
+    package offers it for an arbitrary image and mask.
+    """
+    import sep
+
+    data = np.ascontiguousarray(image, dtype=np.float64)
+    bad = np.ascontiguousarray(mask, dtype=np.float64)
+    e = err if np.ndim(err) == 0 else np.ascontiguousarray(err, dtype=np.float64)
+    h, w = data.shape
+    rng = np.random.default_rng(seed)
+    points = []
+    for r in radii:
+        if 4 * r + 2 >= min(h, w):  # circles of up to a quarter of the image
+            break
+        n_try = 10 * n_apertures
+        x = rng.uniform(r, w - 1 - r, n_try)
+        y = rng.uniform(r, h - 1 - r, n_try)
+        touched, _, _ = sep.sum_circle(bad, x, y, float(r), subpix=1)
+        ok = np.flatnonzero(np.asarray(touched) == 0)[:n_apertures]
+        if ok.size < min_apertures:
+            continue
+        sums, pix_err, _ = sep.sum_circle(data, x[ok], y[ok], float(r), err=e, subpix=5)
+        sums = np.asarray(sums, dtype=np.float64)
+        scatter = 1.4826 * float(np.median(np.abs(sums - np.median(sums))))
+        naive = float(np.median(pix_err))
+        if scatter > 0 and naive > 0:
+            points.append((float(np.pi * r * r), scatter / naive, int(ok.size)))
+    if len(points) < 3:
+        return None
+    return EmptyApertureNoise(points=tuple(points))

@@ -168,6 +168,7 @@ class DetectWidget(QWidget):
         self.minarea = QSpinBox()
         self.minarea.setRange(1, 10000)
         self.minarea.setValue(_MINAREA)
+        self._input_scale = 1.0  # the chosen layer's restoration scale (1: not a restoration)
         self._auto_minarea = _MINAREA  # the value the input's grid chose; a value typed by the user is kept
         self.nthresh = QSpinBox()
         self.nthresh.setRange(1, 256)
@@ -246,7 +247,10 @@ class DetectWidget(QWidget):
             scale = 1.0
         if scale == 1.0:
             scale = restored_scale(meta.get("header"))
-        auto = minarea_for_scale(scale if np.isfinite(scale) and scale > 0 else 1.0)
+        if not (np.isfinite(scale) and scale > 0):
+            scale = 1.0
+        self._input_scale = scale
+        auto = minarea_for_scale(scale)
         if self.minarea.value() == self._auto_minarea:
             self.minarea.setValue(auto)
         self._auto_minarea = auto
@@ -263,8 +267,14 @@ class DetectWidget(QWidget):
     # ------------------------------------------------------------------ running
 
     def options(self) -> dict:
-        """detect_sources keyword arguments chosen in the widget."""
-        return dict(
+        """detect_sources keyword arguments chosen in the widget.
+
+        On a restored layer (x*s*) Kron's minimum circle is 3.5 *s* pixels and ``flux_err`` comes from empty-sky
+        apertures (``core.detection.options_for_scale``): the restored noise is correlated.
+        """
+        from ...core.detection import options_for_scale
+
+        return options_for_scale(self._input_scale) | dict(
             thresh=float(self.thresh.value()),
             minarea=int(self.minarea.value()),
             deblend_nthresh=int(self.nthresh.value()),
