@@ -169,3 +169,33 @@ def test_scattered_blur_of_few_pixels_matches_the_operator():
     d[0], d[:, -1] = 1.0, -2.0  # pixels on the edges, where the renormalisation differs
     idx = np.nonzero(d)
     np.testing.assert_allclose(J._apply_sparse(op, d[idx], idx), op.apply(d), atol=1e-12 * np.abs(op.apply(d)).max())
+
+
+def test_nonneg_rounds_stop_when_the_clipping_stagnates():
+    """Saturated stars (clipped data no blur of a non-negative image reproduces): the clipped flux does not fall
+    from round to round, and the rounds stop after the first instead of running to their cap; where each round
+    still cuts it the rule changes nothing."""
+    import numpy as np
+
+    from napari_astrosr.core import projection as J
+    from napari_astrosr.core.psf import moffat_psf
+    from napari_astrosr.core.resample import upsample
+    from napari_astrosr.core.simulate import star_field
+
+    hr = star_field((128, 128), psf=None, seed=3, noise="none", sky=0.0, flux_range=(100, 1e5)).image.astype(float)
+    psf = moffat_psf(6.0)
+    clean = J.forward_model(hr, scale=2, psf=psf) + 5.0
+    saturated = np.minimum(clean, 0.2 * clean.max())
+    _, capped = J.project_flux_exact(
+        upsample(saturated, 2), saturated, scale=2, psf=psf, return_info=True, stagnation=None
+    )
+    _, early = J.project_flux_exact(upsample(saturated, 2), saturated, scale=2, psf=psf, return_info=True)
+    assert capped["nonneg_rounds"] == 10 and early["nonneg_rounds"] == 1
+    assert early["iterations"] < 0.7 * capped["iterations"]
+    # unsaturated: each round still cuts the clipped flux (slowly), the same rounds and output either way
+    a, ia = J.project_flux_exact(upsample(clean, 2), clean, scale=2, psf=psf, return_info=True, stagnation=None)
+    b, ib = J.project_flux_exact(upsample(clean, 2), clean, scale=2, psf=psf, return_info=True)
+    assert ia["nonneg_rounds"] == ib["nonneg_rounds"]
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * float(np.abs(a).max()))
+    with pytest.raises(AstroSRError, match="stagnation"):
+        J.project_flux_exact(upsample(clean, 2), clean, scale=2, psf=psf, stagnation=1.5)

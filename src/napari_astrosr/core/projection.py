@@ -55,6 +55,13 @@ __all__ = [
 ]
 
 
+# The non-negativity rounds stop once a round cuts the clipped (negative) flux by less than this fraction: on fields
+# where the clipping does not converge (a ground image's saturated stars, a PSF the data do not quite follow) the
+# rounds went on to their cap, about 60% of the projection's time at 2048^2, and changed per-source photometry
+# against the truth by nothing measurable (benchmarks/nonneg_rounds.py, docs/results_speed.md).
+NONNEG_STAGNATION = 0.02
+
+
 def _block_sum(x: np.ndarray, s: int) -> np.ndarray:
     """Sum ``s x s`` blocks of a 2-D array whose sides are multiples of ``s``.
 
@@ -525,6 +532,7 @@ def iter_project_flux_exact(
     noise_tol: Optional[float] = None,
     round_noise_tol: Optional[float] = None,
     stop=None,
+    stagnation: Optional[float] = NONNEG_STAGNATION,
 ):
     """:func:`project_flux_exact` as a generator (same parameters, plus ``stop``).
 
@@ -564,7 +572,9 @@ def iter_project_flux_exact(
         nonneg = bool(np.nanmin(y_obs) >= 0)
     norm = max(float(np.linalg.norm(y_obs0)), 1e-300)
     atol, round_atol = stop_tolerances(tol * norm, int(lr_valid.sum()), noise_tol, round_noise_tol)
-    state = {"its": 0, "round": 0}
+    state: dict[str, Any] = {"its": 0, "round": 0, "neg": None}
+    if stagnation is not None and not (np.isfinite(stagnation) and 0 <= stagnation < 1):
+        raise AstroSRError(f"stagnation={stagnation!r}: must be a number in [0, 1).")
     # CG on the corrections runs in float32 when there is a PSF (the FFT-bound case); a
     # PSF-free model is a block sum (no FFTs) and stays float64 (exact in one iteration)
     cg_op, cg_dtype = (op32, np.float32) if op32 is not None else (op, np.float64)
@@ -647,6 +657,11 @@ def iter_project_flux_exact(
             neg_flux = -float(x_neg.sum())
             if neg_flux < neg_flux_tol * (float(xc.sum()) + neg_flux):
                 break
+            # stagnating (the clipping does not converge, e.g. around saturated stars or with a PSF the data do not
+            # quite follow): further rounds cost a projection each and change no source's photometry measurably
+            if stagnation is not None and state["neg"] is not None and neg_flux > (1 - stagnation) * state["neg"]:
+                break
+            state["neg"] = neg_flux
             state["round"] += 1
             # POCS: clip, then project again. Intermediate rounds need not meet tol (the
             # final float64 refinement below does), so the clipped image's residual is
@@ -687,6 +702,7 @@ def project_flux_exact(
     return_info: bool = False,
     callback: Optional[Callable[[int, float], Any]] = None,
     stop=None,
+    stagnation: Optional[float] = NONNEG_STAGNATION,
 ):
     """Least change to ``sr`` such that ``forward_model(x, scale, psf) == lr``.
 
@@ -715,6 +731,9 @@ def project_flux_exact(
         Default: True when ``nanmin(lr) >= 0`` (no sky-subtracted negatives).
     neg_flux_tol
         See ``nonneg``.
+    stagnation
+        Also stop the non-negativity rounds once a round cuts the clipped flux by less than this fraction
+        (:data:`NONNEG_STAGNATION`; None: run to ``nonneg_rounds``).
     damping
         0 (default): the exact projection. ``> 0``: a Tikhonov-damped one, ``x = sr + A^T (A A^T +
         damping m0)^-1 (lr - A sr)`` with ``m0`` the response of ``A A^T`` to a constant image, so
@@ -759,6 +778,7 @@ def project_flux_exact(
         noise_tol=noise_tol,
         round_noise_tol=round_noise_tol,
         stop=stop,
+        stagnation=stagnation,
     )
     while True:
         try:

@@ -327,6 +327,7 @@ def iter_project_flux_exact(
     stop=None,
     device: str = "cpu",
     use_torch: Optional[bool] = None,
+    stagnation: Optional[float] = _proj.NONNEG_STAGNATION,
 ):
     """``core.projection.iter_project_flux_exact`` (same parameters, yields and result) on ``device``.
 
@@ -349,8 +350,11 @@ def iter_project_flux_exact(
                 noise_tol=noise_tol,
                 round_noise_tol=round_noise_tol,
                 stop=stop,
+                stagnation=stagnation,
             )
         )
+    if stagnation is not None and not (np.isfinite(stagnation) and 0 <= stagnation < 1):
+        raise AstroSRError(f"stagnation={stagnation!r}: must be a number in [0, 1).")
     x0 = np.asarray(sr)
     y_obs = np.asarray(lr, dtype=np.float64)
     if x0.ndim != 2 or y_obs.ndim != 2:
@@ -419,6 +423,10 @@ def iter_project_flux_exact(
             neg_flux = float(xc.sum()) - float(x.sum())
             if neg_flux < neg_flux_tol * (float(xc.sum()) + neg_flux):
                 break
+            # stagnating: the same rule as core.projection (NONNEG_STAGNATION)
+            if stagnation is not None and state.get("neg") is not None and neg_flux > (1 - stagnation) * state["neg"]:
+                break
+            state["neg"] = neg_flux
             state["round"] += 1
             if lam:
                 r = residual(xc)
