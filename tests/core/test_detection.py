@@ -144,9 +144,6 @@ def test_minarea_in_input_pixels_and_the_restored_scale_of_a_header():
     assert restored_scale(h) == 1.0
     h["ASRPARAM"] = '{"scale": -2}'
     assert restored_scale(h) == 1.0
-    from napari_astrosr._napari.widgets import detect as widget  # the widget's copy (it loads without sep)
-
-    assert widget._MINAREA == MINAREA
 
 
 def test_options_for_a_restored_image():

@@ -197,7 +197,7 @@ def detect(
     filter_kernel: Optional[np.ndarray] = "default",  # type: ignore[assignment]
     kron: bool = True,
     aperture_noise: str = "pixel",
-    kron_min_radius: float = 3.5,
+    kron_min_radius: float = KRON_MIN_RADIUS,
 ) -> Detection:
     """Detect sources and return catalog, segmentation map and background.
 
@@ -301,7 +301,7 @@ def detect_sources(
     subtract_background: bool = True,
     use_rms_map: bool = False,
     aperture_noise: str = "pixel",
-    kron_min_radius: float = 3.5,
+    kron_min_radius: float = KRON_MIN_RADIUS,
 ) -> QTable:
     """Detect sources with sep and measure their shapes and Kron fluxes.
 

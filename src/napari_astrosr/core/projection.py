@@ -913,20 +913,21 @@ def noise_aware_target(
     band_n = np.maximum(np.bincount(idx.ravel(), minlength=int(bins)), 1)
     band_mean = band_p / band_n
     gain_b = np.clip(1.0 - noise_power / np.maximum(band_mean, 1e-300), 0.0, 1.0)
-    gain = gain_b[idx]
+    filt = WienerFilter(edges=tuple(map(float, edges)), gain=tuple(map(float, gain_b)), cap=bool(cap))
     # what the Wiener gain keeps of the residual, before the cap: "kept nothing" means no band rose above noise
-    kept = float((power * gain**2).sum() / max(power.sum(), 1e-300))
+    kept = float((power * filt.gains(r.shape) ** 2).sum() / max(power.sum(), 1e-300))
+    transfer = None
     if cap and psf is not None:
         if precond is None:
             op = ForwardModel(np.shape(sr), scale=scale, psf=psf)
             precond = _Preconditioner(op) if op.conv is not None else None
         if precond is not None:
-            gain = np.minimum(gain, np.sqrt(np.clip(precond.transfer, 0.0, 1.0)))
-    rw = sfft.irfft2(rf * gain, s=r.shape)
+            transfer = precond.transfer
+    rw = sfft.irfft2(rf * filt.gains(r.shape, transfer=transfer), s=r.shape)
     target = np.where(valid, pred + rw, np.nan)
     info = {"sigma": float(sigma), "gain": [round(float(g), 4) for g in gain_b], "power_kept": kept}
     # the filter itself, for propagating noise through it (core.uncertainty.backprojection_err)
-    info["filter"] = WienerFilter(edges=tuple(map(float, edges)), gain=tuple(map(float, gain_b)), cap=bool(cap))
+    info["filter"] = filt
     return target, info
 
 
@@ -949,16 +950,24 @@ class WienerFilter:
     gain: tuple[float, ...]
     cap: bool
 
+    def gains(self, shape: tuple[int, int], *, transfer: Optional[np.ndarray] = None) -> np.ndarray:
+        """The gain on the ``rfft2`` grid of ``shape``; with ``cap``, limited by ``sqrt(transfer)`` (``A A^T``'s
+        normalised spectrum on that grid, :class:`_Preconditioner`'s ``transfer``) when given.
+        """
+        idx = np.clip(np.digitize(_radial_frequency(shape), np.asarray(self.edges)) - 1, 0, len(self.gain) - 1)
+        gain = np.asarray(self.gain)[idx]
+        if self.cap and transfer is not None:
+            gain = np.minimum(gain, np.sqrt(np.clip(transfer, 0.0, 1.0)))
+        return gain
+
     def apply(self, r: np.ndarray, *, scale: int, psf: Optional[np.ndarray]) -> np.ndarray:
         """The filtered LR residual ``W r`` (the same operation as inside :func:`noise_aware_target`)."""
         from scipy import fft as sfft
 
         r = np.asarray(r, dtype=np.float64)
-        fr = _radial_frequency(r.shape)
-        idx = np.clip(np.digitize(fr, np.asarray(self.edges)) - 1, 0, len(self.gain) - 1)
-        gain = np.asarray(self.gain)[idx]
+        transfer = None
         if self.cap and psf is not None:
             op = ForwardModel((r.shape[0] * scale, r.shape[1] * scale), scale=scale, psf=psf)
             if op.conv is not None:
-                gain = np.minimum(gain, np.sqrt(np.clip(_Preconditioner(op).transfer, 0.0, 1.0)))
-        return sfft.irfft2(sfft.rfft2(r) * gain, s=r.shape)
+                transfer = _Preconditioner(op).transfer
+        return sfft.irfft2(sfft.rfft2(r) * self.gains(r.shape, transfer=transfer), s=r.shape)

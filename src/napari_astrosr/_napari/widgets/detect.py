@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ...core.detection import MINAREA, minarea_for_scale, options_for_scale, restored_scale
 from ...exceptions import AstroSRError
 from ...progress import Progress
 from ...progress import run as run_job
@@ -147,9 +148,6 @@ def prepare_layers(
     return out
 
 
-_MINAREA = 5  # core.detection.MINAREA (not imported here: the widget module loads without sep)
-
-
 class DetectWidget(QWidget):
     """Detect sources on the chosen image layer (see the module docstring)."""
 
@@ -167,9 +165,9 @@ class DetectWidget(QWidget):
         self.thresh.setToolTip("Detection threshold in units of the background rms")
         self.minarea = QSpinBox()
         self.minarea.setRange(1, 10000)
-        self.minarea.setValue(_MINAREA)
+        self.minarea.setValue(MINAREA)
         self._input_scale = 1.0  # the chosen layer's restoration scale (1: not a restoration)
-        self._auto_minarea = _MINAREA  # the value the input's grid chose; a value typed by the user is kept
+        self._auto_minarea = MINAREA  # the value the input's grid chose; a value typed by the user is kept
         self.nthresh = QSpinBox()
         self.nthresh.setRange(1, 256)
         self.nthresh.setValue(32)
@@ -237,8 +235,6 @@ class DetectWidget(QWidget):
 
     def _follow_input_grid(self, *_: Any) -> None:
         """Min. area: the sky area of 5 input pixels on a restored layer (5 x scale^2 of its pixels), unless typed."""
-        from ...core.detection import minarea_for_scale, restored_scale
-
         layer = self.input.value()
         meta = getattr(layer, "metadata", None) or {}
         try:
@@ -257,9 +253,9 @@ class DetectWidget(QWidget):
         self.minarea.setToolTip(
             "Minimum connected pixels above the threshold"
             + (
-                f". This layer is a x{scale:g} restoration: {auto} of its pixels cover the sky of {_MINAREA} input "
+                f". This layer is a x{scale:g} restoration: {auto} of its pixels cover the sky of {MINAREA} input "
                 "pixels (fewer let its correlated noise through as sources)"
-                if auto != _MINAREA
+                if auto != MINAREA
                 else ""
             )
         )
@@ -272,8 +268,6 @@ class DetectWidget(QWidget):
         On a restored layer (x*s*) Kron's minimum circle is 3.5 *s* pixels and ``flux_err`` comes from empty-sky
         apertures (``core.detection.options_for_scale``): the restored noise is correlated.
         """
-        from ...core.detection import options_for_scale
-
         return options_for_scale(self._input_scale) | dict(
             thresh=float(self.thresh.value()),
             minarea=int(self.minarea.value()),
